@@ -1,0 +1,44 @@
+"""The ``minippo`` command line: one sub-command per capability.
+
+Each sub-command lives in its own module under ``minippo/commands/`` and exposes
+``register(subparsers)``, which adds an argparse parser whose ``func`` default is
+the function that runs it.  ``main`` only wires them together.
+"""
+import argparse
+import importlib
+import sys
+
+# Sub-command modules, in the order ``minippo --help`` lists them.
+COMMAND_MODULES = [
+    "minippo.commands.demo",
+    "minippo.commands.mrp",
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="minippo",
+        description="Reinforcement learning from human feedback, from scratch in NumPy.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen sub-command.
+
+    Returns the process exit status.  Errors in user input (bad files, bad
+    arguments) are reported on stderr as ``minippo <command>: error: ...`` with
+    status 2, not as a traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"minippo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0 if status is None else status

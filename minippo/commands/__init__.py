@@ -1,0 +1,1 @@
+"""Command-line sub-commands; each module registers one with ``register(subparsers)``."""

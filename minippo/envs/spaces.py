@@ -1,0 +1,174 @@
+"""Spaces: which arrays are valid observations or actions.
+
+Two kinds are enough for the environments here:
+
+* :class:`Box` -- real arrays ``x`` of a fixed ``shape`` with ``low <= x <= high`` elementwise
+  (bounds may be ±inf).  CartPole's observation, Pendulum's torque.
+* :class:`Discrete` -- integer arrays of a fixed ``shape`` with entries in ``{0, 1, ..., n-1}``.
+  A single CartPole action has ``shape == ()``; a batch of them, one per sub-environment, has
+  ``shape == (num_envs,)``.
+
+A vector environment has a *single* space (one sub-environment) and a *batched* space
+(``space.batch(num_envs)``: one more leading axis of length ``num_envs``).
+
+Every space offers ``sample(rng)``, ``contains(x)`` and ``check_action(x)``; the last one is what
+``VectorEnv.step`` calls, so that a wrong action fails loudly with a message saying what was
+expected instead of silently producing a wrong transition.
+"""
+import numpy as np
+
+
+def _as_shape(shape, name="shape"):
+    """``shape`` as a tuple of non-negative ints (an int ``k`` means ``(k,)``)."""
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        shape = tuple(int(size) for size in shape)
+    except TypeError as error:
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from error
+    if any(size < 0 for size in shape):
+        raise ValueError(f"{name} must contain non-negative sizes, got {shape}")
+    return shape
+
+
+class Box:
+    """Real arrays of shape ``shape`` with ``low <= x <= high`` elementwise.
+
+    ``low`` and ``high`` are broadcast to ``shape`` (which defaults to their broadcast shape) and
+    stored in ``dtype`` (a floating dtype, float32 by default, as in gymnasium).
+    """
+
+    def __init__(self, low, high, shape=None, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise TypeError(f"Box dtype must be a floating dtype, got {self.dtype}")
+        low = np.asarray(low, dtype=np.float64)
+        high = np.asarray(high, dtype=np.float64)
+        if shape is None:
+            shape = np.broadcast_shapes(low.shape, high.shape)
+        self.shape = _as_shape(shape)
+        try:
+            self.low = np.broadcast_to(low, self.shape).astype(self.dtype)
+            self.high = np.broadcast_to(high, self.shape).astype(self.dtype)
+        except ValueError as error:
+            raise ValueError(
+                f"Box low {low.shape} and high {high.shape} must broadcast to shape {self.shape}"
+            ) from error
+        if np.isnan(self.low).any() or np.isnan(self.high).any():
+            raise ValueError("Box low and high must not contain NaN")
+        if not np.all(self.low <= self.high):
+            raise ValueError(f"Box needs low <= high elementwise, got low={self.low}, high={self.high}")
+
+    def batch(self, num_envs):
+        """The space of ``num_envs`` stacked elements: shape ``(num_envs, *self.shape)``."""
+        return Box(self.low[None], self.high[None], (num_envs, *self.shape), self.dtype)
+
+    def sample(self, rng):
+        """A random element: uniform where both bounds are finite, ``low + Exp(1)`` or
+        ``high - Exp(1)`` where only one is, standard normal where neither is (gymnasium's rule)."""
+        rng = np.random.default_rng(rng)
+        finite_low, finite_high = np.isfinite(self.low), np.isfinite(self.high)
+        low, high = self.low.astype(np.float64), self.high.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf bounds only feed unused branches
+            x = np.select(
+                [finite_low & finite_high, finite_low, finite_high],
+                [
+                    low + rng.random(self.shape) * (high - low),
+                    low + rng.standard_exponential(self.shape),
+                    high - rng.standard_exponential(self.shape),
+                ],
+                default=rng.standard_normal(self.shape),
+            )
+        return np.clip(x.astype(self.dtype), self.low, self.high)
+
+    def contains(self, x):
+        """True if ``x`` is a finite real array of this shape inside ``[low, high]``."""
+        try:
+            x = self.check_action(x)
+        except (TypeError, ValueError):
+            return False
+        return bool(np.all((x >= self.low) & (x <= self.high)))
+
+    def check_action(self, x, name="actions"):
+        """``x`` as an array of this space's dtype, or a ``TypeError``/``ValueError`` naming ``name``.
+
+        Checks the dtype kind (real or integer numbers), the shape and finiteness.  The bounds are
+        *not* enforced: continuous-control environments clip actions into ``[low, high]``, as
+        gymnasium's do.
+        """
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be real numbers for {self}, got dtype {x.dtype}")
+        if x.shape != self.shape:
+            raise ValueError(f"{name} must have shape {self.shape} for {self}, got {x.shape}")
+        x = x.astype(self.dtype, copy=False)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf), got {x}")
+        return x
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, Box)
+            and self.shape == other.shape
+            and self.dtype == other.dtype
+            and np.array_equal(self.low, other.low)
+            and np.array_equal(self.high, other.high)
+        )
+
+    def __repr__(self):
+        if np.all(self.low == self.low.flat[0]) and np.all(self.high == self.high.flat[0]):
+            low, high = self.low.flat[0], self.high.flat[0]  # uniform bounds: print two numbers
+        else:
+            low, high = self.low, self.high
+        return f"Box({low}, {high}, {self.shape}, {self.dtype})"
+
+
+class Discrete:
+    """Integer arrays of shape ``shape`` (default: scalars) with entries in ``{0, ..., n-1}``."""
+
+    dtype = np.dtype(np.int64)
+
+    def __init__(self, n, shape=()):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"Discrete n must be an int, got {type(n).__name__}")
+        if n < 1:
+            raise ValueError(f"Discrete n must be >= 1, got {n}")
+        self.n = int(n)
+        self.shape = _as_shape(shape)
+
+    def batch(self, num_envs):
+        """The space of ``num_envs`` stacked elements: shape ``(num_envs, *self.shape)``."""
+        return Discrete(self.n, (num_envs, *self.shape))
+
+    def sample(self, rng):
+        """Uniformly random integers in ``{0, ..., n-1}`` of this space's shape."""
+        return np.random.default_rng(rng).integers(self.n, size=self.shape, dtype=self.dtype)
+
+    def contains(self, x):
+        """True if ``x`` is an integer array of this shape with entries in ``{0, ..., n-1}``."""
+        try:
+            self.check_action(x)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def check_action(self, x, name="actions"):
+        """``x`` as an int64 array, or a ``TypeError``/``ValueError`` naming ``name``.
+
+        Floats are refused even when integral (``1.0``): they usually mean that a policy's
+        probabilities or logits were passed where a sampled action was expected.
+        """
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integers for {self}, got dtype {x.dtype}")
+        if x.shape != self.shape:
+            raise ValueError(f"{name} must have shape {self.shape} for {self}, got {x.shape}")
+        if x.size and (x.min() < 0 or x.max() >= self.n):
+            raise ValueError(f"{name} must be in {{0, ..., {self.n - 1}}}, got {x}")
+        return x.astype(self.dtype, copy=False)
+
+    def __eq__(self, other):
+        return isinstance(other, Discrete) and self.n == other.n and self.shape == other.shape
+
+    def __repr__(self):
+        return f"Discrete({self.n})" if self.shape == () else f"Discrete({self.n}, shape={self.shape})"

@@ -1,0 +1,158 @@
+"""The vector-environment interface, with same-step autoreset and episode statistics.
+
+A vector environment runs ``num_envs`` independent copies ("sub-environments") of one task in
+lock-step.  Everything comes in batches whose first axis is the sub-environment::
+
+    obs, infos = env.reset(seed=0)                  # obs (num_envs, *obs_shape)
+    obs, rewards, terminations, truncations, infos = env.step(actions)
+                                                    # actions (num_envs, *action_shape)
+                                                    # rewards float64, the flags bool, (num_envs,)
+
+``terminations[i]`` means sub-environment ``i`` reached a terminal state (its value is 0 from
+now on); ``truncations[i]`` means it was cut off by a time limit (its value is *not* 0: bootstrap
+from the final observation).  Both can be true on the same step, as in gymnasium.
+
+**Same-step autoreset.**  A finished sub-environment is reset inside the ``step`` that finished
+it, so every returned observation is one the agent can act on:
+
+* ``obs[i]`` is the first observation of the new episode;
+* ``infos["final_obs"][i]`` is the last observation of the finished one (``infos["final_obs"]``
+  is a full ``(num_envs, *obs_shape)`` array, meaningful where ``infos["_final_obs"]`` is true);
+* ``infos["episode"]["r"][i]`` and ``infos["episode"]["l"][i]`` are the finished episode's
+  undiscounted return and length (0 where the mask ``infos["_episode"]`` is false).
+
+On steps where no episode ends ``infos`` is an empty dict.  This matches gymnasium 1.x with
+``autoreset_mode=AutoresetMode.SAME_STEP`` plus its ``RecordEpisodeStatistics`` wrapper, except
+that ``final_obs`` is one stacked array instead of an object array.
+
+Subclasses only describe the dynamics, through three hooks that act on all sub-environments at
+once (no Python loop over environments):
+
+* ``_advance(actions) -> (rewards, terminations, truncations)`` moves every sub-environment one
+  step (``actions`` already validated by ``action_space.check_action``);
+* ``_observe() -> obs`` returns a new observation array for the current states;
+* ``_reset_envs(mask)`` starts new episodes where the boolean ``mask`` is true, drawing from
+  ``self.rng``.
+
+``self.episode_lengths`` already counts the step being taken when ``_advance`` runs, so the time
+limit ``max_episode_steps`` is simply ``truncations = self._time_limit_reached()``.
+"""
+import numpy as np
+
+from minippo.envs.spaces import Box, Discrete
+
+
+def check_positive_int(value, name):
+    """``value`` as a positive Python int, or a ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+class VectorEnv:
+    """Base class: ``num_envs`` sub-environments stepped together, with same-step autoreset.
+
+    Attributes: ``num_envs``, ``single_observation_space``, ``single_action_space``,
+    ``observation_space`` and ``action_space`` (the batched spaces), ``max_episode_steps`` (the
+    time limit, None for none), ``rng`` (the one ``numpy.random.Generator`` that drives every
+    sub-environment's randomness) and ``episode_returns``/``episode_lengths`` of the running
+    episodes.
+    """
+
+    def __init__(
+        self, num_envs, single_observation_space, single_action_space, seed=None, max_episode_steps=None
+    ):
+        for name, space in [
+            ("single_observation_space", single_observation_space),
+            ("single_action_space", single_action_space),
+        ]:
+            if not isinstance(space, (Box, Discrete)):
+                raise TypeError(f"{name} must be a minippo.envs.spaces Box or Discrete, got {space!r}")
+        self.num_envs = check_positive_int(num_envs, "num_envs")
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = single_observation_space.batch(self.num_envs)
+        self.action_space = single_action_space.batch(self.num_envs)
+        self.max_episode_steps = (
+            None if max_episode_steps is None else check_positive_int(max_episode_steps, "max_episode_steps")
+        )
+        self.rng = np.random.default_rng(seed)
+        self.episode_returns = np.zeros(self.num_envs)
+        self.episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self._needs_reset = True
+
+    def reset(self, *, seed=None, options=None):
+        """Start a new episode in every sub-environment; return ``(obs, infos)``.
+
+        ``seed`` (int or Generator) replaces the random generator, making everything that
+        follows reproducible; ``None`` keeps the current one.  Native environments take no
+        ``options``.
+        """
+        if options:
+            raise ValueError(f"{type(self).__name__}.reset takes no options, got {options!r}")
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._reset_envs(np.ones(self.num_envs, dtype=bool))
+        self._start_episodes()
+        return self._observe(), {}
+
+    def step(self, actions):
+        """Advance every sub-environment by one step; see the module docstring for the returns."""
+        if self._needs_reset:
+            raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
+        actions = self.action_space.check_action(actions)
+        self.episode_lengths += 1
+        rewards, terminations, truncations = self._advance(actions)
+        self.episode_returns += rewards
+        dones = terminations | truncations
+        if not dones.any():
+            return self._observe(), rewards, terminations, truncations, {}
+        infos = {
+            "final_obs": self._observe(),
+            "_final_obs": dones,
+            "episode": {
+                "r": np.where(dones, self.episode_returns, 0.0),
+                "l": np.where(dones, self.episode_lengths, 0),
+            },
+            "_episode": dones.copy(),
+        }
+        self.episode_returns[dones] = 0.0
+        self.episode_lengths[dones] = 0
+        self._reset_envs(dones)
+        return self._observe(), rewards, terminations, truncations, infos
+
+    def close(self):
+        """Release resources and require a new ``reset`` before stepping."""
+        self._needs_reset = True
+
+    def _time_limit_reached(self):
+        """Truncation flags: the running episode has lasted ``max_episode_steps`` steps."""
+        if self.max_episode_steps is None:
+            return np.zeros(self.num_envs, dtype=bool)
+        return self.episode_lengths >= self.max_episode_steps
+
+    def _start_episodes(self):
+        """Zero the episode statistics of all sub-environments after a full reset."""
+        self.episode_returns[:] = 0.0
+        self.episode_lengths[:] = 0
+        self._needs_reset = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"{type(self).__name__}(num_envs={self.num_envs})"
+
+    def _advance(self, actions):
+        raise NotImplementedError
+
+    def _observe(self):
+        raise NotImplementedError
+
+    def _reset_envs(self, mask):
+        raise NotImplementedError

@@ -1,0 +1,94 @@
+"""The categorical distribution over tokens (or discrete actions) that a softmax head defines.
+
+For logits z over V choices:
+
+    log π(a) = z_a − log Σ_j exp z_j                     (log-softmax, computed with the true max)
+    H(π)     = −Σ_a π(a) log π(a)                          (entropy)
+
+and their gradients with respect to the logits:
+
+    ∂ log π(a) / ∂z = onehot(a) − π                       (so cross-entropy backward is π − onehot(y))
+    ∂ H / ∂z        = −π ⊙ (log π + H)
+
+These are what every objective in minippo needs: cross-entropy for pretraining, log-probabilities of
+sampled tokens for policy gradients and PPO, and the entropy bonus.  The softmax and the loss are fused:
+backward never forms the V×V Jacobian.
+"""
+import numpy as np
+
+
+def log_softmax(logits):
+    """log π = z − max z − log Σ exp(z − max z) along the last axis (a new array)."""
+    out = logits - logits.max(axis=-1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    return out
+
+
+def _check_tokens(tokens, vocab_size, name="tokens", allowed_extra=None):
+    tokens = np.asarray(tokens)
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {tokens.dtype}")
+    bad = (tokens < 0) | (tokens >= vocab_size)
+    if allowed_extra is not None:
+        bad &= tokens != allowed_extra
+    if bad.any():
+        raise ValueError(
+            f"{name} must be in [0, {vocab_size}); found {tokens[bad].reshape(-1)[0]}"
+        )
+    return tokens
+
+
+def token_logprobs_forward(logits, tokens):
+    """log π(tokens) for logits (..., V) and integer tokens (...).
+
+    Returns ``(logprobs, log_probs_all)``; the full log-softmax (..., V) is what backward needs.
+    """
+    tokens = _check_tokens(tokens, logits.shape[-1])
+    if tokens.shape != logits.shape[:-1]:
+        raise ValueError(f"tokens must have shape {logits.shape[:-1]}, got {tokens.shape}")
+    log_probs_all = log_softmax(logits)
+    logprobs = np.take_along_axis(log_probs_all, tokens[..., None], axis=-1)[..., 0]
+    return logprobs, log_probs_all
+
+
+def token_logprobs_backward(dlogprobs, tokens, log_probs_all):
+    """dL/dz = dL/dlogπ(a) · (onehot(a) − π)."""
+    dlogits = np.exp(log_probs_all)
+    dlogits *= -dlogprobs[..., None]
+    flat = dlogits.reshape(-1, dlogits.shape[-1])  # a view: (N, V)
+    flat[np.arange(flat.shape[0]), np.asarray(tokens).reshape(-1)] += dlogprobs.reshape(-1)
+    return dlogits
+
+
+def entropy_forward(log_probs_all):
+    """H = −Σ π log π over the last axis, from a log-softmax (..., V)."""
+    return -np.einsum("...v,...v->...", np.exp(log_probs_all), log_probs_all)
+
+
+def entropy_backward(dentropy, log_probs_all, entropy):
+    """dL/dz = −dL/dH · π ⊙ (log π + H)."""
+    dlogits = log_probs_all + entropy[..., None]
+    dlogits *= np.exp(log_probs_all)
+    dlogits *= -dentropy[..., None]
+    return dlogits
+
+
+def cross_entropy(logits, targets, ignore_index=-1):
+    """Mean negative log-likelihood  L = −(1/n) Σ_{valid t} log π(y_t)  and its gradient.
+
+    logits (..., V); targets (...) integers, where ``ignore_index`` marks positions that do not count
+    (padding).  Returns ``(loss, dlogits)`` with dlogits = (π − onehot(y)) / n on valid positions and
+    0 elsewhere, in the logits' dtype.
+    """
+    targets = _check_tokens(targets, logits.shape[-1], "targets", allowed_extra=ignore_index)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets must have shape {logits.shape[:-1]}, got {targets.shape}")
+    valid = targets != ignore_index
+    count = int(valid.sum())
+    if count == 0:
+        raise ValueError(f"every target equals ignore_index={ignore_index}; there is nothing to score")
+    safe_targets = np.where(valid, targets, 0)
+    logprobs, log_probs_all = token_logprobs_forward(logits, safe_targets)
+    weights = valid.astype(logits.dtype) * (-1.0 / count)  # dL/dlogπ(y_t)
+    loss = float(np.dot(logprobs.reshape(-1), weights.reshape(-1)))
+    return loss, token_logprobs_backward(weights, safe_targets, log_probs_all)

@@ -1,0 +1,96 @@
+"""One-file checkpoints: config, weights, optimizer state, step and RNG state.
+
+The file is a NumPy ``.npz`` (no pickle): arrays are stored under ``params/<name>`` and
+``optimizer/<key>``; everything else (the model config, the step, the bit-generator state, any extra
+JSON-friendly metadata) is one JSON document under ``meta``.
+
+Writing is atomic: the archive goes to a temporary file in the target directory, is flushed to disk,
+then renamed over the destination, so a crash never leaves a half-written checkpoint.  Loading checks
+the format and reports what is wrong rather than returning partial state.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+def rng_state(rng):
+    """The JSON-friendly state of a ``numpy.random.Generator``."""
+    return rng.bit_generator.state
+
+
+def rng_from_state(state):
+    """A Generator that continues exactly where the one whose ``rng_state`` was saved stopped."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng=None, extra=None):
+    """Atomically write a checkpoint to ``path`` (parent directories are created)."""
+    path = os.fspath(path)
+    arrays = {f"params/{name}": value for name, value in params.items()}
+    arrays.update({f"optimizer/{key}": value for key, value in (optimizer_state or {}).items()})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "step": int(step),
+        "rng_state": None if rng is None else rng_state(rng),
+        "extra": extra or {},
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns a dict with ``params``, ``optimizer_state`` (possibly empty), ``config``, ``step``,
+    ``rng`` (a Generator, or None) and ``extra``.  Raises ``ValueError`` naming the file and the problem.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            contents = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path!r} is not a minippo checkpoint (unreadable .npz: {error})") from error
+    if "meta" not in contents:
+        raise ValueError(f"{path!r} is not a minippo checkpoint: it has no 'meta' entry")
+    try:
+        meta = json.loads(str(contents.pop("meta")))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path!r}: the 'meta' entry is not valid JSON ({error})") from error
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path!r}: checkpoint format {meta.get('format_version')!r}, "
+                         f"this minippo reads format {FORMAT_VERSION}")
+    params = {key[len("params/"):]: value for key, value in contents.items() if key.startswith("params/")}
+    optimizer_state = {key[len("optimizer/"):]: value for key, value in contents.items()
+                       if key.startswith("optimizer/")}
+    unknown = [key for key in contents if not key.startswith(("params/", "optimizer/"))]
+    if unknown:
+        raise ValueError(f"{path!r}: unexpected entries {unknown}")
+    return {
+        "params": params,
+        "optimizer_state": optimizer_state,
+        "config": meta["config"],
+        "step": meta["step"],
+        "rng": None if meta["rng_state"] is None else rng_from_state(meta["rng_state"]),
+        "extra": meta["extra"],
+    }

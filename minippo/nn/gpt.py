@@ -1,0 +1,442 @@
+"""A GPT-2 transformer in NumPy with a hand-written backward pass and KV-cache generation.
+
+Architecture (exactly GPT-2's), for token ids x_1..x_T:
+
+    h⁰_t = E[x_t] + P[pos_t]                                    token + position embeddings
+    a    = h + Attn(LN₁(h))                                     pre-LayerNorm block, causal attention
+    h'   = a + MLP(LN₂(a)),   MLP(u) = GELU(u W_fc + b_fc) W_proj + b_proj
+    z_t  = LN_f(hᴸ_t) Eᵀ                                         LM head tied to the token embedding
+
+Parameters live in one flat dict named exactly like a Hugging Face GPT-2 checkpoint
+(``transformer.h.0.attn.c_attn.weight`` is (C, 3C): ``x @ w + b``), so real GPT-2 weights converted
+to NumPy load as they are.
+
+``forward`` keeps what ``backward`` needs; ``backward`` is the forward read in reverse and adds into
+``self.grads``.  The final hidden state (after LN_f) is kept in ``self.hidden`` so that value and
+score heads (``minippo.nn.heads``) can read it and send their gradient back through ``backward``.
+
+Left padding follows Hugging Face: pad keys are masked and the position of a token counts only the
+real tokens before it (``pos = cumsum(mask) − 1``, clipped at 0), so a padded row gives the same
+logits on its real tokens as the row alone.
+"""
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from minippo.nn.attention import attention_backward, attention_bias, attention_forward
+from minippo.nn.categorical import log_softmax
+from minippo.nn.layers import (
+    embedding_backward,
+    embedding_forward,
+    gelu_backward,
+    gelu_forward,
+    layernorm_backward,
+    layernorm_forward,
+    linear_backward,
+    linear_forward,
+)
+from minippo.nn.module import Module, as_generator, check_dtype
+
+# Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
+CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes of a GPT.  ``dtype`` (float32 or float64) is the dtype of every array the model makes."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dtype: object = np.float32
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+    def to_dict(self):
+        """JSON-friendly form (dtype as its name)."""
+        return {**asdict(self), "dtype": self.dtype.name}
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**values)
+
+
+class Generation(NamedTuple):
+    """Output of :meth:`GPT.generate`.
+
+    tokens:   (B, T + max_new_tokens) prompt followed by the sampled tokens (pad after a row's EOS);
+    logprobs: (B, max_new_tokens) log π(token) under the temperature-scaled distribution, 0 where masked;
+    mask:     (B, max_new_tokens) True for sampled tokens up to and including a row's EOS.
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    mask: np.ndarray
+
+
+def parameter_shapes(config):
+    """Name -> shape of every parameter, in Hugging Face GPT-2 naming."""
+    C = config.n_embd
+    shapes = {
+        "transformer.wte.weight": (config.vocab_size, C),
+        "transformer.wpe.weight": (config.block_size, C),
+    }
+    for layer in range(config.n_layer):
+        prefix = f"transformer.h.{layer}."
+        shapes.update({
+            prefix + "ln_1.weight": (C,), prefix + "ln_1.bias": (C,),
+            prefix + "attn.c_attn.weight": (C, 3 * C), prefix + "attn.c_attn.bias": (3 * C,),
+            prefix + "attn.c_proj.weight": (C, C), prefix + "attn.c_proj.bias": (C,),
+            prefix + "ln_2.weight": (C,), prefix + "ln_2.bias": (C,),
+            prefix + "mlp.c_fc.weight": (C, 4 * C), prefix + "mlp.c_fc.bias": (4 * C,),
+            prefix + "mlp.c_proj.weight": (4 * C, C), prefix + "mlp.c_proj.bias": (C,),
+        })
+    shapes["transformer.ln_f.weight"] = (C,)
+    shapes["transformer.ln_f.bias"] = (C,)
+    return shapes
+
+
+def init_parameters(config, rng):
+    """GPT-2 initialisation: N(0, 0.02) for weights and embeddings, N(0, 0.02/√(2·n_layer)) for the
+    two residual projections of each block, zeros for biases, ones for LayerNorm gains."""
+    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    params = {}
+    for name, shape in parameter_shapes(config).items():
+        if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+            params[name] = np.ones(shape, dtype=config.dtype)
+        elif name.endswith(".bias"):
+            params[name] = np.zeros(shape, dtype=config.dtype)
+        else:
+            std = residual_std if name.endswith("c_proj.weight") else 0.02
+            params[name] = rng.standard_normal(shape, dtype=config.dtype) * std
+    return params
+
+
+class GPT(Module):
+    """GPT-2 with manual backward.  ``GPT(config, seed=0)``; see the module docstring for the math."""
+
+    def __init__(self, config, seed=None):
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        super().__init__(init_parameters(config, as_generator(seed)))
+        self.hidden = None
+        self._cache = None
+
+    # ------------------------------------------------------------------------------------------
+    # input checks
+    # ------------------------------------------------------------------------------------------
+    def _check_idx(self, idx, max_length):
+        idx = np.asarray(idx)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"idx must be an integer array of token ids, got dtype {idx.dtype}")
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
+        if idx.shape[1] > max_length:
+            raise ValueError(
+                f"sequence length {idx.shape[1]} exceeds what fits in block_size {self.config.block_size}"
+                + ("" if max_length == self.config.block_size else " together with max_new_tokens")
+            )
+        bad = (idx < 0) | (idx >= self.config.vocab_size)
+        if bad.any():
+            raise ValueError(
+                f"idx must hold token ids in [0, {self.config.vocab_size}); found {idx[bad][0]}"
+            )
+        return idx
+
+    @staticmethod
+    def _check_mask(attention_mask, shape):
+        if attention_mask is None:
+            return None
+        mask = np.asarray(attention_mask)
+        if mask.shape != shape:
+            raise ValueError(f"attention_mask must have the shape of idx {shape}, got {mask.shape}")
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must contain only 0 (pad) and 1 (real token)")
+        return mask.astype(np.int64)
+
+    @staticmethod
+    def _positions(mask, B, T):
+        """Position ids: 0..T−1, or with padding cumsum(mask) − 1 clipped at 0 -> (B, T)."""
+        if mask is None:
+            return np.broadcast_to(np.arange(T), (B, T))
+        return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+
+    # ------------------------------------------------------------------------------------------
+    # forward
+    # ------------------------------------------------------------------------------------------
+    def _split_heads(self, qkv, B, T):
+        """(B*T, 3C) -> three views (B, nh, T, hs) for queries, keys and values."""
+        nh, hs = self.config.n_head, self.config.head_size
+        q, k, v = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # -> (3, B, nh, T, hs)
+        return q, k, v
+
+    def _block_forward(self, layer, x, B, T, bias, kv_cache=None, start=0):
+        """One transformer block on x (B*T, C); returns the output and what backward needs.
+
+        With ``kv_cache = (keys, values)`` of shape (B, nh, T_max, hs), the new keys and values are
+        written at positions start..start+T−1 and attention runs over all cached positions.
+        """
+        p = self.params
+        prefix = f"transformer.h.{layer}."
+        ln1, norm1, rstd1 = layernorm_forward(x, p[prefix + "ln_1.weight"], p[prefix + "ln_1.bias"])
+        qkv = linear_forward(ln1, p[prefix + "attn.c_attn.weight"], p[prefix + "attn.c_attn.bias"])
+        q, k, v = self._split_heads(qkv, B, T)
+        if kv_cache is not None:
+            keys, values = kv_cache
+            keys[:, :, start:start + T] = k
+            values[:, :, start:start + T] = v
+            k, v = keys[:, :, :start + T], values[:, :, :start + T]
+        y, att = attention_forward(q, k, v, bias)
+        y = y.transpose(0, 2, 1, 3).reshape(B * T, -1)  # (B, nh, T, hs) -> (B*T, C)
+        attn_out = linear_forward(y, p[prefix + "attn.c_proj.weight"], p[prefix + "attn.c_proj.bias"])
+        attn_out += x  # residual: a = x + Attn(LN₁(x))
+        ln2, norm2, rstd2 = layernorm_forward(attn_out, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
+        fc = linear_forward(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"])  # (B*T, 4C)
+        gelu, tanh_term = gelu_forward(fc)
+        out = linear_forward(gelu, p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
+        out += attn_out  # residual: h' = a + MLP(LN₂(a))
+        cache = (ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, tanh_term)
+        return out, cache
+
+    def _trunk(self, idx, positions, bias, kv_caches=None, start=0):
+        """Embeddings, every block and the final LayerNorm -> (hidden (B*T, C), caches)."""
+        B, T = idx.shape
+        x = embedding_forward(idx, self.params["transformer.wte.weight"])
+        x += embedding_forward(positions, self.params["transformer.wpe.weight"])
+        x = x.reshape(B * T, -1)
+        block_caches = []
+        for layer in range(self.config.n_layer):
+            kv_cache = None if kv_caches is None else kv_caches[layer]
+            x, cache = self._block_forward(layer, x, B, T, bias, kv_cache, start)
+            block_caches.append(cache)
+        hidden, norm_f, rstd_f = layernorm_forward(
+            x, self.params["transformer.ln_f.weight"], self.params["transformer.ln_f.bias"]
+        )
+        return hidden, (block_caches, norm_f, rstd_f)
+
+    def forward(self, idx, attention_mask=None, compute_logits=True):
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T); keeps what ``backward`` needs.
+
+        ``attention_mask`` (B, T) of 0/1 marks left padding.  The final hidden state is kept in
+        ``self.hidden`` (B, T, C).  With ``compute_logits=False`` the LM head is skipped (for a critic
+        or reward model that reads only the hidden state) and None is returned.
+        """
+        idx = self._check_idx(idx, self.config.block_size)
+        B, T = idx.shape
+        mask = self._check_mask(attention_mask, idx.shape)
+        positions = self._positions(mask, B, T)
+        bias = attention_bias(np.arange(T), T, mask, self.config.dtype)
+        hidden, (block_caches, norm_f, rstd_f) = self._trunk(idx, positions, bias)
+        self._cache = dict(idx=idx, positions=positions, mask=mask, block_caches=block_caches,
+                           norm_f=norm_f, rstd_f=rstd_f, hidden=hidden, has_logits=compute_logits)
+        self.hidden = hidden.reshape(B, T, -1)
+        if not compute_logits:
+            return None
+        logits = hidden @ self.params["transformer.wte.weight"].T  # (B*T, C) @ (C, V) -> (B*T, V)
+        return logits.reshape(B, T, -1)
+
+    # ------------------------------------------------------------------------------------------
+    # backward
+    # ------------------------------------------------------------------------------------------
+    def _block_backward(self, layer, dout, cache, B, T):
+        """Gradient through one block: dout (B*T, C) w.r.t. its output -> gradient w.r.t. its input x."""
+        ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, tanh_term = cache
+        p, g = self.params, self.grads
+        prefix = f"transformer.h.{layer}."
+        nh, hs = self.config.n_head, self.config.head_size
+        # MLP branch: h' = a + MLP(LN₂(a))
+        dgelu = linear_backward(dout, gelu, p[prefix + "mlp.c_proj.weight"],
+                                g[prefix + "mlp.c_proj.weight"], g[prefix + "mlp.c_proj.bias"])
+        dfc = gelu_backward(dgelu, fc, tanh_term)
+        dln2 = linear_backward(dfc, ln2, p[prefix + "mlp.c_fc.weight"],
+                               g[prefix + "mlp.c_fc.weight"], g[prefix + "mlp.c_fc.bias"])
+        dattn_out = layernorm_backward(dln2, norm2, rstd2, p[prefix + "ln_2.weight"],
+                                       g[prefix + "ln_2.weight"], g[prefix + "ln_2.bias"])
+        dattn_out += dout  # the residual path
+        # attention branch: a = x + Attn(LN₁(x))
+        dy = linear_backward(dattn_out, y, p[prefix + "attn.c_proj.weight"],
+                             g[prefix + "attn.c_proj.weight"], g[prefix + "attn.c_proj.bias"])
+        dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B*T, C) -> (B, nh, T, hs)
+        dq, dk, dv = attention_backward(dy, q, k, v, att)
+        dqkv = np.stack((dq, dk, dv)).transpose(1, 3, 0, 2, 4).reshape(B * T, -1)  # -> (B*T, 3C)
+        dln1 = linear_backward(dqkv, ln1, p[prefix + "attn.c_attn.weight"],
+                               g[prefix + "attn.c_attn.weight"], g[prefix + "attn.c_attn.bias"])
+        dx = layernorm_backward(dln1, norm1, rstd1, p[prefix + "ln_1.weight"],
+                                g[prefix + "ln_1.weight"], g[prefix + "ln_1.bias"])
+        dx += dattn_out  # the residual path
+        return dx
+
+    def backward(self, dlogits=None, dhidden=None):
+        """Add the gradients of the last forward's loss into ``self.grads`` and return it.
+
+        dlogits: (B, T, vocab) gradient w.r.t. the logits (None if the loss does not use them);
+        dhidden: (B, T, C) gradient w.r.t. ``self.hidden`` from heads reading it (None if none).
+        The tied token embedding receives both its LM-head and its embedding contributions.
+        """
+        if self._cache is None:
+            raise RuntimeError("backward called before forward: run model.forward(idx) first")
+        cache = self._cache
+        idx, positions = cache["idx"], cache["positions"]
+        B, T = idx.shape
+        C = self.config.n_embd
+        p, g = self.params, self.grads
+        if dlogits is None and dhidden is None:
+            raise ValueError("backward needs dlogits, dhidden or both")
+        dhid = np.zeros((B * T, C), dtype=self.config.dtype)
+        if dlogits is not None:
+            if not cache["has_logits"]:
+                raise ValueError("dlogits given, but forward ran with compute_logits=False")
+            dlogits = self._check_gradient(dlogits, (B, T, self.config.vocab_size), "dlogits")
+            dlogits = dlogits.reshape(B * T, -1)
+            wte = p["transformer.wte.weight"]
+            g["transformer.wte.weight"] += dlogits.T @ cache["hidden"]  # (V, B*T) @ (B*T, C)
+            dhid += dlogits @ wte  # (B*T, V) @ (V, C)
+        if dhidden is not None:
+            dhid += self._check_gradient(dhidden, (B, T, C), "dhidden").reshape(B * T, C)
+        dx = layernorm_backward(dhid, cache["norm_f"], cache["rstd_f"], p["transformer.ln_f.weight"],
+                                g["transformer.ln_f.weight"], g["transformer.ln_f.bias"])
+        for layer in reversed(range(self.config.n_layer)):
+            dx = self._block_backward(layer, dx, cache["block_caches"][layer], B, T)
+        embedding_backward(dx, idx, g["transformer.wte.weight"])
+        embedding_backward(dx, positions, g["transformer.wpe.weight"])
+        return self.grads
+
+    def _check_gradient(self, gradient, shape, name):
+        gradient = np.asarray(gradient)
+        if gradient.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {gradient.shape}")
+        if gradient.dtype != self.config.dtype:
+            raise TypeError(f"{name} must have dtype {self.config.dtype}, got {gradient.dtype}")
+        return gradient
+
+    # ------------------------------------------------------------------------------------------
+    # generation with a KV cache
+    # ------------------------------------------------------------------------------------------
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 eos_token_id=None, attention_mask=None, rng=None, pad_token_id=None):
+        """Sample ``max_new_tokens`` tokens after the (left-padded) prompts ``idx`` (B, T).
+
+        Each new token costs one position of attention: keys and values of earlier positions are kept
+        in a cache (B, nh, T + max_new_tokens, hs) per layer.  Sampling uses π_T = softmax(z / T);
+        ``temperature=0`` is greedy (logprobs then under T = 1).  ``top_k`` keeps the k most likely
+        tokens and ``top_p`` the smallest set with probability ≥ p; the returned logprobs are under the
+        full temperature-scaled distribution, so they equal a forward pass over the finished sequence.
+        After a row samples ``eos_token_id`` it is filled with ``pad_token_id`` (default: the EOS id).
+        ``rng``: a Generator or a seed.  Returns a :class:`Generation`.
+        """
+        config = self.config
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        idx = self._check_idx(idx, config.block_size - max_new_tokens)
+        B, T0 = idx.shape
+        mask = self._check_mask(attention_mask, idx.shape)
+        if mask is None:
+            mask = np.ones((B, T0), dtype=np.int64)
+        elif not mask[:, -1].all():
+            raise ValueError("attention_mask must be left-padded: the last prompt position of every "
+                             "row must be a real token (mask 1)")
+        sampler = TokenSampler(temperature, top_k, top_p, config.vocab_size, as_generator(rng))
+        for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+            if value is not None and not 0 <= value < config.vocab_size:
+                raise ValueError(f"{name} must be in [0, {config.vocab_size}), got {value}")
+        if pad_token_id is None:
+            pad_token_id = 0 if eos_token_id is None else eos_token_id
+
+        total = T0 + max_new_tokens
+        kv_shape = (B, config.n_head, total, config.head_size)
+        kv_caches = [(np.empty(kv_shape, config.dtype), np.empty(kv_shape, config.dtype))
+                     for _ in range(config.n_layer)]
+        key_mask = np.ones((B, total), dtype=np.int64)
+        key_mask[:, :T0] = mask
+        tokens = np.full((B, total), pad_token_id, dtype=np.int64)
+        tokens[:, :T0] = idx
+        logprobs = np.zeros((B, max_new_tokens), dtype=config.dtype)
+        sampled_mask = np.zeros((B, max_new_tokens), dtype=bool)
+        finished = np.zeros(B, dtype=bool)
+
+        # prefill: the whole prompt at once; only the last position goes through the LM head
+        positions = self._positions(mask, B, T0)
+        bias = attention_bias(np.arange(T0), T0, mask, config.dtype)
+        hidden, _ = self._trunk(idx, positions, bias, kv_caches, start=0)
+        next_position = positions[:, -1] + 1  # (B,)
+        for step in range(max_new_tokens):
+            last_hidden = hidden.reshape(B, -1, config.n_embd)[:, -1]  # (B, C)
+            logits = last_hidden @ self.params["transformer.wte.weight"].T  # (B, C) @ (C, V) -> (B, V)
+            token, logprob = sampler.sample(logits)
+            sampled_mask[:, step] = ~finished
+            tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
+            logprobs[:, step] = np.where(finished, 0.0, logprob)
+            if eos_token_id is not None:
+                finished |= token == eos_token_id
+            if step == max_new_tokens - 1 or finished.all():
+                break
+            # decode: one new query attends to every cached key
+            start = T0 + step
+            bias = attention_bias(np.array([start]), start + 1, key_mask[:, :start + 1], config.dtype)
+            hidden, _ = self._trunk(tokens[:, start:start + 1], next_position[:, None], bias,
+                                    kv_caches, start=start)
+            next_position = next_position + 1
+        return Generation(tokens, logprobs, sampled_mask)
+
+
+class TokenSampler:
+    """Draws the next token from logits z (B, V): softmax(z/T), optionally truncated by top-k / top-p.
+
+    Returns the token and its log-probability under the untruncated softmax(z/T) (T = 1 for greedy).
+    """
+
+    def __init__(self, temperature, top_k, top_p, vocab_size, rng):
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if top_k is not None and (not isinstance(top_k, (int, np.integer)) or not 1 <= top_k):
+            raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+            raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+        self.temperature = float(temperature)
+        self.top_k = None if top_k is None or top_k >= vocab_size else int(top_k)
+        self.top_p = top_p
+        self.rng = rng
+
+    def sample(self, logits):
+        if self.temperature == 0.0:
+            log_probs = log_softmax(logits)
+            token = log_probs.argmax(axis=-1)
+        else:
+            log_probs = log_softmax(logits / self.temperature)
+            token = self._draw(log_probs)
+        return token, np.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+
+    def _draw(self, log_probs):
+        """Inverse-CDF sampling of one token per row from exp(log_probs), after top-k/top-p truncation."""
+        probs = np.exp(log_probs.astype(np.float64))  # sampling arithmetic in float64; the model is untouched
+        if self.top_k is not None:
+            kth_largest = np.partition(probs, -self.top_k, axis=-1)[:, -self.top_k][:, None]
+            probs[probs < kth_largest] = 0.0
+        if self.top_p is not None:
+            order = np.argsort(-probs, axis=-1)
+            sorted_probs = np.take_along_axis(probs, order, axis=-1)
+            mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+            sorted_probs[mass_before >= self.top_p * sorted_probs.sum(-1, keepdims=True)] = 0.0
+            np.put_along_axis(probs, order, sorted_probs, axis=-1)
+        cumulative = np.cumsum(probs, axis=-1)  # (B, V)
+        threshold = self.rng.random(len(probs)) * cumulative[:, -1]
+        token = (cumulative <= threshold[:, None]).sum(axis=-1)
+        return np.minimum(token, probs.shape[-1] - 1)

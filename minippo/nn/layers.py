@@ -1,0 +1,130 @@
+"""Forward/backward pairs for the elementary layers: linear, LayerNorm, GELU, tanh, embedding.
+
+Every layer follows one contract, so that a model's backward pass is its forward pass read in reverse:
+
+* ``*_forward(inputs..., params...)`` returns the output and, when backward needs more than the
+  inputs themselves, the small cache it needs (for LayerNorm: the normalised input and 1/σ).
+* ``*_backward(dout, cache..., params..., dparams...)`` returns the gradient with respect to the
+  input and **adds** (``+=``) the parameter gradients into the ``d*`` buffers it is given.  Residual
+  connections and tied weights (the token embedding doubles as the LM head) therefore need no
+  special case: every use of a parameter simply adds its share.
+
+All arrays are 2-D ``(N, C)`` where a layer acts on rows: the caller flattens ``(B, T, C)`` to
+``(B*T, C)`` once, so each linear layer is a single BLAS matrix product.  Nothing here upcasts:
+constants are Python floats, which NumPy applies in the array's own dtype.
+"""
+import math
+
+import numpy as np
+
+LAYERNORM_EPS = 1e-5
+GELU_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear:  y = x W + b     x (N, C_in), W (C_in, C_out), b (C_out,)
+# ----------------------------------------------------------------------------------------------
+def linear_forward(x, weight, bias=None):
+    """y = x W + b.  Weight is stored (in, out), as in GPT-2's Conv1D checkpoints."""
+    out = x @ weight  # (N, C_in) @ (C_in, C_out) -> (N, C_out)
+    if bias is not None:
+        out += bias
+    return out
+
+
+def linear_backward(dout, x, weight, dweight, dbias=None):
+    """Given dL/dy, return dL/dx = dy Wᵀ and accumulate dW += xᵀ dy, db += Σ_rows dy."""
+    dweight += x.T @ dout  # (C_in, N) @ (N, C_out) -> (C_in, C_out)
+    if dbias is not None:
+        dbias += dout.sum(axis=0)
+    return dout @ weight.T  # (N, C_out) @ (C_out, C_in) -> (N, C_in)
+
+
+# ----------------------------------------------------------------------------------------------
+# LayerNorm:  y = γ ⊙ (x − μ) / sqrt(σ² + ε) + β   over the last axis
+# ----------------------------------------------------------------------------------------------
+def layernorm_forward(x, weight, bias, eps=LAYERNORM_EPS):
+    """Return ``(y, norm, rstd)``: the output, the normalised input x̂ = (x − μ)·rstd and rstd = 1/σ.
+
+    x̂ and rstd are all that backward needs.
+    """
+    mean = x.mean(axis=-1, keepdims=True)  # (N, 1)
+    norm = x - mean
+    variance = np.mean(norm * norm, axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(variance + eps)  # (N, 1)
+    norm *= rstd
+    out = norm * weight
+    out += bias
+    return out, norm, rstd
+
+
+def layernorm_backward(dout, norm, rstd, weight, dweight, dbias):
+    """dx = (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)) · rstd  with  dx̂ = dy ⊙ γ.
+
+    Accumulates dγ += Σ_rows dy ⊙ x̂ and dβ += Σ_rows dy.
+    """
+    dweight += np.einsum("nc,nc->c", dout, norm)
+    dbias += dout.sum(axis=0)
+    dnorm = dout * weight
+    dx = dnorm - dnorm.mean(axis=-1, keepdims=True)
+    dx -= norm * np.einsum("nc,nc->n", dnorm, norm)[:, None] * (1.0 / norm.shape[-1])
+    dx *= rstd
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# GELU (GPT-2's tanh approximation):  y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+# ----------------------------------------------------------------------------------------------
+def gelu_forward(x):
+    """Return ``(y, tanh_term)``; backward needs x and the tanh term."""
+    tanh_term = x * x
+    tanh_term *= GELU_CUBIC
+    tanh_term += 1.0
+    tanh_term *= x
+    tanh_term *= GELU_SQRT_2_OVER_PI
+    np.tanh(tanh_term, out=tanh_term)  # t = tanh(√(2/π)(x + 0.044715 x³))
+    out = tanh_term + 1.0
+    out *= x
+    out *= 0.5
+    return out, tanh_term
+
+
+def gelu_backward(dout, x, tanh_term):
+    """dy/dx = ½(1 + t) + ½ x (1 − t²) √(2/π) (1 + 3·0.044715 x²)."""
+    slope = x * x
+    slope *= 3.0 * GELU_CUBIC
+    slope += 1.0
+    slope *= GELU_SQRT_2_OVER_PI
+    slope *= x
+    slope *= 1.0 - tanh_term * tanh_term
+    slope += 1.0 + tanh_term
+    slope *= 0.5
+    slope *= dout
+    return slope
+
+
+# ----------------------------------------------------------------------------------------------
+# tanh (the hidden nonlinearity of the PPO actor-critic MLPs):  y = tanh(x),  dy/dx = 1 − y²
+# ----------------------------------------------------------------------------------------------
+def tanh_forward(x):
+    """y = tanh(x); backward needs only y."""
+    return np.tanh(x)
+
+
+def tanh_backward(dout, out):
+    """dL/dx = dL/dy ⊙ (1 − y²)."""
+    return dout * (1.0 - out * out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding lookup:  y[n] = E[ids[n]]
+# ----------------------------------------------------------------------------------------------
+def embedding_forward(ids, table):
+    """Rows of ``table`` (V, C) picked by integer ``ids`` (any shape) -> ids.shape + (C,)."""
+    return table[ids]
+
+
+def embedding_backward(dout, ids, dtable):
+    """Scatter-add: dE[v] += Σ_{n: ids[n] = v} dy[n].  Repeated ids accumulate."""
+    np.add.at(dtable, ids.reshape(-1), dout.reshape(-1, dtable.shape[1]))

@@ -1,0 +1,79 @@
+"""What every trainable piece of minippo has in common: named parameters and their gradients.
+
+A :class:`Module` owns two flat dicts with the same keys:
+
+* ``params[name]`` -- the parameter arrays, updated in place by the optimiser;
+* ``grads[name]``  -- gradient buffers of the same shape and dtype, which ``backward`` passes **add**
+  into (``zero_grad`` resets them), so several losses or several uses of a weight simply sum.
+
+``state_dict``/``load_state_dict`` copy parameters out and in with one validation pass that reports
+every missing, unexpected or mis-shaped key at once.
+"""
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype):
+    """Return ``dtype`` as a NumPy dtype, accepting only float32 and float64."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from error
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def as_generator(seed):
+    """A ``numpy.random.Generator`` from a seed (int or None) or an existing Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
+
+
+class Module:
+    """Named parameters (``params``) with matching gradient buffers (``grads``)."""
+
+    def __init__(self, params):
+        self.params = params
+        self.grads = {name: np.zeros_like(value) for name, value in params.items()}
+
+    def zero_grad(self):
+        for gradient in self.grads.values():
+            gradient.fill(0.0)
+
+    def num_parameters(self):
+        return sum(value.size for value in self.params.values())
+
+    def state_dict(self):
+        """A copy of the parameters, keyed by name."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Copy ``state_dict`` into the parameters (cast to their dtype), after checking every key.
+
+        Raises one ``ValueError`` that lists all missing, unexpected and mis-shaped keys.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+        problems = []
+        missing = [name for name in self.params if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in self.params]
+        if missing:
+            problems.append(f"missing keys: {missing}")
+        if unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        for name, value in state_dict.items():
+            if name in self.params and np.shape(value) != self.params[name].shape:
+                problems.append(
+                    f"{name}: shape {np.shape(value)} in state_dict, expected {self.params[name].shape}"
+                )
+            elif name in self.params and not np.all(np.isfinite(value)):
+                problems.append(f"{name}: contains NaN or inf")
+        if problems:
+            raise ValueError("cannot load state_dict: " + "; ".join(problems))
+        for name, value in state_dict.items():
+            self.params[name][...] = value

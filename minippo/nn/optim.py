@@ -1,0 +1,136 @@
+"""AdamW, global gradient-norm clipping and learning-rate schedules.
+
+AdamW (Loshchilov & Hutter), for each parameter θ with gradient g at step t:
+
+    m ← β₁ m + (1 − β₁) g                 v ← β₂ v + (1 − β₂) g²
+    m̂ = m / (1 − β₁ᵗ)                     v̂ = v / (1 − β₂ᵗ)
+    θ ← θ − lr · (m̂ / (√v̂ + ε) + λ θ)     (λ only for parameters in the decay group)
+
+Weight decay is *decoupled* (it is not added to g) and applies to matrices only: biases, LayerNorm
+gains and embeddings are not decayed.  Every parameter must land in exactly one of the two groups.
+"""
+import math
+
+import numpy as np
+
+EMBEDDING_MARKERS = ("wte", "wpe", "embed")
+
+
+def decay_groups(params):
+    """Split parameter names into (decay, no_decay): matrices decay; vectors and embeddings do not.
+
+    Raises if a name lands in neither or both groups.
+    """
+    decay = [name for name, value in params.items()
+             if value.ndim >= 2 and not any(marker in name for marker in EMBEDDING_MARKERS)]
+    no_decay = [name for name, value in params.items()
+                if value.ndim < 2 or any(marker in name for marker in EMBEDDING_MARKERS)]
+    overlap = set(decay) & set(no_decay)
+    orphans = set(params) - set(decay) - set(no_decay)
+    if overlap or orphans:
+        raise ValueError(f"parameters in both decay groups: {sorted(overlap)}; in neither: {sorted(orphans)}")
+    return decay, no_decay
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so that their global L2 norm ‖g‖ is at most ``max_norm``.
+
+    Returns the norm before clipping.  A NaN/inf norm raises instead of corrupting the parameters.
+    """
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    if not math.isfinite(norm):
+        bad = [name for name, g in grads.items() if not np.all(np.isfinite(g))]
+        raise FloatingPointError(f"gradient norm is {norm}; non-finite gradients in {bad}")
+    if max_norm is not None and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def cosine_schedule(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    """Linear warmup to ``max_lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``total_steps``."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def linear_schedule(step, max_lr, total_steps):
+    """Linear annealing from ``max_lr`` at step 0 to 0 at ``total_steps`` (PPO's default)."""
+    return max_lr * max(0.0, 1.0 - step / total_steps)
+
+
+class AdamW:
+    """AdamW over a dict of parameters and the matching dict of gradients (both updated in place).
+
+    ``decay`` optionally names the parameters that get weight decay; by default :func:`decay_groups`.
+    """
+
+    def __init__(self, params, grads, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, decay=None):
+        if set(params) != set(grads):
+            raise ValueError("params and grads must have the same keys")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if decay is None:
+            decay, _ = decay_groups(params)
+        unknown = set(decay) - set(params)
+        if unknown:
+            raise ValueError(f"decay names unknown parameters: {sorted(unknown)}")
+        self.params, self.grads = params, grads
+        self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
+        self.decay = set(decay)
+        self.step_count = 0
+        self.m = {name: np.zeros_like(value) for name, value in params.items()}
+        self.v = {name: np.zeros_like(value) for name, value in params.items()}
+        self._update = {name: np.zeros_like(value) for name, value in params.items()}
+
+    def step(self, lr=None):
+        """One AdamW update with learning rate ``lr`` (default: the constructor's)."""
+        lr = self.lr if lr is None else lr
+        beta1, beta2 = self.betas
+        self.step_count += 1
+        m_correction = 1.0 / (1.0 - beta1 ** self.step_count)
+        v_correction = 1.0 / (1.0 - beta2 ** self.step_count)
+        for name, param in self.params.items():
+            grad, m, v, update = self.grads[name], self.m[name], self.v[name], self._update[name]
+            m *= beta1
+            m += (1.0 - beta1) * grad
+            v *= beta2
+            np.multiply(grad, grad, out=update)
+            update *= 1.0 - beta2
+            v += update
+            np.multiply(v, v_correction, out=update)  # v̂
+            np.sqrt(update, out=update)
+            update += self.eps
+            np.divide(m, update, out=update)  # m / (√v̂ + ε); m̂ = m · m_correction below
+            update *= m_correction
+            if name in self.decay and self.weight_decay:
+                update += self.weight_decay * param
+            update *= lr
+            param -= update
+
+    def state_dict(self):
+        """Everything needed to resume: step count and both moment estimates."""
+        state = {"step_count": np.array(self.step_count)}
+        for name in self.params:
+            state[f"m.{name}"] = self.m[name].copy()
+            state[f"v.{name}"] = self.v[name].copy()
+        return state
+
+    def load_state_dict(self, state):
+        expected = {"step_count"} | {f"{kind}.{name}" for kind in "mv" for name in self.params}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        shapes = [key for key in expected & set(state) if key != "step_count"
+                  and np.shape(state[key]) != self.params[key[2:]].shape]
+        if missing or unexpected or shapes:
+            raise ValueError(f"cannot load optimizer state: missing {missing}, unexpected {unexpected}, "
+                             f"wrong shape {sorted(shapes)}")
+        self.step_count = int(state["step_count"])
+        for name in self.params:
+            self.m[name][...] = state[f"m.{name}"]
+            self.v[name][...] = state[f"v.{name}"]

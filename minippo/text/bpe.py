@@ -1,0 +1,211 @@
+"""Byte-level byte-pair encoding (BPE): a tokenizer that learns its own tokens.
+
+Training starts from the 256 single bytes and repeatedly *merges* the most
+frequent pair of adjacent tokens into a new token, e.g. ``"t" + "h" -> "th"``,
+then ``"th" + "e" -> "the"``.  Each merge adds one token, until the vocabulary has
+the requested size.  Frequent words end up as a single token, so a text needs
+fewer tokens than bytes, while rare text (any script, any emoji) still falls back
+to single bytes: encoding never fails and decoding gives the text back exactly.
+
+Like GPT-2, the text is first cut into *chunks* (words with their leading space,
+runs of digits, runs of punctuation, runs of whitespace) and merges never cross a
+chunk boundary, so ``"dog."`` and ``"dog!"`` share the token ``"dog"``.
+
+Encoding a chunk applies the learned merges in the order they were learned (by
+*rank*): find the adjacent pair with the lowest rank, merge it everywhere, repeat.
+"""
+import collections
+import functools
+import json
+import os
+import re
+import tempfile
+
+from minippo.text.tokenizer import NUM_BYTES, SPECIAL_TOKENS, Tokenizer, utf8_bytes
+
+# A chunk is an optional space then letters, or digits, or other symbols; or whitespace.
+# Python's ``\w`` knows Unicode, so ``[^\W\d_]`` ("word characters that are neither
+# digits nor underscore") is letters in any script: "今天的天气" is one chunk.
+# ``\s+(?!\S)`` leaves the last space of a run to start the next word.  Every
+# character matches some alternative, so the chunks always join back to the text.
+CHUNK_PATTERN = re.compile(r" ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
+
+# Identifies a saved tokenizer file; bump the version when the layout changes.
+FILE_FORMAT = "minippo-bpe"
+FILE_VERSION = 1
+
+
+def split_into_chunks(text):
+    """Cut ``text`` into the chunks that BPE merges within, e.g. ``["Hi", ",", " you"]``."""
+    return CHUNK_PATTERN.findall(text)
+
+
+def merge_pair(tokens, pair, new_id):
+    """Return ``tokens`` with every non-overlapping occurrence of ``pair`` replaced by ``new_id``."""
+    merged = []
+    index = 0
+    while index < len(tokens):
+        if index + 1 < len(tokens) and (tokens[index], tokens[index + 1]) == pair:
+            merged.append(new_id)
+            index += 2
+        else:
+            merged.append(tokens[index])
+            index += 1
+    return merged
+
+
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE tokenizer defined by its list of merges.
+
+    ``merges[rank] = (left_id, right_id)`` creates token ``256 + rank`` with the
+    bytes of ``left_id`` followed by those of ``right_id``; each id must refer to a
+    byte or an earlier merge.  The special tokens follow the merged tokens.  Build
+    one with :meth:`train` or :meth:`load`.
+    """
+
+    def __init__(self, merges):
+        token_bytes = [bytes([value]) for value in range(NUM_BYTES)]
+        ranks = {}
+        for rank, pair in enumerate(merges):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"merges[{rank}] must be a pair of token ids, got {pair!r}")
+            for token_id in pair:
+                if isinstance(token_id, bool) or not isinstance(token_id, int):
+                    raise TypeError(f"merges[{rank}] must hold ints, got {token_id!r}")
+                if not 0 <= token_id < len(token_bytes):
+                    raise ValueError(
+                        f"merges[{rank}] refers to token {token_id}; "
+                        f"only ids 0..{len(token_bytes) - 1} exist at that point"
+                    )
+            pair = tuple(pair)
+            if pair in ranks:
+                raise ValueError(f"merges[{rank}] repeats merges[{ranks[pair]}] = {pair}")
+            ranks[pair] = rank
+            token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
+        super().__init__(token_bytes)
+        self.merges = tuple(ranks)
+        self._ranks = ranks
+        # Natural text repeats the same words over and over, so remember their encodings.
+        self._encode_chunk = functools.lru_cache(maxsize=65536)(self._merge_chunk)
+
+    @classmethod
+    def train(cls, text, vocab_size):
+        """Learn merges from ``text`` until the vocabulary has ``vocab_size`` tokens.
+
+        ``vocab_size`` counts the 256 bytes and the special tokens, so it must be
+        at least 258.  Training stops early once no pair occurs twice; check the
+        result's ``vocab_size``.  Ties between equally frequent pairs go to the
+        pair with the smallest ids, so the same text always gives the same merges.
+
+        Pair counts are kept up to date incrementally: a merge only recounts the
+        distinct chunks that contain the merged pair, weighted by how often each
+        chunk occurs in ``text``.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+        smallest = NUM_BYTES + len(SPECIAL_TOKENS)
+        if vocab_size < smallest:
+            raise ValueError(
+                f"vocab_size must be at least {smallest} (256 bytes + {len(SPECIAL_TOKENS)} "
+                f"special tokens), got {vocab_size}"
+            )
+        chunk_counts = collections.Counter(split_into_chunks(text))
+        words = [list(utf8_bytes(chunk)) for chunk in chunk_counts]
+        word_counts = list(chunk_counts.values())
+        pair_counts = collections.Counter()
+        words_with_pair = collections.defaultdict(set)
+        for index, word in enumerate(words):
+            for pair in zip(word, word[1:]):
+                pair_counts[pair] += word_counts[index]
+                words_with_pair[pair].add(index)
+
+        merges = []
+        while len(merges) < vocab_size - smallest and pair_counts:
+            best = max(pair_counts, key=lambda pair: (pair_counts[pair], -pair[0], -pair[1]))
+            if pair_counts[best] < 2:
+                break
+            new_id = NUM_BYTES + len(merges)
+            merges.append(best)
+            for index in words_with_pair.pop(best):
+                old_pairs = collections.Counter(zip(words[index], words[index][1:]))
+                words[index] = merge_pair(words[index], best, new_id)
+                new_pairs = collections.Counter(zip(words[index], words[index][1:]))
+                for pair in old_pairs.keys() | new_pairs.keys():
+                    pair_counts[pair] += (new_pairs[pair] - old_pairs[pair]) * word_counts[index]
+                    if pair_counts[pair] == 0:
+                        del pair_counts[pair]
+                for pair in new_pairs:
+                    words_with_pair[pair].add(index)
+        return cls(merges)
+
+    def _encode_text(self, text):
+        ids = []
+        for chunk in split_into_chunks(text):
+            ids.extend(self._encode_chunk(chunk))
+        return ids
+
+    def _merge_chunk(self, chunk):
+        """Return the token ids of one chunk (a tuple), applying merges by rank."""
+        tokens = list(utf8_bytes(chunk))
+        while len(tokens) > 1:
+            pair = min(zip(tokens, tokens[1:]), key=lambda pair: self._ranks.get(pair, len(self._ranks)))
+            if pair not in self._ranks:
+                break
+            tokens = merge_pair(tokens, pair, NUM_BYTES + self._ranks[pair])
+        return tuple(tokens)
+
+    def save(self, path):
+        """Write the merges to ``path`` as JSON.
+
+        The file is written next to ``path`` under a temporary name and then
+        renamed over it, so a crash never leaves a half-written tokenizer behind.
+        """
+        payload = {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "special_tokens": list(SPECIAL_TOKENS),
+            "merges": [list(pair) for pair in self.merges],
+        }
+        directory = os.path.dirname(os.path.abspath(path))
+        descriptor, temporary_path = tempfile.mkstemp(dir=directory, prefix=".bpe-", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(payload, file)
+                file.write("\n")
+            os.replace(temporary_path, path)
+        except BaseException:
+            os.unlink(temporary_path)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        """Read a tokenizer written by :meth:`save`.
+
+        Raises FileNotFoundError if ``path`` does not exist and ValueError, naming
+        the file and the problem, if it is not a valid tokenizer file.
+        """
+        with open(path, "rb") as file:
+            content = file.read()
+        try:
+            payload = json.loads(content.decode("utf-8"))
+        except ValueError as error:  # also UnicodeDecodeError and JSONDecodeError
+            raise ValueError(f"{path} is not a BPE tokenizer file: invalid JSON ({error})") from None
+        expected = {"format": FILE_FORMAT, "version": FILE_VERSION, "special_tokens": list(SPECIAL_TOKENS)}
+        if not isinstance(payload, dict):
+            raise ValueError(f"{path} is not a BPE tokenizer file: expected a JSON object")
+        for key, value in expected.items():
+            if payload.get(key) != value:
+                raise ValueError(f"{path} is not a BPE tokenizer file: {key!r} must be {value!r}, got {payload.get(key)!r}")
+        if not isinstance(payload.get("merges"), list):
+            raise ValueError(f"{path} is not a BPE tokenizer file: 'merges' must be a list of id pairs")
+        try:
+            return cls(payload["merges"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path} is not a BPE tokenizer file: {error}") from None
+
+    def __eq__(self, other):
+        if not isinstance(other, BPETokenizer):
+            return NotImplemented
+        return self.merges == other.merges

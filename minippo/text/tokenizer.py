@@ -1,0 +1,158 @@
+"""Byte-level tokenization: text <-> integer ids.
+
+A tokenizer is a table of *tokens*, each a short byte string.  Encoding turns a
+``str`` into its UTF-8 bytes and then into token ids; decoding looks every id up
+in the table, joins the bytes and decodes them as UTF-8.  Because the first 256
+tokens are the 256 single bytes, every string can be encoded, whatever its
+script: ``"今天"`` is the six bytes ``e4 bb 8a e5 a4 a9``.
+
+After the regular tokens come two *special tokens* that never come out of
+``encode(text)``, even if ``text`` contains the string ``"<eos>"``:
+
+- ``pad_id`` fills the unused positions of a batch (see :meth:`Tokenizer.pad_batch`);
+- ``eos_id`` ("end of sequence") marks where a text ends, so a language model can
+  learn when to stop.
+
+:class:`Tokenizer` holds everything that does not depend on how text is split
+into tokens; :class:`ByteTokenizer` uses one token per byte and
+:class:`minippo.text.bpe.BPETokenizer` learns longer tokens.
+"""
+import numpy as np
+
+# Names of the special tokens, in id order after the regular tokens.
+SPECIAL_TOKENS = ("<pad>", "<eos>")
+
+# Number of distinct byte values: the regular vocabulary of a ByteTokenizer.
+NUM_BYTES = 256
+
+
+class Tokenizer:
+    """Maps text to ids and back through a table of token byte strings.
+
+    ``token_bytes[i]`` is the byte string of token ``i``; the special tokens take
+    the ids right after the last regular token.  Subclasses implement
+    :meth:`_encode_text`.
+    """
+
+    def __init__(self, token_bytes):
+        self._token_bytes = tuple(token_bytes)
+        self.pad_id = len(self._token_bytes)
+        self.eos_id = self.pad_id + 1
+        self.vocab_size = self.pad_id + len(SPECIAL_TOKENS)
+
+    def _encode_text(self, text):
+        """Return the ids of the regular tokens that make up ``text`` (a list)."""
+        raise NotImplementedError
+
+    def encode(self, text, add_eos=False):
+        """Return the token ids of ``text`` as a list of ints.
+
+        With ``add_eos=True`` the end-of-sequence id is appended.  Raises
+        TypeError if ``text`` is not a ``str`` and ValueError if it holds a lone
+        surrogate, which UTF-8 cannot represent.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        ids = self._encode_text(text)
+        if add_eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids, skip_special=True):
+        """Return the text of the token ids ``ids`` (a sequence or 1-D integer array).
+
+        Special tokens are dropped, or written as ``"<pad>"``/``"<eos>"`` when
+        ``skip_special=False``.  Bytes that are not valid UTF-8, such as the first
+        two bytes of a three-byte character cut off by a sampling model, become
+        the replacement character U+FFFD instead of raising an error.
+
+        Raises TypeError for non-integer ids and ValueError for an id outside
+        ``0 .. vocab_size - 1``.
+        """
+        pieces = []
+        for token_id in self._check_ids(ids, "ids"):
+            if token_id < self.pad_id:
+                pieces.append(self._token_bytes[token_id])
+            elif not skip_special:
+                pieces.append(SPECIAL_TOKENS[token_id - self.pad_id].encode("ascii"))
+        return b"".join(pieces).decode("utf-8", errors="replace")
+
+    def pad_batch(self, sequences, pad_left=True):
+        """Stack id sequences of different lengths into one padded batch.
+
+        Returns ``(ids, attention_mask)``, two int64 arrays of shape ``(B, T)``
+        where ``T`` is the longest length: ``attention_mask`` is 1 at real tokens
+        and 0 at padding, which holds ``pad_id``.  By default the padding goes on
+        the left, so that every row ends with its last real token and a model can
+        append generated tokens to all rows at once; the position of a token is
+        then ``cumsum(attention_mask) - 1``.  ``pad_left=False`` pads on the right.
+        """
+        if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
+            raise TypeError(f"sequences must be a list of id sequences, got {type(sequences).__name__}")
+        rows = [self._check_ids(row, f"sequences[{index}]") for index, row in enumerate(sequences)]
+        width = max((len(row) for row in rows), default=0)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for index, row in enumerate(rows):
+            columns = slice(width - len(row), width) if pad_left else slice(0, len(row))
+            ids[index, columns] = row
+            attention_mask[index, columns] = 1
+        return ids, attention_mask
+
+    def encode_batch(self, texts, add_eos=False, pad_left=True):
+        """Encode a list of texts into one padded batch ``(ids, attention_mask)``.
+
+        Same as ``pad_batch([encode(text, add_eos) for text in texts], pad_left)``.
+        Decoding a row of ``ids`` gives the text back, as padding is a special token.
+        """
+        if isinstance(texts, str) or not hasattr(texts, "__len__"):
+            raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+        return self.pad_batch([self.encode(text, add_eos) for text in texts], pad_left)
+
+    def _check_ids(self, ids, name):
+        """Return ``ids`` as a list of Python ints, each checked to be a valid id."""
+        if isinstance(ids, np.ndarray):
+            if ids.ndim != 1 or ids.dtype.kind not in "iu":
+                raise TypeError(f"{name} must be a 1-D integer array, got {ids.ndim}-D {ids.dtype}")
+            ids = ids.tolist()
+        elif isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise TypeError(f"{name} must be a sequence of ints, got {type(ids).__name__}")
+        checked = []
+        for token_id in ids:
+            if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+                raise TypeError(f"{name} must hold ints, got {token_id!r} of type {type(token_id).__name__}")
+            if not 0 <= token_id < self.vocab_size:
+                raise ValueError(f"{name} holds id {token_id}, outside the vocabulary 0..{self.vocab_size - 1}")
+            checked.append(int(token_id))
+        return checked
+
+    def __repr__(self):
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+def utf8_bytes(text):
+    """Return ``text`` encoded as UTF-8, with a clear error for lone surrogates."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        character = error.object[error.start]
+        raise ValueError(
+            f"text holds the lone surrogate U+{ord(character):04X}, which UTF-8 cannot encode"
+        ) from None
+
+
+class ByteTokenizer(Tokenizer):
+    """One token per UTF-8 byte: ids 0..255 are the bytes, then ``<pad>`` = 256, ``<eos>`` = 257.
+
+    >>> tokenizer = ByteTokenizer()
+    >>> tokenizer.encode("Hi!", add_eos=True)
+    [72, 105, 33, 257]
+    >>> tokenizer.decode([72, 105, 33, 257])
+    'Hi!'
+    """
+
+    def __init__(self):
+        super().__init__(bytes([value]) for value in range(NUM_BYTES))
+
+    def _encode_text(self, text):
+        return list(utf8_bytes(text))
