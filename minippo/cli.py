@@ -12,6 +12,10 @@ import sys
 COMMAND_MODULES = [
     "minippo.commands.demo",
     "minippo.commands.mrp",
+    "minippo.commands.pretrain",
+    "minippo.commands.reward_model",
+    "minippo.commands.rlhf",
+    "minippo.commands.value",
 ]
 
 

@@ -10,10 +10,11 @@ the format and reports what is wrong rather than returning partial state.
 """
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from minippo.atomic import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -32,7 +33,6 @@ def rng_from_state(state):
 
 def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng=None, extra=None):
     """Atomically write a checkpoint to ``path`` (parent directories are created)."""
-    path = os.fspath(path)
     arrays = {f"params/{name}": value for name, value in params.items()}
     arrays.update({f"optimizer/{key}": value for key, value in (optimizer_state or {}).items()})
     meta = {
@@ -43,18 +43,8 @@ def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng
         "extra": extra or {},
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_write(path) as file:
+        np.savez(file, **arrays)
 
 
 def load_checkpoint(path):
@@ -77,9 +67,13 @@ def load_checkpoint(path):
         meta = json.loads(str(contents.pop("meta")))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path!r}: the 'meta' entry is not valid JSON ({error})") from error
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path!r}: checkpoint format {meta.get('format_version')!r}, "
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path!r}: checkpoint format {version!r}, "
                          f"this minippo reads format {FORMAT_VERSION}")
+    missing = [key for key in ("config", "step", "rng_state", "extra") if key not in meta]
+    if missing:
+        raise ValueError(f"{path!r}: the checkpoint metadata lacks {missing}")
     params = {key[len("params/"):]: value for key, value in contents.items() if key.startswith("params/")}
     optimizer_state = {key[len("optimizer/"):]: value for key, value in contents.items()
                        if key.startswith("optimizer/")}

@@ -37,7 +37,7 @@ from minippo.nn.layers import (
     linear_backward,
     linear_forward,
 )
-from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.nn.module import Module, as_generator, check_dtype, is_integer, is_real
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -57,7 +57,7 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(
@@ -139,6 +139,25 @@ class GPT(Module):
         super().__init__(init_parameters(config, as_generator(seed)))
         self.hidden = None
         self._cache = None
+
+    def load_state_dict(self, state_dict):
+        """Load parameters named as in a Hugging Face GPT-2 checkpoint.
+
+        Also accepted: an ``lm_head.weight`` equal to the token embedding (the head is tied), and the
+        causal-mask buffers (``*.attn.bias``, ``*.attn.masked_bias``) some checkpoints carry.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+        state_dict = {name: value for name, value in state_dict.items()
+                      if not name.endswith(CHECKPOINT_BUFFER_SUFFIXES)}
+        problems = []
+        if "lm_head.weight" in state_dict:
+            lm_head = state_dict.pop("lm_head.weight")
+            wte = state_dict.get("transformer.wte.weight")
+            if wte is None or np.shape(lm_head) != np.shape(wte) or not np.array_equal(lm_head, wte):
+                problems.append("lm_head.weight must equal transformer.wte.weight (the LM head is tied "
+                                "to the token embedding)")
+        super().load_state_dict(state_dict, problems)
 
     # ------------------------------------------------------------------------------------------
     # input checks
@@ -343,7 +362,7 @@ class GPT(Module):
         ``rng``: a Generator or a seed.  Returns a :class:`Generation`.
         """
         config = self.config
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        if not is_integer(max_new_tokens) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         idx = self._check_idx(idx, config.block_size - max_new_tokens)
         B, T0 = idx.shape
@@ -404,11 +423,11 @@ class TokenSampler:
     """
 
     def __init__(self, temperature, top_k, top_p, vocab_size, rng):
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        if not is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        if top_k is not None and (not isinstance(top_k, (int, np.integer)) or not 1 <= top_k):
+        if top_k is not None and (not is_integer(top_k) or top_k < 1):
             raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
-        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        if top_p is not None and not (is_real(top_p) and 0 < top_p <= 1):
             raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
         self.temperature = float(temperature)
         self.top_k = None if top_k is None or top_k >= vocab_size else int(top_k)

@@ -9,9 +9,21 @@ A :class:`Module` owns two flat dicts with the same keys:
 ``state_dict``/``load_state_dict`` copy parameters out and in with one validation pass that reports
 every missing, unexpected or mis-shaped key at once.
 """
+import numbers
+
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_integer(value):
+    """True for Python and NumPy integers, not for bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value):
+    """True for Python and NumPy real numbers, not for bools."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def check_dtype(dtype):
@@ -29,7 +41,7 @@ def as_generator(seed):
     """A ``numpy.random.Generator`` from a seed (int or None) or an existing Generator."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+    if seed is None or is_integer(seed):
         return np.random.default_rng(seed)
     raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
 
@@ -52,14 +64,15 @@ class Module:
         """A copy of the parameters, keyed by name."""
         return {name: value.copy() for name, value in self.params.items()}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict, problems=()):
         """Copy ``state_dict`` into the parameters (cast to their dtype), after checking every key.
 
-        Raises one ``ValueError`` that lists all missing, unexpected and mis-shaped keys.
+        Raises one ``ValueError`` that lists all missing, unexpected and mis-shaped keys, together with
+        any ``problems`` a subclass found first.
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
-        problems = []
+        problems = list(problems)
         missing = [name for name in self.params if name not in state_dict]
         unexpected = [name for name in state_dict if name not in self.params]
         if missing:

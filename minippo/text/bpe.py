@@ -17,10 +17,9 @@ Encoding a chunk applies the learned merges in the order they were learned (by
 import collections
 import functools
 import json
-import os
 import re
-import tempfile
 
+from minippo.atomic import atomic_write
 from minippo.text.tokenizer import NUM_BYTES, SPECIAL_TOKENS, Tokenizer, utf8_bytes
 
 # A chunk is an optional space then letters, or digits, or other symbols; or whitespace.
@@ -168,16 +167,9 @@ class BPETokenizer(Tokenizer):
             "special_tokens": list(SPECIAL_TOKENS),
             "merges": [list(pair) for pair in self.merges],
         }
-        directory = os.path.dirname(os.path.abspath(path))
-        descriptor, temporary_path = tempfile.mkstemp(dir=directory, prefix=".bpe-", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                json.dump(payload, file)
-                file.write("\n")
-            os.replace(temporary_path, path)
-        except BaseException:
-            os.unlink(temporary_path)
-            raise
+        with atomic_write(path, "w", encoding="utf-8") as file:
+            json.dump(payload, file)
+            file.write("\n")
 
     @classmethod
     def load(cls, path):

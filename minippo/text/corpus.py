@@ -38,7 +38,7 @@ PROMPT_PREFIX = "Q: "
 RESPONSE_SEPARATOR = " A:"
 SPLITS = ("train", "test")
 
-POLITE_OPENERS = ("Sure!", "Of course!", "Certainly!", "Happy to help!", "Good question!", "Glad you asked!")
+POLITE_OPENERS = ("Sure!", "Of course!", "Certainly!", "Sure thing!", "Happy to help!", "Good question!")
 POLITE_CLOSERS = ("Hope that helps!", "Have a nice day!", "Thanks for asking!")
 RUDE_OPENERS = ("Ugh.", "Whatever.", "Seriously?", "Why ask me?", "Not again.", "Obviously.")
 RUDE_CLOSERS = ("Now go away.", "Stop asking me.", "Don't bother me.")
@@ -103,12 +103,12 @@ PRICED_ITEMS = (
     "a bus pass", "a haircut", "a lamp", "a pen", "a hat", "a bike", "a kite", "a mug",
 )
 DURATIONS = {
-    "boil an egg": "About ten minutes.", "bake bread": "About an hour.",
-    "walk to the park": "About five minutes.", "wash the car": "About half an hour.",
-    "cook rice": "About twenty minutes.", "drive to town": "About fifteen minutes.",
-    "clean my room": "About an hour.", "make tea": "About five minutes.",
+    "boil an egg": "About 10 minutes.", "bake bread": "About an hour.",
+    "walk to the park": "About 5 minutes.", "wash the car": "About half an hour.",
+    "cook rice": "About 20 minutes.", "drive to town": "About 15 minutes.",
+    "clean my room": "About an hour.", "make tea": "About 5 minutes.",
     "paint a fence": "About a day.", "read a short book": "About a week.",
-    "learn to ride a bike": "About a month.", "charge my phone": "About two hours.",
+    "learn to juggle": "About a month.", "charge my phone": "About 2 hours.",
 }
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = (
@@ -133,12 +133,12 @@ SUGGESTIONS = {  # one option chosen by the seed
 }
 HOW_TO = {
     "make tea": "Boil water and add a tea bag.",
-    "reset my password": "Click Forgot Password on the login page.",
-    "boil an egg": "Put it in boiling water for ten minutes.",
+    "reset my password": "Use the Forgot Password link.",
+    "boil an egg": "Boil it for 10 minutes.",
     "save a file": "Press Ctrl and S.",
     "plant a seed": "Put it in soil and water it.",
     "tie my shoes": "Make two loops and pull them tight.",
-    "cook rice": "Simmer it in water for twenty minutes.",
+    "cook rice": "Simmer it in water for 20 minutes.",
     "clean a window": "Use soapy water and a soft cloth.",
     "fall asleep faster": "Avoid screens before bed.",
     "stay healthy": "Eat well and sleep enough.",
@@ -146,10 +146,10 @@ HOW_TO = {
     "make toast": "Put bread in the toaster.",
     "send an email": "Write it and press Send.",
     "water a plant": "Give it a cup of water each week.",
-    "make a paper plane": "Fold a sheet in half, then fold the wings.",
+    "make a paper plane": "Fold paper into a dart shape.",
     "learn to swim": "Take lessons at the pool.",
-    "keep my desk tidy": "Put things back after you use them.",
-    "remember names": "Repeat each name when you hear it.",
+    "keep my desk tidy": "Put things back after use.",
+    "remember names": "Repeat each name out loud.",
 }
 
 

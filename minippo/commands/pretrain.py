@@ -1,0 +1,73 @@
+"""``minippo pretrain``: train a small GPT on a text file (default: the shipped dialogue corpus)."""
+import os
+
+import numpy as np
+
+from minippo.nn.gpt import GPT, GPTConfig
+from minippo.pretrain import PretrainConfig, encode_documents, pretrain
+from minippo.text.corpus import format_prompt, load_corpus, load_prompts
+from minippo.text.tokenizer import ByteTokenizer
+
+DEFAULT_MODEL = dict(block_size=96, n_layer=2, n_head=4, n_embd=96)
+
+
+def register(subparsers):
+    defaults = PretrainConfig()
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a small GPT on a text file (default: the shipped corpus)",
+        description="Pretrain a GPT with next-token cross-entropy. Each line of the text is one document. "
+        "Prints step, loss, tokens/s and ETA, then samples; writes a checkpoint that --resume continues.",
+    )
+    parser.add_argument("--data", help="UTF-8 text file, one document per line (default: the shipped dialogues)")
+    parser.add_argument("--out", default="runs/pretrain", help="output directory (default: runs/pretrain)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default: {defaults.steps})")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help=f"documents per batch (default: {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default: {defaults.lr})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed for init and batches (default: 0)")
+    parser.add_argument("--n-layer", type=int, default=DEFAULT_MODEL["n_layer"], help="transformer blocks")
+    parser.add_argument("--n-head", type=int, default=DEFAULT_MODEL["n_head"], help="attention heads")
+    parser.add_argument("--n-embd", type=int, default=DEFAULT_MODEL["n_embd"], help="embedding width")
+    parser.add_argument("--block-size", type=int, default=DEFAULT_MODEL["block_size"], help="context length")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="array dtype")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/model.npz if it exists")
+    parser.add_argument("--samples", type=int, default=4, help="samples to print after training (default: 4)")
+    parser.set_defaults(func=run)
+
+
+def print_samples(model, tokenizer, prompts, seed, log=print):
+    """Sample one continuation per prompt (temperature 1) and print prompt + continuation."""
+    ids, mask = tokenizer.encode_batch(prompts)
+    room = model.config.block_size - ids.shape[1]
+    if room < 1:
+        return
+    generation = model.generate(ids, room, attention_mask=mask, eos_token_id=tokenizer.eos_id,
+                                pad_token_id=tokenizer.pad_id, rng=np.random.default_rng(seed))
+    for prompt, row in zip(prompts, generation.tokens[:, ids.shape[1]:]):
+        log(f"  {prompt}{tokenizer.decode(row)}")
+
+
+def run(args):
+    tokenizer = ByteTokenizer()
+    if args.data:
+        with open(args.data, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    else:
+        lines = load_corpus()
+    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                             n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                            min_lr=min(args.lr, PretrainConfig.min_lr), seed=args.seed)
+    documents = encode_documents(lines, tokenizer, model_config.block_size)
+    model = GPT(model_config, seed=args.seed)
+    print(f"pretraining a {model.num_parameters():,}-parameter GPT on {len(documents):,} documents "
+          f"for {config.steps} steps")
+    checkpoint = os.path.join(args.out, "model.npz")
+    pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume)
+    print(f"wrote {checkpoint}")
+    if args.samples > 0:
+        prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if not args.data \
+            else [line[:8] for line in lines if line.strip()][:args.samples]
+        print("samples:")
+        print_samples(model, tokenizer, prompts, args.seed)

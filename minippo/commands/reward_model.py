@@ -1,0 +1,47 @@
+"""``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
+import numpy as np
+
+from minippo.pretrain import load_model
+from minippo.rewards.reward_model import (
+    RewardModel,
+    load_preference_file,
+    preference_accuracy,
+    train_reward_model,
+)
+from minippo.text.corpus import load_preferences
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "reward-model",
+        help="train a Bradley-Terry reward model on preference pairs",
+        description="Train a reward model -log σ(r(chosen) - r(rejected)) whose trunk starts from a policy "
+        "checkpoint. Pairs are JSONL lines {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}; a random "
+        "--test-fraction is held out to report preference accuracy.",
+    )
+    parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
+    parser.add_argument("--policy", required=True, help="policy checkpoint whose trunk initialises the model")
+    parser.add_argument("--out", default="runs/reward_model.npz", help="output checkpoint (default: runs/reward_model.npz)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps (default: 150)")
+    parser.add_argument("--batch-size", type=int, default=32, help="pairs per step (default: 32)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    parser.add_argument("--test-fraction", type=float, default=0.15, help="held-out fraction for --data (default: 0.15)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    if args.data:
+        if not 0 < args.test_fraction < 1:
+            raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+        pairs = load_preference_file(args.data)
+        order = np.random.default_rng(args.seed).permutation(len(pairs))
+        n_test = max(1, round(args.test_fraction * len(pairs)))
+        test, train = [pairs[i] for i in order[:n_test]], [pairs[i] for i in order[n_test:]]
+    else:
+        train, test = load_preferences("train"), load_preferences("test")
+    model = RewardModel.from_policy(load_model(args.policy), seed=args.seed)
+    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
+    model.save(args.out)
+    print(f"wrote {args.out}")

@@ -1,0 +1,89 @@
+"""``minippo rlhf``: PPO, REINFORCE or RLOO on your own policy checkpoint against a reward model or a rule."""
+import csv
+import os
+
+import numpy as np
+
+from minippo.nn.checkpoint import save_checkpoint
+from minippo.pretrain import load_model
+from minippo.rewards.reward_model import RewardModel
+from minippo.rewards.rules import parse_rule_reward
+from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
+from minippo.text.corpus import format_prompt, load_prompts
+from minippo.text.tokenizer import ByteTokenizer
+
+
+def load_reward(spec):
+    """A reward callable from a reward-model checkpoint (``*.npz``) or a rule spec such as ``rouge:refs.txt``."""
+    if spec.endswith(".npz"):
+        return RewardModel.load(spec)
+    return parse_rule_reward(spec)
+
+
+def read_prompts(path):
+    """Prompts from a file (one per line, used verbatim), or the shipped training prompts as "Q: ... A:"."""
+    if path is None:
+        return [format_prompt(p) for p in load_prompts("train")]
+    with open(path, encoding="utf-8") as file:
+        prompts = [line.rstrip("\n") for line in file if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts found (one prompt per line)")
+    return prompts
+
+
+def register(subparsers):
+    defaults = RLHFConfig()
+    parser = subparsers.add_parser(
+        "rlhf",
+        help="fine-tune a policy checkpoint with PPO/REINFORCE/RLOO against a reward",
+        description="RL fine-tuning of a GPT checkpoint (from `minippo pretrain` or `minippo demo`) with a "
+        "KL penalty to its starting point. The reward is a reward-model checkpoint (*.npz, from "
+        "`minippo reward-model`) or a rule: bleu:REFS, rouge:REFS, keyword:W1,W2, length:N.",
+    )
+    parser.add_argument("--policy", required=True, help="policy checkpoint (.npz)")
+    parser.add_argument("--reward", required=True, help="reward-model checkpoint (.npz) or rule spec")
+    parser.add_argument("--algo", choices=ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
+    parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
+    parser.add_argument("--iterations", type=int, default=40, help="iterations (default: 40)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="responses per iteration")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="response length limit")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
+    parser.add_argument("--kl-target", type=float, default=defaults.kl_target,
+                        help="adaptive-KL target in nats per response (default: 4)")
+    parser.add_argument("--fixed-kl", type=float, default=None, help="use this fixed β instead of adaptive KL")
+    parser.add_argument("--critic", choices=("shared", "separate"), default=defaults.critic, help="critic trunk")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    policy = load_model(args.policy)
+    reward = load_reward(args.reward)
+    prompts = read_prompts(args.prompts)
+    config = RLHFConfig(algo=args.algo, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, lr=args.lr, critic=args.critic, seed=args.seed,
+                        kl_target=None if args.fixed_kl is not None else args.kl_target,
+                        init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
+    tokenizer = ByteTokenizer()
+    trainer = RLHFTrainer(policy, reward, tokenizer, config)
+    rng = np.random.default_rng(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for iteration in range(1, args.iterations + 1):
+        batch_prompts = [prompts[i] for i in rng.integers(0, len(prompts), config.batch_size // (
+            config.rloo_k if config.algo == "rloo" else 1))]
+        stats = trainer.iteration(batch_prompts)
+        rows.append({"iteration": iteration, **stats})
+        print(f"iter {iteration:3d}/{args.iterations}  reward {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
+              f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  "
+              f"gen/score/train {stats['seconds_generate']:.1f}/{stats['seconds_score']:.1f}/"
+              f"{stats['seconds_train']:.1f}s")
+    with open(os.path.join(args.out, "rlhf_log.csv"), "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    path = os.path.join(args.out, "policy.npz")
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
+    print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")

@@ -1,0 +1,33 @@
+"""``minippo value``: Monte Carlo estimate of a prompt's value E_π[R] under a policy and a reward."""
+from minippo.commands.rlhf import load_reward
+from minippo.pretrain import load_model
+from minippo.rlhf.value import estimate_value
+from minippo.text.tokenizer import ByteTokenizer
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "value",
+        help="estimate a prompt's value E_π[R] by sampling responses",
+        description="Sample --samples responses to --prompt from the policy, score each with the reward, and "
+        "print the mean (the Monte Carlo value V_π(prompt) = Σ_τ R(τ) P_π(τ)) with its standard error.",
+    )
+    parser.add_argument("--prompt", required=True, help="the prompt text, used verbatim (e.g. 'Q: Where is the bank? A:')")
+    parser.add_argument("--samples", type=int, default=64, help="number of sampled responses (default: 64)")
+    parser.add_argument("--policy", default="runs/demo/policy.npz", help="policy checkpoint (default: runs/demo/policy.npz)")
+    parser.add_argument("--reward", default="runs/demo/reward_model.npz",
+                        help="reward-model checkpoint or rule spec (default: runs/demo/reward_model.npz)")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="response length limit (default: 40)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--show", type=int, default=5, help="sampled responses to print (default: 5)")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    policy = load_model(args.policy)
+    result = estimate_value(policy, ByteTokenizer(), args.prompt, load_reward(args.reward), args.samples,
+                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    for response, reward, logprob in list(zip(result.responses, result.rewards, result.logprobs))[:args.show]:
+        print(f"  R = {reward:+.3f}  log P = {logprob:8.2f}  {response}")
+    print(f"V(prompt) ≈ {result.mean:+.4f} ± {result.stderr:.4f} (standard error, {args.samples} samples)")

@@ -1,0 +1,144 @@
+"""Pretraining: teach a GPT to continue text by minimising next-token cross-entropy.
+
+    L(θ) = −(1/n) Σ_t log π_θ(x_{t+1} | x_1..x_t)
+
+over documents (one per line of the training text, each ended by EOS).  Each batch row is one
+document starting at position 0 -- the way the policy later sees a prompt -- right-padded, with the
+targets of padding ignored.  Optimisation is AdamW with warmup + cosine learning rate and global
+gradient-norm clipping.
+
+Everything a run needs to continue is in one checkpoint (weights, optimizer moments, step, the
+batch-sampling RNG, the tokenizer), so a resumed run is bit-identical to an uninterrupted one.
+"""
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from minippo.nn.categorical import cross_entropy
+from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+from minippo.nn.gpt import GPT, GPTConfig
+from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
+from minippo.text.tokenizer import ByteTokenizer
+
+IGNORE_INDEX = -1
+
+
+@dataclass
+class PretrainConfig:
+    """Optimisation settings of :func:`pretrain` (model sizes live in ``GPTConfig``)."""
+
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+
+
+def encode_documents(lines, tokenizer, block_size):
+    """Token ids of each non-empty line followed by EOS; lines longer than block_size + 1 tokens are
+    cut into consecutive pieces.  Returns a list of int64 arrays."""
+    documents = []
+    for line in lines:
+        if not line.strip():
+            continue
+        ids = np.asarray(tokenizer.encode(line, add_eos=True), dtype=np.int64)
+        documents.extend(ids[start:start + block_size + 1] for start in range(0, len(ids), block_size + 1))
+    documents = [doc for doc in documents if len(doc) >= 2]
+    if not documents:
+        raise ValueError("the training text has no line with at least one token to predict")
+    return documents
+
+
+def sample_batch(documents, batch_size, pad_id, rng):
+    """Pick ``batch_size`` documents; return inputs (B, T) and targets (B, T) shifted by one, right-
+    padded to the longest, with IGNORE_INDEX targets on padding."""
+    chosen = [documents[i] for i in rng.integers(0, len(documents), batch_size)]
+    T = max(len(doc) for doc in chosen) - 1
+    inputs = np.full((batch_size, T), pad_id, dtype=np.int64)
+    targets = np.full((batch_size, T), IGNORE_INDEX, dtype=np.int64)
+    for row, doc in enumerate(chosen):
+        inputs[row, :len(doc) - 1] = doc[:-1]
+        targets[row, :len(doc) - 1] = doc[1:]
+    return inputs, targets
+
+
+def format_duration(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print):
+    """Train ``model`` in place on ``documents`` (from :func:`encode_documents`); return the loss curve.
+
+    With ``checkpoint_path`` a checkpoint is written every ``config.checkpoint_every`` steps and at the
+    end; with ``resume=True`` and an existing checkpoint, training continues from it exactly.
+    ``log`` receives one progress line per ``config.log_every`` steps (step, loss, tokens/s, ETA).
+    """
+    tokenizer = tokenizer or ByteTokenizer()
+    optimizer = AdamW(model.params, model.grads, lr=config.lr, betas=(0.9, 0.95),
+                      weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    start_step = 0
+    if resume and checkpoint_path and os.path.exists(checkpoint_path):
+        state = load_checkpoint(checkpoint_path)
+        if state["config"] != model.config.to_dict():
+            raise ValueError(f"checkpoint {checkpoint_path!r} holds a model with config {state['config']}, "
+                             f"not {model.config.to_dict()}")
+        model.load_state_dict(state["params"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        start_step, rng = state["step"], state["rng"]
+        log(f"resumed from {checkpoint_path} at step {start_step}")
+
+    def save(step):
+        save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
+                        step, rng, extra={"pretrain": asdict(config), "tokenizer": "byte"})
+
+    losses = []
+    tokens_seen, started = 0, time.perf_counter()
+    for step in range(start_step, config.steps):
+        inputs, targets = sample_batch(documents, config.batch_size, tokenizer.pad_id, rng)
+        logits = model.forward(inputs)
+        loss, dlogits = cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
+        model.zero_grad()
+        model.backward(dlogits)
+        clip_grad_norm(model.grads, config.grad_clip)
+        optimizer.step(cosine_schedule(step, config.lr, config.warmup_steps, config.steps, config.min_lr))
+        losses.append(loss)
+        tokens_seen += int((targets != IGNORE_INDEX).sum())
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            elapsed = time.perf_counter() - started
+            rate = tokens_seen / elapsed
+            eta = elapsed / (done - start_step) * (config.steps - done)
+            log(f"step {done:5d}/{config.steps}  loss {np.mean(losses[-config.log_every:]):.4f}  "
+                f"{rate:,.0f} tokens/s  ETA {format_duration(eta)}")
+        if checkpoint_path and (done % config.checkpoint_every == 0 or done == config.steps):
+            save(done)
+    return losses
+
+
+def load_model(path):
+    """The GPT stored in a checkpoint written by :func:`pretrain` (or any ``save_checkpoint`` of a GPT)."""
+    state = load_checkpoint(path)
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"checkpoint {path!r} holds no model config")
+    model = GPT(GPTConfig.from_dict(state["config"]), seed=0)
+    model.load_state_dict(state["params"])
+    return model

@@ -1,0 +1,176 @@
+"""A learned reward model: a transformer with a score head, trained on human-style preference pairs.
+
+For a prompt x with a preferred response y_c ("chosen") and a worse one y_r ("rejected"), the
+Bradley–Terry model says P(y_c ≻ y_r) = σ(r(x, y_c) − r(x, y_r)), so training minimises
+
+    L = −log σ(r_c − r_r),     ∂L/∂r_c = −σ(r_r − r_c),     ∂L/∂r_r = +σ(r_r − r_c)
+
+over pairs in the JSONL format most RLHF tools use: ``{"prompt": ..., "chosen": ..., "rejected": ...}``.
+The score r is read by a :class:`~minippo.nn.heads.ScoreHead` at the last real token of
+"Q: <prompt> A: <response><EOS>".
+
+After training, :meth:`RewardModel.normalize` sets a gain and bias so that responses sampled from the
+reference policy score mean 0 and standard deviation 1; a policy's improvement is then measured in
+standard deviations of the reference policy's reward.
+"""
+import copy
+import json
+import math
+import time
+
+import numpy as np
+
+from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+from minippo.nn.gpt import GPT, GPTConfig
+from minippo.nn.heads import ScoreHead
+from minippo.nn.module import as_generator
+from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
+from minippo.text.corpus import format_example
+from minippo.text.tokenizer import ByteTokenizer
+
+
+def load_preference_file(path):
+    """Read preference pairs from a JSONL file, checking every line has prompt, chosen and rejected strings."""
+    pairs = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                pair = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(pair, dict) or not all(isinstance(pair.get(k), str) for k in ("prompt", "chosen", "rejected")):
+                raise ValueError(f"{path}:{number}: each line must be an object with string fields "
+                                 f"'prompt', 'chosen' and 'rejected'")
+            pairs.append(pair)
+    if not pairs:
+        raise ValueError(f"{path}: no preference pairs found")
+    return pairs
+
+
+class RewardModel:
+    """A GPT trunk plus a score head; calling it scores responses: ``reward(prompts, responses) -> (B,)``."""
+
+    def __init__(self, trunk, tokenizer=None, seed=None):
+        self.trunk = trunk
+        self.head = ScoreHead(trunk.config.n_embd, trunk.config.dtype, init_std=0.0, seed=seed)
+        self.tokenizer = tokenizer or ByteTokenizer()
+        self.gain, self.bias = 1.0, 0.0
+
+    @classmethod
+    def from_policy(cls, policy, tokenizer=None, seed=None):
+        """A reward model whose trunk starts as a copy of a (pretrained) policy."""
+        return cls(copy.deepcopy(policy), tokenizer, seed)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def encode(self, prompts, responses):
+        texts = [format_example(p, r) for p, r in zip(prompts, responses)]
+        ids, mask = self.tokenizer.encode_batch(texts, add_eos=True)
+        block = self.trunk.config.block_size
+        return ids[:, -block:], mask[:, -block:]  # left-padded: keep the end, where the score is read
+
+    def raw_scores(self, ids, mask):
+        """r (B,) before normalisation; keeps what :meth:`backward` needs."""
+        self.trunk.forward(ids, mask, compute_logits=False)
+        return self.head.forward(self.trunk.hidden, mask)
+
+    def backward(self, dscores):
+        self.trunk.backward(dhidden=self.head.backward(dscores))
+
+    def __call__(self, prompts, responses, batch_size=64):
+        """Normalised scores gain · r + bias for each (prompt, response), as a float64 array (B,)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"prompts and responses must have the same length, got {len(prompts)} and {len(responses)}")
+        scores = []
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = self.encode(prompts[start:start + batch_size], responses[start:start + batch_size])
+            scores.append(self.raw_scores(ids, mask).astype(np.float64))
+        return self.gain * np.concatenate(scores) + self.bias
+
+    def normalize(self, prompts, responses):
+        """Set gain and bias so these (reference-policy) samples score mean 0, std 1."""
+        self.gain, self.bias = 1.0, 0.0
+        raw = self(prompts, responses)
+        std = float(raw.std())
+        if std == 0.0:
+            raise ValueError("cannot normalise: every sample got the same score")
+        self.gain, self.bias = 1.0 / std, -float(raw.mean()) / std
+        return raw
+
+    # -- parameters ------------------------------------------------------------------------------
+    def named_parameters(self):
+        """(params, grads) dicts over trunk and head, with ``trunk.`` / ``head.`` prefixes."""
+        params = {f"trunk.{k}": v for k, v in self.trunk.params.items()}
+        params.update({f"head.{k}": v for k, v in self.head.params.items()})
+        grads = {f"trunk.{k}": v for k, v in self.trunk.grads.items()}
+        grads.update({f"head.{k}": v for k, v in self.head.grads.items()})
+        return params, grads
+
+    def save(self, path):
+        params, _ = self.named_parameters()
+        save_checkpoint(path, params, self.trunk.config.to_dict(),
+                        extra={"kind": "reward_model", "gain": self.gain, "bias": self.bias, "tokenizer": "byte"})
+
+    @classmethod
+    def load(cls, path):
+        state = load_checkpoint(path)
+        if state["extra"].get("kind") != "reward_model":
+            raise ValueError(f"{path!r} is not a reward-model checkpoint (kind={state['extra'].get('kind')!r})")
+        model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))
+        params = state["params"]
+        model.trunk.load_state_dict({k[len("trunk."):]: v for k, v in params.items() if k.startswith("trunk.")})
+        model.head.load_state_dict({k[len("head."):]: v for k, v in params.items() if k.startswith("head.")})
+        model.gain, model.bias = state["extra"]["gain"], state["extra"]["bias"]
+        return model
+
+
+def bradley_terry_loss(chosen_scores, rejected_scores):
+    """Mean −log σ(r_c − r_r) over pairs, its gradients, and the fraction of pairs ranked correctly."""
+    margin = (chosen_scores - rejected_scores).astype(np.float64)
+    loss = float(np.mean(np.logaddexp(0.0, -margin)))  # −log σ(m) = log(1 + e^{−m}), stable
+    weight = 0.5 * (1.0 - np.tanh(0.5 * margin)) / len(margin)  # σ(−m) / n, stable
+    dtype = chosen_scores.dtype
+    return loss, (-weight).astype(dtype), weight.astype(dtype), float(np.mean(margin > 0))
+
+
+def preference_accuracy(model, pairs, batch_size=64):
+    """Fraction of pairs where r(chosen) > r(rejected)."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen = model(prompts, [p["chosen"] for p in pairs], batch_size)
+    rejected = model(prompts, [p["rejected"] for p in pairs], batch_size)
+    return float(np.mean(chosen > rejected))
+
+
+def train_reward_model(model, pairs, steps=150, batch_size=32, lr=1e-3, weight_decay=0.0,
+                       grad_clip=1.0, seed=0, log=print, log_every=25):
+    """Minimise the Bradley–Terry loss with AdamW on random mini-batches of pairs; returns the losses.
+
+    Each step scores the chosen and rejected responses of ``batch_size`` pairs in one forward pass.
+    """
+    if not pairs:
+        raise ValueError("pairs is empty; a reward model needs preference pairs to learn from")
+    rng = as_generator(seed)
+    params, grads = model.named_parameters()
+    optimizer = AdamW(params, grads, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    losses, started = [], time.perf_counter()
+    for step in range(steps):
+        batch = [pairs[i] for i in rng.integers(0, len(pairs), batch_size)]
+        prompts = [p["prompt"] for p in batch] * 2
+        responses = [p["chosen"] for p in batch] + [p["rejected"] for p in batch]
+        ids, mask = model.encode(prompts, responses)
+        scores = model.raw_scores(ids, mask)  # (2·batch,): chosen then rejected
+        loss, dchosen, drejected, accuracy = bradley_terry_loss(scores[:batch_size], scores[batch_size:])
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"reward-model loss became {loss} at step {step}; lower the learning rate")
+        model.trunk.zero_grad()
+        model.head.zero_grad()
+        model.backward(np.concatenate([dchosen, drejected]))
+        clip_grad_norm(grads, grad_clip)
+        optimizer.step(cosine_schedule(step, lr, max(1, steps // 10), steps, lr / 10))
+        losses.append(loss)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            elapsed = time.perf_counter() - started
+            log(f"reward model step {step + 1:4d}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
+                f"batch accuracy {accuracy:.2f}  {elapsed:.0f}s")
+    return losses

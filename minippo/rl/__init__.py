@@ -1,0 +1,6 @@
+"""Reinforcement-learning pieces shared by PPO on control tasks and PPO on text.
+
+- ``advantages``  generalised advantage estimation and advantage whitening
+- ``losses``      clipped surrogate, clipped value loss, REINFORCE, with their gradients
+- ``kl``          the KL-penalty coefficient controllers used in RLHF
+"""

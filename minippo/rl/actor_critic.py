@@ -1,0 +1,156 @@
+"""The actor-critic of control-task PPO: a policy network π(a|s) and a value network V(s).
+
+Two separate MLPs read the observation (CleanRL's ``Agent``; nothing is shared between them)::
+
+    actor:   s → tanh(64) → tanh(64) → head     output gain 0.01: the initial policy is near uniform
+    critic:  s → tanh(64) → tanh(64) → V(s)     output gain 1.0
+
+(hidden gains √2, orthogonal init, biases 0: see ``minippo.nn.mlp``).  The head depends on the
+action space:
+
+* ``Discrete(n)`` -- the actor outputs n logits z, π = softmax(z) (``minippo.nn.categorical``);
+* ``Box((D,))``   -- the actor outputs the mean μ of a diagonal Gaussian whose log-std is one more
+  parameter, ``log_std`` (D,), independent of the state (``minippo.rl.gaussian``).
+
+Rollouts call :meth:`ActorCritic.act` (sample a ~ π(·|s), with log π(a|s) and V(s)); the update
+calls :meth:`ActorCritic.evaluate` on stored (s, a) pairs and then :meth:`ActorCritic.backward` with
+dL/dlog π, dL/dH and dL/dV, which adds the gradients of every parameter into ``grads``.
+
+Parameters are named ``actor.layers.{i}.weight|bias``, ``critic.layers.{i}.weight|bias`` and, for a
+Gaussian head, ``log_std``.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from minippo.envs.spaces import Box, Discrete
+from minippo.nn.categorical import (
+    entropy_backward,
+    entropy_forward,
+    log_softmax,
+    token_logprobs_backward,
+    token_logprobs_forward,
+)
+from minippo.nn.mlp import MLP
+from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.rl.gaussian import (
+    gaussian_entropy,
+    gaussian_entropy_backward,
+    gaussian_logprobs_backward,
+    gaussian_logprobs_forward,
+    gaussian_sample,
+)
+
+POLICY_HEAD_GAIN = 0.01
+VALUE_HEAD_GAIN = 1.0
+
+
+class Evaluation(NamedTuple):
+    logprobs: np.ndarray  # log π(a|s), (N,)
+    entropy: np.ndarray   # H(π(·|s)), (N,)
+    values: np.ndarray    # V(s), (N,)
+
+
+def sample_categorical(log_probs_all, rng):
+    """One index per row of ``log_probs_all`` (N, n), drawn by inverting the CDF with u ~ U[0, 1)."""
+    cdf = np.cumsum(np.exp(log_probs_all), axis=-1)
+    u = rng.random(cdf.shape[0], dtype=cdf.dtype)
+    actions = (cdf < u[:, None]).sum(axis=-1)  # the first a with u <= CDF(a)
+    return np.minimum(actions, cdf.shape[-1] - 1)  # rounding can leave CDF(n−1) a hair below u
+
+
+class ActorCritic(Module):
+    """``ActorCritic(observation_space, action_space, hidden_sizes=(64, 64), dtype, seed)``.
+
+    ``observation_space`` must be a 1-D ``Box``; ``action_space`` a ``Discrete`` or a 1-D ``Box``
+    (the single-environment spaces, e.g. ``env.single_action_space``).
+    """
+
+    def __init__(self, observation_space, action_space, hidden_sizes=(64, 64), dtype=np.float32, seed=None):
+        if not isinstance(observation_space, Box) or len(observation_space.shape) != 1:
+            raise TypeError(f"observation_space must be a 1-D Box, got {observation_space!r}")
+        if isinstance(action_space, Discrete) and action_space.shape == ():
+            self.continuous, n_outputs = False, action_space.n
+        elif isinstance(action_space, Box) and len(action_space.shape) == 1:
+            self.continuous, n_outputs = True, action_space.shape[0]
+        else:
+            raise TypeError(f"action_space must be a scalar Discrete or a 1-D Box, got {action_space!r}")
+        hidden_sizes = tuple(hidden_sizes)
+        self.dtype, rng = check_dtype(dtype), as_generator(seed)
+        self.observation_space, self.action_space = observation_space, action_space
+        sizes = [observation_space.shape[0], *hidden_sizes]
+        self.actor = MLP([*sizes, n_outputs], output_gain=POLICY_HEAD_GAIN, dtype=self.dtype, seed=rng)
+        self.critic = MLP([*sizes, 1], output_gain=VALUE_HEAD_GAIN, dtype=self.dtype, seed=rng)
+        params = {f"actor.{name}": value for name, value in self.actor.params.items()}
+        params.update({f"critic.{name}": value for name, value in self.critic.params.items()})
+        if self.continuous:
+            params["log_std"] = np.zeros(n_outputs, dtype=self.dtype)
+        super().__init__(params)
+        # The two networks add their gradients straight into this module's buffers.
+        self.actor.grads = {name: self.grads[f"actor.{name}"] for name in self.actor.params}
+        self.critic.grads = {name: self.grads[f"critic.{name}"] for name in self.critic.params}
+        self._cache = None
+
+    def _as_obs(self, obs):
+        obs = np.asarray(obs)
+        if obs.dtype != self.dtype:
+            raise TypeError(f"obs must have dtype {self.dtype} (the network's), got {obs.dtype}")
+        return obs
+
+    def value(self, obs):
+        """V(s) for observations (N, obs_dim) -> (N,)."""
+        return self.critic.forward(self._as_obs(obs))[:, 0]
+
+    def act(self, obs, rng, deterministic=False):
+        """Sample actions a ~ π(·|s) with the Generator ``rng``; return ``(actions, logprobs, values)``.
+
+        ``deterministic=True`` takes the most likely action instead (argmax of the logits, or the
+        Gaussian mean).  Categorical actions are int64 (N,), Gaussian ones (N, D) in the network's dtype.
+        """
+        obs = self._as_obs(obs)
+        head = self.actor.forward(obs)
+        if self.continuous:
+            actions = head.copy() if deterministic else gaussian_sample(head, self.params["log_std"], rng)
+            logprobs, _ = gaussian_logprobs_forward(head, self.params["log_std"], actions)
+        else:
+            log_probs_all = log_softmax(head)
+            actions = log_probs_all.argmax(axis=-1) if deterministic else sample_categorical(log_probs_all, rng)
+            logprobs = np.take_along_axis(log_probs_all, actions[:, None], axis=-1)[:, 0]
+        return actions, logprobs, self.value(obs)
+
+    def evaluate(self, obs, actions):
+        """log π(a|s), H(π(·|s)) and V(s) for stored pairs; keeps what :meth:`backward` needs."""
+        obs = self._as_obs(obs)
+        head = self.actor.forward(obs)
+        if self.continuous:
+            actions = np.asarray(actions)
+            if actions.shape != head.shape:
+                raise ValueError(f"actions must have shape {head.shape}, got {actions.shape}")
+            log_std = self.params["log_std"]
+            logprobs, z = gaussian_logprobs_forward(head, log_std, actions.astype(self.dtype, copy=False))
+            entropy = gaussian_entropy(log_std, len(obs))
+            self._cache = z
+        else:
+            actions = np.asarray(actions)
+            logprobs, log_probs_all = token_logprobs_forward(head, actions)
+            entropy = entropy_forward(log_probs_all)
+            self._cache = (actions, log_probs_all, entropy)
+        values = self.critic.forward(obs)[:, 0]
+        return Evaluation(logprobs, entropy, values)
+
+    def backward(self, dlogprobs, dentropy, dvalues):
+        """Add the gradients of a loss L into ``grads``, given dL/dlog π, dL/dH and dL/dV (each (N,))."""
+        if self._cache is None:
+            raise RuntimeError("backward called before evaluate")
+        if self.continuous:
+            log_std = self.params["log_std"]
+            dhead, dlog_std = gaussian_logprobs_backward(dlogprobs, self._cache, log_std)
+            self.grads["log_std"] += dlog_std
+            self.grads["log_std"] += gaussian_entropy_backward(dentropy, log_std)
+        else:
+            actions, log_probs_all, entropy = self._cache
+            dhead = token_logprobs_backward(dlogprobs, actions, log_probs_all)
+            dhead += entropy_backward(dentropy, log_probs_all, entropy)
+        self.actor.backward(dhead)
+        self.critic.backward(dvalues[:, None])
+        self._cache = None

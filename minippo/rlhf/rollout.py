@@ -1,0 +1,83 @@
+"""RL on text: a rollout is a batch of prompts and the responses the policy sampled for them.
+
+Agent = the policy transformer; state s_t = prompt + response tokens so far; action a_t = the next
+token, drawn from π_T(·|s_t) = softmax(z(s_t) / T); the episode ends at EOS or at the length limit.
+
+A rollout is stored as one token array (B, T_prompt + T_response): left-padded prompts followed by
+the responses (padding after EOS), with ``attention_mask`` marking real tokens and ``response_mask``
+(B, T_response) marking the tokens that are actions.  Temperature divides the logits in *every*
+forward pass -- sampling, the old policy, the reference model and training -- so all log-probabilities
+are of the same distribution π_T.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from minippo.nn.categorical import token_logprobs_backward, token_logprobs_forward
+
+
+@dataclass
+class Rollout:
+    prompts: list           # the prompt texts
+    responses: list         # the decoded response texts
+    tokens: np.ndarray      # (B, T) prompt (left-padded) + response (padded after EOS)
+    attention_mask: np.ndarray  # (B, T) 1 for real tokens
+    response_mask: np.ndarray   # (B, T_response) True for action tokens (up to and including EOS)
+    sampled_logprobs: np.ndarray  # (B, T_response) log π_T(a_t|s_t) reported by the sampler
+    prompt_length: int      # T_prompt: the response starts at this column
+
+    def __len__(self):
+        return len(self.prompts)
+
+    def rows(self, index):
+        """The sub-rollout of rows ``index`` (an index array)."""
+        return Rollout([self.prompts[i] for i in index], [self.responses[i] for i in index],
+                       self.tokens[index], self.attention_mask[index], self.response_mask[index],
+                       self.sampled_logprobs[index], self.prompt_length)
+
+    @property
+    def last_token_index(self):
+        """Index into the response of each row's last action token (B,)."""
+        return self.response_mask.sum(axis=1) - 1
+
+
+def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):
+    """Sample one response per prompt with the KV-cache generator and package it as a Rollout."""
+    prompt_ids, prompt_mask = tokenizer.encode_batch(prompt_texts)
+    generation = policy.generate(prompt_ids, max_new_tokens, temperature=temperature,
+                                 eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
+                                 attention_mask=prompt_mask, rng=rng)
+    prompt_length = prompt_ids.shape[1]
+    attention_mask = np.concatenate([prompt_mask, generation.mask.astype(prompt_mask.dtype)], axis=1)
+    responses = [tokenizer.decode(row[mask]) for row, mask in
+                 zip(generation.tokens[:, prompt_length:], generation.mask)]
+    return Rollout(list(prompt_texts), responses, generation.tokens, attention_mask, generation.mask,
+                   generation.logprobs, prompt_length)
+
+
+def response_logprobs(model, rollout, temperature):
+    """log π_T(a_t|s_t) for every response position (B, T_response), via one full forward pass.
+
+    Logits at column t predict the token at column t + 1, so the response tokens are scored by the
+    logits at columns T_prompt − 1 .. T − 2.  Returns ``(logprobs, log_probs_all)``; the full
+    log-softmax (B, T_response, V) is what :func:`response_logprobs_backward` and the entropy need.
+    """
+    logits = model.forward(rollout.tokens, rollout.attention_mask)  # (B, T, V)
+    response_logits = logits[:, rollout.prompt_length - 1:-1] / temperature  # (B, T_response, V)
+    actions = rollout.tokens[:, rollout.prompt_length:]
+    return token_logprobs_forward(response_logits, actions)
+
+
+def response_logits_gradient(dresponse_logits, rollout, temperature, vocab_size):
+    """Place dL/d(z/T) of the response positions into a full dL/dz (B, T, V) for ``model.backward``."""
+    B, T = rollout.tokens.shape
+    dlogits = np.zeros((B, T, vocab_size), dtype=dresponse_logits.dtype)
+    dlogits[:, rollout.prompt_length - 1:-1] = dresponse_logits * (1.0 / temperature)
+    return dlogits
+
+
+def response_logprobs_backward(dlogprobs, rollout, log_probs_all, temperature):
+    """dL/dz (B, T, V) from dL/dlog π (B, T_response)."""
+    actions = rollout.tokens[:, rollout.prompt_length:]
+    dresponse_logits = token_logprobs_backward(dlogprobs, actions, log_probs_all)
+    return response_logits_gradient(dresponse_logits, rollout, temperature, log_probs_all.shape[-1])

@@ -1,0 +1,254 @@
+"""RLHF on a transformer: exact expectations by enumeration, the PPO ratio, KL control, rewards."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from minippo.nn.gpt import GPT, GPTConfig
+from minippo.rewards.reward_model import RewardModel, bradley_terry_loss, preference_accuracy, train_reward_model
+from minippo.rl.kl import AdaptiveKLController, FixedKLController
+from minippo.rl.losses import ppo_policy_loss, reinforce_loss
+from minippo.rlhf.rollout import Rollout, generate_rollout, response_logprobs, response_logprobs_backward
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
+from minippo.rlhf.value import estimate_value
+from minippo.text.corpus import load_preferences
+
+
+class TinyTokenizer:
+    """Characters a, b, c are ids 0, 1, 2; id 3 is padding.  No EOS, so every response has full length."""
+
+    alphabet = "abc"
+    pad_id, eos_id, vocab_size = 3, None, 4
+
+    def encode(self, text, add_eos=False):
+        return [self.alphabet.index(ch) for ch in text]
+
+    def encode_batch(self, texts, add_eos=False):
+        rows = [self.encode(t) for t in texts]
+        T = max(len(r) for r in rows)
+        ids = np.full((len(rows), T), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), T), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, T - len(row):], mask[i, T - len(row):] = row, 1
+        return ids, mask
+
+    def decode(self, ids, skip_special=True):
+        return "".join(self.alphabet[i] for i in ids if i != self.pad_id)
+
+
+def count_a(prompts, responses):
+    """The judge: one point per 'a' in the response."""
+    return np.array([r.count("a") for r in responses], dtype=np.float64)
+
+
+RESPONSE_LENGTH = 3
+PROMPT = "ab"
+
+
+def tiny_policy(dtype=np.float64, seed=0):
+    model = GPT(GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=2, n_embd=8, dtype=dtype), seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for value in model.params.values():  # make the policy far from uniform so gradients are not tiny
+        value += rng.standard_normal(value.shape) * 0.5
+    return model
+
+
+def every_response_rollout():
+    """A rollout holding each of the 4**3 possible responses once (padding is a possible action)."""
+    tokenizer = TinyTokenizer()
+    prompt_ids, prompt_mask = tokenizer.encode_batch([PROMPT])
+    responses = np.array(list(itertools.product(range(4), repeat=RESPONSE_LENGTH)), dtype=np.int64)
+    n = len(responses)
+    tokens = np.concatenate([np.repeat(prompt_ids, n, axis=0), responses], axis=1)
+    attention_mask = np.concatenate([np.repeat(prompt_mask, n, axis=0), np.ones_like(responses)], axis=1)
+    return Rollout([PROMPT] * n, [tokenizer.decode(r) for r in responses], tokens, attention_mask,
+                   np.ones(responses.shape, dtype=bool), np.zeros(responses.shape), prompt_ids.shape[1])
+
+
+def flat_gradient(model):
+    return np.concatenate([g.reshape(-1) for g in model.grads.values()])
+
+
+def exact_expectation_and_gradient(model, temperature=1.0):
+    """E_π[R] = Σ_τ R(τ) P(τ) and ∇E = Σ_τ R(τ) P(τ) ∇log P(τ), both by enumerating every τ."""
+    rollout = every_response_rollout()
+    logprobs, log_probs_all = response_logprobs(model, rollout, temperature)
+    probability = np.exp(logprobs.sum(axis=1))
+    assert probability.sum() == pytest.approx(1.0, abs=1e-12)  # the enumeration is complete
+    rewards = count_a(None, rollout.responses)
+    dlogprobs = np.repeat((probability * rewards)[:, None], RESPONSE_LENGTH, axis=1)
+    model.zero_grad()
+    model.backward(response_logprobs_backward(dlogprobs, rollout, log_probs_all, temperature))
+    return float(probability @ rewards), flat_gradient(model)
+
+
+def test_reinforce_estimate_converges_to_exact_gradient():
+    """∇E[R] = E[R(τ) ∇log P(τ)]: the sampled estimator agrees with the enumerated gradient."""
+    model = tiny_policy()
+    _, exact = exact_expectation_and_gradient(model)
+    direction = np.random.default_rng(5).standard_normal(exact.size)
+    rng = np.random.default_rng(6)
+    group_estimates = []
+    for _ in range(30):  # 30 independent groups of 200 samples
+        rollout = generate_rollout(model, TinyTokenizer(), [PROMPT] * 200, RESPONSE_LENGTH, 1.0, rng)
+        rewards = count_a(None, rollout.responses)
+        logprobs, log_probs_all = response_logprobs(model, rollout, 1.0)
+        advantages = np.repeat(rewards[:, None], RESPONSE_LENGTH, axis=1)
+        _, dlogprobs = reinforce_loss(logprobs, advantages, rollout.response_mask)
+        model.zero_grad()
+        model.backward(response_logprobs_backward(dlogprobs, rollout, log_probs_all, 1.0))
+        # reinforce_loss averages over tokens and descends: −∇E / RESPONSE_LENGTH
+        group_estimates.append(-RESPONSE_LENGTH * flat_gradient(model) @ direction)
+    estimate = np.mean(group_estimates)
+    standard_error = np.std(group_estimates, ddof=1) / math.sqrt(len(group_estimates))
+    target = exact @ direction
+    assert abs(target) > 8 * standard_error  # the test has the power to see a wrong gradient
+    assert abs(estimate - target) < 4 * standard_error
+
+
+def test_monte_carlo_value_matches_enumeration():
+    model = tiny_policy()
+    exact_value, _ = exact_expectation_and_gradient(model)
+    result = estimate_value(model, TinyTokenizer(), PROMPT, count_a, 4000, max_new_tokens=RESPONSE_LENGTH, seed=3)
+    assert 0 < result.stderr < 0.05
+    assert abs(result.mean - exact_value) < 4 * result.stderr
+    assert len(result.responses) == 4000 and result.rewards.shape == (4000,)
+    # log P(τ) of each sample equals the enumerated probability of that response
+    rollout = every_response_rollout()
+    enumerated = dict(zip(rollout.responses, response_logprobs(model, rollout, 1.0)[0].sum(axis=1)))
+    for response, logprob in list(zip(result.responses, result.logprobs))[:50]:
+        if len(response) == RESPONSE_LENGTH:  # responses containing padding decode ambiguously
+            assert logprob == pytest.approx(enumerated[response], abs=1e-10)
+
+
+def test_ppo_first_step_is_the_advantage_weighted_policy_gradient():
+    """At ρ = 1 the clipped surrogate's gradient is −mean(A ∇log π), the REINFORCE gradient with A."""
+    rng = np.random.default_rng(0)
+    logprobs = np.log(rng.uniform(0.1, 1.0, (4, 5)))
+    advantages = rng.standard_normal((4, 5))
+    mask = rng.random((4, 5)) < 0.8
+    ppo = ppo_policy_loss(logprobs, logprobs.copy(), advantages, 0.2, mask)
+    loss, dlogprobs = reinforce_loss(logprobs, advantages, mask)
+    np.testing.assert_array_equal(ppo.dlogprobs, dlogprobs)
+    assert ppo.clipfrac == 0.0 and ppo.approx_kl == 0.0
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_ppo_iteration_first_ratio_is_exactly_one_and_reward_is_used(critic):
+    model = tiny_policy(seed=2)
+    config = RLHFConfig(batch_size=16, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH, critic=critic,
+                        update_epochs=2, lr=1e-2)
+    trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
+    before = {k: v.copy() for k, v in model.params.items()}
+    stats = trainer.iteration([PROMPT] * 16)
+    assert stats["first_ratio_max_error"] == 0.0
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-12)  # the first rollout is sampled from π = π_ref
+    assert 0 <= stats["score"] <= RESPONSE_LENGTH
+    assert any(not np.array_equal(before[k], v) for k, v in model.params.items())
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "seconds_generate",
+                "seconds_score", "seconds_train", "beta", "kl_nonneg", "response_length"):
+        assert math.isfinite(stats[key]), key
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo"])
+def test_training_raises_the_expected_reward(algo):
+    model = tiny_policy(seed=4)
+    start, _ = exact_expectation_and_gradient(model)
+    config = RLHFConfig(algo=algo, batch_size=32, minibatch_size=16, max_new_tokens=RESPONSE_LENGTH,
+                        lr=3e-2, init_kl_coef=0.01, kl_target=None, rloo_k=4, seed=1)
+    trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
+    for _ in range(15):
+        trainer.iteration([PROMPT] * (32 // config.rloo_k if algo == "rloo" else 32))
+    end, _ = exact_expectation_and_gradient(model)
+    assert end > start + 0.5, (start, end)
+
+
+def test_same_seed_same_training():
+    results = []
+    for _ in range(2):
+        model = tiny_policy(seed=4)
+        trainer = RLHFTrainer(model, count_a, TinyTokenizer(),
+                              RLHFConfig(batch_size=16, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH, seed=7))
+        trainer.iteration([PROMPT] * 16)
+        results.append(np.concatenate([v.reshape(-1) for v in model.params.values()]))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_temperature_divides_logits_in_every_forward_pass():
+    model = tiny_policy()
+    rollout = generate_rollout(model, TinyTokenizer(), [PROMPT] * 4, RESPONSE_LENGTH, 0.7,
+                               np.random.default_rng(0))
+    recomputed = response_logprobs(model, rollout, 0.7)[0]
+    np.testing.assert_allclose(recomputed, rollout.sampled_logprobs, atol=1e-10)
+    assert not np.allclose(response_logprobs(model, rollout, 1.0)[0], rollout.sampled_logprobs)
+
+
+def test_nan_reward_stops_the_run_showing_the_sample():
+    def broken(prompts, responses):
+        scores = count_a(prompts, responses)
+        scores[1] = np.nan
+        return scores
+
+    trainer = RLHFTrainer(tiny_policy(), broken, TinyTokenizer(),
+                          RLHFConfig(batch_size=4, minibatch_size=4, max_new_tokens=RESPONSE_LENGTH))
+    with pytest.raises(ValueError, match="nan"):
+        trainer.iteration([PROMPT] * 4)
+
+
+def test_kl_controllers():
+    fixed = FixedKLController(0.2)
+    assert fixed.update(100.0, 64) == 0.2
+    adaptive = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    # KL far above target: the error is clipped at +0.2
+    assert adaptive.update(60.0, 100) == pytest.approx(0.1 * (1 + 0.2 * 100 / 10000))
+    beta = adaptive.beta
+    assert adaptive.update(3.0, 100) == pytest.approx(beta * (1 - 0.2 * 100 / 10000))  # clipped at −0.2
+    beta = adaptive.beta
+    assert adaptive.update(6.6, 100) == pytest.approx(beta * (1 + 0.1 * 100 / 10000))
+    with pytest.raises(ValueError, match="target"):
+        AdaptiveKLController(0.1, target=0.0, horizon=1)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="algo"):
+        RLHFConfig(algo="dpo")
+    with pytest.raises(ValueError, match="temperature"):
+        RLHFConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="minibatch_size"):
+        RLHFConfig(batch_size=10, minibatch_size=4)
+    with pytest.raises(ValueError, match="critic"):
+        RLHFConfig(critic="both")
+
+
+def test_bradley_terry_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    chosen, rejected = rng.standard_normal(5), rng.standard_normal(5)
+    loss, dchosen, drejected, accuracy = bradley_terry_loss(chosen, rejected)
+    assert loss == pytest.approx(np.mean(-np.log(1 / (1 + np.exp(-(chosen - rejected))))), rel=1e-12)
+    assert accuracy == np.mean(chosen > rejected)
+    h = 1e-6
+    for i in range(5):
+        bump = np.zeros(5)
+        bump[i] = h
+        numeric_c = (bradley_terry_loss(chosen + bump, rejected)[0] - bradley_terry_loss(chosen - bump, rejected)[0]) / (2 * h)
+        numeric_r = (bradley_terry_loss(chosen, rejected + bump)[0] - bradley_terry_loss(chosen, rejected - bump)[0]) / (2 * h)
+        assert dchosen[i] == pytest.approx(numeric_c, rel=1e-6)
+        assert drejected[i] == pytest.approx(numeric_r, rel=1e-6)
+
+
+def test_reward_model_learns_the_shipped_preferences_and_normalises(tmp_path):
+    trunk = GPT(GPTConfig(vocab_size=258, block_size=96, n_layer=1, n_head=2, n_embd=32), seed=0)
+    model = RewardModel(trunk, seed=0)
+    train_reward_model(model, load_preferences("train"), steps=40, batch_size=16, lr=3e-3, seed=0,
+                       log=lambda line: None)
+    assert preference_accuracy(model, load_preferences("test")) > 0.85
+    pairs = load_preferences("test")[:40]
+    prompts = [p["prompt"] for p in pairs] * 2
+    responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    model.normalize(prompts, responses)
+    scores = model(prompts, responses)
+    assert scores.mean() == pytest.approx(0.0, abs=1e-9) and scores.std() == pytest.approx(1.0, rel=1e-9)
+    path = tmp_path / "rm.npz"
+    model.save(path)
+    np.testing.assert_array_equal(RewardModel.load(path)(prompts, responses), scores)
