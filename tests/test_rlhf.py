@@ -252,3 +252,20 @@ def test_reward_model_learns_the_shipped_preferences_and_normalises(tmp_path):
     path = tmp_path / "rm.npz"
     model.save(path)
     np.testing.assert_array_equal(RewardModel.load(path)(prompts, responses), scores)
+
+
+def test_missing_eos_penalty_lowers_the_score_of_unfinished_responses():
+    class EndingTokenizer(TinyTokenizer):
+        eos_id = 2  # 'c' ends a response
+
+    config = RLHFConfig(batch_size=32, minibatch_size=16, max_new_tokens=RESPONSE_LENGTH, missing_eos_penalty=10.0,
+                        update_epochs=1)
+    trainer = RLHFTrainer(tiny_policy(), lambda p, r: np.zeros(len(r)), EndingTokenizer(), config)
+    rollout = generate_rollout(trainer.policy, EndingTokenizer(), [PROMPT] * 32, RESPONSE_LENGTH, 1.0,
+                               np.random.default_rng(0))
+    ended = rollout.ended_with(2)
+    assert ended.any() and not ended.all()
+    np.testing.assert_array_equal(ended, (rollout.tokens[:, rollout.prompt_length:] == 2).any(axis=1))
+    trainer.rng = np.random.default_rng(0)
+    stats = trainer.iteration([PROMPT] * 32)
+    assert stats["score"] == pytest.approx(-10.0 * (1 - ended.mean()))

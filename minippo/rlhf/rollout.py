@@ -35,6 +35,11 @@ class Rollout:
                        self.tokens[index], self.attention_mask[index], self.response_mask[index],
                        self.sampled_logprobs[index], self.prompt_length)
 
+    def ended_with(self, token_id):
+        """(B,) True where a row's last action token is ``token_id`` (e.g. the response ended with EOS)."""
+        actions = self.tokens[:, self.prompt_length:]
+        return actions[np.arange(len(self)), self.last_token_index] == token_id
+
     @property
     def last_token_index(self):
         """Index into the response of each row's last action token (B,)."""

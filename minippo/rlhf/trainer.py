@@ -63,6 +63,7 @@ class RLHFConfig:
     kl_target: float = 4.0        # nats per response; None for a fixed β
     kl_horizon: float = 10000.0
     rloo_k: int = 4
+    missing_eos_penalty: float = None  # subtracted from the score of a response that never emits EOS
     critic: str = "separate"      # "shared" (value head on the policy trunk) or "separate"
     seed: int = 0
 
@@ -147,6 +148,8 @@ class RLHFTrainer:
         started = time.perf_counter()
         scores = check_rewards(np.asarray(self.reward(rollout.prompts, rollout.responses), dtype=np.float64),
                                rollout.responses)
+        if config.missing_eos_penalty is not None:
+            scores = scores - config.missing_eos_penalty * ~rollout.ended_with(self.tokenizer.eos_id)
         timings["score"] = time.perf_counter() - started
 
         started = time.perf_counter()
