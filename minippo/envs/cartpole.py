@@ -32,16 +32,20 @@ class CartPoleEnv(VectorEnv):
     """``num_envs`` cart-poles.  ``state`` is a float64 array of shape ``(4, num_envs)`` whose rows
     are ``x, ẋ, θ, θ̇`` (the layout of gymnasium's ``CartPoleVectorEnv``)."""
 
-    gravity = 9.8
-    masscart = 1.0
-    masspole = 0.1
-    total_mass = masspole + masscart
-    length = 0.5  # half the pole's length
-    polemass_length = masspole * length
+    # The constants are 0-d float64 arrays rather than Python floats: the arithmetic is the same,
+    # but NumPy would convert a Python float into an array on every operation, and at small
+    # num_envs those conversions are a good part of the cost of a step.
+    gravity = np.array(9.8)
+    masscart = np.array(1.0)
+    masspole = np.array(0.1)
+    total_mass = np.array(masspole + masscart)
+    length = np.array(0.5)  # half the pole's length
+    polemass_length = np.array(masspole * length)
+    four_thirds = np.array(4.0 / 3.0)
     force_mag = 10.0
-    tau = 0.02  # seconds per step
-    theta_threshold_radians = 12 * 2 * math.pi / 360
-    x_threshold = 2.4
+    tau = np.array(0.02)  # seconds per step
+    theta_threshold_radians = np.array(12 * 2 * math.pi / 360)
+    x_threshold = np.array(2.4)
     reset_bound = 0.05
 
     def __init__(self, num_envs=1, seed=None, max_episode_steps=500):
@@ -58,7 +62,7 @@ class CartPoleEnv(VectorEnv):
         sintheta = np.sin(theta)
         temp = (force + self.polemass_length * np.square(theta_dot) * sintheta) / self.total_mass
         thetaacc = (self.gravity * sintheta - costheta * temp) / (
-            self.length * (4.0 / 3.0 - self.masspole * np.square(costheta) / self.total_mass)
+            self.length * (self.four_thirds - self.masspole * np.square(costheta) / self.total_mass)
         )
         xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
 
@@ -71,7 +75,9 @@ class CartPoleEnv(VectorEnv):
         return np.ones(self.num_envs), terminations, self._time_limit_reached()
 
     def _observe(self):
-        return self.state.T.astype(np.float32, order="C")
+        # A float32 copy of state.T, shape (num_envs, 4).  It keeps state's memory layout
+        # (column-major), as gymnasium's CartPoleVectorEnv does: a C-ordered copy costs 8x more.
+        return self.state.T.astype(np.float32)
 
     def _reset_envs(self, mask):
         self.state[:, mask] = self.rng.uniform(

@@ -123,6 +123,11 @@ class VectorEnv:
         self._reset_envs(dones)
         return self._observe(), rewards, terminations, truncations, infos
 
+    @property
+    def unwrapped(self):
+        """This environment itself (wrappers return the environment they wrap)."""
+        return self
+
     def close(self):
         """Release resources and require a new ``reset`` before stepping."""
         self._needs_reset = True
@@ -149,10 +154,13 @@ class VectorEnv:
         return f"{type(self).__name__}(num_envs={self.num_envs})"
 
     def _advance(self, actions):
+        """Step every sub-environment; return ``(rewards, terminations, truncations)``."""
         raise NotImplementedError
 
     def _observe(self):
+        """A new array of the current observations, shape ``(num_envs, *obs_shape)``."""
         raise NotImplementedError
 
     def _reset_envs(self, mask):
+        """Start new episodes in the sub-environments where the bool array ``mask`` is true."""
         raise NotImplementedError
