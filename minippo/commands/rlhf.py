@@ -50,7 +50,7 @@ def register(subparsers):
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
     parser.add_argument("--kl-target", type=float, default=defaults.kl_target,
-                        help="adaptive-KL target in nats per response (default: 4)")
+                        help=f"adaptive-KL target in nats per response (default: {defaults.kl_target})")
     parser.add_argument("--fixed-kl", type=float, default=None, help="use this fixed β instead of adaptive KL")
     parser.add_argument("--critic", choices=("shared", "separate"), default=defaults.critic, help="critic trunk")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")

@@ -131,7 +131,7 @@ class ActorCritic(Module):
             entropy = gaussian_entropy(log_std, len(obs))
             self._cache = z
         else:
-            actions = np.asarray(actions)
+            actions = self.action_space.batch(len(obs)).check_action(actions)
             logprobs, log_probs_all = token_logprobs_forward(head, actions)
             entropy = entropy_forward(log_probs_all)
             self._cache = (actions, log_probs_all, entropy)

@@ -144,11 +144,11 @@ class PPOConfig:
 PRESETS = {
     # CleanRL ppo.py defaults.
     "cartpole": PPOConfig(),
-    # Tuned for wall time: 4x the environments per step (cheap: one batched call) and a larger
-    # learning rate reach a mean return of 475 in about a quarter of CleanRL's steps.
-    "cartpole-fast": PPOConfig(total_steps=200_000, num_envs=16, learning_rate=1e-3),
+    # Tuned for wall time: 4x the environments per step (cheap: one batched call), so 4x larger
+    # minibatches, and an 8x larger learning rate.
+    "cartpole-fast": PPOConfig(total_steps=300_000, num_envs=16, learning_rate=2e-3),
     # REINFORCE with a learned baseline: one gradient step per 2,048-step rollout.
-    "cartpole-reinforce": PPOConfig(algo="reinforce", total_steps=300_000, num_envs=16, learning_rate=1e-3,
+    "cartpole-reinforce": PPOConfig(algo="reinforce", total_steps=300_000, num_envs=16, learning_rate=1e-2,
                                     gae_lambda=1.0, ent_coef=0.0),
     # CleanRL ppo_continuous_action.py defaults.
     "pendulum": PPOConfig(env_id="Pendulum-v1", total_steps=1_000_000, num_envs=1, num_steps=2048,
@@ -163,6 +163,8 @@ def preset_for(env_id, name=None):
 
     Ids of the form ``gymnasium:CartPole-v1`` share the native environment's presets.
     """
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
     if name is None:
         name = DEFAULT_PRESET.get(env_id.removeprefix(envs.registry.GYMNASIUM_PREFIX))
         if name is None:
@@ -322,6 +324,7 @@ class Trainer:
         rollout, agent, env = self.rollout, self.agent, self.env
         if self.next_obs is None:
             self.next_obs, _ = env.reset(seed=self.config.seed)
+        rollout.final_values.fill(0.0)
         for t in range(self.config.num_steps):
             rollout.obs[t] = self.next_obs
             actions, rollout.logprobs[t], rollout.values[t] = agent.act(self.next_obs, self.action_rng)

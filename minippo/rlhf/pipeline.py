@@ -39,9 +39,9 @@ class DemoConfig:
     n_embd: int = 96
     block_size: int = 96
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=800))
-    reward_steps: int = 150
+    reward_steps: int = 60
     rlhf: RLHFConfig = field(default_factory=RLHFConfig)
-    iterations: int = 40
+    iterations: int = 30
     eval_samples: int = 256
 
 

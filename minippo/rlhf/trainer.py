@@ -49,7 +49,7 @@ class RLHFConfig:
     batch_size: int = 64          # prompts per iteration (RLOO: responses per iteration)
     max_new_tokens: int = 40
     temperature: float = 1.0
-    lr: float = 3e-4
+    lr: float = 1e-4
     update_epochs: int = 4
     minibatch_size: int = 16
     clip_coef: float = 0.2
@@ -59,9 +59,9 @@ class RLHFConfig:
     gamma: float = 1.0
     lam: float = 0.95
     max_grad_norm: float = 1.0
-    init_kl_coef: float = 0.1
-    kl_target: float = 4.0        # nats per response; None for a fixed β
-    kl_horizon: float = 10000.0
+    init_kl_coef: float = 0.2
+    kl_target: float = 6.0        # nats per response; None for a fixed β
+    kl_horizon: float = 500.0     # in responses; lm-human-preferences uses 10,000 with far larger batches
     rloo_k: int = 4
     missing_eos_penalty: float = None  # subtracted from the score of a response that never emits EOS
     critic: str = "separate"      # "shared" (value head on the policy trunk) or "separate"
