@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "minippo.commands.reward_model",
     "minippo.commands.rlhf",
     "minippo.commands.value",
+    "minippo.commands.train_ppo",
+    "minippo.commands.evaluate",
 ]
 
 

@@ -390,3 +390,13 @@ def test_cross_entropy_errors(rng):
         cross_entropy(z, np.zeros((2, 2), dtype=int))
     with pytest.raises(TypeError, match="integer"):
         cross_entropy(z, np.zeros((2, 3)))
+
+
+def test_mlp_parameters_are_c_contiguous_and_orthogonal():
+    from minippo.nn.mlp import MLP
+
+    mlp = MLP([4, 64, 2], output_gain=0.01, dtype=np.float64, seed=0)
+    for name, value in mlp.params.items():
+        assert value.flags.c_contiguous, name
+    first = mlp.params["layers.0.weight"]  # (4, 64): orthonormal rows times √2
+    np.testing.assert_allclose(first @ first.T, 2.0 * np.eye(4), atol=1e-12)

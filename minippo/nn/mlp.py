@@ -23,7 +23,7 @@ def orthogonal(shape, gain, rng, dtype):
     q *= np.sign(np.diag(r))  # make the decomposition unique, so the distribution is uniform
     if rows < cols:
         q = q.T
-    return (gain * q).astype(dtype)
+    return np.ascontiguousarray(gain * q, dtype=dtype)
 
 
 class MLP(Module):

@@ -1,0 +1,470 @@
+"""Tests for the actor-critic, PPO and REINFORCE (minippo.rl.actor_critic, gaussian, ppo) and their commands.
+
+Gradients are checked against float64 finite differences; REINFORCE's estimate against the exact
+gradient of an enumerable two-step MDP; GAE against a per-episode loop; learning against CartPole
+and against the exact optimum of a tabular MDP.
+
+The learning runs go through a subprocess with ``OPENBLAS_NUM_THREADS=1``: multithreaded BLAS makes
+these tiny networks many times slower on a busy machine, and the variable only works before NumPy
+starts.
+"""
+import argparse
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import types
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from minippo import envs
+from minippo.commands import evaluate as evaluate_command
+from minippo.commands import train_ppo as train_ppo_command
+from minippo.mrp import MDP
+from minippo.rl.actor_critic import ActorCritic, sample_categorical
+from minippo.rl.ppo import (
+    Batch,
+    PPOConfig,
+    Rollout,
+    Trainer,
+    find_wrapper,
+    gae_targets,
+    load_policy,
+    ppo_loss_and_gradients,
+    preset_for,
+    reinforce_loss_and_gradients,
+)
+from tests.gradcheck import check_gradients
+
+OBS_DIM, N_ACTIONS, ACTION_DIM = 3, 4, 2
+
+
+def make_agent(continuous, seed=0):
+    """A float64 actor-critic with random (not initial) parameters, so that no gradient is trivially 0."""
+    action_space = envs.Box(-1.0, 1.0, shape=(ACTION_DIM,)) if continuous else envs.Discrete(N_ACTIONS)
+    agent = ActorCritic(envs.Box(-np.inf, np.inf, shape=(OBS_DIM,)), action_space, hidden_sizes=(5, 4),
+                        dtype=np.float64, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for value in agent.params.values():
+        value += 0.5 * rng.standard_normal(value.shape)
+    return agent
+
+
+def make_batch(agent, rng, n=8):
+    """Stored samples whose ratios and value changes fall on both sides of the clip range (ε = 0.2)."""
+    obs = rng.standard_normal((n, OBS_DIM))
+    if agent.continuous:
+        actions = rng.standard_normal((n, ACTION_DIM))
+    else:
+        actions = rng.integers(0, N_ACTIONS, n)
+    logprobs, _, values = agent.evaluate(obs, actions)
+    offsets = np.resize([-0.6, -0.1, 0.1, 0.6], n)  # ρ = e^{-offset}: 1.82, 1.11, 0.90, 0.55
+    advantages = rng.standard_normal(n)
+    advantages[:4] = [1.0, -1.0, 1.0, -1.0]  # both signs at both kinds of ratio
+    return Batch(obs, actions, logprobs + offsets, values + np.resize([0.5, -0.05, 0.05, -0.5], n),
+                 advantages, values + rng.standard_normal(n))
+
+
+def check_loss_gradient(loss_and_gradients, agent, batch, config):
+    agent.zero_grad()
+    stats = loss_and_gradients(agent, batch, config)
+    params = agent.params
+    analytic = {name: gradient.copy() for name, gradient in agent.grads.items()}
+    check_gradients(lambda: loss_and_gradients(agent, batch, config)["loss"], params, analytic)
+    return stats
+
+
+@pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
+def test_ppo_loss_gradient_matches_finite_differences(continuous):
+    agent = make_agent(continuous)
+    batch = make_batch(agent, np.random.default_rng(1))
+    config = PPOConfig(ent_coef=0.3, vf_coef=0.7)
+    stats = check_loss_gradient(ppo_loss_and_gradients, agent, batch, config)
+    assert 0 < stats["clipfrac"] < 1  # both the clipped (zero-gradient) and the unclipped branch ran
+
+
+@pytest.mark.parametrize("continuous", [False, True], ids=["categorical", "gaussian"])
+def test_reinforce_loss_gradient_matches_finite_differences(continuous):
+    agent = make_agent(continuous, seed=3)
+    batch = make_batch(agent, np.random.default_rng(4))
+    check_loss_gradient(reinforce_loss_and_gradients, agent, batch, PPOConfig(ent_coef=0.2, vf_coef=0.7))
+
+
+def test_gaussian_head_matches_the_multivariate_normal_density():
+    agent = make_agent(continuous=True)
+    rng = np.random.default_rng(0)
+    obs, actions = rng.standard_normal((5, OBS_DIM)), rng.standard_normal((5, ACTION_DIM))
+    logprobs, entropy, _ = agent.evaluate(obs, actions)
+    covariance = np.diag(np.exp(2 * agent.params["log_std"]))  # Σ = diag(σ²)
+    for action, mean, logprob in zip(actions, agent.actor.forward(obs), logprobs):
+        error = action - mean  # log N(a; μ, Σ) = −½ (a − μ)ᵀ Σ⁻¹ (a − μ) − ½ log det(2πΣ)
+        log_det = np.linalg.slogdet(2 * np.pi * covariance)[1]
+        expected = -0.5 * error @ np.linalg.solve(covariance, error) - 0.5 * log_det
+        assert logprob == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(entropy, 0.5 * np.linalg.slogdet(2 * np.pi * np.e * covariance)[1], rtol=1e-12)
+
+
+def test_sampling_follows_the_policy():
+    rng = np.random.default_rng(0)
+    probs = np.array([0.1, 0.6, 0.0, 0.3])
+    with np.errstate(divide="ignore"):  # log 0 = −inf: an impossible action
+        actions = sample_categorical(np.log(np.tile(probs, (200_000, 1))), rng)
+    frequencies = np.bincount(actions, minlength=4) / len(actions)
+    np.testing.assert_allclose(frequencies, probs, atol=4 * np.sqrt(0.25 / len(actions)))
+
+    agent = make_agent(continuous=True)
+    obs = np.tile(rng.standard_normal(OBS_DIM), (100_000, 1))
+    actions, logprobs, _ = agent.act(obs, rng)
+    mean, std = agent.actor.forward(obs[:1])[0], np.exp(agent.params["log_std"])
+    np.testing.assert_allclose(actions.mean(axis=0), mean, atol=4 * std.max() / np.sqrt(len(obs)))
+    np.testing.assert_allclose(actions.std(axis=0), std, rtol=0.02)
+    np.testing.assert_allclose(logprobs, agent.evaluate(obs, actions).logprobs)
+    deterministic, _, _ = agent.act(obs[:3], rng, deterministic=True)
+    np.testing.assert_allclose(deterministic, np.tile(mean, (3, 1)), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# REINFORCE against the exact gradient of a two-step MDP
+# ------------------------------------------------------------------------------------------------
+# State 0 --a--> state 1 or 2 (P below) --a--> the episode ends.  Every episode lasts exactly 2 steps.
+TWO_STEP_P = np.zeros((2, 3, 3))
+TWO_STEP_P[0, 0] = [0.0, 0.8, 0.2]
+TWO_STEP_P[1, 0] = [0.0, 0.3, 0.7]
+TWO_STEP_R = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, -1.0]])
+LOGITS = np.array([[0.3, -0.2], [0.5, 0.1], [-0.4, 0.6]])  # θ: the policy's logits per state
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def trajectories(logits):
+    """Every trajectory τ = (a₀, s₁, a₁) with its probability P(τ), return R(τ) and ∇_θ log P(τ)."""
+    pi = softmax(logits)
+    for a0, s1, a1 in itertools.product(range(2), (1, 2), range(2)):
+        probability = pi[0, a0] * TWO_STEP_P[a0, 0, s1] * pi[s1, a1]
+        score = np.zeros_like(logits)  # ∇ log π(a|s) = onehot(a) − π(·|s) in row s
+        score[0] += np.eye(2)[a0] - pi[0]
+        score[s1] += np.eye(2)[a1] - pi[s1]
+        yield probability, TWO_STEP_R[0, a0] + TWO_STEP_R[s1, a1], score
+
+
+def exact_return(logits):
+    return sum(p * ret for p, ret, _ in trajectories(logits))
+
+
+def test_exact_policy_gradient_agrees_with_finite_differences():
+    exact = sum(p * ret * score for p, ret, score in trajectories(LOGITS))  # ∇E[R] = E[R(τ) ∇log P(τ)]
+    logits, h = LOGITS.copy(), 1e-6
+    numerical = np.zeros_like(logits)
+    for index in np.ndindex(logits.shape):
+        logits[index] += h
+        plus = exact_return(logits)
+        logits[index] -= 2 * h
+        numerical[index] = (plus - exact_return(logits)) / (2 * h)
+        logits[index] += h
+    np.testing.assert_allclose(exact, numerical, atol=1e-8)
+
+
+def test_reinforce_estimate_converges_to_the_exact_gradient():
+    num_envs, rollouts = 64, 400
+    mdp = types.SimpleNamespace(P=TWO_STEP_P, R=TWO_STEP_R, n_states=3, n_actions=2)
+    env = envs.TabularMDPEnv(mdp, num_envs=num_envs, initial_state=0, seed=0)
+    config = PPOConfig(algo="reinforce", num_envs=num_envs, num_steps=2, total_steps=2 * num_envs, gamma=1.0,
+                       norm_adv=False, reinforce_baseline=False, ent_coef=0.0, hidden_sizes=())
+    trainer = Trainer(config, env=env)
+    # With one-hot observations and no hidden layer, row s of the weight matrix *is* the logits of s.
+    trainer.agent.params["actor.layers.0.weight"][...] = LOGITS
+    trainer.agent.params["actor.layers.0.bias"][...] = 0.0
+    estimates = []
+    for _ in range(rollouts):
+        rollout = trainer.collect_rollout()
+        assert rollout.terminations[1].all() and not rollout.terminations[0].any()  # whole episodes only
+        advantages, returns = gae_targets(rollout, config.gamma, 1.0, use_critic=False)
+        trainer.agent.zero_grad()
+        reinforce_loss_and_gradients(trainer.agent, trainer.flat_batch(advantages, returns), config)
+        # L = −(1/(T·N)) Σ_t G_t log π(a_t|s_t): the mean per-episode estimate Σ_t G_t ∇log π is −T ∇L.
+        estimates.append(-config.num_steps * trainer.agent.grads["actor.layers.0.weight"].astype(np.float64))
+    estimates = np.array(estimates)
+    mean, standard_error = estimates.mean(axis=0), estimates.std(axis=0, ddof=1) / np.sqrt(rollouts)
+    exact = sum(p * ret * score for p, ret, score in trajectories(LOGITS))
+    assert np.all(np.abs(mean - exact) < 4 * standard_error), (mean, exact, standard_error)
+    assert standard_error.max() < 0.05 * np.abs(exact).max()  # the check has teeth
+
+
+# ------------------------------------------------------------------------------------------------
+# GAE targets of a rollout against a per-episode loop
+# ------------------------------------------------------------------------------------------------
+def naive_targets(rewards, values, terminations, truncations, final_values, last_values, gamma, lam):
+    """A_t = Σ_k (γλ)^(k−t) δ_k over the rest of t's episode inside the rollout, one env at a time."""
+    T, N = rewards.shape
+    advantages = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            total, weight = 0.0, 1.0
+            for k in range(t, T):
+                if terminations[k, n]:
+                    next_value = 0.0
+                elif truncations[k, n]:
+                    next_value = final_values[k, n]
+                else:
+                    next_value = values[k + 1, n] if k + 1 < T else last_values[n]
+                total += weight * (rewards[k, n] + gamma * next_value - values[k, n])
+                if terminations[k, n] or truncations[k, n]:
+                    break
+                weight *= gamma * lam
+            advantages[t, n] = total
+    return advantages, advantages + values
+
+
+def synthetic_rollout(seed=0, T=12, N=3):
+    rng = np.random.default_rng(seed)
+    rollout = Rollout(T, N, (OBS_DIM,), (), np.int64, np.float64)
+    rollout.rewards[...] = rng.standard_normal((T, N))
+    rollout.values[...] = rng.standard_normal((T, N))
+    rollout.final_values[...] = rng.standard_normal((T, N))
+    rollout.last_values[...] = rng.standard_normal(N)
+    rollout.terminations[[2, 7, 9], [0, 1, 2]] = True
+    rollout.truncations[[4, 7, 11, 5], [0, 1, 1, 2]] = True  # (7, 1): terminated and truncated at once
+    return rollout
+
+
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 1.0), (1.0, 0.0)])
+def test_gae_targets_match_a_per_episode_loop(gamma, lam):
+    rollout = synthetic_rollout()
+    advantages, returns = gae_targets(rollout, gamma, lam)
+    expected = naive_targets(rollout.rewards, rollout.values, rollout.terminations, rollout.truncations,
+                             rollout.final_values, rollout.last_values, gamma, lam)
+    np.testing.assert_allclose(advantages, expected[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(returns, expected[1], rtol=1e-12, atol=1e-12)
+
+
+def test_returns_to_go_without_critic_are_discounted_reward_sums():
+    rollout = synthetic_rollout(seed=1)
+    advantages, returns = gae_targets(rollout, 0.9, 1.0, use_critic=False)
+    zeros = np.zeros_like(rollout.values)
+    expected, _ = naive_targets(rollout.rewards, zeros, rollout.terminations, rollout.truncations,
+                                zeros, zeros[0], 0.9, 1.0)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(returns, expected, rtol=1e-12, atol=1e-12)
+    # env 0: the episode ends at t = 2 (terminated), so G_0 = r_0 + 0.9 r_1 + 0.81 r_2.
+    r = rollout.rewards[:, 0]
+    assert returns[0, 0] == pytest.approx(r[0] + 0.9 * r[1] + 0.81 * r[2], rel=1e-12)
+
+
+def test_rollout_bootstraps_from_the_final_observation_on_truncation_only():
+    config = PPOConfig(num_envs=2, num_steps=12, total_steps=24)
+    env = envs.make("CartPole-v1", num_envs=2, seed=0, max_episode_steps=5)
+    trainer = Trainer(config, env=env)
+    rollout = trainer.collect_rollout()
+    truncated = rollout.truncations & ~rollout.terminations
+    assert truncated.any() and rollout.terminations.sum() < truncated.sum()
+    assert np.all(rollout.final_values[truncated] != 0) and np.all(rollout.final_values[~truncated] == 0)
+    # V(final_obs): the observation of the 5th step, not the new episode's first one.
+    check_env = envs.make("CartPole-v1", num_envs=2, seed=0, max_episode_steps=5)
+    check_env.reset(seed=config.seed)
+    for t in range(int(np.argmax(truncated[:, 0])) + 1):
+        _, _, _, _, infos = check_env.step(rollout.actions[t])
+    final_obs = infos["final_obs"][:1]
+    assert rollout.final_values[t, 0] == pytest.approx(trainer.agent.value(final_obs)[0], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning
+# ------------------------------------------------------------------------------------------------
+LEARN_SCRIPT = """
+import json, sys
+from dataclasses import replace
+from minippo.rl.ppo import Trainer, preset_for
+config = replace(preset_for(sys.argv[1], sys.argv[2]), **json.loads(sys.argv[3]))
+target = float(sys.argv[4])
+reached = []
+def stop(trainer, stats):
+    if len(trainer.history.episodes) >= 20 and trainer.history.recent_return() >= target:
+        reached.append(stats["global_step"])
+        return True
+history = Trainer(config).train(stop)
+print(json.dumps({"recent_return": history.recent_return(), "reached": reached[0] if reached else None,
+                  "time": history.updates[-1]["time"], "episodes": len(history.episodes)}))
+"""
+
+
+def learn(env_id, preset, target=float("inf"), **overrides):
+    """Train in a fresh single-BLAS-thread interpreter; stop once the last 20 episodes average ``target``."""
+    environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", LEARN_SCRIPT, env_id, preset, json.dumps(overrides), str(target)],
+                            capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_ppo_cartpole_learns_quickly():
+    result = learn("CartPole-v1", "cartpole-fast", total_steps=40_960)
+    assert result["recent_return"] > 150  # a random policy averages about 22
+
+
+def test_reinforce_cartpole_learns_quickly():
+    result = learn("CartPole-v1", "cartpole-reinforce", total_steps=81_920)
+    assert result["recent_return"] > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ppo_solves_cartpole(seed):
+    result = learn("CartPole-v1", "cartpole-fast", target=475, seed=seed)
+    assert result["reached"] is not None, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ppo_solves_gymnasium_cartpole(seed):
+    pytest.importorskip("gymnasium")
+    result = learn("gymnasium:CartPole-v1", "cartpole-fast", target=475, seed=seed)
+    assert result["reached"] is not None, result
+
+
+def chain_mdp(n_states=6, gamma=0.9):
+    """A chain: "right" moves right w.p. 0.9 (else stays), "left" moves left.  Taking "right" at the
+    right end pays 1; "left" at the left end pays 0.5: from state 0 that is worth 5, going right 5.59."""
+    P = np.zeros((2, n_states, n_states))
+    for s in range(n_states):
+        P[0, s, max(s - 1, 0)] = 1.0
+        P[1, s, min(s + 1, n_states - 1)] += 0.9
+        P[1, s, s] += 0.1
+    R = np.zeros((n_states, 2))
+    R[0, 0], R[-1, 1] = 0.5, 1.0
+    return MDP(P, R, gamma)
+
+
+def test_ppo_finds_the_optimal_policy_of_a_tabular_mdp():
+    mdp = chain_mdp()
+    config = PPOConfig(num_envs=16, num_steps=32, total_steps=16 * 32 * 100, gamma=mdp.gamma, learning_rate=3e-3,
+                       ent_coef=0.0, seed=0, hidden_sizes=(16,))
+    # Episodes never terminate: a time limit cuts them, and PPO bootstraps from V(final_obs).
+    env = envs.TabularMDPEnv(mdp, num_envs=config.num_envs, max_episode_steps=20, seed=config.seed)
+    trainer = Trainer(config, env=env)
+    trainer.train()
+    one_hot = np.eye(mdp.n_states, dtype=np.float32)
+    policy = np.exp(trainer.agent.evaluate(np.repeat(one_hot, 2, axis=0), np.tile([0, 1], mdp.n_states))
+                    .logprobs.astype(np.float64)).reshape(mdp.n_states, 2)
+    policy /= policy.sum(axis=1, keepdims=True)  # float32 rounding
+    optimal = mdp.value_iteration().values
+    achieved = mdp.evaluate(policy).solve()
+    assert np.all(achieved >= 0.99 * optimal), (achieved, optimal)
+
+
+def test_same_seed_gives_the_same_learning_curve():
+    config = replace(preset_for("CartPole-v1", "cartpole"), total_steps=4 * 128 * 3, seed=7)
+    runs = [Trainer(config) for _ in range(2)]
+    histories = [trainer.train() for trainer in runs]
+    assert histories[0].episodes == histories[1].episodes and len(histories[0].episodes) > 20
+    timing = ("time", "sps")
+    strip = [[{k: v for k, v in update.items() if k not in timing} for update in h.updates] for h in histories]
+    assert strip[0] == strip[1]
+    for name, value in runs[0].agent.params.items():
+        np.testing.assert_array_equal(value, runs[1].agent.params[name])
+    other = Trainer(replace(config, seed=8)).train()
+    assert other.episodes != histories[0].episodes
+
+
+def test_pendulum_preset_runs_with_normalisation_wrappers():
+    config = replace(preset_for("Pendulum-v1"), total_steps=2048)
+    trainer = Trainer(config)
+    history = trainer.train()
+    assert isinstance(trainer.env, envs.NormalizeReward) and isinstance(trainer.env.env, envs.NormalizeObservation)
+    assert len(history.episodes) == 2048 // 200 and all(length == 200 for _, _, length in history.episodes)
+    assert all(-2000 < episode_return < 0 for _, episode_return, _ in history.episodes)  # raw, unscaled returns
+    assert np.isfinite(history.updates[-1]["loss"]) and trainer.agent.params["log_std"].dtype == np.float32
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_training_stays_in_float32(env_id):
+    trainer = Trainer(replace(preset_for(env_id), num_envs=2, num_steps=64, num_minibatches=2, total_steps=128))
+    trainer.train()
+    advantages, returns = gae_targets(trainer.rollout, 0.99, 0.95)
+    batch = trainer.flat_batch(advantages, returns)
+    floats = [array for name, array in batch._asdict().items() if name != "actions" or trainer.agent.continuous]
+    arrays = [*floats, *trainer.agent.params.values(), *trainer.agent.grads.values(), *trainer.optimizer.m.values()]
+    assert {array.dtype for array in arrays} == {np.dtype(np.float32)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------------
+def parse(module, argv):
+    parser = argparse.ArgumentParser()
+    module.register(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_train_ppo_and_evaluate_commands(tmp_path, capsys):
+    log, checkpoint = tmp_path / "run.csv", tmp_path / "run.npz"
+    args = parse(train_ppo_command, ["train-ppo", "--env", "CartPole-v1", "--num-envs", "4", "--total-steps", "4096",
+                                     "--seed", "3", "--log-csv", str(log), "--save", str(checkpoint)])
+    args.func(args)
+    output = capsys.readouterr().out
+    assert "update    1/8" in output and "SPS" in output and "ETA" in output
+    with open(log, newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["global_step", "episode_return", "episode_length"] and len(rows) > 10
+    assert all(float(ret) == int(length) for _, ret, length in rows[1:])  # CartPole pays 1 per step
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (tmp_path / "run.png").exists()
+    else:
+        assert (tmp_path / "run.png").stat().st_size > 0
+
+    args = parse(evaluate_command, ["evaluate", "--load", str(checkpoint), "--episodes", "5", "--deterministic"])
+    assert args.func(args) == 0
+    assert "CartPole-v1: mean return" in capsys.readouterr().out
+
+
+def test_checkpoint_keeps_the_observation_statistics(tmp_path):
+    config = replace(preset_for("Pendulum-v1"), total_steps=2048)
+    trainer = Trainer(config)
+    trainer.train()
+    trainer.save(tmp_path / "pendulum.npz")
+    agent, loaded_config, obs_rms = load_policy(tmp_path / "pendulum.npz")
+    assert loaded_config == config
+    saved = find_wrapper(trainer.env, envs.NormalizeObservation).obs_rms
+    np.testing.assert_array_equal(obs_rms["mean"], saved.mean)
+    np.testing.assert_array_equal(obs_rms["var"], saved.var)
+    for name, value in trainer.agent.params.items():
+        np.testing.assert_array_equal(agent.params[name], value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides,error,name", [
+    ({"num_minibatches": 3}, ValueError, "num_minibatches"),
+    ({"algo": "a2c"}, ValueError, "algo"),
+    ({"num_envs": 0}, ValueError, "num_envs"),
+    ({"num_steps": 2.5}, TypeError, "num_steps"),
+    ({"gamma": 1.5}, ValueError, "gamma"),
+    ({"target_kl": 0.0}, ValueError, "target_kl"),
+    ({"total_steps": 100}, ValueError, "total_steps"),
+])
+def test_config_rejects_bad_values(overrides, error, name):
+    with pytest.raises(error, match=name):
+        PPOConfig(**overrides)
+
+
+def test_actor_critic_rejects_bad_input():
+    with pytest.raises(TypeError, match="action_space"):
+        ActorCritic(envs.Box(-1, 1, shape=(3,)), envs.Box(-1, 1, shape=(2, 2)))
+    with pytest.raises(TypeError, match="observation_space"):
+        ActorCritic(envs.Discrete(3), envs.Discrete(2))
+    agent = ActorCritic(envs.Box(-1, 1, shape=(3,)), envs.Discrete(2), seed=0)
+    with pytest.raises(TypeError, match="obs"):
+        agent.value(np.zeros((1, 3)))  # float64 into a float32 network: no silent upcast
+    with pytest.raises(ValueError, match="actions"):
+        agent.evaluate(np.zeros((2, 3), dtype=np.float32), np.array([0, 2]))
+    with pytest.raises(ValueError, match="preset"):
+        preset_for("CartPole-v1", "no-such-preset")
