@@ -12,7 +12,7 @@ of its step budget.  The clock starts when training starts (environment reset in
 stops after the update during which the target was reached.  Reported per seed: time and steps
 to the target and the overall steps/s; then the median over seeds.
 
-BLAS threads are set (``OPENBLAS_NUM_THREADS``, default 1) before NumPy is imported: with 64-unit
+Training uses ``--threads`` BLAS threads (default 1, via ``PPOConfig.blas_threads``): with 64-unit
 networks multithreading only adds synchronisation, and on a busy machine it costs 10x or more.
 
 For context, CleanRL's PyTorch ppo.py (CleanRL defaults, 500k steps, CPU) takes about 85-90 s for
@@ -20,7 +20,6 @@ its whole run at about 5,800 steps/s.  Environment-stepping throughput against g
 measured separately (benchmarks of ``minippo.envs``).
 """
 import argparse
-import os
 import statistics
 import sys
 
@@ -36,19 +35,13 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
     parser.add_argument("--target", type=float, help="mean return of the last 20 episodes that counts as solved")
     parser.add_argument("--total-steps", type=int, help="step budget per run (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OPENBLAS_NUM_THREADS", 1)),
-                        help="BLAS threads (default: OPENBLAS_NUM_THREADS or 1)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads during training (default: 1)")
     return parser.parse_args(argv)
 
 
-ARGS = parse_args() if __name__ == "__main__" else None
-if ARGS is not None:  # must happen before NumPy loads OpenBLAS
-    for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ[_variable] = str(ARGS.threads)
+from dataclasses import replace
 
-from dataclasses import replace  # noqa: E402
-
-from minippo.rl.ppo import RECENT_EPISODES, Trainer, preset_for  # noqa: E402
+from minippo.rl.ppo import RECENT_EPISODES, Trainer, preset_for
 
 
 def time_to_target(config, target):
@@ -76,10 +69,10 @@ def main(args):
     config = replace(config, total_steps=total_steps)
     print(f"PPO ({config.algo}) on {config.env_id}: {config.num_envs} envs x {config.num_steps} steps, "
           f"lr {config.learning_rate}, budget {total_steps:,} steps, target {target} "
-          f"(mean of last {RECENT_EPISODES} episodes), BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}")
+          f"(mean of last {RECENT_EPISODES} episodes), BLAS threads {args.threads}")
     times = []
     for seed in args.seeds:
-        seconds, steps, sps, final = time_to_target(replace(config, seed=seed), target)
+        seconds, steps, sps, final = time_to_target(replace(config, seed=seed, blas_threads=args.threads), target)
         if seconds is None:
             print(f"  seed {seed}: not solved in {total_steps:,} steps (final mean return {final:.1f}), "
                   f"{sps:,.0f} steps/s")
@@ -93,4 +86,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(ARGS)
+    main(parse_args())

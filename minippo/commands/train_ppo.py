@@ -7,8 +7,8 @@ One progress line per update (steps, steps/s, mean return of the last 20 episode
 and, when matplotlib is installed, the learning curve as a PNG next to it (or at ``--plot``).
 ``--save`` writes a checkpoint that ``minippo evaluate --load`` reads.
 
-Tip: tiny networks gain nothing from multithreaded BLAS; ``OPENBLAS_NUM_THREADS=1 minippo ...``
-is several times faster on a busy machine.
+Training runs with one BLAS thread (``PPOConfig.blas_threads``): tiny networks only lose time to
+thread synchronisation, several times over on a busy machine.
 """
 import csv
 import os
