@@ -147,7 +147,7 @@ def test_ppo_iteration_first_ratio_is_exactly_one_and_reward_is_used(critic):
     assert 0 <= stats["score"] <= RESPONSE_LENGTH
     assert any(not np.array_equal(before[k], v) for k, v in model.params.items())
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "seconds_generate",
-                "seconds_score", "seconds_train", "beta", "kl_nonneg", "response_length"):
+                "seconds_score", "seconds_forward", "seconds_train", "beta", "kl_nonneg", "response_length"):
         assert math.isfinite(stats[key]), key
 
 

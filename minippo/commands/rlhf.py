@@ -1,5 +1,4 @@
 """``minippo rlhf``: PPO, REINFORCE or RLOO on your own policy checkpoint against a reward model or a rule."""
-import csv
 import os
 
 import numpy as np
@@ -8,6 +7,7 @@ from minippo.nn.checkpoint import save_checkpoint
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import RewardModel
 from minippo.rewards.rules import parse_rule_reward
+from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
@@ -76,14 +76,8 @@ def run(args):
             config.rloo_k if config.algo == "rloo" else 1))]
         stats = trainer.iteration(batch_prompts)
         rows.append({"iteration": iteration, **stats})
-        print(f"iter {iteration:3d}/{args.iterations}  reward {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
-              f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  "
-              f"gen/score/train {stats['seconds_generate']:.1f}/{stats['seconds_score']:.1f}/"
-              f"{stats['seconds_train']:.1f}s")
-    with open(os.path.join(args.out, "rlhf_log.csv"), "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        print(progress_line(iteration, args.iterations, stats))
+    write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
     save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
     print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")

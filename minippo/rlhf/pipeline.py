@@ -59,6 +59,24 @@ def evaluate_policy(policy, reference, reward, tokenizer, prompts, config, seed)
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
 
 
+def progress_line(iteration, total, stats):
+    """One line per RL iteration: reward, KL, β, length, and where the time went."""
+    line = (f"iter {iteration:3d}/{total}  reward {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
+            f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  ")
+    if "clipfrac" in stats:
+        line += f"clipfrac {stats['clipfrac']:.3f}  "
+    return line + (f"gen/score/forward/train {stats['seconds_generate']:.1f}/{stats['seconds_score']:.1f}/"
+                   f"{stats['seconds_forward']:.1f}/{stats['seconds_train']:.1f}s")
+
+
+def write_csv(rows, path):
+    """The per-iteration statistics, one row per iteration."""
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def plot_curves(rows, path):
     """Reward and KL per iteration to a PNG, if matplotlib is installed; returns whether it wrote."""
     try:
@@ -121,11 +139,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
         prompts = [train_prompts[i] for i in rng.integers(0, len(train_prompts), config.rlhf.batch_size)]
         stats = trainer.iteration(prompts)
         rows.append({"iteration": iteration, "kl_target": config.rlhf.kl_target, **stats})
-        log(f"iter {iteration:3d}/{config.iterations}  reward {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
-            f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  "
-            f"clipfrac {stats.get('clipfrac', 0):.3f}  "
-            f"gen/score/train {stats['seconds_generate']:.1f}/{stats['seconds_score']:.1f}/"
-            f"{stats['seconds_train']:.1f}s")
+        log(progress_line(iteration, config.iterations, stats))
 
     log("== 4/4 evaluating on held-out prompts ==")
     after = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, config.seed + 1)
@@ -141,10 +155,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     for prompt, old, new in list(zip(eval_prompts, before["responses"], after["responses"]))[:5]:
         log(f"  {prompt}\n    before: {old}\n    after:  {new}")
 
-    with open(os.path.join(out_dir, "rlhf_log.csv"), "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, os.path.join(out_dir, "rlhf_log.csv"))
     plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"))
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(),
                     extra={"kind": "policy", "tokenizer": "byte"})

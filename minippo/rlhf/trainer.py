@@ -154,6 +154,9 @@ class RLHFTrainer:
 
         started = time.perf_counter()
         batch = self._score_tokens(rollout, scores)
+        timings["forward"] = time.perf_counter() - started
+
+        started = time.perf_counter()
         if config.algo == "ppo":
             stats = self._ppo_update(rollout, batch)
         else:
