@@ -269,3 +269,22 @@ def test_missing_eos_penalty_lowers_the_score_of_unfinished_responses():
     trainer.rng = np.random.default_rng(0)
     stats = trainer.iteration([PROMPT] * 32)
     assert stats["score"] == pytest.approx(-10.0 * (1 - ended.mean()))
+
+
+def test_critic_can_start_from_the_reward_model():
+    from minippo.rlhf.trainer import critic_from_reward_model
+
+    reward_model = RewardModel(tiny_policy(seed=9), seed=0)
+    reward_model.head.params["weight"][...] = 0.3
+    trunk, head = critic_from_reward_model(reward_model)
+    assert trunk is not reward_model.trunk
+    np.testing.assert_array_equal(head.params["weight"], reward_model.head.params["weight"])
+    trainer = RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(),
+                          RLHFConfig(batch_size=8, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH),
+                          critic_trunk=trunk, value_head=head)
+    rollout = every_response_rollout().rows(np.arange(8))
+    reward_model.trunk.forward(rollout.tokens, rollout.attention_mask, compute_logits=False)
+    w, b = reward_model.head.params["weight"], reward_model.head.params["bias"]
+    expected = (reward_model.trunk.hidden @ w[:, 0] + b[0])[:, rollout.prompt_length - 1:-1]  # r read at every t
+    np.testing.assert_allclose(trainer.critic.values(rollout), expected, atol=1e-12)
+    assert RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), RLHFConfig(algo="rloo")).critic is None

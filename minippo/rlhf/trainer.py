@@ -102,32 +102,40 @@ class Critic:
         return self.head.backward(dfull)
 
 
+def critic_from_reward_model(reward_model):
+    """(trunk, value head) copies of a reward model, to start the critic from what it knows of the reward:
+    its score head read at every position is an initial V(s_t)."""
+    head = ValueHead(reward_model.trunk.config.n_embd, reward_model.trunk.config.dtype)
+    head.load_state_dict(reward_model.head.state_dict())
+    return copy.deepcopy(reward_model.trunk), head
+
+
 class RLHFTrainer:
     """Runs :meth:`iteration` on batches of prompts; see the module docstring for the algorithm."""
 
     def __init__(self, policy, reward, tokenizer, config=None, critic_trunk=None, value_head=None):
+        """``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
+        and a zero value head; :func:`critic_from_reward_model` starts it from the reward model instead).
+        REINFORCE and RLOO need no critic."""
         self.config = config = config or RLHFConfig()
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
         self.reference = copy.deepcopy(policy)  # frozen π_ref
         self.rng = as_generator(config.seed)
-        dtype = policy.config.dtype
-        head = value_head or ValueHead(policy.config.n_embd, dtype, init_std=0.0)
-        if config.critic == "shared":
-            self.critic = Critic(policy, True, head)
-        else:
-            self.critic = Critic(critic_trunk if critic_trunk is not None else copy.deepcopy(policy), False, head)
-        self.params, self.grads = self._parameters()
+        modules = {"policy": policy}
+        self.critic = None
+        if config.algo == "ppo":
+            head = value_head or ValueHead(policy.config.n_embd, policy.config.dtype, init_std=0.0)
+            if config.critic == "shared":
+                self.critic = Critic(policy, True, head)
+            else:
+                self.critic = Critic(copy.deepcopy(policy) if critic_trunk is None else critic_trunk, False, head)
+                modules["critic"] = self.critic.trunk
+            modules["value_head"] = head
+        self.params = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.params.items()}
+        self.grads = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.grads.items()}
         self.optimizer = AdamW(self.params, self.grads, lr=config.lr, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
-
-    def _parameters(self):
-        modules = {"policy": self.policy, "value_head": self.critic.head}
-        if not self.critic.shared and self.config.algo == "ppo":
-            modules["critic"] = self.critic.trunk
-        params = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.params.items()}
-        grads = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.grads.items()}
-        return params, grads
 
     def _zero_grad(self):
         for gradient in self.grads.values():
