@@ -39,11 +39,13 @@ def attention_bias(query_positions, key_count, key_mask=None, dtype=np.float32):
     return np.where(blocked, MASKED_SCORE, 0.0).astype(dtype)
 
 
-def attention_forward(q, k, v, bias):
+def attention_forward(q, k, v, bias, out=None):
     """Y = softmax(Q Kᵀ/√d + bias) V for every batch row and head at once.
 
     q: (B, nh, T_q, hs); k, v: (B, nh, T_k, hs); bias broadcastable to (B, nh, T_q, T_k).
     Returns ``(y, att)``: y (B, nh, T_q, hs) and the attention weights A that backward needs.
+    ``out`` may be a (B, nh, T_q, hs) view of the caller's buffer (e.g. of a (B, T, C) array), so that
+    the heads are merged by the matrix product itself instead of a transpose copy.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = (q * scale) @ k.swapaxes(-1, -2)  # (B, nh, T_q, hs) @ (B, nh, hs, T_k) -> (B, nh, T_q, T_k)
@@ -51,18 +53,22 @@ def attention_forward(q, k, v, bias):
     scores -= scores.max(axis=-1, keepdims=True)  # the true row max, for a stable exp
     att = np.exp(scores, out=scores)
     att /= att.sum(axis=-1, keepdims=True)
-    y = att @ v  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+    y = np.matmul(att, v, out=out)  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
     return y, att
 
 
-def attention_backward(dy, q, k, v, att):
-    """Return (dq, dk, dv) given dY (B, nh, T_q, hs) and the forward's q, k, v and A."""
+def attention_backward(dy, q, k, v, att, out=None):
+    """Return (dq, dk, dv) given dY (B, nh, T_q, hs) and the forward's q, k, v and A.
+
+    ``out`` may be three views (dq, dk, dv) of the caller's buffer to write the gradients into.
+    """
+    dq_out, dk_out, dv_out = (None, None, None) if out is None else out
     scale = 1.0 / math.sqrt(q.shape[-1])
-    dv = att.swapaxes(-1, -2) @ dy  # (B, nh, T_k, T_q) @ (B, nh, T_q, hs) -> (B, nh, T_k, hs)
+    dv = np.matmul(att.swapaxes(-1, -2), dy, out=dv_out)  # (B, nh, T_k, T_q) @ (B, nh, T_q, hs) -> (B, nh, T_k, hs)
     dscores = dy @ v.swapaxes(-1, -2)  # dA: (B, nh, T_q, T_k)
     dscores -= np.einsum("bhqk,bhqk->bhq", dscores, att)[..., None]  # softmax backward ...
     dscores *= att  # ... dS = A ⊙ (dA − rowsum(dA ⊙ A))
     dscores *= scale
-    dq = dscores @ k  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
-    dk = dscores.swapaxes(-1, -2) @ q  # (B, nh, T_k, T_q) @ (B, nh, T_q, hs) -> (B, nh, T_k, hs)
+    dq = np.matmul(dscores, k, out=dq_out)  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+    dk = np.matmul(dscores.swapaxes(-1, -2), q, out=dk_out)  # (B, nh, T_k, T_q) @ (B, nh, T_q, hs) -> (B, nh, T_k, hs)
     return dq, dk, dv

@@ -223,8 +223,9 @@ class GPT(Module):
             keys[:, :, start:start + T] = k
             values[:, :, start:start + T] = v
             k, v = keys[:, :, :start + T], values[:, :, :start + T]
-        y, att = attention_forward(q, k, v, bias)
-        y = y.transpose(0, 2, 1, 3).reshape(B * T, -1)  # (B, nh, T, hs) -> (B*T, C)
+        y = np.empty((B, T, self.config.n_head, self.config.head_size), dtype=x.dtype)
+        _, att = attention_forward(q, k, v, bias, out=y.transpose(0, 2, 1, 3))  # heads merged in place
+        y = y.reshape(B * T, -1)  # (B, T, nh, hs) -> (B*T, C)
         attn_out = linear_forward(y, p[prefix + "attn.c_proj.weight"], p[prefix + "attn.c_proj.bias"])
         attn_out += x  # residual: a = x + Attn(LN₁(x))
         ln2, norm2, rstd2 = layernorm_forward(attn_out, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
@@ -294,8 +295,9 @@ class GPT(Module):
         dy = linear_backward(dattn_out, y, p[prefix + "attn.c_proj.weight"],
                              g[prefix + "attn.c_proj.weight"], g[prefix + "attn.c_proj.bias"])
         dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B*T, C) -> (B, nh, T, hs)
-        dq, dk, dv = attention_backward(dy, q, k, v, att)
-        dqkv = np.stack((dq, dk, dv)).transpose(1, 3, 0, 2, 4).reshape(B * T, -1)  # -> (B*T, 3C)
+        dqkv = np.empty((B, T, 3, nh, hs), dtype=dout.dtype)
+        attention_backward(dy, q, k, v, att, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))  # 3 × (B, nh, T, hs)
+        dqkv = dqkv.reshape(B * T, -1)  # -> (B*T, 3C)
         dln1 = linear_backward(dqkv, ln1, p[prefix + "attn.c_attn.weight"],
                                g[prefix + "attn.c_attn.weight"], g[prefix + "attn.c_attn.bias"])
         dx = layernorm_backward(dln1, norm1, rstd1, p[prefix + "ln_1.weight"],

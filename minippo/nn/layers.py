@@ -126,5 +126,14 @@ def embedding_forward(ids, table):
 
 
 def embedding_backward(dout, ids, dtable):
-    """Scatter-add: dE[v] += Σ_{n: ids[n] = v} dy[n].  Repeated ids accumulate."""
-    np.add.at(dtable, ids.reshape(-1), dout.reshape(-1, dtable.shape[1]))
+    """Scatter-add: dE[v] += Σ_{n: ids[n] = v} dy[n].  Repeated ids accumulate.
+
+    Sorting the ids puts equal ones next to each other, so one ``np.add.reduceat`` sums every group
+    and each table row is updated once (``np.add.at`` does the same one row at a time, ~10x slower).
+    """
+    ids = ids.reshape(-1)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    group_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    dout = dout.reshape(-1, dtable.shape[1])
+    dtable[sorted_ids[group_starts]] += np.add.reduceat(dout[order], group_starts, axis=0)
