@@ -44,7 +44,6 @@ N = 12·L·C² + V·C (the block weights plus the tied LM head; position/token l
 import argparse
 import os
 import statistics
-import sys
 import time
 
 CONFIGS = {
@@ -78,10 +77,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-try:
-    from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy  # noqa: E402
-except ModuleNotFoundError as error:  # the package __init__ imports modules still being written
-    sys.exit(f"cannot import minippo ({error}); is the package installed and complete?")
+from minippo.blas import get_blas_threads  # noqa: E402
+from minippo.memory import keep_freed_memory  # noqa: E402
+from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy  # noqa: E402
 
 torch = None
 if not ARGS.no_torch:
@@ -91,22 +89,6 @@ if not ARGS.no_torch:
     except ImportError:
         torch = None
 
-
-def blas_threads():
-    """OpenBLAS thread count NumPy actually uses (None if it cannot be queried)."""
-    try:
-        import ctypes
-        import glob
-        libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
-        for lib in libs:
-            handle = ctypes.CDLL(lib)
-            for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                         "openblas_get_num_threads"):
-                if hasattr(handle, name):
-                    return int(getattr(handle, name)())
-    except OSError:
-        pass
-    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -332,7 +314,9 @@ def report(title, times, tokens, flops):
 
 
 def main():
-    print(f"numpy {np.__version__}, OpenBLAS threads {blas_threads()} (requested {ARGS.threads}); "
+    # as the minippo command line does; it applies to PyTorch in this process just the same
+    print(f"glibc keeps freed memory (minippo.memory): {keep_freed_memory()}")
+    print(f"numpy {np.__version__}, OpenBLAS threads {get_blas_threads()} (requested {ARGS.threads}); "
           + (f"torch {torch.__version__}, threads {ARGS.threads}" if torch is not None
              else "torch: not used"))
     if torch is not None:

@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from minippo.memory import keep_freed_memory
+
 # Sub-command modules, in the order ``minippo --help`` lists them.
 COMMAND_MODULES = [
     "minippo.commands.demo",
@@ -42,6 +44,7 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
     try:
         status = args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as error:

@@ -1,4 +1,4 @@
-"""minippo.blas changes the BLAS thread count at run time and restores it."""
+"""minippo.blas changes the BLAS thread count at run time; minippo.memory tunes the allocator."""
 import pytest
 
 from minippo.blas import blas_threads, get_blas_threads
@@ -19,3 +19,14 @@ def test_blas_threads_rejects_bad_counts(count):
     with pytest.raises(ValueError, match="count"):
         with blas_threads(count):
             pass
+
+
+def test_keep_freed_memory_reports_whether_it_applied():
+    import platform
+
+    from minippo.memory import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
