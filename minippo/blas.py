@@ -10,6 +10,8 @@ does nothing and says so by returning None.
 import contextlib
 import ctypes
 
+from minippo.checks import is_integer
+
 SYMBOL_SUFFIXES = ("", "64_")
 SYMBOL_PREFIXES = ("scipy_openblas", "openblas")
 
@@ -45,7 +47,7 @@ def blas_threads(count):
 
     Yields the previous count (None when no OpenBLAS was found, in which case nothing changes).
     """
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+    if not is_integer(count) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
     functions = _openblas_functions()
     previous = [getter() for getter, _ in functions]

@@ -27,6 +27,8 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import scipy.sparse.linalg
 
+from minippo.checks import is_integer, is_real
+
 METHODS = ("auto", "direct", "iterative", "krylov")
 
 # solve("auto"): LU up to this many states whatever the structure.  A dense LU then takes
@@ -681,7 +683,7 @@ def _as_names(names, count, argument, unit="states"):
 
 
 def _is_real_number(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return is_real(value)
 
 
 def _as_gamma(gamma):
@@ -707,7 +709,7 @@ def _as_positive_float(value, argument):
 
 
 def _as_int(value, argument, minimum, why=""):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{argument} must be an integer; got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{argument} must be at least {minimum}{why}; got {value}")

@@ -17,6 +17,8 @@ expected instead of silently producing a wrong transition.
 """
 import numpy as np
 
+from minippo.checks import is_integer
+
 
 def _as_shape(shape, name="shape"):
     """``shape`` as a tuple of non-negative ints (an int ``k`` means ``(k,)``)."""
@@ -129,7 +131,7 @@ class Discrete:
     dtype = np.dtype(np.int64)
 
     def __init__(self, n, shape=()):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        if not is_integer(n):
             raise TypeError(f"Discrete n must be an int, got {type(n).__name__}")
         if n < 1:
             raise ValueError(f"Discrete n must be >= 1, got {n}")

@@ -27,6 +27,7 @@ sub-environment, whatever its row, and dense and sparse MDPs share the code.
 import numpy as np
 import scipy.sparse
 
+from minippo.checks import is_integer
 from minippo.envs.spaces import Box, Discrete
 from minippo.envs.vector_env import VectorEnv
 
@@ -73,7 +74,7 @@ def initial_distribution(initial_state, n_states):
     """
     if initial_state is None:
         return np.full(n_states, 1.0 / n_states)
-    if isinstance(initial_state, (int, np.integer)) and not isinstance(initial_state, bool):
+    if is_integer(initial_state):
         if not 0 <= initial_state < n_states:
             raise ValueError(f"initial_state must be in {{0, ..., {n_states - 1}}}, got {initial_state}")
         distribution = np.zeros(n_states)

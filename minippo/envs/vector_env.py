@@ -39,12 +39,13 @@ limit ``max_episode_steps`` is simply ``truncations = self._time_limit_reached()
 """
 import numpy as np
 
+from minippo.checks import is_integer
 from minippo.envs.spaces import Box, Discrete
 
 
 def check_positive_int(value, name):
     """``value`` as a positive Python int, or a ``TypeError``/``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value}")

@@ -24,12 +24,13 @@ statistics are saved and restored with ``rms.state_dict()`` / ``rms.load_state_d
 """
 import numpy as np
 
+from minippo.checks import is_real
 from minippo.envs.spaces import Box
 
 
 def check_positive(value, name):
     """``value`` as a positive float, or a ``TypeError``/``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
     if not value > 0 or not np.isfinite(value):
         raise ValueError(f"{name} must be a positive number, got {value}")
@@ -176,7 +177,7 @@ class NormalizeReward(VectorWrapper):
 
     def __init__(self, env, gamma=0.99, epsilon=1e-8, clip=None):
         super().__init__(env)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+        if not is_real(gamma):
             raise TypeError(f"gamma must be a number in [0, 1], got {type(gamma).__name__}")
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")

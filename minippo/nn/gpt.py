@@ -37,7 +37,8 @@ from minippo.nn.layers import (
     linear_backward,
     linear_forward,
 )
-from minippo.nn.module import Module, as_generator, check_dtype, is_integer, is_real
+from minippo.checks import is_integer, is_real
+from minippo.nn.module import Module, as_generator, check_dtype
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")

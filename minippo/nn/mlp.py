@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from minippo.nn.layers import linear_backward, linear_forward, tanh_backward, tanh_forward
-from minippo.nn.module import Module, as_generator, check_dtype, is_integer
+from minippo.checks import is_integer
+from minippo.nn.module import Module, as_generator, check_dtype
 
 
 def orthogonal(shape, gain, rng, dtype):

@@ -9,21 +9,11 @@ A :class:`Module` owns two flat dicts with the same keys:
 ``state_dict``/``load_state_dict`` copy parameters out and in with one validation pass that reports
 every missing, unexpected or mis-shaped key at once.
 """
-import numbers
-
 import numpy as np
 
+from minippo.checks import is_integer
+
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def is_integer(value):
-    """True for Python and NumPy integers, not for bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def is_real(value):
-    """True for Python and NumPy real numbers, not for bools."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def check_dtype(dtype):

@@ -27,12 +27,13 @@ spaces between words).
 """
 import json
 import math
-import numbers
 import os
 import re
 from collections import Counter
 
 import numpy as np
+
+from minippo.checks import is_integer, is_real
 
 LEVELS = ("word", "char")
 KEYWORD_MODES = ("fraction", "any")
@@ -67,7 +68,7 @@ def _check_text(text, name):
 
 
 def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
@@ -276,7 +277,7 @@ def f_measure(precision, recall, beta=1.0):
 
 
 def _check_beta(beta):
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta > 0:
+    if not is_real(beta) or not beta > 0:
         raise ValueError(f"beta must be a positive number, got {beta!r}")
 
 
@@ -367,7 +368,7 @@ def _keyword_token_lists(keywords, case_sensitive, level):
 
 def _check_length_options(target, tolerance):
     _check_positive_int(target, "target")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance >= 0:
+    if not is_real(tolerance) or not tolerance >= 0:
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from minippo import envs
 from minippo.blas import blas_threads
+from minippo.checks import is_integer
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
@@ -103,11 +104,11 @@ class PPOConfig:
             raise TypeError(f"env_id must be a string, got {type(self.env_id).__name__}")
         for name in ("total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "blas_threads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            if not is_integer(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+        if not is_integer(self.seed):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
         if self.total_steps < self.batch_size:
             raise ValueError(f"total_steps={self.total_steps} is less than one rollout "
@@ -127,7 +128,7 @@ class PPOConfig:
         for name in ("max_grad_norm", "target_kl"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive or None, got {getattr(self, name)}")
-        if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in self.hidden_sizes):
+        if any(not is_integer(n) or n < 1 for n in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes}")
 
     @property

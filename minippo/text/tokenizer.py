@@ -19,6 +19,8 @@ into tokens; :class:`ByteTokenizer` uses one token per byte and
 """
 import numpy as np
 
+from minippo.checks import is_integer
+
 # Names of the special tokens, in id order after the regular tokens.
 SPECIAL_TOKENS = ("<pad>", "<eos>")
 
@@ -119,7 +121,7 @@ class Tokenizer:
             raise TypeError(f"{name} must be a sequence of ints, got {type(ids).__name__}")
         checked = []
         for token_id in ids:
-            if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+            if not is_integer(token_id):
                 raise TypeError(f"{name} must hold ints, got {token_id!r} of type {type(token_id).__name__}")
             if not 0 <= token_id < self.vocab_size:
                 raise ValueError(f"{name} holds id {token_id}, outside the vocabulary 0..{self.vocab_size - 1}")
