@@ -234,8 +234,8 @@ class RLHFTrainer:
             for index in self._minibatches(len(rollout), shuffle=epoch > 0):
                 history.append(self._ppo_minibatch(rollout.rows(index), batch["old_logprobs"][index],
                                                    advantages[index], returns[index], values[index]))
-        stats = {key: float(np.mean([h[key] for h in history])) for key in history[0]}
-        stats["first_ratio_max_error"] = history[0]["ratio_max_error"]
+        stats = {key: float(np.mean([h[key] for h in history])) for key in history[0] if key != "ratio_max_error"}
+        stats["first_ratio_max_error"] = history[0]["ratio_max_error"]  # 0: the first ratio is exactly 1
         stats["explained_variance"] = explained_variance(values, returns, mask)
         return stats
 
