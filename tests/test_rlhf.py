@@ -110,7 +110,8 @@ def test_reinforce_estimate_converges_to_exact_gradient():
 def test_monte_carlo_value_matches_enumeration():
     model = tiny_policy()
     exact_value, _ = exact_expectation_and_gradient(model)
-    result = estimate_value(model, TinyTokenizer(), PROMPT, count_a, 4000, max_new_tokens=RESPONSE_LENGTH, seed=3)
+    result = estimate_value(model, PROMPT, count_a, 4000, tokenizer=TinyTokenizer(), max_new_tokens=RESPONSE_LENGTH,
+                            seed=3)
     assert 0 < result.stderr < 0.05
     assert abs(result.mean - exact_value) < 4 * result.stderr
     assert len(result.responses) == 4000 and result.rewards.shape == (4000,)

@@ -2,7 +2,6 @@
 from minippo.commands.rlhf import load_reward
 from minippo.pretrain import load_model
 from minippo.rlhf.value import estimate_value
-from minippo.text.tokenizer import ByteTokenizer
 
 
 def register(subparsers):
@@ -26,7 +25,7 @@ def register(subparsers):
 
 def run(args):
     policy = load_model(args.policy)
-    result = estimate_value(policy, ByteTokenizer(), args.prompt, load_reward(args.reward), args.samples,
+    result = estimate_value(policy, args.prompt, load_reward(args.reward), args.samples,
                             max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     for response, reward, logprob in list(zip(result.responses, result.rewards, result.logprobs))[:args.show]:
         print(f"  R = {reward:+.3f}  log P = {logprob:8.2f}  {response}")

@@ -14,6 +14,7 @@ import numpy as np
 from minippo.nn.module import as_generator
 from minippo.rewards.rules import check_rewards
 from minippo.rlhf.rollout import generate_rollout
+from minippo.text.tokenizer import ByteTokenizer
 
 
 class PromptValue(NamedTuple):
@@ -24,9 +25,13 @@ class PromptValue(NamedTuple):
     logprobs: np.ndarray  # log P_π(τ_i) of each sampled response
 
 
-def estimate_value(policy, tokenizer, prompt, reward, n_samples, max_new_tokens=40, temperature=1.0,
+def estimate_value(policy, prompt, reward, n_samples, tokenizer=None, max_new_tokens=40, temperature=1.0,
                    seed=None, batch_size=64):
-    """Estimate V_π(prompt) from ``n_samples`` sampled responses; returns a :class:`PromptValue`."""
+    """Estimate V_π(prompt) from ``n_samples`` sampled responses; returns a :class:`PromptValue`.
+
+    ``reward(prompts, responses)`` scores each response; ``tokenizer`` defaults to the byte tokenizer.
+    """
+    tokenizer = tokenizer or ByteTokenizer()
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
     if not isinstance(n_samples, int) or n_samples < 2:
