@@ -42,14 +42,16 @@ def attention_bias(query_positions, key_count, key_mask=None, dtype=np.float32):
 def attention_forward(q, k, v, bias, out=None):
     """Y = softmax(Q Kᵀ/√d + bias) V for every batch row and head at once.
 
-    q: (B, nh, T_q, hs); k, v: (B, nh, T_k, hs); bias broadcastable to (B, nh, T_q, T_k).
+    q: (B, nh, T_q, hs); k, v: (B, nh, T_k, hs); bias broadcastable to (B, nh, T_q, T_k), or None when
+    every query may see every key.
     Returns ``(y, att)``: y (B, nh, T_q, hs) and the attention weights A that backward needs.
     ``out`` may be a (B, nh, T_q, hs) view of the caller's buffer (e.g. of a (B, T, C) array), so that
     the heads are merged by the matrix product itself instead of a transpose copy.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = (q * scale) @ k.swapaxes(-1, -2)  # (B, nh, T_q, hs) @ (B, nh, hs, T_k) -> (B, nh, T_q, T_k)
-    scores += bias
+    if bias is not None:
+        scores += bias
     scores -= scores.max(axis=-1, keepdims=True)  # the true row max, for a stable exp
     att = np.exp(scores, out=scores)
     att /= att.sum(axis=-1, keepdims=True)

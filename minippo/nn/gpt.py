@@ -388,6 +388,7 @@ class GPT(Module):
                      for _ in range(config.n_layer)]
         key_mask = np.ones((B, total), dtype=np.int64)
         key_mask[:, :T0] = mask
+        prompt_unpadded = bool(mask.all())
         tokens = np.full((B, total), pad_token_id, dtype=np.int64)
         tokens[:, :T0] = idx
         logprobs = np.zeros((B, max_new_tokens), dtype=config.dtype)
@@ -412,7 +413,9 @@ class GPT(Module):
                 break
             # decode: one new query attends to every cached key
             start = T0 + step
-            bias = attention_bias(np.array([start]), start + 1, key_mask[:, :start + 1], config.dtype)
+            # the newest query may see every cached key, so only padding needs a mask
+            bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
+                                                               key_mask[:, :start + 1], config.dtype)
             hidden, _ = self._trunk(tokens[:, start:start + 1], next_position[:, None], bias,
                                     kv_caches, start=start)
             next_position = next_position + 1

@@ -49,9 +49,9 @@ def layernorm_forward(x, weight, bias, eps=LAYERNORM_EPS):
 
     x̂ and rstd are all that backward needs.
     """
-    mean = x.mean(axis=-1, keepdims=True)  # (N, 1)
-    norm = x - mean
-    variance = np.mean(norm * norm, axis=-1, keepdims=True)
+    inverse_width = 1.0 / x.shape[-1]
+    norm = x - np.add.reduce(x, axis=-1, keepdims=True) * inverse_width  # x − μ, (N, C)
+    variance = np.einsum("nc,nc->n", norm, norm)[:, None] * inverse_width  # (N, 1)
     rstd = 1.0 / np.sqrt(variance + eps)  # (N, 1)
     norm *= rstd
     out = norm * weight
