@@ -5,6 +5,7 @@ import numpy as np
 
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
+from minippo.rlhf.rollout import generate_rollout
 from minippo.text.corpus import format_prompt, load_corpus, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
 
@@ -38,14 +39,12 @@ def register(subparsers):
 
 def print_samples(model, tokenizer, prompts, seed, log=print):
     """Sample one continuation per prompt (temperature 1) and print prompt + continuation."""
-    ids, mask = tokenizer.encode_batch(prompts)
-    room = model.config.block_size - ids.shape[1]
+    room = model.config.block_size - max(len(tokenizer.encode(p)) for p in prompts)
     if room < 1:
         return
-    generation = model.generate(ids, room, attention_mask=mask, eos_token_id=tokenizer.eos_id,
-                                pad_token_id=tokenizer.pad_id, rng=np.random.default_rng(seed))
-    for prompt, row in zip(prompts, generation.tokens[:, ids.shape[1]:]):
-        log(f"  {prompt}{tokenizer.decode(row)}")
+    rollout = generate_rollout(model, tokenizer, prompts, room, 1.0, np.random.default_rng(seed))
+    for prompt, response in zip(prompts, rollout.responses):
+        log(f"  {prompt}{response}")
 
 
 def run(args):

@@ -80,3 +80,18 @@ class Module:
             raise ValueError("cannot load state_dict: " + "; ".join(problems))
         for name, value in state_dict.items():
             self.params[name][...] = value
+
+
+def prefixed(modules, kind="params"):
+    """One flat dict of the ``params`` (or ``grads``) of several modules, each key prefixed by its
+    module's name: ``{"trunk": gpt, "head": head}`` -> ``{"trunk.transformer.wte.weight": ..., "head.weight": ...}``.
+
+    The arrays are shared, not copied, so an optimizer over the result updates the modules themselves.
+    """
+    return {f"{prefix}.{name}": value for prefix, module in modules.items()
+            for name, value in getattr(module, kind).items()}
+
+
+def unprefixed(state_dict, prefix):
+    """The entries of ``state_dict`` under ``prefix.``, with the prefix removed (the inverse of :func:`prefixed`)."""
+    return {key[len(prefix) + 1:]: value for key, value in state_dict.items() if key.startswith(prefix + ".")}

@@ -23,7 +23,7 @@ import numpy as np
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ScoreHead
-from minippo.nn.module import as_generator
+from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.text.corpus import format_example
 from minippo.text.tokenizer import ByteTokenizer
@@ -101,11 +101,8 @@ class RewardModel:
     # -- parameters ------------------------------------------------------------------------------
     def named_parameters(self):
         """(params, grads) dicts over trunk and head, with ``trunk.`` / ``head.`` prefixes."""
-        params = {f"trunk.{k}": v for k, v in self.trunk.params.items()}
-        params.update({f"head.{k}": v for k, v in self.head.params.items()})
-        grads = {f"trunk.{k}": v for k, v in self.trunk.grads.items()}
-        grads.update({f"head.{k}": v for k, v in self.head.grads.items()})
-        return params, grads
+        modules = {"trunk": self.trunk, "head": self.head}
+        return prefixed(modules, "params"), prefixed(modules, "grads")
 
     def save(self, path):
         params, _ = self.named_parameters()
@@ -119,8 +116,8 @@ class RewardModel:
             raise ValueError(f"{path!r} is not a reward-model checkpoint (kind={state['extra'].get('kind')!r})")
         model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))
         params = state["params"]
-        model.trunk.load_state_dict({k[len("trunk."):]: v for k, v in params.items() if k.startswith("trunk.")})
-        model.head.load_state_dict({k[len("head."):]: v for k, v in params.items() if k.startswith("head.")})
+        model.trunk.load_state_dict(unprefixed(params, "trunk"))
+        model.head.load_state_dict(unprefixed(params, "head"))
         model.gain, model.bias = state["extra"]["gain"], state["extra"]["bias"]
         return model
 

@@ -32,7 +32,7 @@ from minippo.nn.categorical import (
     token_logprobs_forward,
 )
 from minippo.nn.mlp import MLP
-from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.nn.module import Module, as_generator, check_dtype, prefixed
 from minippo.rl.gaussian import (
     gaussian_entropy,
     gaussian_entropy_backward,
@@ -81,8 +81,7 @@ class ActorCritic(Module):
         sizes = [observation_space.shape[0], *hidden_sizes]
         self.actor = MLP([*sizes, n_outputs], output_gain=POLICY_HEAD_GAIN, dtype=self.dtype, seed=rng)
         self.critic = MLP([*sizes, 1], output_gain=VALUE_HEAD_GAIN, dtype=self.dtype, seed=rng)
-        params = {f"actor.{name}": value for name, value in self.actor.params.items()}
-        params.update({f"critic.{name}": value for name, value in self.critic.params.items()})
+        params = prefixed({"actor": self.actor, "critic": self.critic})
         if self.continuous:
             params["log_std"] = np.zeros(n_outputs, dtype=self.dtype)
         super().__init__(params)

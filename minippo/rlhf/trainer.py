@@ -25,7 +25,7 @@ import numpy as np
 
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
-from minippo.nn.module import as_generator
+from minippo.nn.module import as_generator, prefixed
 from minippo.nn.optim import AdamW, clip_grad_norm
 from minippo.rewards.rules import check_rewards
 from minippo.rl.advantages import generalized_advantages, whiten
@@ -131,8 +131,7 @@ class RLHFTrainer:
                 self.critic = Critic(copy.deepcopy(policy) if critic_trunk is None else critic_trunk, False, head)
                 modules["critic"] = self.critic.trunk
             modules["value_head"] = head
-        self.params = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.params.items()}
-        self.grads = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.grads.items()}
+        self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
         self.optimizer = AdamW(self.params, self.grads, lr=config.lr, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
