@@ -24,10 +24,13 @@ run two ways: plain ``softmax(QKᵀ/√d + mask) V`` with matmuls ("torch-matmul
 ``torch.inference_mode()`` with a preallocated KV cache and ``torch.multinomial``.  The PyTorch model
 is loaded with minippo's initial weights and the two initial losses are printed as a parity check.
 
-Timing: after warm-up, each repeat runs every implementation once, interleaved (with a short pause
-when switching so that spinning BLAS/OpenMP worker threads of the other library go to sleep); the
-median over repeats is reported, and the min in brackets.  "vs minippo" is the speed ratio
-minippo tokens/s ÷ that implementation's tokens/s (> 1 means minippo is faster).
+Timing: after warm-up, each repeat visits every implementation in turn, interleaved.  On switching
+it pauses (so that spinning BLAS/OpenMP worker threads of the other library go to sleep), runs one
+untimed call (the first call after an idle pause is 5-15% slower for every implementation: cold
+caches, sleeping threads), then times ``--calls`` calls back to back, as a training or sampling
+loop runs them, and records their mean.  The median over repeats is reported, and the min in
+brackets.  "vs minippo" is the speed ratio minippo tokens/s ÷ that implementation's tokens/s (> 1
+means minippo is faster).
 
 FLOP model (nominal, identical for every implementation; biases, LayerNorm, GELU, softmax and the
 optimizer are not counted).  With L layers, width C, vocabulary V, and the matmul parameter count
@@ -60,8 +63,10 @@ def parse_args(argv=None):
     parser.add_argument("--configs", nargs="+", default=["S", "M"], choices=sorted(CONFIGS))
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per implementation")
+    parser.add_argument("--calls", type=int, default=3, help="calls timed back to back per repeat (mean)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads for NumPy and torch (default: OPENBLAS_NUM_THREADS or all cores)")
+                        help="threads for minippo (data-parallel shards), NumPy's BLAS and torch "
+                             "(default: OPENBLAS_NUM_THREADS or all cores)")
     parser.add_argument("--no-torch", action="store_true", help="benchmark minippo only")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "generate"],
                         help="workloads to skip")
@@ -79,6 +84,7 @@ import numpy as np  # noqa: E402
 
 from minippo.blas import get_blas_threads  # noqa: E402
 from minippo.memory import keep_freed_memory  # noqa: E402
+from minippo.parallel import get_num_threads, set_num_threads  # noqa: E402
 from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy  # noqa: E402
 
 torch = None
@@ -283,7 +289,7 @@ class TorchRunner:
 # ------------------------------------------------------------------------------------------------
 # timing
 # ------------------------------------------------------------------------------------------------
-def measure(runners, method, repeats, warmup):
+def measure(runners, method, repeats, warmup, calls):
     """Interleaved timing: {runner name: [seconds per call]}."""
     times = {runner.name: [] for runner in runners}
     for _ in range(warmup):
@@ -293,9 +299,11 @@ def measure(runners, method, repeats, warmup):
         for runner in runners:
             time.sleep(SWITCH_PAUSE)
             fn = getattr(runner, method)
+            fn()  # back from the pause: not timed
             start = time.perf_counter()
-            fn()
-            times[runner.name].append(time.perf_counter() - start)
+            for _ in range(calls):
+                fn()
+            times[runner.name].append((time.perf_counter() - start) / calls)
     return times
 
 
@@ -322,7 +330,9 @@ def main():
     if torch is not None:
         torch.set_num_threads(ARGS.threads)
         torch.manual_seed(0)
-    print(f"repeats {ARGS.repeats} (median, min in brackets), warm-up {ARGS.warmup}; "
+    set_num_threads(ARGS.threads)
+    print(f"minippo data-parallel threads (minippo.parallel): {get_num_threads()}")
+    print(f"repeats {ARGS.repeats} x {ARGS.calls} calls (median, min in brackets), warm-up {ARGS.warmup}; "
           "'vs minippo' = minippo tokens/s / that tokens/s")
     summary = []
     for key in ARGS.configs:
@@ -342,13 +352,13 @@ def main():
             losses = ", ".join(f"{r.name} {r.loss():.6f}" for r in runners)
             print(f"   parity (initial loss): {losses}")
         if "train" not in ARGS.skip:
-            times = measure(runners, "train_step", ARGS.repeats, ARGS.warmup)
+            times = measure(runners, "train_step", ARGS.repeats, ARGS.warmup, ARGS.calls)
             n_tok, flops = cfg["B"] * cfg["T"], train_flops(cfg)
             medians = report(f"-- train step (forward + cross-entropy + backward + AdamW): {n_tok} tokens, "
                              f"{flops / 1e9:.2f} GFLOP", times, n_tok, flops)
             summary.append((key, "train", medians))
         if "generate" not in ARGS.skip:
-            times = measure(runners, "generate", ARGS.repeats, ARGS.warmup)
+            times = measure(runners, "generate", ARGS.repeats, ARGS.warmup, ARGS.calls)
             n_tok, flops = cfg["B"] * (cfg["T"] - PROMPT_LEN), generation_flops(cfg)
             medians = report(f"-- generation (prompt {PROMPT_LEN}, {cfg['T'] - PROMPT_LEN} new tokens x batch "
                              f"{cfg['B']}, temperature 1.0, KV cache): {n_tok} new tokens, "

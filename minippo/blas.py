@@ -16,8 +16,17 @@ SYMBOL_SUFFIXES = ("", "64_")
 SYMBOL_PREFIXES = ("scipy_openblas", "openblas")
 
 
-def _openblas_functions():
-    """(get, set) ctypes function pairs of every loaded OpenBLAS."""
+_last_scan = None  # what the last _openblas_functions() found
+
+
+def _openblas_functions(rescan=True):
+    """(get, set) ctypes function pairs of every loaded OpenBLAS.
+
+    Reading /proc/self/maps costs about a millisecond; ``rescan=False`` reuses the last result.
+    """
+    global _last_scan
+    if not rescan and _last_scan is not None:
+        return _last_scan
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
@@ -32,6 +41,7 @@ def _openblas_functions():
                 setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
                 if getter is not None and setter is not None:
                     functions.append((getter, setter))
+    _last_scan = functions
     return functions
 
 
@@ -42,14 +52,16 @@ def get_blas_threads():
 
 
 @contextlib.contextmanager
-def blas_threads(count):
+def blas_threads(count, rescan=True):
     """``with blas_threads(1): ...`` runs the block with ``count`` BLAS threads, then restores them.
 
     Yields the previous count (None when no OpenBLAS was found, in which case nothing changes).
+    ``rescan=False`` skips looking for libraries loaded since the last call (for callers that switch
+    many times a second and only use NumPy's BLAS, which is loaded with NumPy).
     """
     if not is_integer(count) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
-    functions = _openblas_functions()
+    functions = _openblas_functions(rescan)
     previous = [getter() for getter, _ in functions]
     for _, setter in functions:
         setter(count)

@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from minippo.nn.attention import MASKED_SCORE, attention_backward, attention_bias, attention_forward
+from minippo.nn.attention import (
+    MASKED_SCORE,
+    SAFE_SCORE,
+    attention_backward,
+    attention_bias,
+    attention_forward,
+    max_norm,
+    query_blocks,
+)
 from minippo.nn.categorical import (
     cross_entropy,
     entropy_backward,
@@ -235,66 +243,134 @@ def test_attention_bias_values():
     np.testing.assert_array_equal(decode[0, 0, 0] == 0, [False, True, True, True])
 
 
-def test_attention_forward_matches_naive_loop(rng):
+def full_weights(weights, key_count):
+    """The attention matrix A (..., T_q, T_k) from the per-block (P, 1/l), zeros where a block stopped."""
+    padded = [np.concatenate([p * inverse_sums, np.zeros(p.shape[:-1] + (key_count - p.shape[-1],))], axis=-1)
+              for p, inverse_sums in weights]
+    return np.concatenate(padded, axis=-2)
+
+
+# causal=False: one block over all keys; causal=True with blocks of 2 queries over 5: keys 2, 4, 5
+BLOCKINGS = [dict(causal=False), dict(causal=True, block_size=2)]
+
+
+def test_query_blocks_stop_at_the_last_query_of_each_block():
+    assert list(query_blocks(5, 5, causal=True, block_size=2)) == [
+        (slice(0, 2), 2), (slice(2, 4), 4), (slice(4, 5), 5)]
+    # decode: 2 new queries at positions 3, 4 of 5 cached keys
+    assert list(query_blocks(2, 5, causal=True, block_size=1)) == [(slice(0, 1), 4), (slice(1, 2), 5)]
+    assert list(query_blocks(5, 5, causal=False)) == [(slice(0, 5), 5)]
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_forward_matches_naive_loop(rng, blocking):
     q, k, v = qkv(rng)
-    y, att = attention_forward(q, k, v, attention_bias(np.arange(5), 5, dtype=np.float64))
+    y, weights = attention_forward(q, k, v, attention_bias(np.arange(5), 5, dtype=np.float64), **blocking)
     np.testing.assert_allclose(y, naive_attention(q, k, v, np.arange(5)), rtol=1e-12, atol=1e-13)
+    assert [p.shape[-1] for p, _ in weights] == ([2, 4, 5] if blocking["causal"] else [5])
+    att = full_weights(weights, 5)
     np.testing.assert_allclose(att.sum(-1), 1.0, rtol=1e-14)
     assert np.all(att[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] == 0.0)  # exactly 0
 
 
-def test_attention_forward_with_padding_matches_naive_loop(rng):
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_forward_with_padding_matches_naive_loop(rng, blocking):
     q, k, v = qkv(rng, B=3)
     key_mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
     bias = attention_bias(np.arange(5), 5, key_mask, np.float64)
-    y, att = attention_forward(q, k, v, bias)
+    y, weights = attention_forward(q, k, v, bias, **blocking)
     expected = naive_attention(q, k, v, np.arange(5), key_mask)
     real_query = key_mask.astype(bool)  # a pad query has no key to look at
     for b in range(3):
         np.testing.assert_allclose(y[b][:, real_query[b]], expected[b][:, real_query[b]], rtol=1e-12, atol=1e-13)
-    assert np.all(att[0, :, 2:, :2] == 0.0)  # real queries give pad keys exactly zero weight
+    assert np.all(full_weights(weights, 5)[0, :, 2:, :2] == 0.0)  # real queries give pad keys exactly zero weight
     assert np.all(np.isfinite(y))  # pad queries: harmless, finite
 
 
-def test_attention_forward_decode_queries_match_naive_loop(rng):
+@pytest.mark.parametrize("blocking", [dict(causal=False), dict(causal=True, block_size=1)])
+def test_attention_forward_decode_queries_match_naive_loop(rng, blocking):
     """Queries at absolute positions 3 and 4 over 5 cached keys (what KV-cache decoding does)."""
     q, k, v = qkv(rng, Tq=2, Tk=5)
     key_mask = np.array([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
     positions = np.array([3, 4])
-    y, _ = attention_forward(q, k, v, attention_bias(positions, 5, key_mask, np.float64))
+    y, _ = attention_forward(q, k, v, attention_bias(positions, 5, key_mask, np.float64), **blocking)
     np.testing.assert_allclose(y, naive_attention(q, k, v, positions, key_mask), rtol=1e-12, atol=1e-13)
 
 
-def test_attention_backward_causal(rng):
+def test_attention_large_scores_subtract_the_row_max(rng):
+    """Scores far beyond SAFE_SCORE: exp(S) alone would overflow, so the row max must be subtracted."""
     q, k, v = qkv(rng)
+    q, k = q * 30.0, k * 30.0  # |S| up to about 1000
+    assert np.abs(np.einsum("bhqd,bhkd->bhqk", q, k)).max() / math.sqrt(3) > 10 * SAFE_SCORE
     bias = attention_bias(np.arange(5), 5, dtype=np.float64)
+    y, weights = attention_forward(q, k, v, bias, causal=True, block_size=2)
+    np.testing.assert_allclose(y, naive_attention(q, k, v, np.arange(5)), rtol=1e-12, atol=1e-13)
     R = rng.standard_normal(q.shape)
-    y, att = attention_forward(q, k, v, bias)
-    dq, dk, dv = attention_backward(R, q, k, v, att)
-    check_gradients(lambda: np.sum(R * attention_forward(q, k, v, bias)[0]),
+    dq, dk, dv = attention_backward(R, q, k, v, y, weights)
+    q, k = q / 3.0, k / 3.0  # still above SAFE_SCORE (the bound), but soft enough for finite differences
+    assert max_norm(q / math.sqrt(3)) * max_norm(k) > SAFE_SCORE
+    y, weights = attention_forward(q, k, v, bias, causal=True, block_size=2)
+    dq, dk, dv = attention_backward(R, q, k, v, y, weights)
+    check_gradients(lambda: np.sum(R * attention_forward(q, k, v, bias, causal=True, block_size=2)[0]),
                     {"q": q, "k": k, "v": v}, {"q": dq, "k": dk, "v": dv})
 
 
-def test_attention_backward_with_left_padding(rng):
+def test_attention_pad_query_gradient_stays_finite(rng):
+    """A query with every key masked gets output 0, and any upstream gradient there is ignored."""
+    q, k, v = qkv(rng, B=1)
+    bias = attention_bias(np.arange(5), 5, np.array([[0, 0, 1, 1, 1]]), np.float64)
+    y, weights = attention_forward(q, k, v, bias)
+    assert np.all(y[0, :, :2] == 0.0)
+    grads = attention_backward(np.full(q.shape, 1e6), q, k, v, y, weights)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert np.all(grads[0][0, :, :2] == 0.0)
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_backward_causal(rng, blocking):
+    q, k, v = qkv(rng)
+    bias = attention_bias(np.arange(5), 5, dtype=np.float64)
+    R = rng.standard_normal(q.shape)
+    y, weights = attention_forward(q, k, v, bias, **blocking)
+    dq, dk, dv = attention_backward(R, q, k, v, y, weights)
+    check_gradients(lambda: np.sum(R * attention_forward(q, k, v, bias, **blocking)[0]),
+                    {"q": q, "k": k, "v": v}, {"q": dq, "k": dk, "v": dv})
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_backward_with_left_padding(rng, blocking):
     q, k, v = qkv(rng, B=3)
     key_mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
     bias = attention_bias(np.arange(5), 5, key_mask, np.float64)
     # pad query rows (all keys masked) carry zero weight in the loss, as in real losses
     R = rng.standard_normal(q.shape) * key_mask[:, None, :, None]
-    y, att = attention_forward(q, k, v, bias)
-    dq, dk, dv = attention_backward(R, q, k, v, att)
-    check_gradients(lambda: np.sum(R * attention_forward(q, k, v, bias)[0]),
+    y, weights = attention_forward(q, k, v, bias, **blocking)
+    dq, dk, dv = attention_backward(R, q, k, v, y, weights)
+    check_gradients(lambda: np.sum(R * attention_forward(q, k, v, bias, **blocking)[0]),
                     {"q": q, "k": k, "v": v}, {"q": dq, "k": dk, "v": dv})
     # pad keys receive no gradient at all; pad queries neither
     assert np.all(dk[0, :, :2] == 0.0) and np.all(dv[0, :, :2] == 0.0)
     assert np.all(dq[0, :, :2] == 0.0)
 
 
+def test_attention_backward_writes_into_given_buffers(rng):
+    q, k, v = qkv(rng)
+    y, weights = attention_forward(q, k, v, attention_bias(np.arange(5), 5, dtype=np.float64),
+                                   causal=True, block_size=2)
+    dy = rng.standard_normal(q.shape)
+    buffers = tuple(np.full_like(a, np.nan) for a in (q, k, v))  # stale contents must not leak in
+    returned = attention_backward(dy, q, k, v, y, weights, out=buffers)
+    for buffer, result, expected in zip(buffers, returned, attention_backward(dy, q, k, v, y, weights)):
+        assert result is buffer
+        np.testing.assert_array_equal(buffer, expected)
+
+
 def test_attention_float32_stays_float32(rng):
     q, k, v = (a.astype(np.float32) for a in qkv(rng))
-    y, att = attention_forward(q, k, v, attention_bias(np.arange(5), 5, dtype=np.float32))
-    assert y.dtype == att.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in attention_backward(np.ones_like(y), q, k, v, att))
+    y, weights = attention_forward(q, k, v, attention_bias(np.arange(5), 5, dtype=np.float32),
+                                   causal=True, block_size=2)
+    assert y.dtype == np.float32 and all(a.dtype == np.float32 for block in weights for a in block)
+    assert all(g.dtype == np.float32 for g in attention_backward(np.ones_like(y), q, k, v, y, weights))
 
 
 # ----------------------------------------------------------------------------------------------

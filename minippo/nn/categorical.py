@@ -16,6 +16,8 @@ backward never forms the V×V Jacobian.
 """
 import numpy as np
 
+from minippo.parallel import map_shards, row_shards
+
 
 def log_softmax(logits):
     """log π = z − max z − log Σ exp(z − max z) along the last axis (a new array)."""
@@ -51,9 +53,12 @@ def token_logprobs_forward(logits, tokens):
     return logprobs, log_probs_all
 
 
-def token_logprobs_backward(dlogprobs, tokens, log_probs_all):
-    """dL/dz = dL/dlogπ(a) · (onehot(a) − π)."""
-    dlogits = np.exp(log_probs_all)
+def token_logprobs_backward(dlogprobs, tokens, log_probs_all, out=None):
+    """dL/dz = dL/dlogπ(a) · (onehot(a) − π).
+
+    ``out`` (..., V) receives dL/dz; it may be ``log_probs_all`` itself when that is not needed again.
+    """
+    dlogits = np.exp(log_probs_all, out=out)
     dlogits *= -dlogprobs[..., None]
     flat = dlogits.reshape(-1, dlogits.shape[-1])  # a view: (N, V)
     flat[np.arange(flat.shape[0]), np.asarray(tokens).reshape(-1)] += dlogprobs.reshape(-1)
@@ -78,17 +83,24 @@ def cross_entropy(logits, targets, ignore_index=-1):
 
     logits (..., V); targets (...) integers, where ``ignore_index`` marks positions that do not count
     (padding).  Returns ``(loss, dlogits)`` with dlogits = (π − onehot(y)) / n on valid positions and
-    0 elsewhere, in the logits' dtype.
+    0 elsewhere, in the logits' dtype.  Shards of rows run in parallel threads (``minippo.parallel``).
     """
     targets = _check_tokens(targets, logits.shape[-1], "targets", allowed_extra=ignore_index)
     if targets.shape != logits.shape[:-1]:
         raise ValueError(f"targets must have shape {logits.shape[:-1]}, got {targets.shape}")
-    valid = targets != ignore_index
+    valid = (targets != ignore_index).reshape(-1)
     count = int(valid.sum())
     if count == 0:
         raise ValueError(f"every target equals ignore_index={ignore_index}; there is nothing to score")
-    safe_targets = np.where(valid, targets, 0)
-    logprobs, log_probs_all = token_logprobs_forward(logits, safe_targets)
-    weights = valid.astype(logits.dtype) * (-1.0 / count)  # dL/dlogπ(y_t)
-    loss = float(np.dot(logprobs.reshape(-1), weights.reshape(-1)))
-    return loss, token_logprobs_backward(weights, safe_targets, log_probs_all)
+    safe_targets = np.where(valid, targets.reshape(-1), 0)
+    weights = valid.astype(logits.dtype) * (-1.0 / count)  # dL/dlogπ(y_t), (N,)
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    dlogits = np.empty(flat_logits.shape, dtype=logits.dtype)
+
+    def shard_loss(_, rows):
+        logprobs, log_probs_all = token_logprobs_forward(flat_logits[rows], safe_targets[rows])
+        token_logprobs_backward(weights[rows], safe_targets[rows], log_probs_all, out=dlogits[rows])
+        return float(np.dot(logprobs, weights[rows]))
+
+    loss = sum(map_shards(shard_loss, row_shards(len(flat_logits))))
+    return loss, dlogits.reshape(logits.shape)

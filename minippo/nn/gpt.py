@@ -39,6 +39,7 @@ from minippo.nn.layers import (
 )
 from minippo.checks import is_integer, is_real
 from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.parallel import map_shards, row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -140,6 +141,7 @@ class GPT(Module):
         super().__init__(init_parameters(config, as_generator(seed)))
         self.hidden = None
         self._cache = None
+        self._shard_grads = []  # gradient buffers of shards 1, 2, ... (see backward)
 
     def load_state_dict(self, state_dict):
         """Load parameters named as in a Hugging Face GPT-2 checkpoint.
@@ -225,7 +227,7 @@ class GPT(Module):
             values[:, :, start:start + T] = v
             k, v = keys[:, :, :start + T], values[:, :, :start + T]
         y = np.empty((B, T, self.config.n_head, self.config.head_size), dtype=x.dtype)
-        _, att = attention_forward(q, k, v, bias, out=y.transpose(0, 2, 1, 3))  # heads merged in place
+        _, att = attention_forward(q, k, v, bias, out=y.transpose(0, 2, 1, 3), causal=True)  # heads merged in place
         y = y.reshape(B * T, -1)  # (B, T, nh, hs) -> (B*T, C)
         attn_out = linear_forward(y, p[prefix + "attn.c_proj.weight"], p[prefix + "attn.c_proj.bias"])
         attn_out += x  # residual: a = x + Attn(LN₁(x))
@@ -259,28 +261,41 @@ class GPT(Module):
         ``attention_mask`` (B, T) of 0/1 marks left padding.  The final hidden state is kept in
         ``self.hidden`` (B, T, C).  With ``compute_logits=False`` the LM head is skipped (for a critic
         or reward model that reads only the hidden state) and None is returned.
+        The rows are split into shards that run in parallel threads (``minippo.parallel``).
         """
         idx = self._check_idx(idx, self.config.block_size)
         B, T = idx.shape
+        C, V = self.config.n_embd, self.config.vocab_size
         mask = self._check_mask(attention_mask, idx.shape)
         positions = self._positions(mask, B, T)
-        bias = attention_bias(np.arange(T), T, mask, self.config.dtype)
-        hidden, (block_caches, norm_f, rstd_f) = self._trunk(idx, positions, bias)
-        self._cache = dict(idx=idx, positions=positions, mask=mask, block_caches=block_caches,
-                           norm_f=norm_f, rstd_f=rstd_f, hidden=hidden, has_logits=compute_logits)
-        self.hidden = hidden.reshape(B, T, -1)
-        if not compute_logits:
-            return None
-        logits = hidden @ self.params["transformer.wte.weight"].T  # (B*T, C) @ (C, V) -> (B*T, V)
-        return logits.reshape(B, T, -1)
+        bias = attention_bias(np.arange(T), T, mask, self.config.dtype)  # (T, T) or (B, 1, T, T)
+        wte = self.params["transformer.wte.weight"]
+        hidden = np.empty((B, T, C), dtype=self.config.dtype)
+        logits = np.empty((B, T, V), dtype=self.config.dtype) if compute_logits else None
+
+        def forward_shard(_, rows):
+            shard_hidden, shard_cache = self._trunk(idx[rows], positions[rows],
+                                                    bias if mask is None else bias[rows])
+            hidden[rows] = shard_hidden.reshape(-1, T, C)
+            if compute_logits:  # (rows*T, C) @ (C, V) -> (rows*T, V)
+                np.matmul(shard_hidden, wte.T, out=logits[rows].reshape(-1, V))
+            return shard_cache
+
+        shards = row_shards(B)
+        self._cache = dict(idx=idx, positions=positions, hidden=hidden, shards=shards,
+                           shard_caches=map_shards(forward_shard, shards), has_logits=compute_logits)
+        self.hidden = hidden
+        return logits
 
     # ------------------------------------------------------------------------------------------
     # backward
     # ------------------------------------------------------------------------------------------
-    def _block_backward(self, layer, dout, cache, B, T):
-        """Gradient through one block: dout (B*T, C) w.r.t. its output -> gradient w.r.t. its input x."""
+    def _block_backward(self, layer, dout, cache, B, T, g):
+        """Gradient through one block: dout (B*T, C) w.r.t. its output -> gradient w.r.t. its input x.
+
+        Parameter gradients are added into the dict ``g``."""
         ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, tanh_term = cache
-        p, g = self.params, self.grads
+        p = self.params
         prefix = f"transformer.h.{layer}."
         nh, hs = self.config.n_head, self.config.head_size
         # MLP branch: h' = a + MLP(LN₂(a))
@@ -296,8 +311,9 @@ class GPT(Module):
         dy = linear_backward(dattn_out, y, p[prefix + "attn.c_proj.weight"],
                              g[prefix + "attn.c_proj.weight"], g[prefix + "attn.c_proj.bias"])
         dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B*T, C) -> (B, nh, T, hs)
+        y_heads = y.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # the attention output, (B, nh, T, hs)
         dqkv = np.empty((B, T, 3, nh, hs), dtype=dout.dtype)
-        attention_backward(dy, q, k, v, att, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))  # 3 × (B, nh, T, hs)
+        attention_backward(dy, q, k, v, y_heads, att, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))  # 3 × (B, nh, T, hs)
         dqkv = dqkv.reshape(B * T, -1)  # -> (B*T, 3C)
         dln1 = linear_backward(dqkv, ln1, p[prefix + "attn.c_attn.weight"],
                                g[prefix + "attn.c_attn.weight"], g[prefix + "attn.c_attn.bias"])
@@ -312,34 +328,59 @@ class GPT(Module):
         dlogits: (B, T, vocab) gradient w.r.t. the logits (None if the loss does not use them);
         dhidden: (B, T, C) gradient w.r.t. ``self.hidden`` from heads reading it (None if none).
         The tied token embedding receives both its LM-head and its embedding contributions.
+        Each shard of rows runs in its own thread; shard 0 adds into ``self.grads``, the others into
+        buffers of their own that are added to ``self.grads`` at the end, in shard order.
         """
         if self._cache is None:
             raise RuntimeError("backward called before forward: run model.forward(idx) first")
         cache = self._cache
-        idx, positions = cache["idx"], cache["positions"]
-        B, T = idx.shape
-        C = self.config.n_embd
-        p, g = self.params, self.grads
+        B, T = cache["idx"].shape
+        C, V = self.config.n_embd, self.config.vocab_size
         if dlogits is None and dhidden is None:
             raise ValueError("backward needs dlogits, dhidden or both")
-        dhid = np.zeros((B * T, C), dtype=self.config.dtype)
         if dlogits is not None:
             if not cache["has_logits"]:
                 raise ValueError("dlogits given, but forward ran with compute_logits=False")
-            dlogits = self._check_gradient(dlogits, (B, T, self.config.vocab_size), "dlogits")
-            dlogits = dlogits.reshape(B * T, -1)
-            wte = p["transformer.wte.weight"]
-            g["transformer.wte.weight"] += dlogits.T @ cache["hidden"]  # (V, B*T) @ (B*T, C)
-            dhid += dlogits @ wte  # (B*T, V) @ (V, C)
+            dlogits = self._check_gradient(dlogits, (B, T, V), "dlogits")
         if dhidden is not None:
-            dhid += self._check_gradient(dhidden, (B, T, C), "dhidden").reshape(B * T, C)
-        dx = layernorm_backward(dhid, cache["norm_f"], cache["rstd_f"], p["transformer.ln_f.weight"],
-                                g["transformer.ln_f.weight"], g["transformer.ln_f.bias"])
-        for layer in reversed(range(self.config.n_layer)):
-            dx = self._block_backward(layer, dx, cache["block_caches"][layer], B, T)
-        embedding_backward(dx, idx, g["transformer.wte.weight"])
-        embedding_backward(dx, positions, g["transformer.wpe.weight"])
+            dhidden = self._check_gradient(dhidden, (B, T, C), "dhidden")
+        shards = cache["shards"]
+        while len(self._shard_grads) < len(shards) - 1:
+            self._shard_grads.append({name: np.zeros_like(value) for name, value in self.grads.items()})
+
+        def backward_shard(index, rows):
+            grads = self.grads if index == 0 else self._shard_grads[index - 1]
+            if index > 0:
+                for gradient in grads.values():
+                    gradient.fill(0.0)
+            self._backward_rows(rows, cache["shard_caches"][index], cache, dlogits, dhidden, grads)
+
+        map_shards(backward_shard, shards)
+        for shard_grads in self._shard_grads[:len(shards) - 1]:
+            for name, gradient in shard_grads.items():
+                self.grads[name] += gradient
         return self.grads
+
+    def _backward_rows(self, rows, shard_cache, cache, dlogits, dhidden, grads):
+        """Backward over the batch rows ``rows`` (one shard) of the last forward, adding into ``grads``."""
+        idx, positions = cache["idx"][rows], cache["positions"][rows]
+        block_caches, norm_f, rstd_f = shard_cache
+        n, T = idx.shape
+        C, V = self.config.n_embd, self.config.vocab_size
+        p = self.params
+        dhid = np.zeros((n * T, C), dtype=self.config.dtype)
+        if dlogits is not None:
+            shard_dlogits = dlogits[rows].reshape(n * T, V)
+            grads["transformer.wte.weight"] += shard_dlogits.T @ cache["hidden"][rows].reshape(n * T, C)  # (V, n*T) @ (n*T, C)
+            dhid += shard_dlogits @ p["transformer.wte.weight"]  # (n*T, V) @ (V, C)
+        if dhidden is not None:
+            dhid += dhidden[rows].reshape(n * T, C)
+        dx = layernorm_backward(dhid, norm_f, rstd_f, p["transformer.ln_f.weight"],
+                                grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"])
+        for layer in reversed(range(self.config.n_layer)):
+            dx = self._block_backward(layer, dx, block_caches[layer], n, T, grads)
+        embedding_backward(dx, idx, grads["transformer.wte.weight"])
+        embedding_backward(dx, positions, grads["transformer.wpe.weight"])
 
     def _check_gradient(self, gradient, shape, name):
         gradient = np.asarray(gradient)

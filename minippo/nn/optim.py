@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from minippo.parallel import balanced_shards, map_shards
+
 EMBEDDING_MARKERS = ("wte", "wpe", "embed")
 
 
@@ -87,31 +89,42 @@ class AdamW:
         self.step_count = 0
         self.m = {name: np.zeros_like(value) for name, value in params.items()}
         self.v = {name: np.zeros_like(value) for name, value in params.items()}
-        self._update = {name: np.zeros_like(value) for name, value in params.items()}
+        self._buffer = {name: np.zeros_like(value) for name, value in params.items()}
 
     def step(self, lr=None):
-        """One AdamW update with learning rate ``lr`` (default: the constructor's)."""
+        """One AdamW update with learning rate ``lr`` (default: the constructor's).
+
+        Computed as θ ← θ(1 − lr·λ) − (lr·c₁/√c₂) · m / (√v + ε/√c₂) with the bias corrections
+        c₁ = 1/(1 − β₁ᵗ), c₂ = 1/(1 − β₂ᵗ) folded into scalars; groups of parameters are updated in
+        parallel threads (``minippo.parallel``).
+        """
         lr = self.lr if lr is None else lr
-        beta1, beta2 = self.betas
         self.step_count += 1
-        m_correction = 1.0 / (1.0 - beta1 ** self.step_count)
-        v_correction = 1.0 / (1.0 - beta2 ** self.step_count)
-        for name, param in self.params.items():
-            grad, m, v, update = self.grads[name], self.m[name], self.v[name], self._update[name]
-            m *= beta1
-            m += (1.0 - beta1) * grad
-            v *= beta2
-            np.multiply(grad, grad, out=update)
+        m_correction = 1.0 / (1.0 - self.betas[0] ** self.step_count)
+        v_correction_sqrt = math.sqrt(1.0 / (1.0 - self.betas[1] ** self.step_count))
+        step_size = lr * m_correction / v_correction_sqrt
+        eps = self.eps / v_correction_sqrt
+        shards = balanced_shards({name: param.size for name, param in self.params.items()})
+        map_shards(lambda _, names: self._update(names, lr, step_size, eps), shards)
+
+    def _update(self, names, lr, step_size, eps):
+        beta1, beta2 = self.betas
+        for name in names:
+            param, grad = self.params[name], self.grads[name]
+            m, v, update = self.m[name], self.v[name], self._buffer[name]
+            m *= beta1  # m ← β₁ m + (1 − β₁) g
+            np.multiply(grad, 1.0 - beta1, out=update)
+            m += update
+            v *= beta2  # v ← β₂ v + (1 − β₂) g²
+            np.square(grad, out=update)
             update *= 1.0 - beta2
             v += update
-            np.multiply(v, v_correction, out=update)  # v̂
-            np.sqrt(update, out=update)
-            update += self.eps
-            np.divide(m, update, out=update)  # m / (√v̂ + ε); m̂ = m · m_correction below
-            update *= m_correction
+            np.sqrt(v, out=update)
+            update += eps
+            np.divide(m, update, out=update)
+            update *= step_size
             if name in self.decay and self.weight_decay:
-                update += self.weight_decay * param
-            update *= lr
+                param *= 1.0 - lr * self.weight_decay
             param -= update
 
     def state_dict(self):

@@ -1,0 +1,101 @@
+"""Data parallelism over the rows of a batch: one thread per core, each on its own share of rows.
+
+NumPy runs every element-wise operation (GELU, LayerNorm, softmax) and every stacked matrix product
+(attention's per-head QKᵀ and AV) on one core; only large 2-D matrix products use BLAS's threads.  On
+a transformer train step that leaves most of a second core idle.  So a model splits a batch of B
+rows into contiguous shards, ``B/threads`` rows each, and runs the same forward or backward code on
+every shard in its own thread.  NumPy releases the GIL inside its loops and inside BLAS, so the
+threads really run at once.  Meanwhile BLAS is held at one thread (``minippo.blas``): two shards each
+running a one-thread product already use both cores, and OpenBLAS serialises concurrent callers when
+it runs several threads itself.
+
+Measured on 2 cores (``benchmarks/bench_gpt.py``, config S train step): 122 ms on one shard with
+2 BLAS threads, 96 ms on two shards.
+
+Results do not depend on timing: each shard's arithmetic is the same whatever the other does, and
+the caller combines shards in a fixed order.  They can differ in the last bits between different
+thread counts (a different split changes the order of some sums).
+
+The default thread count is the number of cores this process may use; ``set_num_threads`` changes it
+(1 turns the splitting off).
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from minippo.blas import blas_threads
+from minippo.checks import is_integer
+
+_num_threads = None
+_pool = None
+_in_shard = threading.local()  # set while a thread runs a shard, so that nested calls run serially
+
+
+def get_num_threads():
+    """How many threads :func:`map_shards` uses (by default, the cores available to the process)."""
+    global _num_threads
+    if _num_threads is None:
+        try:
+            _num_threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            _num_threads = os.cpu_count() or 1
+    return _num_threads
+
+
+def set_num_threads(count):
+    """Use ``count`` threads for data-parallel passes from now on (1: no threads)."""
+    global _num_threads, _pool
+    if not is_integer(count) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    _num_threads = int(count)
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
+
+
+def row_shards(rows):
+    """Split ``rows`` batch rows into at most ``get_num_threads()`` contiguous, near-equal slices."""
+    count = max(1, min(get_num_threads(), rows))
+    bounds = [rows * shard // count for shard in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def balanced_shards(sizes):
+    """Split the keys of ``sizes`` (key -> work) into at most ``get_num_threads()`` lists of similar
+    total work: largest first, each to the lightest list so far."""
+    shards = [[] for _ in range(max(1, min(get_num_threads(), len(sizes))))]
+    loads = [0] * len(shards)
+    for key in sorted(sizes, key=sizes.get, reverse=True):
+        lightest = loads.index(min(loads))
+        shards[lightest].append(key)
+        loads[lightest] += sizes[key]
+    return shards
+
+
+def map_shards(function, shards):
+    """``[function(0, shards[0]), function(1, shards[1]), ...]``, one thread per shard.
+
+    The calling thread runs shard 0 and pool threads the rest.  With a single shard, or when called
+    from inside a shard, everything runs in the calling thread.  If shards raise, the first shard's
+    exception is raised here, after every shard has finished.
+    """
+    if len(shards) == 1 or getattr(_in_shard, "active", False):
+        return [function(index, rows) for index, rows in enumerate(shards)]
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=get_num_threads() - 1, thread_name_prefix="minippo")
+
+    def run(index):
+        _in_shard.active = True
+        try:
+            return function(index, shards[index])
+        finally:
+            _in_shard.active = False
+
+    with blas_threads(1, rescan=False):
+        futures = [_pool.submit(run, index) for index in range(1, len(shards))]
+        try:
+            first = run(0)
+        finally:
+            wait(futures)
+        return [first] + [future.result() for future in futures]

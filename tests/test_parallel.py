@@ -1,0 +1,126 @@
+"""Data parallelism over batch rows (minippo.parallel) and the models that use it."""
+import threading
+
+import numpy as np
+import pytest
+
+from minippo import parallel
+from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy
+
+
+@pytest.fixture
+def threads():
+    """Set the thread count for one test and restore it afterwards."""
+    previous = parallel.get_num_threads()
+    yield parallel.set_num_threads
+    parallel.set_num_threads(previous)
+
+
+def test_row_shards_cover_the_rows_once(threads):
+    threads(3)
+    assert parallel.row_shards(7) == [slice(0, 2), slice(2, 4), slice(4, 7)]
+    assert parallel.row_shards(2) == [slice(0, 1), slice(1, 2)]  # never an empty shard
+    threads(1)
+    assert parallel.row_shards(7) == [slice(0, 7)]
+
+
+def test_balanced_shards_split_work_evenly(threads):
+    threads(2)
+    shards = parallel.balanced_shards({"a": 10, "b": 6, "c": 4, "d": 1})
+    assert sorted(sum(shards, [])) == ["a", "b", "c", "d"]
+    assert sorted(sum({"a": 10, "b": 6, "c": 4, "d": 1}[key] for key in shard) for shard in shards) == [10, 11]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_set_num_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="count must be a positive integer"):
+        parallel.set_num_threads(bad)
+
+
+def test_map_shards_runs_every_shard_in_its_own_thread(threads):
+    threads(2)
+    seen = []
+
+    def work(index, rows):
+        seen.append(threading.get_ident())
+        return index, rows
+
+    shards = parallel.row_shards(4)
+    assert parallel.map_shards(work, shards) == [(0, slice(0, 2)), (1, slice(2, 4))]
+    assert len(set(seen)) == 2
+
+
+def test_map_shards_raises_a_shard_error_after_all_shards_finish(threads):
+    threads(2)
+    finished = []
+
+    def work(index, rows):
+        if index == 1:
+            raise KeyError("shard 1 failed")
+        finished.append(index)
+
+    with pytest.raises(KeyError, match="shard 1 failed"):
+        parallel.map_shards(work, parallel.row_shards(2))
+    assert finished == [0]
+
+
+def test_nested_map_shards_run_serially(threads):
+    threads(2)
+
+    def inner(index, rows):
+        return threading.get_ident()
+
+    def outer(index, rows):
+        return set(parallel.map_shards(inner, parallel.row_shards(2))) == {threading.get_ident()}
+
+    assert parallel.map_shards(outer, parallel.row_shards(2)) == [True, True]
+
+
+def train_step(model, idx, targets, mask):
+    model.zero_grad()
+    logits = model.forward(idx, attention_mask=mask)
+    loss, dlogits = cross_entropy(logits, targets)
+    model.backward(dlogits, dhidden=np.ones_like(model.hidden))  # a head's gradient too
+    return loss, logits, {name: g.copy() for name, g in model.grads.items()}
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_gpt_shards_give_the_single_thread_numbers(threads, count):
+    """Forward, loss and every gradient agree whether the batch runs as 1, 2 or 3 shards."""
+    config = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=8, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 13, size=(5, 8))
+    targets = rng.integers(0, 13, size=(5, 8))
+    mask = np.ones((5, 8), dtype=int)
+    mask[1, :3] = 0  # left padding in one row
+    targets[mask == 0] = -1
+    threads(1)
+    expected = train_step(GPT(config, seed=1), idx, targets, mask)
+    threads(count)
+    model = GPT(config, seed=1)
+    train_step(model, idx, targets, mask)  # grads accumulate across calls ...
+    loss, logits, grads = train_step(model, idx, targets, mask)  # ... and zero_grad resets them
+    assert loss == pytest.approx(expected[0], rel=1e-12)
+    np.testing.assert_allclose(logits, expected[1], rtol=1e-12, atol=1e-12)
+    for name, gradient in grads.items():
+        np.testing.assert_allclose(gradient, expected[2][name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_sharded_float32_training_is_reproducible_and_stays_float32(threads):
+    threads(2)
+    config = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8)
+    idx = np.random.default_rng(0).integers(0, 11, size=(4, 6))
+    runs = []
+    for _ in range(2):
+        model = GPT(config, seed=3)
+        optimizer = AdamW(model.params, model.grads, lr=1e-2, weight_decay=0.1)
+        for _ in range(3):
+            model.zero_grad()
+            loss, dlogits = cross_entropy(model.forward(idx), idx)
+            assert dlogits.dtype == np.float32
+            model.backward(dlogits)
+            optimizer.step()
+        runs.append(model.state_dict())
+    for name, value in runs[0].items():
+        assert value.dtype == np.float32 and model.grads[name].dtype == np.float32
+        np.testing.assert_array_equal(value, runs[1][name])
