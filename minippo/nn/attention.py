@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from minippo.nn.layers import row_sums
+
 MASKED_SCORE = -1e30
 QUERY_BLOCK = 32  # queries per block in causal attention (see query_blocks)
 SAFE_SCORE = 60.0  # |S| below this: exp(S) and a sum of up to e²⁸ such terms fit in float32
@@ -96,8 +98,10 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
     q = q * (1.0 / math.sqrt(q.shape[-1]))  # Q/√d: (B, nh, T_q, hs)
     if out is None:
         out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
-    keys_t = transposed_copy(k) if q.shape[-2] > 1 else k.swapaxes(-1, -2)  # Kᵀ: (B, nh, hs, T_k)
-    needs_max = max_norm(q) * max_norm(k) >= SAFE_SCORE
+    # a decode step (one query per row) reads the whole key cache once: no copy of it, no bound
+    decode = q.shape[-2] == 1
+    keys_t = k.swapaxes(-1, -2) if decode else transposed_copy(k)  # Kᵀ: (B, nh, hs, T_k)
+    needs_max = decode or max_norm(q) * max_norm(k) >= SAFE_SCORE
     weights = []
     for rows, keys in query_blocks(q.shape[-2], k.shape[-2], causal, block_size):
         scores = q[..., rows, :] @ keys_t[..., :keys]  # (B, nh, rows, hs) @ (B, nh, hs, keys)
@@ -106,9 +110,11 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
         if needs_max:
             scores -= scores.max(axis=-1, keepdims=True)
         unnormalised = np.exp(scores, out=scores)  # P
-        row_sums = unnormalised.sum(axis=-1, keepdims=True)  # l: (B, nh, rows, 1)
-        # l > 0 for every query with a key to look at; one with none (P = 0) gets 1/l := 0, so y = 0
-        inverse_sums = np.divide(1.0, row_sums, out=np.zeros_like(row_sums), where=row_sums > 0)
+        sums = row_sums(unnormalised)[..., None]  # l: (B, nh, rows, 1)
+        if needs_max:  # l ≥ 1: the max entry contributes exp(0)
+            inverse_sums = 1.0 / sums
+        else:  # l > 0 for every query with a key to look at; one with none (P = 0) gets 1/l := 0, y = 0
+            inverse_sums = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
         y_rows = np.matmul(unnormalised, v[..., :keys, :], out=out[..., rows, :])  # (B, nh, rows, hs)
         y_rows *= inverse_sums
         weights.append((unnormalised, inverse_sums))

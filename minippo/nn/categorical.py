@@ -16,13 +16,14 @@ backward never forms the V×V Jacobian.
 """
 import numpy as np
 
+from minippo.nn.layers import row_sums
 from minippo.parallel import map_shards, row_shards
 
 
 def log_softmax(logits):
     """log π = z − max z − log Σ exp(z − max z) along the last axis (a new array)."""
     out = logits - logits.max(axis=-1, keepdims=True)
-    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    out -= np.log(row_sums(np.exp(out)))[..., None]
     return out
 
 

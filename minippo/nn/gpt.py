@@ -39,7 +39,7 @@ from minippo.nn.layers import (
 )
 from minippo.checks import is_integer, is_real
 from minippo.nn.module import Module, as_generator, check_dtype
-from minippo.parallel import map_shards, row_shards
+from minippo.parallel import balanced_shards, map_shards, row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -356,9 +356,15 @@ class GPT(Module):
             self._backward_rows(rows, cache["shard_caches"][index], cache, dlogits, dhidden, grads)
 
         map_shards(backward_shard, shards)
-        for shard_grads in self._shard_grads[:len(shards) - 1]:
-            for name, gradient in shard_grads.items():
-                self.grads[name] += gradient
+        other_shards = self._shard_grads[:len(shards) - 1]
+
+        def add_other_shards(_, names):
+            for name in names:
+                for shard_grads in other_shards:
+                    self.grads[name] += shard_grads[name]
+
+        if other_shards:
+            map_shards(add_other_shards, balanced_shards({name: g.size for name, g in self.grads.items()}))
         return self.grads
 
     def _backward_rows(self, rows, shard_cache, cache, dlogits, dhidden, grads):

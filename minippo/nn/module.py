@@ -12,6 +12,7 @@ every missing, unexpected or mis-shaped key at once.
 import numpy as np
 
 from minippo.checks import is_integer
+from minippo.parallel import balanced_shards, map_shards
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -44,8 +45,12 @@ class Module:
         self.grads = {name: np.zeros_like(value) for name, value in params.items()}
 
     def zero_grad(self):
-        for gradient in self.grads.values():
-            gradient.fill(0.0)
+        """Reset every gradient buffer to 0 (groups of buffers in parallel threads)."""
+        def fill_zero(_, names):
+            for name in names:
+                self.grads[name].fill(0.0)
+
+        map_shards(fill_zero, balanced_shards({name: g.size for name, g in self.grads.items()}))
 
     def num_parameters(self):
         return sum(value.size for value in self.params.values())
