@@ -154,12 +154,12 @@ def test_layernorm_float32_stays_float32(rng):
 def test_gelu(rng):
     x = np.concatenate([3.0 * rng.standard_normal(40), [-6.0, -1.0, 0.0, 1.0, 6.0]])
     R = rng.standard_normal(x.shape)
-    out, tanh_term = gelu_forward(x)
+    out, gate = gelu_forward(x)
     direct = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
     np.testing.assert_allclose(out, direct, rtol=1e-14, atol=1e-15)
     assert out[-2] == pytest.approx(0.8411919906082768, abs=1e-15)  # GPT-2's tanh GELU at 1
     assert out[-3] == 0.0
-    dx = gelu_backward(R, x, tanh_term)
+    dx = gelu_backward(R, x, out, gate)
     numerical = numerical_gradient(lambda: np.sum(R * gelu_forward(x)[0]), x)
     assert_gradient_close(numerical, dx, "gelu")
     np.testing.assert_allclose(numerical, dx, rtol=1e-7, atol=1e-9)  # elementwise too
@@ -168,8 +168,8 @@ def test_gelu(rng):
 def test_gelu_does_not_modify_input(rng):
     x = rng.standard_normal(10)
     before = x.copy()
-    out, t = gelu_forward(x)
-    gelu_backward(np.ones_like(x), x, t)
+    out, gate = gelu_forward(x)
+    gelu_backward(np.ones_like(x), x, out, gate)
     np.testing.assert_array_equal(x, before)
 
 

@@ -233,10 +233,10 @@ class GPT(Module):
         attn_out += x  # residual: a = x + Attn(LN₁(x))
         ln2, norm2, rstd2 = layernorm_forward(attn_out, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
         fc = linear_forward(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"])  # (B*T, 4C)
-        gelu, tanh_term = gelu_forward(fc)
+        gelu, gate = gelu_forward(fc)
         out = linear_forward(gelu, p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
         out += attn_out  # residual: h' = a + MLP(LN₂(a))
-        cache = (ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, tanh_term)
+        cache = (ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, gate)
         return out, cache
 
     def _trunk(self, idx, positions, bias, kv_caches=None, start=0):
@@ -294,14 +294,14 @@ class GPT(Module):
         """Gradient through one block: dout (B*T, C) w.r.t. its output -> gradient w.r.t. its input x.
 
         Parameter gradients are added into the dict ``g``."""
-        ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, tanh_term = cache
+        ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, gate = cache
         p = self.params
         prefix = f"transformer.h.{layer}."
         nh, hs = self.config.n_head, self.config.head_size
         # MLP branch: h' = a + MLP(LN₂(a))
         dgelu = linear_backward(dout, gelu, p[prefix + "mlp.c_proj.weight"],
                                 g[prefix + "mlp.c_proj.weight"], g[prefix + "mlp.c_proj.bias"])
-        dfc = gelu_backward(dgelu, fc, tanh_term)
+        dfc = gelu_backward(dgelu, fc, gelu, gate)
         dln2 = linear_backward(dfc, ln2, p[prefix + "mlp.c_fc.weight"],
                                g[prefix + "mlp.c_fc.weight"], g[prefix + "mlp.c_fc.bias"])
         dattn_out = layernorm_backward(dln2, norm2, rstd2, p[prefix + "ln_2.weight"],

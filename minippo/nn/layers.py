@@ -86,32 +86,35 @@ def layernorm_backward(dout, norm, rstd, weight, dweight, dbias):
 
 
 # ----------------------------------------------------------------------------------------------
-# GELU (GPT-2's tanh approximation):  y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+# GELU (GPT-2's tanh approximation):  y = x · s,  s = ½ (1 + tanh(√(2/π) (x + 0.044715 x³)))
 # ----------------------------------------------------------------------------------------------
 def gelu_forward(x):
-    """Return ``(y, tanh_term)``; backward needs x and the tanh term."""
-    tanh_term = x * x
-    tanh_term *= GELU_CUBIC
-    tanh_term += 1.0
-    tanh_term *= x
-    tanh_term *= GELU_SQRT_2_OVER_PI
-    np.tanh(tanh_term, out=tanh_term)  # t = tanh(√(2/π)(x + 0.044715 x³))
-    out = tanh_term + 1.0
-    out *= x
-    out *= 0.5
-    return out, tanh_term
+    """Return ``(y, gate)`` with the gate s = ½(1 + t), t = tanh(√(2/π)(x + 0.044715 x³)).
+
+    Backward needs x, y and s.
+    """
+    gate = x * x
+    gate *= GELU_SQRT_2_OVER_PI * GELU_CUBIC
+    gate += GELU_SQRT_2_OVER_PI
+    gate *= x  # √(2/π)(x + 0.044715 x³)
+    np.tanh(gate, out=gate)
+    gate *= 0.5
+    gate += 0.5  # s = ½(1 + t)
+    return x * gate, gate
 
 
-def gelu_backward(dout, x, tanh_term):
-    """dy/dx = ½(1 + t) + ½ x (1 − t²) √(2/π) (1 + 3·0.044715 x²)."""
+def gelu_backward(dout, x, out, gate):
+    """dy/dx = s + x ds/dx = s + y (1 − s) √(2/π) (2 + 6·0.044715 x²).
+
+    With 1 − t² = 4 s (1 − s): ds/dx = ½(1 − t²) √(2/π)(1 + 3·0.044715 x²) = 2 s (1 − s) √(2/π)(...),
+    and x s = y.
+    """
     slope = x * x
-    slope *= 3.0 * GELU_CUBIC
-    slope += 1.0
-    slope *= GELU_SQRT_2_OVER_PI
-    slope *= x
-    slope *= 1.0 - tanh_term * tanh_term
-    slope += 1.0 + tanh_term
-    slope *= 0.5
+    slope *= 6.0 * GELU_SQRT_2_OVER_PI * GELU_CUBIC
+    slope += 2.0 * GELU_SQRT_2_OVER_PI
+    slope *= out
+    slope *= 1.0 - gate
+    slope += gate
     slope *= dout
     return slope
 
