@@ -31,6 +31,16 @@ _pool = None
 _in_shard = threading.local()  # set while a thread runs a shard, so that nested calls run serially
 
 
+def _forget_pool():
+    """In a forked child the pool's threads do not exist: start a new pool when one is needed."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def get_num_threads():
     """How many threads :func:`map_shards` uses (by default, the cores available to the process)."""
     global _num_threads

@@ -124,3 +124,24 @@ def test_sharded_float32_training_is_reproducible_and_stays_float32(threads):
     for name, value in runs[0].items():
         assert value.dtype == np.float32 and model.grads[name].dtype == np.float32
         np.testing.assert_array_equal(value, runs[1][name])
+
+
+def _forward_in_child(queue):
+    config = GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4)
+    queue.put(GPT(config, seed=0).forward(np.zeros((2, 4), dtype=int)).shape)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_working_pool(threads):
+    import multiprocessing
+
+    threads(2)
+    GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4), seed=0).forward(
+        np.zeros((2, 4), dtype=int))  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_forward_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the child hung or failed"
+    assert queue.get(timeout=5) == (2, 4, 7)

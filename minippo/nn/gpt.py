@@ -449,7 +449,9 @@ class GPT(Module):
         next_position = positions[:, -1] + 1  # (B,)
         for step in range(max_new_tokens):
             last_hidden = hidden.reshape(B, -1, config.n_embd)[:, -1]  # (B, C)
-            logits = last_hidden @ self.params["transformer.wte.weight"].T  # (B, C) @ (C, V) -> (B, V)
+            # (V, C) @ (C, B) -> (V, B), then viewed as (B, V): with few rows, BLAS is about 2x faster
+            # with the big matrix on the left than with xᵀ-times-transposed-embedding
+            logits = (self.params["transformer.wte.weight"] @ last_hidden.T).T
             token, logprob = sampler.sample(logits)
             sampled_mask[:, step] = ~finished
             tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
