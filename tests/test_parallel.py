@@ -26,9 +26,16 @@ def test_row_shards_cover_the_rows_once(threads):
 
 def test_balanced_shards_split_work_evenly(threads):
     threads(2)
-    shards = parallel.balanced_shards({"a": 10, "b": 6, "c": 4, "d": 1})
+    unit = parallel.MIN_PARALLEL_SIZE // 10
+    sizes = {"a": 10 * unit, "b": 6 * unit, "c": 4 * unit, "d": unit}
+    shards = parallel.balanced_shards(sizes)
     assert sorted(sum(shards, [])) == ["a", "b", "c", "d"]
-    assert sorted(sum({"a": 10, "b": 6, "c": 4, "d": 1}[key] for key in shard) for shard in shards) == [10, 11]
+    assert sorted(sum(sizes[key] for key in shard) for shard in shards) == [10 * unit, 11 * unit]
+
+
+def test_balanced_shards_keep_small_work_in_one_thread(threads):
+    threads(2)
+    assert parallel.balanced_shards({"a": 10, "b": 6}) == [["a", "b"]]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
