@@ -9,8 +9,12 @@ threads really run at once.  Meanwhile BLAS is held at one thread (``minippo.bla
 running a one-thread product already use both cores, and OpenBLAS serialises concurrent callers when
 it runs several threads itself.
 
-Measured on 2 cores (``benchmarks/bench_gpt.py``, config S train step): 122 ms on one shard with
-2 BLAS threads, 96 ms on two shards.
+Measured on 2 cores (config S of ``benchmarks/bench_gpt.py``, a train step with AdamW): 113 ms on one
+shard with 2 BLAS threads, 91 ms on two shards.
+
+OpenBLAS's own worker threads spin for about 0.1 s after a multi-threaded product.  A sharded pass
+right after such a product (in the caller's own code) shares a core with that spinning thread and ran
+1.5x slower in a test; minippo's loops make every large product inside shards.
 
 Results do not depend on timing: each shard's arithmetic is the same whatever the other does, and
 the caller combines shards in a fixed order.  They can differ in the last bits between different
@@ -86,6 +90,13 @@ def balanced_shards(sizes):
         shards[lightest].append(key)
         loads[lightest] += sizes[key]
     return shards
+
+
+def map_array_groups(function, arrays):
+    """Run ``function(names)`` on groups of the keys of ``arrays`` (name -> array) of similar total
+    size, one group per thread (see :func:`balanced_shards`)."""
+    groups = balanced_shards({name: array.size for name, array in arrays.items()})
+    map_shards(lambda _, names: function(names), groups)
 
 
 def map_shards(function, shards):

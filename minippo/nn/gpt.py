@@ -39,7 +39,7 @@ from minippo.nn.layers import (
 )
 from minippo.checks import is_integer, is_real
 from minippo.nn.module import Module, as_generator, check_dtype
-from minippo.parallel import balanced_shards, map_shards, row_shards
+from minippo.parallel import map_array_groups, map_shards, row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -358,13 +358,13 @@ class GPT(Module):
         map_shards(backward_shard, shards)
         other_shards = self._shard_grads[:len(shards) - 1]
 
-        def add_other_shards(_, names):
+        def add_other_shards(names):
             for name in names:
                 for shard_grads in other_shards:
                     self.grads[name] += shard_grads[name]
 
         if other_shards:
-            map_shards(add_other_shards, balanced_shards({name: g.size for name, g in self.grads.items()}))
+            map_array_groups(add_other_shards, self.grads)
         return self.grads
 
     def _backward_rows(self, rows, shard_cache, cache, dlogits, dhidden, grads):

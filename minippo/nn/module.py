@@ -12,7 +12,7 @@ every missing, unexpected or mis-shaped key at once.
 import numpy as np
 
 from minippo.checks import is_integer
-from minippo.parallel import balanced_shards, map_shards
+from minippo.parallel import map_array_groups
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -46,11 +46,11 @@ class Module:
 
     def zero_grad(self):
         """Reset every gradient buffer to 0 (groups of buffers in parallel threads)."""
-        def fill_zero(_, names):
+        def fill_zero(names):
             for name in names:
                 self.grads[name].fill(0.0)
 
-        map_shards(fill_zero, balanced_shards({name: g.size for name, g in self.grads.items()}))
+        map_array_groups(fill_zero, self.grads)
 
     def num_parameters(self):
         return sum(value.size for value in self.params.values())

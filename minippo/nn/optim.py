@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from minippo.parallel import balanced_shards, map_shards
+from minippo.parallel import map_array_groups
 
 EMBEDDING_MARKERS = ("wte", "wpe", "embed")
 
@@ -104,8 +104,7 @@ class AdamW:
         v_correction_sqrt = math.sqrt(1.0 / (1.0 - self.betas[1] ** self.step_count))
         step_size = lr * m_correction / v_correction_sqrt
         eps = self.eps / v_correction_sqrt
-        shards = balanced_shards({name: param.size for name, param in self.params.items()})
-        map_shards(lambda _, names: self._update(names, lr, step_size, eps), shards)
+        map_array_groups(lambda names: self._update(names, lr, step_size, eps), self.params)
 
     def _update(self, names, lr, step_size, eps):
         beta1, beta2 = self.betas
