@@ -14,7 +14,8 @@ shard with 2 BLAS threads, 91 ms on two shards.
 
 OpenBLAS's own worker threads spin for about 0.1 s after a multi-threaded product.  A sharded pass
 right after such a product (in the caller's own code) shares a core with that spinning thread and ran
-1.5x slower in a test; minippo's loops make every large product inside shards.
+1.5x slower in a test.  Within a training step every product runs inside shards; in RLHF the
+products of ``generate`` (outside shards) cost the training that follows at most that 0.1 s.
 
 Results do not depend on timing: each shard's arithmetic is the same whatever the other does, and
 the caller combines shards in a fixed order.  They can differ in the last bits between different
