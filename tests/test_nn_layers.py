@@ -10,6 +10,7 @@ from minippo.nn.attention import (
     SAFE_SCORE,
     attention_backward,
     attention_bias,
+    attention_decode,
     attention_forward,
     max_norm,
     query_blocks,
@@ -29,6 +30,7 @@ from minippo.nn.layers import (
     gelu_forward,
     layernorm_backward,
     layernorm_forward,
+    layernorm_normalize,
     linear_backward,
     linear_forward,
     tanh_backward,
@@ -137,6 +139,17 @@ def test_layernorm(rng):
 
     check_gradients(loss, {"x": x, "weight": weight, "bias": bias},
                     {"x": dx, "weight": dweight - 0.25, "bias": dbias + 0.25})
+
+
+def test_layernorm_normalize_is_layernorm_without_gain_and_bias(rng):
+    x = 3.0 + 2.0 * rng.standard_normal((5, 8))
+    norm, rstd = layernorm_normalize(x)
+    np.testing.assert_allclose(norm.mean(-1), 0.0, atol=1e-14)
+    np.testing.assert_allclose(norm, (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5),
+                               rtol=1e-12)
+    out, norm_again, rstd_again = layernorm_forward(x, np.ones(8), np.zeros(8))
+    np.testing.assert_array_equal(out, norm)
+    np.testing.assert_array_equal(rstd_again, rstd)
 
 
 def test_layernorm_float32_stays_float32(rng):
@@ -295,6 +308,23 @@ def test_attention_forward_decode_queries_match_naive_loop(rng, blocking):
     positions = np.array([3, 4])
     y, _ = attention_forward(q, k, v, attention_bias(positions, 5, key_mask, np.float64), **blocking)
     np.testing.assert_allclose(y, naive_attention(q, k, v, positions, key_mask), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_attention_decode_matches_naive_loop(rng, padded):
+    """One new query at position 4 against a cache of 5 keys, read through views of a longer cache."""
+    q, k, v = qkv(rng, B=2, nh=3, Tq=1, Tk=7)
+    key_mask = np.array([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]) if padded else None
+    bias = attention_bias(np.array([4]), 5, key_mask, np.float64) if padded else None
+    y = attention_decode(q[:, :, 0], k[:, :, :5], v[:, :, :5], bias)
+    assert y.shape == (2, 3, 3) and y.dtype == np.float64
+    expected = naive_attention(q, k[:, :, :5], v[:, :, :5], np.array([4]), key_mask)[:, :, 0]
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-13)
+    q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
+    assert attention_decode(q32[:, :, 0], k32, v32).dtype == np.float32
+    large = attention_decode(200.0 * q[:, :, 0], 200.0 * k[:, :, :5], v[:, :, :5])  # scores ~10⁴: max subtracted
+    np.testing.assert_allclose(large, naive_attention(200.0 * q, 200.0 * k[:, :, :5], v[:, :, :5],
+                                                      np.array([4]))[:, :, 0], rtol=1e-10, atol=1e-12)
 
 
 def test_attention_large_scores_subtract_the_row_max(rng):

@@ -99,10 +99,8 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
     q = q * (1.0 / math.sqrt(q.shape[-1]))  # Q/√d: (B, nh, T_q, hs)
     if out is None:
         out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
-    # a decode step (one query per row) reads the whole key cache once: no copy of it, no bound
-    decode = q.shape[-2] == 1
-    keys_t = k.swapaxes(-1, -2) if decode else transposed_copy(k)  # Kᵀ: (B, nh, hs, T_k)
-    needs_max = decode or max_norm(q) * max_norm(k) >= SAFE_SCORE
+    keys_t = transposed_copy(k)  # Kᵀ: (B, nh, hs, T_k)
+    needs_max = max_norm(q) * max_norm(k) >= SAFE_SCORE
     weights = []
     for rows, keys in query_blocks(q.shape[-2], k.shape[-2], causal, block_size):
         scores = q[..., rows, :] @ keys_t[..., :keys]  # (B, nh, rows, hs) @ (B, nh, hs, keys)
@@ -120,6 +118,24 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
         y_rows *= inverse_sums
         weights.append((unnormalised, inverse_sums))
     return out, weights
+
+
+def attention_decode(q, keys, values, bias=None):
+    """One new query per row and head against all cached keys: y = softmax(q Kᵀ/√d + bias) V.
+
+    q: (B, nh, hs); keys, values: (B, nh, T_k, hs), views of a KV cache; bias: None when the query
+    may see every key, else broadcastable to (B, nh, 1, T_k) (padding).  Returns y (B, nh, hs).
+    Decoding is inference only: nothing is kept for a backward pass.  The products read each cached
+    key and value once, in place (a copy of Kᵀ would cost as much as the product).
+    """
+    scores = (q[:, :, None, :] * (1.0 / math.sqrt(q.shape[-1]))) @ keys.swapaxes(-1, -2)  # (B, nh, 1, T_k)
+    if bias is not None:
+        scores += bias
+    scores -= scores.max(axis=-1, keepdims=True)
+    unnormalised = np.exp(scores, out=scores)  # P
+    y = unnormalised @ values  # (B, nh, 1, T_k) @ (B, nh, T_k, hs) -> (B, nh, 1, hs)
+    y /= row_sums(unnormalised)[..., None]  # A V = P V / l
+    return y[:, :, 0]
 
 
 def max_norm(x):

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minippo.nn.attention import attention_backward, attention_bias, attention_forward
+from minippo.nn.attention import attention_backward, attention_bias, attention_decode, attention_forward
 from minippo.nn.categorical import log_softmax
 from minippo.nn.layers import (
     embedding_backward,
@@ -34,8 +34,10 @@ from minippo.nn.layers import (
     gelu_forward,
     layernorm_backward,
     layernorm_forward,
+    layernorm_normalize,
     linear_backward,
     linear_forward,
+    row_sums,
 )
 from minippo.checks import is_integer, is_real
 from minippo.nn.module import Module, as_generator, check_dtype
@@ -447,6 +449,7 @@ class GPT(Module):
         bias = attention_bias(np.arange(T0), T0, mask, config.dtype)
         hidden, _ = self._trunk(idx, positions, bias, kv_caches, start=0)
         next_position = positions[:, -1] + 1  # (B,)
+        decode_blocks = self._decode_weights()
         for step in range(max_new_tokens):
             last_hidden = hidden.reshape(B, -1, config.n_embd)[:, -1]  # (B, C)
             # (V, C) @ (C, B) -> (V, B), then viewed as (B, V): with few rows, BLAS is about 2x faster
@@ -465,10 +468,63 @@ class GPT(Module):
             # the newest query may see every cached key, so only padding needs a mask
             bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
                                                                key_mask[:, :start + 1], config.dtype)
-            hidden, _ = self._trunk(tokens[:, start:start + 1], next_position[:, None], bias,
-                                    kv_caches, start=start)
+            hidden = self._decode_step(tokens[:, start], next_position, bias, kv_caches, start,
+                                       decode_blocks)
             next_position = next_position + 1
         return Generation(tokens, logprobs, sampled_mask)
+
+    def _decode_weights(self):
+        """Each block's linear layers as (weight, bias) pairs for decoding, LayerNorm gains folded in.
+
+        LN₁ feeds only c_attn and LN₂ only c_fc, and for a LayerNorm with gain γ and bias β
+
+            LN(x) W + b = (x̂ ⊙ γ + β) W + b = x̂ (γ ⊙ W) + (β W + b),   x̂ = (x − μ)/σ,
+
+        where γ ⊙ W scales row i of W by γ_i.  So a decode step only normalises x: two passes over its
+        rows fewer per LayerNorm, every step, for one pass over these weights per ``generate`` call.
+        Returns per block: (c_attn, c_proj, c_fc, mlp c_proj), each a (weight, bias) pair.
+        """
+        p = self.params
+
+        def folded(prefix, norm, linear):
+            gain, shift = p[prefix + norm + ".weight"], p[prefix + norm + ".bias"]
+            weight, bias = p[prefix + linear + ".weight"], p[prefix + linear + ".bias"]
+            return gain[:, None] * weight, shift @ weight + bias  # (C, out), (out,)
+
+        blocks = []
+        for layer in range(self.config.n_layer):
+            prefix = f"transformer.h.{layer}."
+            blocks.append((folded(prefix, "ln_1", "attn.c_attn"),
+                           (p[prefix + "attn.c_proj.weight"], p[prefix + "attn.c_proj.bias"]),
+                           folded(prefix, "ln_2", "mlp.c_fc"),
+                           (p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])))
+        return blocks
+
+    def _decode_step(self, token, position, bias, kv_caches, start, blocks):
+        """The final hidden state (B, C) of one new token per row, at cache position ``start``.
+
+        The blocks of ``_trunk`` specialised to one position: rows are (B, C), the heads need no
+        transpose ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode`, the
+        LayerNorm gains sit in the weights ``blocks`` (from :meth:`_decode_weights`), and nothing is
+        kept for backward.  The new keys and values are written into ``kv_caches``.
+        """
+        p = self.params
+        B, nh, hs = len(token), self.config.n_head, self.config.head_size
+        x = embedding_forward(token, p["transformer.wte.weight"])  # (B, C)
+        x += embedding_forward(position, p["transformer.wpe.weight"])
+        for (c_attn, c_proj, c_fc, mlp_proj), (keys, values) in zip(blocks, kv_caches):
+            qkv = linear_forward(layernorm_normalize(x)[0], *c_attn)  # LN₁(x) W_attn + b_attn: (B, 3C)
+            qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
+            keys[:, :, start] = qkv[:, 1]
+            values[:, :, start] = qkv[:, 2]
+            y = attention_decode(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
+            attn_out = linear_forward(y.reshape(B, -1), *c_proj)  # (B, nh, hs) -> (B, C) is a view
+            attn_out += x  # a = x + Attn(LN₁(x))
+            fc = linear_forward(layernorm_normalize(attn_out)[0], *c_fc)  # (B, 4C)
+            x = linear_forward(gelu_forward(fc)[0], *mlp_proj)
+            x += attn_out  # h' = a + MLP(LN₂(a))
+        hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
+        return hidden
 
 
 class TokenSampler:
@@ -494,13 +550,25 @@ class TokenSampler:
             log_probs = log_softmax(logits)
             token = log_probs.argmax(axis=-1)
         else:
-            log_probs = log_softmax(logits / self.temperature)
+            log_probs = log_softmax(logits if self.temperature == 1.0 else logits / self.temperature)
             token = self._draw(log_probs)
         return token, np.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
 
     def _draw(self, log_probs):
-        """Inverse-CDF sampling of one token per row from exp(log_probs), after top-k/top-p truncation."""
-        probs = np.exp(log_probs.astype(np.float64))  # sampling arithmetic in float64; the model is untouched
+        """Inverse-CDF sampling of one token per row from p = exp(log_probs), after top-k/top-p truncation.
+
+        With u ~ U[0, 1) and the cumulative sums F_j = p_1 + … + p_j, the token is the first j with
+        F_j > u·F_V.  A cumulative sum is a sequential loop (about 4 ns an entry), so it runs on two
+        levels: the sums of blocks of about √V entries (one matrix-vector product) and their cumulative
+        sum find the block where u·F_V falls; then only that block is summed entry by entry.
+        """
+        B, V = log_probs.shape
+        block = math.isqrt(V - 1) + 1  # ⌈√V⌉ entries per block
+        block_count = -(-V // block)
+        # p in the model's dtype (as exact as log π), sums in float64; zeros pad the last block
+        padded = np.zeros((B, block_count * block))
+        probs = padded[:, :V]  # (B, V)
+        probs[...] = np.exp(log_probs)
         if self.top_k is not None:
             kth_largest = np.partition(probs, -self.top_k, axis=-1)[:, -self.top_k][:, None]
             probs[probs < kth_largest] = 0.0
@@ -510,7 +578,24 @@ class TokenSampler:
             mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
             sorted_probs[mass_before >= self.top_p * sorted_probs.sum(-1, keepdims=True)] = 0.0
             np.put_along_axis(probs, order, sorted_probs, axis=-1)
-        cumulative = np.cumsum(probs, axis=-1)  # (B, V)
-        threshold = self.rng.random(len(probs)) * cumulative[:, -1]
-        token = (cumulative <= threshold[:, None]).sum(axis=-1)
-        return np.minimum(token, probs.shape[-1] - 1)
+        blocks = padded.reshape(B, block_count, block)
+        block_sums = row_sums(blocks)  # (B, block_count)
+        block_starts = np.zeros((B, block_count + 1))  # F before each block, and the total
+        np.cumsum(block_sums, axis=1, out=block_starts[:, 1:])
+        threshold = self.rng.random(B) * block_starts[:, -1]  # u·F_V
+        rows = np.arange(B)
+        chosen = first_above(block_starts[:, 1:], threshold, block_sums)  # (B,)
+        within = blocks[rows, chosen]  # (B, block)
+        offset = first_above(np.cumsum(within, axis=1), threshold - block_starts[rows, chosen], within)
+        return chosen * block + offset
+
+
+def first_above(cumulative, threshold, mass):
+    """Per row, the first index j with ``cumulative[j] > threshold``, where cumulative = cumsum(mass).
+
+    That entry has mass > 0 (the sum grew past the threshold there).  If rounding leaves no entry
+    above the threshold, the last entry with mass > 0: a token of probability 0 is never drawn.
+    """
+    first = (cumulative <= threshold[:, None]).sum(axis=1)
+    last_with_mass = mass.shape[1] - 1 - np.argmax(mass[:, ::-1] > 0, axis=1)
+    return np.minimum(first, last_with_mass)

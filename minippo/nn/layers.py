@@ -61,13 +61,19 @@ def layernorm_forward(x, weight, bias, eps=LAYERNORM_EPS):
 
     x̂ and rstd are all that backward needs.
     """
+    norm, rstd = layernorm_normalize(x, eps)
+    out = norm * weight
+    out += bias
+    return out, norm, rstd
+
+
+def layernorm_normalize(x, eps=LAYERNORM_EPS):
+    """LayerNorm without its gain and bias: ``(x̂, rstd)`` with x̂ = (x − μ)·rstd, rstd = 1/√(σ² + ε)."""
     norm = x - row_sums(x, 1.0 / x.shape[-1])[:, None]  # x − μ, (N, C)
     variance = np.einsum("nc,nc->n", norm, norm) * (1.0 / x.shape[-1])  # (N,)
     rstd = (1.0 / np.sqrt(variance + eps))[:, None]  # (N, 1)
     norm *= rstd
-    out = norm * weight
-    out += bias
-    return out, norm, rstd
+    return norm, rstd
 
 
 def layernorm_backward(dout, norm, rstd, weight, dweight, dbias):
