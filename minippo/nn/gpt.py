@@ -452,9 +452,10 @@ class GPT(Module):
         decode_blocks = self._decode_weights()
         for step in range(max_new_tokens):
             last_hidden = hidden.reshape(B, -1, config.n_embd)[:, -1]  # (B, C)
-            # (V, C) @ (C, B) -> (V, B), then viewed as (B, V): with few rows, BLAS is about 2x faster
-            # with the big matrix on the left than with xᵀ-times-transposed-embedding
-            logits = (self.params["transformer.wte.weight"] @ last_hidden.T).T
+            # (V, C) @ (C, B) -> (V, B): with few rows, BLAS is about 2x faster with the big matrix on
+            # the left than with xᵀ-times-transposed-embedding; then one copy to (B, V) rows, because
+            # the sampler's row-wise passes over a transposed view cost more than the copy
+            logits = np.ascontiguousarray((self.params["transformer.wte.weight"] @ last_hidden.T).T)
             token, logprob = sampler.sample(logits)
             sampled_mask[:, step] = ~finished
             tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
