@@ -241,12 +241,16 @@ class GPT(Module):
         cache = (ln1, norm1, rstd1, q, k, v, att, y, ln2, norm2, rstd2, fc, gelu, gate)
         return out, cache
 
+    def _embed(self, idx, positions):
+        """h⁰ = E[x] + P[pos]: token plus position embeddings -> idx.shape + (C,)."""
+        x = embedding_forward(idx, self.params["transformer.wte.weight"])
+        x += embedding_forward(positions, self.params["transformer.wpe.weight"])
+        return x
+
     def _trunk(self, idx, positions, bias, kv_caches=None, start=0):
         """Embeddings, every block and the final LayerNorm -> (hidden (B*T, C), caches)."""
         B, T = idx.shape
-        x = embedding_forward(idx, self.params["transformer.wte.weight"])
-        x += embedding_forward(positions, self.params["transformer.wpe.weight"])
-        x = x.reshape(B * T, -1)
+        x = self._embed(idx, positions).reshape(B * T, -1)
         block_caches = []
         for layer in range(self.config.n_layer):
             kv_cache = None if kv_caches is None else kv_caches[layer]
@@ -511,8 +515,7 @@ class GPT(Module):
         """
         p = self.params
         B, nh, hs = len(token), self.config.n_head, self.config.head_size
-        x = embedding_forward(token, p["transformer.wte.weight"])  # (B, C)
-        x += embedding_forward(position, p["transformer.wpe.weight"])
+        x = self._embed(token, position)  # (B, C)
         for (c_attn, c_proj, c_fc, mlp_proj), (keys, values) in zip(blocks, kv_caches):
             qkv = linear_forward(layernorm_normalize(x)[0], *c_attn)  # LN₁(x) W_attn + b_attn: (B, 3C)
             qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
