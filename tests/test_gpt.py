@@ -263,6 +263,15 @@ def test_generate_logprobs_equal_full_forward(dtype, tolerance, padded, temperat
     assert np.all(generation.logprobs < 0)
 
 
+@pytest.mark.parametrize("truncation", [dict(top_k=3), dict(top_p=0.5), dict(top_k=3, top_p=0.5)])
+def test_truncated_sampling_reports_untruncated_logprobs(truncation):
+    """top-k/top-p change which tokens can be drawn, not the reported log π_T (the full softmax)."""
+    model = make_model()
+    generation = model.generate(PROMPT, 4, temperature=0.8, attention_mask=PROMPT_MASK, rng=3, **truncation)
+    full = full_forward_logprobs(model, generation, PROMPT_MASK, 0.8)
+    np.testing.assert_allclose(generation.logprobs, full, rtol=0, atol=1e-10)
+
+
 def no_cache_greedy(model, prompt, prompt_mask, steps):
     tokens, mask = prompt.copy(), prompt_mask.copy()
     logprobs = []
@@ -413,7 +422,7 @@ def test_two_level_draw_is_the_inverse_cdf(vocab):
     rng = np.random.default_rng(vocab)
     probs = rng.dirichlet(np.full(vocab, 0.3), size=64)
     u = np.concatenate([rng.random(60), [0.0, 0.5, 0.999, 1.0 - 2.0**-53]])
-    tokens = TokenSampler(1.0, None, None, vocab, FixedUniforms(u))._draw(np.log(probs))
+    tokens = TokenSampler(1.0, None, None, vocab, FixedUniforms(u))._draw(np.log(probs))[0]
     cumulative = np.cumsum(probs, axis=1)
     expected = [np.searchsorted(c, value * c[-1], side="right") for c, value in zip(cumulative, u)]
     np.testing.assert_array_equal(tokens, np.minimum(expected, vocab - 1))
@@ -427,7 +436,7 @@ def test_draw_never_picks_a_token_of_probability_zero():
     u = [0.0, 0.25, 0.5, 0.7499999, 0.75, 1.0 - 2.0**-53]
     with np.errstate(divide="ignore"):
         log_probs = np.tile(np.log(probs), (len(u), 1))
-    tokens = TokenSampler(1.0, None, None, 16, FixedUniforms(u))._draw(log_probs)
+    tokens = TokenSampler(1.0, None, None, 16, FixedUniforms(u))._draw(log_probs)[0]
     np.testing.assert_array_equal(tokens, [1, 6, 6, 6, 9, 9])
     # a threshold above every cumulative sum (rounding) falls back to the last entry with mass
     mass = np.array([[0.0, 2.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]])

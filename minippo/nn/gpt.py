@@ -26,7 +26,6 @@ from typing import NamedTuple
 import numpy as np
 
 from minippo.nn.attention import attention_backward, attention_bias, attention_decode, attention_forward
-from minippo.nn.categorical import log_softmax
 from minippo.nn.layers import (
     embedding_backward,
     embedding_forward,
@@ -550,29 +549,39 @@ class TokenSampler:
         self.rng = rng
 
     def sample(self, logits):
+        """One token per row of ``logits`` (B, V) and its log-probability log π_T(token).
+
+        With shifted logits s = (z − max z)/T (T = 1 when greedy), log π_T(a) = s_a − log Σ_j exp s_j:
+        only the sampled entry is needed, so the full log-softmax is never formed.
+        """
+        shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, V): every s_j ≤ 0, max 0
+        if self.temperature not in (0.0, 1.0):
+            shifted *= 1.0 / self.temperature
         if self.temperature == 0.0:
-            log_probs = log_softmax(logits)
-            token = log_probs.argmax(axis=-1)
+            token = shifted.argmax(axis=-1)
+            normalizer = row_sums(np.exp(shifted))
         else:
-            log_probs = log_softmax(logits if self.temperature == 1.0 else logits / self.temperature)
-            token = self._draw(log_probs)
-        return token, np.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+            token, normalizer = self._draw(shifted)
+        return token, shifted[np.arange(len(token)), token] - np.log(normalizer)
 
-    def _draw(self, log_probs):
-        """Inverse-CDF sampling of one token per row from p = exp(log_probs), after top-k/top-p truncation.
+    def _draw(self, shifted):
+        """Inverse-CDF sampling of one token per row from p ∝ exp(shifted), after top-k/top-p truncation.
 
+        Returns ``(token, Σ_j exp shifted_j)``, the sum over the untruncated row (the softmax's normaliser).
         With u ~ U[0, 1) and the cumulative sums F_j = p_1 + … + p_j, the token is the first j with
         F_j > u·F_V.  A cumulative sum is a sequential loop (about 4 ns an entry), so it runs on two
         levels: the sums of blocks of about √V entries (one matrix-vector product) and their cumulative
         sum find the block where u·F_V falls; then only that block is summed entry by entry.
         """
-        B, V = log_probs.shape
+        B, V = shifted.shape
         block = math.isqrt(V - 1) + 1  # ⌈√V⌉ entries per block
         block_count = -(-V // block)
-        # p in the model's dtype (as exact as log π), sums in float64; zeros pad the last block
-        padded = np.zeros((B, block_count * block))
-        probs = padded[:, :V]  # (B, V)
-        probs[...] = np.exp(log_probs)
+        padded = np.empty((B, block_count * block))  # p in float64 (sums of many terms); zeros pad the last block
+        padded[:, V:] = 0.0
+        probs = np.exp(shifted, out=padded[:, :V])  # (B, V)
+        truncated = self.top_k is not None or self.top_p is not None
+        if truncated:
+            normalizer = row_sums(probs)
         if self.top_k is not None:
             kth_largest = np.partition(probs, -self.top_k, axis=-1)[:, -self.top_k][:, None]
             probs[probs < kth_largest] = 0.0
@@ -584,14 +593,16 @@ class TokenSampler:
             np.put_along_axis(probs, order, sorted_probs, axis=-1)
         blocks = padded.reshape(B, block_count, block)
         block_sums = row_sums(blocks)  # (B, block_count)
-        block_starts = np.zeros((B, block_count + 1))  # F before each block, and the total
+        block_starts = np.zeros((B, block_count + 1))  # F before each block, and the total F_V
         np.cumsum(block_sums, axis=1, out=block_starts[:, 1:])
+        if not truncated:
+            normalizer = block_starts[:, -1]
         threshold = self.rng.random(B) * block_starts[:, -1]  # u·F_V
         rows = np.arange(B)
         chosen = first_above(block_starts[:, 1:], threshold, block_sums)  # (B,)
         within = blocks[rows, chosen]  # (B, block)
-        offset = first_above(np.cumsum(within, axis=1), threshold - block_starts[rows, chosen], within)
-        return chosen * block + offset
+        threshold -= block_starts[rows, chosen]  # what remains after the earlier blocks
+        return chosen * block + first_above(np.cumsum(within, axis=1), threshold, within), normalizer
 
 
 def first_above(cumulative, threshold, mass):
@@ -601,5 +612,7 @@ def first_above(cumulative, threshold, mass):
     above the threshold, the last entry with mass > 0: a token of probability 0 is never drawn.
     """
     first = (cumulative <= threshold[:, None]).sum(axis=1)
+    if first.max() < mass.shape[1]:  # cumulative[first] > cumulative[first − 1]: mass[first] > 0
+        return first
     last_with_mass = mass.shape[1] - 1 - np.argmax(mass[:, ::-1] > 0, axis=1)
     return np.minimum(first, last_with_mass)
