@@ -428,6 +428,15 @@ def test_two_level_draw_is_the_inverse_cdf(vocab):
     np.testing.assert_array_equal(tokens, np.minimum(expected, vocab - 1))
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_sampler_refuses_non_finite_logits(temperature, bad):
+    logits = np.zeros((3, 8))
+    logits[1, 5] = bad
+    with pytest.raises(FloatingPointError, match=r"rows \[1\] contain NaN or inf"), np.errstate(invalid="ignore"):
+        TokenSampler(temperature, None, None, 8, np.random.default_rng(0)).sample(logits)
+
+
 def test_draw_never_picks_a_token_of_probability_zero():
     """Zero-probability tokens at block ends and at the end of the vocabulary are never drawn, even
     when u·F_V lands exactly on a boundary or rounding leaves nothing above it."""

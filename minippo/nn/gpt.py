@@ -562,6 +562,9 @@ class TokenSampler:
             normalizer = row_sums(np.exp(shifted))
         else:
             token, normalizer = self._draw(shifted)
+        if not np.isfinite(normalizer).all():  # a NaN or infinite logit makes the whole row NaN
+            rows = np.flatnonzero(~np.isfinite(normalizer)).tolist()
+            raise FloatingPointError(f"logits of rows {rows} contain NaN or inf; cannot sample a token")
         return token, shifted[np.arange(len(token)), token] - np.log(normalizer)
 
     def _draw(self, shifted):
