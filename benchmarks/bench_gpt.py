@@ -357,17 +357,18 @@ def main():
             times = measure(runners, "train_step", ARGS.repeats, ARGS.warmup, ARGS.calls)
             n_tok, flops = cfg["B"] * cfg["T"], train_flops(cfg)
             report(f"-- train step (forward + cross-entropy + backward + AdamW): {n_tok} tokens, "
-                             f"{flops / 1e9:.2f} GFLOP", times, n_tok, flops)
+                   f"{flops / 1e9:.2f} GFLOP", times, n_tok, flops)
             summary.append((key, "train", times))
         if "generate" not in ARGS.skip:
             times = measure(runners, "generate", ARGS.repeats, ARGS.warmup, ARGS.calls)
             n_tok, flops = cfg["B"] * (cfg["T"] - PROMPT_LEN), generation_flops(cfg)
             report(f"-- generation (prompt {PROMPT_LEN}, {cfg['T'] - PROMPT_LEN} new tokens x batch "
-                             f"{cfg['B']}, temperature 1.0, KV cache): {n_tok} new tokens, "
-                             f"{flops / 1e9:.3f} GFLOP", times, n_tok, flops)
+                   f"{cfg['B']}, temperature 1.0, KV cache): {n_tok} new tokens, "
+                   f"{flops / 1e9:.3f} GFLOP", times, n_tok, flops)
             summary.append((key, "generate", times))
     if torch is not None and summary:
-        print("\n== minippo speed relative to PyTorch (target: train >= 1.2x, generate >= 1.5x)")
+        targets = ", ".join(f"{workload} >= {target}x" for workload, target in TARGETS.items())
+        print(f"\n== minippo speed relative to PyTorch (target: {targets})")
         print("   per repeat, both implementations run back to back, so each repeat gives one paired ratio;")
         print("   shown: median [lower quartile - upper quartile] of those ratios")
         for key, workload, times in summary:
@@ -403,6 +404,7 @@ def verdict(times, target):
     if min(median for _, median, _ in peers) >= target:
         return "borderline (median meets it, lower quartile does not)"
     return "below target"
+
 
 if __name__ == "__main__":
     main()
