@@ -195,12 +195,17 @@ class GPT(Module):
             raise ValueError("attention_mask must contain only 0 (pad) and 1 (real token)")
         return mask.astype(np.int64)
 
-    @staticmethod
-    def _positions(mask, B, T):
-        """Position ids: 0..T−1, or with padding cumsum(mask) − 1 clipped at 0 -> (B, T)."""
+    def _positions_and_bias(self, mask, B, T):
+        """What a (left-padded) batch of B sequences of length T needs besides its tokens.
+
+        Position ids (B, T): 0..T−1, or with padding cumsum(mask) − 1 clipped at 0; and the additive
+        attention bias, causal plus padding: (T, T) without a mask, else (B, 1, T, T).
+        """
         if mask is None:
-            return np.broadcast_to(np.arange(T), (B, T))
-        return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+            positions = np.broadcast_to(np.arange(T), (B, T))
+        else:
+            positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        return positions, attention_bias(np.arange(T), T, mask, self.config.dtype)
 
     # ------------------------------------------------------------------------------------------
     # forward
@@ -272,8 +277,7 @@ class GPT(Module):
         B, T = idx.shape
         C, V = self.config.n_embd, self.config.vocab_size
         mask = self._check_mask(attention_mask, idx.shape)
-        positions = self._positions(mask, B, T)
-        bias = attention_bias(np.arange(T), T, mask, self.config.dtype)  # (T, T) or (B, 1, T, T)
+        positions, bias = self._positions_and_bias(mask, B, T)
         wte = self.params["transformer.wte.weight"]
         hidden = np.empty((B, T, C), dtype=self.config.dtype)
         logits = np.empty((B, T, V), dtype=self.config.dtype) if compute_logits else None
@@ -448,8 +452,7 @@ class GPT(Module):
         finished = np.zeros(B, dtype=bool)
 
         # prefill: the whole prompt at once; only the last position goes through the LM head
-        positions = self._positions(mask, B, T0)
-        bias = attention_bias(np.arange(T0), T0, mask, config.dtype)
+        positions, bias = self._positions_and_bias(None if prompt_unpadded else mask, B, T0)
         hidden, _ = self._trunk(idx, positions, bias, kv_caches, start=0)
         next_position = positions[:, -1] + 1  # (B,)
         decode_blocks = self._decode_weights()
