@@ -1,5 +1,7 @@
 """The GPT as a whole: gradients of every parameter against finite differences, heads, dtype,
 left padding, KV-cache generation and sampling, input errors and Hugging Face state dicts."""
+import json
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,33 @@ def test_score_head_reads_last_real_token_with_right_padding():
     nonzero = np.argwhere(np.any(dhidden != 0, axis=-1))
     np.testing.assert_array_equal(nonzero, [[0, 2], [1, 7]])
     np.testing.assert_allclose(dhidden[0, 2], 2.0 * head.params["weight"][:, 0], rtol=1e-15)
+
+
+def test_head_input_errors_leave_the_head_unchanged():
+    """Wrong shapes or dtypes raise (nothing is silently cast), and a failed forward keeps the state of
+    the last good one, so a following backward is still right."""
+    rng = np.random.default_rng(5)
+    head = ScoreHead(8, dtype=np.float64, init_std=0.5, seed=3)
+    hidden, mask = rng.standard_normal((2, 4, 8)), np.array([[1, 1, 0, 0], [1, 1, 1, 1]])
+    head.forward(hidden, attention_mask=mask)
+    with pytest.raises(ValueError, match="needs at least one real token"):
+        head.forward(rng.standard_normal((2, 4, 8)), attention_mask=np.array([[0, 0, 0, 0], [1, 1, 1, 1]]))
+    with pytest.raises(TypeError, match="hidden must have dtype float64"):
+        head.forward(hidden.astype(np.float32))
+    dhidden = head.backward(np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(np.argwhere(np.any(dhidden != 0, axis=-1)), [[0, 1], [1, 3]])
+    np.testing.assert_array_equal(head.grads["weight"][:, 0], hidden[0, 1] + hidden[1, 3])
+    for bad, error, match in [(np.ones(3), ValueError, r"dscores must have shape \(2,\)"),
+                              (np.ones(2, np.float32), TypeError, "dscores must have dtype float64")]:
+        with pytest.raises(error, match=match):
+            head.backward(bad)
+    values = ValueHead(8, dtype=np.float64)
+    values.forward(hidden)
+    for bad, error, match in [(np.ones((4, 2)), ValueError, r"dvalues must have shape \(2, 4\)"),
+                              (np.ones(8), ValueError, r"dvalues must have shape \(2, 4\)"),
+                              (np.ones((2, 4), np.float32), TypeError, "dvalues must have dtype float64")]:
+        with pytest.raises(error, match=match):
+            values.backward(bad)
 
 
 def test_value_head_only_with_compute_logits_false():
@@ -507,15 +536,22 @@ def test_config_errors():
         GPT({"vocab_size": 13})
     config = make_config()
     assert GPTConfig.from_dict(config.to_dict()) == config
+    from_numpy = make_config(vocab_size=np.int64(13))  # NumPy integers become ints, so to_dict is JSON
+    assert type(from_numpy.vocab_size) is int and json.loads(json.dumps(from_numpy.to_dict())) == config.to_dict()
+    for bad in ({k: v for k, v in config.to_dict().items() if k != "n_head"}, {**config.to_dict(), "bias": 1}):
+        with pytest.raises(ValueError, match="needs the fields"):
+            GPTConfig.from_dict(bad)
 
 
 def test_generate_errors():
     model = make_model(n_layer=1)
     with pytest.raises(ValueError, match="left-padded"):
         model.generate(PROMPT, 2, attention_mask=np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]]))
-    for bad in (-0.5, float("nan"), float("inf"), "1"):
+    for bad in (-0.5, float("nan"), float("inf"), "1", 1e-39):  # 1e-39: 1/T overflows float32
         with pytest.raises(ValueError, match="temperature"):
             model.generate(PROMPT, 2, temperature=bad)
+    near_greedy = model.generate(PROMPT, 2, temperature=1e-30, rng=0)
+    np.testing.assert_array_equal(near_greedy.tokens, model.generate(PROMPT, 2, temperature=0).tokens)
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="top_k"):
             model.generate(PROMPT, 2, top_k=bad)
@@ -526,10 +562,14 @@ def test_generate_errors():
         model.generate(PROMPT, 0)
     with pytest.raises(ValueError, match="together with max_new_tokens"):
         model.generate(PROMPT, 5)  # 4 + 5 > block_size 8
-    with pytest.raises(ValueError, match="eos_token_id"):
-        model.generate(PROMPT, 2, eos_token_id=13)
-    with pytest.raises(ValueError, match="pad_token_id"):
-        model.generate(PROMPT, 2, pad_token_id=-1)
+    for bad in (13, 2.5, True, "a"):
+        with pytest.raises(ValueError, match="eos_token_id must be None or an integer"):
+            model.generate(PROMPT, 2, eos_token_id=bad)
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="pad_token_id must be None or an integer"):
+            model.generate(PROMPT, 2, pad_token_id=bad)
+    with pytest.raises(ValueError, match="B >= 1"):
+        model.generate(PROMPT[:0], 2)
     with pytest.raises(ValueError, match=r"token ids in \[0, 13\)"):
         model.generate(PROMPT + 10, 2)
     with pytest.raises(ValueError, match="attention_mask must have the shape"):
@@ -616,6 +656,11 @@ def test_load_state_dict_reports_every_problem_at_once():
     state["transformer.ln_f.bias"][0] = np.nan
     with pytest.raises(ValueError, match="transformer.ln_f.bias: contains NaN"):
         model.load_state_dict(state)
+    small = make_model(n_layer=1, dtype=np.float32)
+    state = {name: value.astype(np.float64) for name, value in small.state_dict().items()}
+    state["transformer.ln_f.bias"][0] = 1e39  # finite in float64, inf once cast to float32
+    with pytest.raises(ValueError, match=r"transformer.ln_f.bias: contains NaN or inf \(in float32\)"):
+        small.load_state_dict(state)
     with pytest.raises(TypeError, match="dict"):
         model.load_state_dict([("transformer.wte.weight", np.zeros((VOCAB, 8)))])
 

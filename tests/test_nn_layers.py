@@ -345,15 +345,21 @@ def test_attention_large_scores_subtract_the_row_max(rng):
                     {"q": q, "k": k, "v": v}, {"q": dq, "k": dk, "v": dv})
 
 
-def test_attention_pad_query_gradient_stays_finite(rng):
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: scores far beyond SAFE_SCORE, the row max is subtracted
+@pytest.mark.parametrize("blocking", BLOCKINGS)
+def test_attention_pad_query_gradient_stays_finite(rng, scale, blocking):
     """A query with every key masked gets output 0, and any upstream gradient there is ignored."""
     q, k, v = qkv(rng, B=1)
+    q, k = scale * q, scale * k
+    assert (max_norm(q / math.sqrt(3)) * max_norm(k) > SAFE_SCORE) == (scale > 1)
     bias = attention_bias(np.arange(5), 5, np.array([[0, 0, 1, 1, 1]]), np.float64)
-    y, weights = attention_forward(q, k, v, bias)
+    y, weights = attention_forward(q, k, v, bias, **blocking)
     assert np.all(y[0, :, :2] == 0.0)
-    grads = attention_backward(np.full(q.shape, 1e6), q, k, v, y, weights)
-    assert all(np.all(np.isfinite(g)) for g in grads)
-    assert np.all(grads[0][0, :, :2] == 0.0)
+    dy = np.zeros(q.shape)
+    dy[0, :, :2] = 1e6  # upstream gradient on the pad queries only
+    grads = attention_backward(dy, q, k, v, y, weights)
+    for gradient in grads:
+        assert np.all(gradient == 0.0)  # the output there does not depend on q, k or v
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS)
@@ -450,6 +456,19 @@ def test_entropy(rng):
     assert entropy_forward(log_softmax(np.zeros((1, 6))))[0] == pytest.approx(math.log(6), rel=1e-15)
     dz = entropy_backward(R, log_probs_all, H)
     check_gradients(lambda: np.sum(R * entropy_forward(log_softmax(z))), {"z": z}, {"z": dz})
+
+
+def test_entropy_with_impossible_tokens():
+    """A −inf logit is a token of probability 0: it adds 0 to H (π log π → 0) and gets gradient 0."""
+    z = np.array([[0.3, -1.2, -np.inf, 0.5], [-np.inf, 1.0, -np.inf, 1.0]])
+    log_probs_all = log_softmax(z)
+    H = entropy_forward(log_probs_all)
+    np.testing.assert_allclose(H, [entropy_forward(log_softmax(z[:1, [0, 1, 3]]))[0], math.log(2)], rtol=1e-14)
+    dz = entropy_backward(np.ones(2), log_probs_all, H)
+    assert np.all(np.isfinite(dz)) and dz[0, 2] == 0 and dz[1, 0] == 0 and dz[1, 2] == 0
+    np.testing.assert_allclose(dz[0, [0, 1, 3]], entropy_backward(np.ones(1), log_softmax(z[:1, [0, 1, 3]]),
+                                                               H[:1])[0], rtol=1e-14)
+    assert np.isnan(entropy_forward(np.array([[0.0, np.nan]])))[0]  # NaN is not hidden
 
 
 # ----------------------------------------------------------------------------------------------

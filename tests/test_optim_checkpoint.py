@@ -1,4 +1,5 @@
 """AdamW (hand formula and torch), weight-decay groups, gradient clipping, schedules, checkpoints."""
+import json
 import math
 import os
 import stat
@@ -68,11 +69,18 @@ def test_adamw_errors():
     params, grads = small_problem()
     with pytest.raises(ValueError, match="same keys"):
         AdamW(params, {"w": grads["w"]})
-    with pytest.raises(ValueError, match="lr must be positive"):
-        AdamW(params, grads, lr=0.0)
-    with pytest.raises(ValueError, match="betas"):
-        AdamW(params, grads, betas=(0.9, 1.0))
-    with pytest.raises(ValueError, match="weight_decay"):
+    with pytest.raises(ValueError, match="grads must have the shapes of params.*'w'"):
+        AdamW(params, {**grads, "w": grads["w"][:1]})
+    for bad in (0.0, float("nan"), float("inf"), "0.1"):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            AdamW(params, grads, lr=bad)
+    for bad in (0.0, -1e-8):
+        with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+            AdamW(params, grads, eps=bad)
+    for bad in ((0.9, 1.0), (0.9,), (-0.1, 0.9)):
+        with pytest.raises(ValueError, match="betas"):
+            AdamW(params, grads, betas=bad)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         AdamW(params, grads, weight_decay=-0.1)
     with pytest.raises(ValueError, match="unknown parameters.*'nope'"):
         AdamW(params, grads, decay=["w", "nope"])
@@ -203,9 +211,27 @@ def test_clip_grad_norm_matches_torch():
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_clip_grad_norm_non_finite_raises_and_leaves_grads(bad):
     grads = {"fine": np.ones(3), "broken": np.array([1.0, bad])}
-    with pytest.raises(FloatingPointError, match=r"non-finite gradients in \['broken'\]"):
+    with pytest.raises(FloatingPointError, match="non-finite gradients in broken$"):
         clip_grad_norm(grads, 1.0)
     np.testing.assert_array_equal(grads["fine"], np.ones(3))
+    many = {f"g{i}": np.array([bad]) for i in range(8)}
+    with pytest.raises(FloatingPointError, match="in g0, g1, g2, g3, g4 and 3 more$"):
+        clip_grad_norm(many, 1.0)
+
+
+def test_clip_grad_norm_of_huge_float32_gradients():
+    """‖g‖² overflows float32 (1e20² > 3.4e38) although g is finite: the norm is still right."""
+    grads = {"a": np.full(4, 1e20, np.float32), "b": np.ones(2, np.float32)}
+    norm = clip_grad_norm(grads, 1.0)
+    assert norm == pytest.approx(2e20, rel=1e-6)
+    assert grads["a"].dtype == np.float32
+    np.testing.assert_allclose(grads["a"], 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "1", True])
+def test_clip_grad_norm_rejects_a_bad_max_norm(bad):
+    with pytest.raises(ValueError, match="max_norm must be None or a positive number"):
+        clip_grad_norm({"a": np.ones(2)}, bad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,3 +392,27 @@ def test_checkpoint_not_minippo_or_wrong_version(tmp_path):
     np.savez(path, meta=np.array("{not json"))
     with pytest.raises(ValueError, match=r"badjson.npz.*not valid JSON"):
         load_checkpoint(path)
+    path = tmp_path / "array.npy"
+    np.save(path, np.ones(3))
+    with pytest.raises(ValueError, match=r"array.npy.*not an .npz archive"):
+        load_checkpoint(path)
+    path = tmp_path / "badrng.npz"
+    save_checkpoint(path, {"w": np.ones(3)}, rng=np.random.default_rng(0))
+    with np.load(path) as archive:
+        contents = dict(archive)
+    meta = json.loads(str(contents["meta"]))
+    meta["rng_state"] = {"bit_generator": "NoSuchGenerator"}
+    np.savez(path, **{**contents, "meta": np.array(json.dumps(meta))})
+    with pytest.raises(ValueError, match=r"badrng.npz.*random-generator state is invalid"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64])
+def test_checkpoint_keeps_any_numpy_bit_generator(tmp_path, bit_generator):
+    """MT19937 and Philox states hold arrays; they go through the JSON metadata as lists."""
+    rng = np.random.Generator(bit_generator(5))
+    rng.random(3)
+    save_checkpoint(tmp_path / "rng.npz", {"w": np.ones(2)}, rng=rng)
+    restored = load_checkpoint(tmp_path / "rng.npz")["rng"]
+    assert type(restored.bit_generator) is bit_generator
+    np.testing.assert_array_equal(restored.random(6), rng.random(6))

@@ -15,8 +15,8 @@ with D = rowsum(dA ⊙ A) = rowsum(dY ⊙ Y) (since Y = A V), which reads hs num
 The mask M combines causality (a query never sees later keys) and padding (nobody sees a pad
 key).  It is an additive "key bias" built once per batch by :func:`attention_bias` and broadcast
 over heads.  Masked scores get ``MASKED_SCORE``, finite, so that exp gives exactly 0 for them
-without any NaN; a query with every key masked (a pad query in a left-padded batch) gets a finite
-output that nothing uses.
+without any NaN; a query with every key masked (a pad query in a left-padded batch) gets P = 0,
+output y = 0 and no gradient, whichever shift c the softmax uses (below).
 
 How the work is kept small (the T×T score arrays are the only big ones here):
 
@@ -106,14 +106,12 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
         scores = q[..., rows, :] @ keys_t[..., :keys]  # (B, nh, rows, hs) @ (B, nh, hs, keys)
         if bias is not None:
             scores += bias[..., rows, :keys]
-        if needs_max:
-            scores -= scores.max(axis=-1, keepdims=True)
+        if needs_max:  # c = the row max, but never below MASKED_SCORE/2, so a fully masked row keeps P = 0
+            scores -= np.maximum(scores.max(axis=-1, keepdims=True), 0.5 * MASKED_SCORE)
         unnormalised = np.exp(scores, out=scores)  # P
         sums = row_sums(unnormalised)[..., None]  # l: (B, nh, rows, 1)
-        if needs_max:  # l ≥ 1: the max entry contributes exp(0)
-            inverse_sums = 1.0 / sums
-        else:  # l > 0 for every query with a key to look at; one with none (P = 0) gets 1/l := 0, y = 0
-            inverse_sums = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+        # l > 0 for every query with a key to look at; one with none (P = 0) gets 1/l := 0, so y = 0
+        inverse_sums = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
         y_rows = np.matmul(unnormalised, v[..., :keys, :], out=out[..., rows, :])  # (B, nh, rows, hs)
         y_rows *= inverse_sums
         weights.append((unnormalised, inverse_sums))

@@ -66,14 +66,21 @@ def token_logprobs_backward(dlogprobs, tokens, log_probs_all, out=None):
     return dlogits
 
 
+def without_minus_infinity(log_probs_all):
+    """log π with −inf (a token of probability 0, from a −inf logit) replaced by 0, so that π log π takes
+    its limit 0 there instead of 0 · (−inf) = NaN.  NaN stays NaN.  Copies only when there is a −inf."""
+    impossible = np.isneginf(log_probs_all)
+    return np.where(impossible, 0.0, log_probs_all) if impossible.any() else log_probs_all
+
+
 def entropy_forward(log_probs_all):
     """H = −Σ π log π over the last axis, from a log-softmax (..., V)."""
-    return -np.einsum("...v,...v->...", np.exp(log_probs_all), log_probs_all)
+    return -np.einsum("...v,...v->...", np.exp(log_probs_all), without_minus_infinity(log_probs_all))
 
 
 def entropy_backward(dentropy, log_probs_all, entropy):
     """dL/dz = −dL/dH · π ⊙ (log π + H)."""
-    dlogits = log_probs_all + entropy[..., None]
+    dlogits = without_minus_infinity(log_probs_all) + entropy[..., None]
     dlogits *= np.exp(log_probs_all)
     dlogits *= -dentropy[..., None]
     return dlogits

@@ -20,8 +20,14 @@ FORMAT_VERSION = 1
 
 
 def rng_state(rng):
-    """The JSON-friendly state of a ``numpy.random.Generator``."""
-    return rng.bit_generator.state
+    """The JSON-friendly state of a ``numpy.random.Generator`` (arrays in it, as MT19937 and Philox
+    keep, become lists; setting the state converts them back)."""
+    def json_friendly(value):
+        if isinstance(value, dict):
+            return {key: json_friendly(item) for key, item in value.items()}
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    return json_friendly(rng.bit_generator.state)
 
 
 def rng_from_state(state):
@@ -56,6 +62,8 @@ def load_checkpoint(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if not zipfile.is_zipfile(path):  # e.g. a .npy file or text: np.load would not return an archive
+        raise ValueError(f"{path!r} is not a minippo checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}
@@ -80,11 +88,15 @@ def load_checkpoint(path):
     unknown = [key for key in contents if not key.startswith(("params/", "optimizer/"))]
     if unknown:
         raise ValueError(f"{path!r}: unexpected entries {unknown}")
+    try:
+        rng = None if meta["rng_state"] is None else rng_from_state(meta["rng_state"])
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path!r}: the saved random-generator state is invalid ({error!r})") from error
     return {
         "params": params,
         "optimizer_state": optimizer_state,
         "config": meta["config"],
         "step": meta["step"],
-        "rng": None if meta["rng_state"] is None else rng_from_state(meta["rng_state"]),
+        "rng": rng,
         "extra": meta["extra"],
     }

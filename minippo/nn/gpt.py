@@ -20,7 +20,7 @@ real tokens before it (``pos = cumsum(mask) − 1``, clipped at 0), so a padded 
 logits on its real tokens as the row alone.
 """
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import numpy as np
@@ -39,7 +39,7 @@ from minippo.nn.layers import (
     row_sums,
 )
 from minippo.checks import is_integer, is_real
-from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.nn.module import Module, as_generator, check_array, check_dtype
 from minippo.parallel import map_array_groups, map_shards, row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
@@ -62,6 +62,7 @@ class GPTConfig:
             value = getattr(self, name)
             if not is_integer(value) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # a NumPy integer becomes a JSON-friendly int
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
@@ -78,6 +79,12 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values):
+        """The inverse of :meth:`to_dict`; a missing or unknown field is a ValueError naming it."""
+        names = {field.name for field in fields(cls)}
+        required = names - {"dtype"}
+        if not isinstance(values, dict) or not required <= values.keys() <= names:
+            keys = sorted(values) if isinstance(values, dict) else values
+            raise ValueError(f"a GPTConfig needs the fields {sorted(required)} (and optionally dtype), got {keys!r}")
         return cls(**values)
 
 
@@ -170,8 +177,8 @@ class GPT(Module):
         idx = np.asarray(idx)
         if not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(f"idx must be an integer array of token ids, got dtype {idx.dtype}")
-        if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
+        if idx.ndim != 2 or 0 in idx.shape:
+            raise ValueError(f"idx must have shape (B, T) with B >= 1 and T >= 1, got {idx.shape}")
         if idx.shape[1] > max_length:
             raise ValueError(
                 f"sequence length {idx.shape[1]} exceeds what fits in block_size {self.config.block_size}"
@@ -350,9 +357,9 @@ class GPT(Module):
         if dlogits is not None:
             if not cache["has_logits"]:
                 raise ValueError("dlogits given, but forward ran with compute_logits=False")
-            dlogits = self._check_gradient(dlogits, (B, T, V), "dlogits")
+            dlogits = check_array(dlogits, (B, T, V), self.config.dtype, "dlogits")
         if dhidden is not None:
-            dhidden = self._check_gradient(dhidden, (B, T, C), "dhidden")
+            dhidden = check_array(dhidden, (B, T, C), self.config.dtype, "dhidden")
         shards = cache["shards"]
         while len(self._shard_grads) < len(shards) - 1:
             self._shard_grads.append({name: np.zeros_like(value) for name, value in self.grads.items()})
@@ -397,14 +404,6 @@ class GPT(Module):
         embedding_backward(dx, idx, grads["transformer.wte.weight"])
         embedding_backward(dx, positions, grads["transformer.wpe.weight"])
 
-    def _check_gradient(self, gradient, shape, name):
-        gradient = np.asarray(gradient)
-        if gradient.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {gradient.shape}")
-        if gradient.dtype != self.config.dtype:
-            raise TypeError(f"{name} must have dtype {self.config.dtype}, got {gradient.dtype}")
-        return gradient
-
     # ------------------------------------------------------------------------------------------
     # generation with a KV cache
     # ------------------------------------------------------------------------------------------
@@ -433,8 +432,8 @@ class GPT(Module):
                              "row must be a real token (mask 1)")
         sampler = TokenSampler(temperature, top_k, top_p, config.vocab_size, as_generator(rng))
         for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-            if value is not None and not 0 <= value < config.vocab_size:
-                raise ValueError(f"{name} must be in [0, {config.vocab_size}), got {value}")
+            if value is not None and not (is_integer(value) and 0 <= value < config.vocab_size):
+                raise ValueError(f"{name} must be None or an integer in [0, {config.vocab_size}), got {value!r}")
         if pad_token_id is None:
             pad_token_id = 0 if eos_token_id is None else eos_token_id
 
@@ -533,6 +532,9 @@ class GPT(Module):
         return hidden
 
 
+MIN_TEMPERATURE = 1.0 / float(np.finfo(np.float32).max)  # below it, z/T overflows to ±inf (and 0·inf = NaN)
+
+
 class TokenSampler:
     """Draws the next token from logits z (B, V): softmax(z/T), optionally truncated by top-k / top-p.
 
@@ -542,6 +544,9 @@ class TokenSampler:
     def __init__(self, temperature, top_k, top_p, vocab_size, rng):
         if not is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if 0 < temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:.3g}, where 1/T "
+                             f"still fits in float32; got {temperature!r}")
         if top_k is not None and (not is_integer(top_k) or top_k < 1):
             raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
         if top_p is not None and not (is_real(top_p) and 0 < top_p <= 1):

@@ -11,7 +11,7 @@ sit on the policy's own trunk (shared) or on a separate copy of the model.
 import numpy as np
 
 from minippo.nn.layers import linear_backward, linear_forward
-from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.nn.module import Module, as_generator, check_array, check_dtype
 
 
 class ValueHead(Module):
@@ -28,22 +28,26 @@ class ValueHead(Module):
         self._hidden = None
 
     def forward(self, hidden):
-        hidden = np.asarray(hidden)
-        if hidden.ndim != 3 or hidden.shape[-1] != self.params["weight"].shape[0]:
-            raise ValueError(
-                f"hidden must have shape (B, T, {self.params['weight'].shape[0]}), got {hidden.shape}"
-            )
+        hidden = self._check_hidden(hidden)
         self._hidden = hidden
         B, T, C = hidden.shape
         out = linear_forward(hidden.reshape(B * T, C), self.params["weight"], self.params["bias"])
         return out.reshape(B, T)  # (B*T, 1) -> (B, T)
+
+    def _check_hidden(self, hidden):
+        hidden = np.asarray(hidden)
+        C = self.params["weight"].shape[0]
+        if hidden.ndim != 3 or hidden.shape[-1] != C:
+            raise ValueError(f"hidden must have shape (B, T, {C}), got {hidden.shape}")
+        return check_array(hidden, hidden.shape, self.params["weight"].dtype, "hidden")
 
     def backward(self, dvalues):
         """dvalues (B, T) -> dL/dhidden (B, T, C); adds dw, db into ``self.grads``."""
         if self._hidden is None:
             raise RuntimeError("backward called before forward")
         B, T, C = self._hidden.shape
-        dhidden = linear_backward(np.asarray(dvalues).reshape(B * T, 1), self._hidden.reshape(B * T, C),
+        dvalues = check_array(dvalues, (B, T), self.params["weight"].dtype, "dvalues")
+        dhidden = linear_backward(dvalues.reshape(B * T, 1), self._hidden.reshape(B * T, C),
                                   self.params["weight"], self.grads["weight"], self.grads["bias"])
         return dhidden.reshape(B, T, C)
 
@@ -64,16 +68,18 @@ class ScoreHead(ValueHead):
     """r = h_last · w + b: one score per sequence, hidden (B, T, C) -> scores (B,)."""
 
     def forward(self, hidden, attention_mask=None):
+        hidden = self._check_hidden(hidden)
+        last = last_token_index(attention_mask, *hidden.shape[:2])  # checked before any state changes
         values = super().forward(hidden)  # (B, T)
-        B, T = values.shape
-        self._last = last_token_index(attention_mask, B, T)
-        return values[np.arange(B), self._last]
+        self._last = last
+        return values[np.arange(len(last)), last]
 
     def backward(self, dscores):
         """dscores (B,) -> dL/dhidden (B, T, C), nonzero only at each row's last real token."""
         if self._hidden is None:
             raise RuntimeError("backward called before forward")
         B, T, _ = self._hidden.shape
-        dvalues = np.zeros((B, T), dtype=self.params["weight"].dtype)
-        dvalues[np.arange(B), self._last] = dscores
+        dtype = self.params["weight"].dtype
+        dvalues = np.zeros((B, T), dtype=dtype)
+        dvalues[np.arange(B), self._last] = check_array(dscores, (B,), dtype, "dscores")
         return super().backward(dvalues)

@@ -28,6 +28,16 @@ def check_dtype(dtype):
     return dtype
 
 
+def check_array(array, shape, dtype, name):
+    """``array`` as an ndarray, after checking its exact shape and dtype (nothing is silently cast)."""
+    array = np.asarray(array)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    if array.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {array.dtype}")
+    return array
+
+
 def as_generator(seed):
     """A ``numpy.random.Generator`` from a seed (int or None) or an existing Generator."""
     if isinstance(seed, np.random.Generator):
@@ -79,12 +89,18 @@ class Module:
                 problems.append(
                     f"{name}: shape {np.shape(value)} in state_dict, expected {self.params[name].shape}"
                 )
-            elif name in self.params and not np.all(np.isfinite(value)):
-                problems.append(f"{name}: contains NaN or inf")
+            elif name in self.params and not finite_as(value, self.params[name].dtype):
+                problems.append(f"{name}: contains NaN or inf (in {self.params[name].dtype})")
         if problems:
             raise ValueError("cannot load state_dict: " + "; ".join(problems))
         for name, value in state_dict.items():
             self.params[name][...] = value
+
+
+def finite_as(value, dtype):
+    """True if every entry of ``value`` is finite once cast to ``dtype`` (1e39 is not, in float32)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.all(np.isfinite(np.asarray(value, dtype=dtype))))
 
 
 def prefixed(modules, kind="params"):

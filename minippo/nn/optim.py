@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from minippo.checks import is_real
 from minippo.parallel import map_array_groups
 
 EMBEDDING_MARKERS = ("wte", "wpe", "embed")
@@ -34,15 +35,28 @@ def decay_groups(params):
     return decay, no_decay
 
 
+def squared_norm(g):
+    """‖g‖² as a Python float: one BLAS dot in g's dtype, redone in float64 if that overflows
+    (float32 overflows once ‖g‖ passes about 1.8e19)."""
+    squared = float(np.vdot(g, g))
+    if math.isinf(squared):
+        g = g.astype(np.float64)
+        squared = float(np.vdot(g, g))
+    return squared
+
+
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients in place so that their global L2 norm ‖g‖ is at most ``max_norm``.
 
-    Returns the norm before clipping.  A NaN/inf norm raises instead of corrupting the parameters.
+    Returns the norm before clipping.  A NaN/inf gradient raises instead of corrupting the parameters.
     """
-    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    if max_norm is not None and not (is_real(max_norm) and max_norm > 0):
+        raise ValueError(f"max_norm must be None or a positive number, got {max_norm!r}")
+    norm = math.sqrt(sum(squared_norm(g) for g in grads.values()))
     if not math.isfinite(norm):
         bad = [name for name, g in grads.items() if not np.all(np.isfinite(g))]
-        raise FloatingPointError(f"gradient norm is {norm}; non-finite gradients in {bad}")
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise FloatingPointError(f"gradient norm is {norm}; non-finite gradients in {shown}")
     if max_norm is not None and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():
@@ -72,12 +86,17 @@ class AdamW:
     def __init__(self, params, grads, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, decay=None):
         if set(params) != set(grads):
             raise ValueError("params and grads must have the same keys")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        mismatched = [name for name in params if np.shape(grads[name]) != np.shape(params[name])]
+        if mismatched:
+            raise ValueError(f"grads must have the shapes of params; they differ for {mismatched}")
+        if not (is_real(lr) and 0 < lr < math.inf):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if not (is_real(eps) and 0 < eps < math.inf):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        if not (is_real(weight_decay) and 0 <= weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        if not (len(betas) == 2 and all(is_real(beta) and 0 <= beta < 1 for beta in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
         if decay is None:
             decay, _ = decay_groups(params)
         unknown = set(decay) - set(params)
