@@ -39,15 +39,16 @@ def main(argv=None):
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the chosen sub-command.
 
     Returns the process exit status.  Errors in user input (bad files, bad
-    arguments) are reported on stderr as ``minippo <command>: error: ...`` with
-    status 2, not as a traceback.
+    arguments), file-system errors (a missing file, a directory where a file
+    should be, no permission) and a diverging run are reported on stderr as
+    ``minippo <command>: error: ...`` with status 2, not as a traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
     try:
         status = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError, FloatingPointError) as error:
         print(f"minippo {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0 if status is None else status

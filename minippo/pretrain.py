@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from minippo.checks import is_integer, is_real
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
@@ -24,6 +25,9 @@ from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.text.tokenizer import ByteTokenizer
 
 IGNORE_INDEX = -1
+
+# The settings a resumed run may change: the rest must match the checkpoint's.
+RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
 
 
 @dataclass
@@ -42,11 +46,25 @@ class PretrainConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        for name, smallest in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("seed", 0),
+                               ("log_every", 1), ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            if not is_integer(value) or value < smallest:
+                raise ValueError(f"{name} must be an integer >= {smallest}, got {value!r}")
+            setattr(self, name, int(value))  # a NumPy integer becomes a JSON-friendly int
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not is_real(value) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            setattr(self, name, float(value))
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in [0, lr] = [0, {self.lr}], got {self.min_lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
 
 
 def encode_documents(lines, tokenizer, block_size):
@@ -82,31 +100,55 @@ def format_duration(seconds):
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def check_same_settings(saved, config, checkpoint_path):
+    """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``."""
+    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
+                   for name, value in asdict(config).items()
+                   if name not in RESUMABLE_CHANGES and saved.get(name) != value]
+    if differences:
+        raise ValueError(f"checkpoint {checkpoint_path!r} was trained with other settings ("
+                         + "; ".join(differences) + "); only " + ", ".join(RESUMABLE_CHANGES) + " may change")
+
+
 def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print):
-    """Train ``model`` in place on ``documents`` (from :func:`encode_documents`); return the loss curve.
+    """Train ``model`` in place on ``documents`` (from :func:`encode_documents`); return the loss curve
+    of the steps trained here.
 
     With ``checkpoint_path`` a checkpoint is written every ``config.checkpoint_every`` steps and at the
-    end; with ``resume=True`` and an existing checkpoint, training continues from it exactly.
-    ``log`` receives one progress line per ``config.log_every`` steps (step, loss, tokens/s, ETA).
+    end; with ``resume=True`` and an existing checkpoint, training continues from it exactly.  The
+    checkpoint's settings must match ``config`` except for ``steps``, ``log_every`` and
+    ``checkpoint_every``: a larger ``steps`` extends a run, and the cosine schedule then follows the new
+    total (from the resumed step on, the learning rate is the longer schedule's, higher than where the
+    shorter run ended).  A checkpoint already at ``steps`` or beyond trains nothing and returns [].
+    ``log`` receives one progress line per ``config.log_every`` steps (step, mean loss since the last
+    line, tokens/s, ETA).
     """
     tokenizer = tokenizer or ByteTokenizer()
     optimizer = AdamW(model.params, model.grads, lr=config.lr, betas=(0.9, 0.95),
                       weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     start_step = 0
+    window = []  # losses since the last progress line; saved, so a resumed run logs the same means
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         state = load_checkpoint(checkpoint_path)
         if state["config"] != model.config.to_dict():
             raise ValueError(f"checkpoint {checkpoint_path!r} holds a model with config {state['config']}, "
                              f"not {model.config.to_dict()}")
+        if "pretrain" in state["extra"]:
+            check_same_settings(state["extra"]["pretrain"], config, checkpoint_path)
         model.load_state_dict(state["params"])
         optimizer.load_state_dict(state["optimizer_state"])
         start_step, rng = state["step"], state["rng"]
+        window = state["extra"].get("pretrain_window", [])
         log(f"resumed from {checkpoint_path} at step {start_step}")
+        if start_step >= config.steps:
+            log(f"nothing to train: the checkpoint is at step {start_step} and steps is {config.steps}")
+            return []
 
     def save(step):
+        extra = {"pretrain": asdict(config), "pretrain_window": window, "tokenizer": "byte"}
         save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
-                        step, rng, extra={"pretrain": asdict(config), "tokenizer": "byte"})
+                        step, rng, extra=extra)
 
     losses = []
     tokens_seen, started = 0, time.perf_counter()
@@ -118,17 +160,23 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
             raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
         model.zero_grad()
         model.backward(dlogits)
-        clip_grad_norm(model.grads, config.grad_clip)
+        try:
+            clip_grad_norm(model.grads, config.grad_clip)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"gradients became non-finite at step {step}; "
+                                     "lower the learning rate") from error
         optimizer.step(cosine_schedule(step, config.lr, config.warmup_steps, config.steps, config.min_lr))
         losses.append(loss)
+        window.append(loss)
         tokens_seen += int((targets != IGNORE_INDEX).sum())
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
             elapsed = time.perf_counter() - started
             rate = tokens_seen / elapsed
             eta = elapsed / (done - start_step) * (config.steps - done)
-            log(f"step {done:5d}/{config.steps}  loss {np.mean(losses[-config.log_every:]):.4f}  "
+            log(f"step {done:5d}/{config.steps}  loss {np.mean(window):.4f}  "
                 f"{rate:,.0f} tokens/s  ETA {format_duration(eta)}")
+            window.clear()
         if checkpoint_path and (done % config.checkpoint_every == 0 or done == config.steps):
             save(done)
     return losses

@@ -44,6 +44,8 @@ def test_commands_report_bad_input(policy_checkpoint, tmp_path, capsys):
     broken.write_text('{"prompt": "x", "chosen": "y"}\n', encoding="utf-8")
     assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(broken)]) == 2
     assert "broken.jsonl:1" in capsys.readouterr().err
+    assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"minippo reward-model: error: [Errno 21] Is a directory: {str(tmp_path)!r}\n"
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "nonsense"]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["value", "--prompt", "hi", "--policy", str(tmp_path / "nope.npz")]) == 2

@@ -3,12 +3,15 @@ import numpy as np
 import pytest
 
 from minippo.cli import main
+from minippo.commands.pretrain import print_samples
+from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import IGNORE_INDEX, PretrainConfig, encode_documents, load_model, pretrain, sample_batch
 from minippo.text.corpus import load_corpus
 from minippo.text.tokenizer import ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
+TINY_OPTIONS = ["--batch-size", "4", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "32"]
 
 
 def tiny_model(seed=0):
@@ -40,27 +43,39 @@ def test_loss_falls_on_the_corpus():
     assert np.mean(losses[-5:]) < 3.0
 
 
+def progress(lines):
+    """Step and loss of each progress line, e.g. "step     3/8  loss 5.4321" (tokens/s and ETA vary)."""
+    return [line.rsplit("  ", 2)[0] for line in lines if line.startswith("step")]
+
+
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     documents = encode_documents(load_corpus()[:100], TOKENIZER, 96)
-    config = PretrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=3, log_every=1)
+    config = PretrainConfig(steps=8, batch_size=4, warmup_steps=2, checkpoint_every=4, log_every=3)
     uninterrupted = tiny_model()
-    straight = pretrain(uninterrupted, documents, config, log=quiet)
+    straight_lines = []
+    straight = pretrain(uninterrupted, documents, config, log=straight_lines.append)
 
     class Interrupted(Exception):
         pass
 
-    def crash_after_step_four(line):  # step 4 ran, but the last checkpoint is the one of step 3
-        if line.startswith("step     4/"):
+    first_lines = []
+
+    def crash_at_step_six(line):  # step 6 ran, but the last checkpoint is the one of step 4
+        if line.startswith("step     6/"):
             raise Interrupted
+        first_lines.append(line)
 
     path = tmp_path / "model.npz"
     with pytest.raises(Interrupted):
-        pretrain(tiny_model(), documents, config, checkpoint_path=str(path), log=crash_after_step_four)
+        pretrain(tiny_model(), documents, config, checkpoint_path=str(path), log=crash_at_step_six)
     resumed = tiny_model(seed=123)  # a different init: everything must come from the checkpoint
     lines = []
     tail = pretrain(resumed, documents, config, checkpoint_path=str(path), resume=True, log=lines.append)
-    assert lines[0].startswith("resumed from") and "step 3" in lines[0]
-    assert tail == straight[3:]
+    assert lines[0].startswith("resumed from") and "step 4" in lines[0]
+    assert tail == straight[4:]
+    # The step-6 line averages steps 4..6, although step 4 ran before the checkpoint.
+    assert progress(first_lines + lines) == progress(straight_lines)
+    assert [line[:12] for line in progress(straight_lines)] == ["step     3/8", "step     6/8", "step     8/8"]
     for name, value in uninterrupted.params.items():
         np.testing.assert_array_equal(resumed.params[name], value)
     np.testing.assert_array_equal(load_model(path).params["transformer.wte.weight"],
@@ -78,6 +93,88 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
                  resume=True, log=quiet)
 
 
+def test_resume_refuses_changed_settings_but_allows_more_steps(tmp_path):
+    documents = encode_documents(load_corpus()[:50], TOKENIZER, 96)
+    path = str(tmp_path / "model.npz")
+    config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)
+    pretrain(tiny_model(), documents, config, checkpoint_path=path, log=quiet)
+    changed = PretrainConfig(steps=2, batch_size=3, warmup_steps=1, lr=1e-3)
+    with pytest.raises(ValueError, match="settings") as error:
+        pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)
+    assert "batch_size: checkpoint 2, now 3" in str(error.value)
+    assert "lr: checkpoint 0.003, now 0.001" in str(error.value)
+    longer = PretrainConfig(steps=3, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=1)
+    assert len(pretrain(tiny_model(), documents, longer, checkpoint_path=path, resume=True, log=quiet)) == 1
+    # A checkpoint without the settings (not written by pretrain) is resumed without the check.
+    state = load_checkpoint(path)
+    assert state["step"] == 3 and "pretrain" in state["extra"]
+    save_checkpoint(path, state["params"], state["config"], state["optimizer_state"], state["step"], state["rng"])
+    changed.steps = 4
+    assert len(pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)) == 1
+
+
+def test_resume_at_the_last_step_trains_nothing(tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text("hello world\n" * 10, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(data), "--out", str(out), "--steps", "3", "--samples", "0", *TINY_OPTIONS]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main([*argv, "--resume", "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to train: the checkpoint is at step 3 and steps is 2" in printed
+    assert "wrote" not in printed and not any(line.startswith("step") for line in printed.splitlines())
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_divergence_is_reported_without_parameter_names(tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text("hello world\nminippo learns\n" * 20, encoding="utf-8")
+    status = main(["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "40", "--lr", "50",
+                   "--samples", "0", *TINY_OPTIONS])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("minippo pretrain: error: ") and error.count("\n") == 1
+    assert "lower the learning rate" in error and "transformer" not in error  # no list of parameter names
+
+
+def test_print_samples_explains_when_the_prompts_fill_the_context():
+    lines = []
+    print_samples(tiny_model(), TOKENIZER, ["ab", "abc"], seed=0, log=lines.append)
+    assert lines[0] == "samples:" and len(lines) == 3
+    assert lines[1].startswith("  ab") and lines[2].startswith("  abc")
+    lines.clear()
+    print_samples(tiny_model(), TOKENIZER, ["a" * 96], seed=0, log=lines.append)
+    assert lines == ["samples:", "no samples: the longest prompt fills the 96-token context"]
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(steps=True), "steps must be an integer >= 1, got True"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0, got -1"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(seed=1.5), "seed must be an integer >= 0, got 1.5"),
+        (dict(lr=float("inf")), "lr must be a finite number, got inf"),
+        (dict(lr=float("nan")), "lr must be a finite number, got nan"),
+        (dict(lr="0.1"), "lr must be a finite number, got '0.1'"),
+        (dict(lr=1e-4), r"min_lr must be in \[0, lr\]"),
+        (dict(weight_decay=-0.1), "weight_decay must be >= 0, got -0.1"),
+        (dict(grad_clip=0.0), "grad_clip must be > 0, got 0.0"),
+    ],
+)
+def test_pretrain_config_rejects_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        PretrainConfig(**settings)
+
+
+def test_pretrain_config_accepts_numpy_numbers_and_stores_python_ones():
+    config = PretrainConfig(steps=np.int64(5), lr=np.float32(0.5), seed=np.uint8(3))
+    assert (config.steps, config.lr, config.seed) == (5, 0.5, 3)
+    assert type(config.steps) is int and type(config.lr) is float and type(config.seed) is int
+
+
 def test_pretrain_command(tmp_path, capsys):
     data = tmp_path / "text.txt"
     data.write_text("hello world\nminippo learns\n" * 20, encoding="utf-8")
@@ -92,7 +189,25 @@ def test_pretrain_command(tmp_path, capsys):
     assert "missing.txt" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", [["--steps", "0"], ["--n-embd", "30", "--n-head", "4"]])
-def test_pretrain_command_rejects_bad_options(tmp_path, capsys, bad):
+def test_pretrain_command_reports_bad_files_before_training(tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text("hello world\n" * 10, encoding="utf-8")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("", encoding="utf-8")
+    for bad, problem in [(["--data", ""], "No such file"),
+                         (["--data", str(latin1)], f"{latin1}: not UTF-8 text"),
+                         (["--data", str(tmp_path)], f"Is a directory: {str(tmp_path)!r}"),
+                         (["--data", str(data), "--out", str(not_a_directory)], f"{str(not_a_directory)!r}")]:
+        assert main(["pretrain", "--out", str(tmp_path / "run"), *bad, "--steps", "2", *TINY_OPTIONS]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("minippo pretrain: error: ") and captured.err.count("\n") == 1
+        assert problem in captured.err and "step" not in captured.out
+
+
+@pytest.mark.parametrize("bad, problem", [(["--steps", "0"], "steps"), (["--seed", "-1"], "seed"),
+                                          (["--n-embd", "30", "--n-head", "4"], "n_embd")])
+def test_pretrain_command_rejects_bad_options(tmp_path, capsys, bad, problem):
     assert main(["pretrain", "--out", str(tmp_path), *bad]) == 2
-    assert "error" in capsys.readouterr().err
+    assert problem in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Tests for minippo.text.tokenizer (ByteTokenizer) and minippo.text.bpe (BPETokenizer)."""
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -227,6 +228,20 @@ def test_train_rejects_bad_arguments():
         BPETokenizer.train("abc", vocab_size=300.0)
     with pytest.raises(TypeError, match="text must be a str"):
         BPETokenizer.train(["abc"], vocab_size=300)
+    with pytest.raises(TypeError, match="vocab_size must be an int"):
+        BPETokenizer.train("abc", vocab_size=True)
+
+
+def test_numpy_integers_are_accepted_and_stored_as_ints(tmp_path):
+    trained = BPETokenizer.train("ab ab ab abc abc", vocab_size=np.int64(260))
+    assert trained == BPETokenizer.train("ab ab ab abc abc", vocab_size=260)
+    assert trained.vocab_size == 260
+    tokenizer = BPETokenizer([(np.int64(97), 98), (np.int32(256), np.uint8(99))])
+    assert tokenizer.merges == ((97, 98), (256, 99))
+    assert all(type(token_id) is int for pair in tokenizer.merges for token_id in pair)
+    assert tokenizer.encode("abc") == [257]
+    tokenizer.save(tmp_path / "bpe.json")  # plain ints, so valid JSON
+    assert BPETokenizer.load(tmp_path / "bpe.json") == tokenizer
 
 
 def test_merges_must_refer_to_existing_tokens():
@@ -236,6 +251,17 @@ def test_merges_must_refer_to_existing_tokens():
         BPETokenizer([(1, 2), (1, 2)])
     with pytest.raises(TypeError, match=r"merges\[0\] must be a pair"):
         BPETokenizer([(1,)])
+    with pytest.raises(TypeError, match=r"merges\[0\] must hold ints, got True"):
+        BPETokenizer([(True, 1)])
+    with pytest.raises(TypeError, match="merges must be a list of .* got NoneType"):
+        BPETokenizer(None)
+
+
+def test_bpe_tokenizer_pickles(bpe):
+    copy = pickle.loads(pickle.dumps(bpe))
+    assert copy == bpe and copy is not bpe
+    assert copy.encode(MIXED_TEXT) == bpe.encode(MIXED_TEXT)
+    assert copy.decode(copy.encode(MIXED_TEXT)) == MIXED_TEXT
 
 
 def test_save_and_load_round_trip(bpe, tmp_path):
@@ -256,6 +282,10 @@ def test_save_and_load_round_trip(bpe, tmp_path):
         ("[1, 2]", "expected a JSON object"),
         ('{"format": "other", "version": 1, "special_tokens": ["<pad>", "<eos>"], "merges": []}', "'format'"),
         ('{"format": "minippo-bpe", "version": 2, "special_tokens": ["<pad>", "<eos>"], "merges": []}', "'version'"),
+        ('{"format": "minippo-bpe", "version": true, "special_tokens": ["<pad>", "<eos>"], "merges": []}',
+         "'version' must be 1, got True"),
+        ('{"format": "minippo-bpe", "version": 1.0, "special_tokens": ["<pad>", "<eos>"], "merges": []}',
+         "'version' must be 1, got 1.0"),
         ('{"format": "minippo-bpe", "version": 1, "special_tokens": ["<eos>"], "merges": []}', "'special_tokens'"),
         ('{"format": "minippo-bpe", "version": 1, "special_tokens": ["<pad>", "<eos>"]}', "'merges'"),
         ('{"format": "minippo-bpe", "version": 1, "special_tokens": ["<pad>", "<eos>"], "merges": [[1, 300]]}',
@@ -270,6 +300,13 @@ def test_load_rejects_malformed_files(tmp_path, content, problem):
     with pytest.raises(ValueError, match="bad.json is not a BPE tokenizer file") as error:
         BPETokenizer.load(path)
     assert problem in str(error.value)
+
+
+def test_load_rejects_deeply_nested_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.json is not a BPE tokenizer file: invalid JSON"):
+        BPETokenizer.load(path)
 
 
 def test_load_rejects_binary_files(tmp_path):

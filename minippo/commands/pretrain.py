@@ -32,41 +32,49 @@ def register(subparsers):
     parser.add_argument("--n-embd", type=int, default=DEFAULT_MODEL["n_embd"], help="embedding width")
     parser.add_argument("--block-size", type=int, default=DEFAULT_MODEL["block_size"], help="context length")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="array dtype")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/model.npz if it exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/model.npz if it exists (same settings; --steps may grow)")
     parser.add_argument("--samples", type=int, default=4, help="samples to print after training (default: 4)")
     parser.set_defaults(func=run)
 
 
 def print_samples(model, tokenizer, prompts, seed, log=print):
     """Sample one continuation per prompt (temperature 1) and print prompt + continuation."""
+    log("samples:")
     room = model.config.block_size - max(len(tokenizer.encode(p)) for p in prompts)
     if room < 1:
+        log(f"no samples: the longest prompt fills the {model.config.block_size}-token context")
         return
     rollout = generate_rollout(model, tokenizer, prompts, room, 1.0, np.random.default_rng(seed))
     for prompt, response in zip(prompts, rollout.responses):
         log(f"  {prompt}{response}")
 
 
+def read_lines(path):
+    """The lines of the UTF-8 text file ``path``; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+
+
 def run(args):
     tokenizer = ByteTokenizer()
-    if args.data:
-        with open(args.data, encoding="utf-8") as file:
-            lines = file.read().splitlines()
-    else:
-        lines = load_corpus()
+    lines = load_corpus() if args.data is None else read_lines(args.data)
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                              n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             min_lr=min(args.lr, PretrainConfig.min_lr), seed=args.seed)
     documents = encode_documents(lines, tokenizer, model_config.block_size)
+    os.makedirs(args.out, exist_ok=True)  # fails now, not after training, if OUT is a file
     model = GPT(model_config, seed=args.seed)
     print(f"pretraining a {model.num_parameters():,}-parameter GPT on {len(documents):,} documents "
           f"for {config.steps} steps")
     checkpoint = os.path.join(args.out, "model.npz")
-    pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume)
-    print(f"wrote {checkpoint}")
+    if pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume):
+        print(f"wrote {checkpoint}")
     if args.samples > 0:
-        prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if not args.data \
+        prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if args.data is None \
             else [line[:8] for line in lines if line.strip()][:args.samples]
-        print("samples:")
         print_samples(model, tokenizer, prompts, args.seed)

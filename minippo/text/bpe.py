@@ -5,7 +5,9 @@ frequent pair of adjacent tokens into a new token, e.g. ``"t" + "h" -> "th"``,
 then ``"th" + "e" -> "the"``.  Each merge adds one token, until the vocabulary has
 the requested size.  Frequent words end up as a single token, so a text needs
 fewer tokens than bytes, while rare text (any script, any emoji) still falls back
-to single bytes: encoding never fails and decoding gives the text back exactly.
+to single bytes: any string that UTF-8 can encode is encoded, and decoding gives
+it back exactly.  (A string holding a lone surrogate, which UTF-8 cannot encode,
+makes ``encode`` raise ValueError.)
 
 Like GPT-2, the text is first cut into *chunks* (words with their leading space,
 runs of digits, runs of punctuation, runs of whitespace) and merges never cross a
@@ -20,6 +22,7 @@ import json
 import re
 
 from minippo.atomic import atomic_write
+from minippo.checks import is_integer
 from minippo.text.tokenizer import NUM_BYTES, SPECIAL_TOKENS, Tokenizer, utf8_bytes
 
 # A chunk is an optional space then letters, or digits, or other symbols; or whitespace.
@@ -59,24 +62,27 @@ class BPETokenizer(Tokenizer):
     ``merges[rank] = (left_id, right_id)`` creates token ``256 + rank`` with the
     bytes of ``left_id`` followed by those of ``right_id``; each id must refer to a
     byte or an earlier merge.  The special tokens follow the merged tokens.  Build
-    one with :meth:`train` or :meth:`load`.
+    one with :meth:`train` or :meth:`load`.  A tokenizer can be pickled (for
+    example to send it to another process): only its merges are stored.
     """
 
     def __init__(self, merges):
+        if isinstance(merges, (str, bytes)) or not hasattr(merges, "__iter__"):
+            raise TypeError(f"merges must be a list of (left_id, right_id) pairs, got {type(merges).__name__}")
         token_bytes = [bytes([value]) for value in range(NUM_BYTES)]
         ranks = {}
         for rank, pair in enumerate(merges):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"merges[{rank}] must be a pair of token ids, got {pair!r}")
             for token_id in pair:
-                if isinstance(token_id, bool) or not isinstance(token_id, int):
+                if not is_integer(token_id):
                     raise TypeError(f"merges[{rank}] must hold ints, got {token_id!r}")
                 if not 0 <= token_id < len(token_bytes):
                     raise ValueError(
                         f"merges[{rank}] refers to token {token_id}; "
                         f"only ids 0..{len(token_bytes) - 1} exist at that point"
                     )
-            pair = tuple(pair)
+            pair = (int(pair[0]), int(pair[1]))  # a NumPy integer becomes a JSON-friendly int
             if pair in ranks:
                 raise ValueError(f"merges[{rank}] repeats merges[{ranks[pair]}] = {pair}")
             ranks[pair] = rank
@@ -86,6 +92,10 @@ class BPETokenizer(Tokenizer):
         self._ranks = ranks
         # Natural text repeats the same words over and over, so remember their encodings.
         self._encode_chunk = functools.lru_cache(maxsize=65536)(self._merge_chunk)
+
+    def __reduce__(self):
+        # The cache cannot be pickled, so a pickle rebuilds the tokenizer from its merges.
+        return type(self), (self.merges,)
 
     @classmethod
     def train(cls, text, vocab_size):
@@ -102,7 +112,7 @@ class BPETokenizer(Tokenizer):
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        if not is_integer(vocab_size):
             raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
         smallest = NUM_BYTES + len(SPECIAL_TOKENS)
         if vocab_size < smallest:
@@ -180,15 +190,18 @@ class BPETokenizer(Tokenizer):
         """
         with open(path, "rb") as file:
             content = file.read()
+        # ValueError covers UnicodeDecodeError and JSONDecodeError; arrays or objects
+        # nested thousands deep make the JSON decoder raise RecursionError.
         try:
             payload = json.loads(content.decode("utf-8"))
-        except ValueError as error:  # also UnicodeDecodeError and JSONDecodeError
+        except (ValueError, RecursionError) as error:
             raise ValueError(f"{path} is not a BPE tokenizer file: invalid JSON ({error})") from None
         expected = {"format": FILE_FORMAT, "version": FILE_VERSION, "special_tokens": list(SPECIAL_TOKENS)}
         if not isinstance(payload, dict):
             raise ValueError(f"{path} is not a BPE tokenizer file: expected a JSON object")
         for key, value in expected.items():
-            if payload.get(key) != value:
+            # The type check rejects "version": true, which equals 1 in Python.
+            if type(payload.get(key)) is not type(value) or payload.get(key) != value:
                 raise ValueError(f"{path} is not a BPE tokenizer file: {key!r} must be {value!r}, got {payload.get(key)!r}")
         if not isinstance(payload.get("merges"), list):
             raise ValueError(f"{path} is not a BPE tokenizer file: 'merges' must be a list of id pairs")

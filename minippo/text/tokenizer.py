@@ -3,8 +3,10 @@
 A tokenizer is a table of *tokens*, each a short byte string.  Encoding turns a
 ``str`` into its UTF-8 bytes and then into token ids; decoding looks every id up
 in the table, joins the bytes and decodes them as UTF-8.  Because the first 256
-tokens are the 256 single bytes, every string can be encoded, whatever its
-script: ``"今天"`` is the six bytes ``e4 bb 8a e5 a4 a9``.
+tokens are the 256 single bytes, every string that UTF-8 can encode can be
+encoded, whatever its script: ``"今天"`` is the six bytes ``e4 bb 8a e5 a4 a9``.
+Only a lone surrogate (a code point in U+D800..U+DFFF that is not half of a
+pair), which UTF-8 cannot represent, makes ``encode`` raise ValueError.
 
 After the regular tokens come two *special tokens* that never come out of
 ``encode(text)``, even if ``text`` contains the string ``"<eos>"``:
