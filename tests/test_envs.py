@@ -439,7 +439,6 @@ def test_cartpole_rejects_bad_actions(actions, error, message):
     "actions, error, message",
     [
         (np.array([[0.0], [np.nan]]), ValueError, "finite"),
-        (np.array([[np.inf], [0.0]]), ValueError, "finite"),
         (np.array([0.0, 1.0]), ValueError, "shape"),
         (np.array([[1 + 1j], [0]]), TypeError, "real"),
     ],
@@ -449,6 +448,26 @@ def test_pendulum_rejects_bad_actions(actions, error, message):
     env.reset()
     with pytest.raises(error, match=message):
         env.step(actions)
+
+
+def test_continuous_actions_are_clipped_into_the_box_before_the_cast():
+    env, twin = PendulumEnv(num_envs=4, seed=0), PendulumEnv(num_envs=4, seed=0)
+    env.reset()
+    twin.reset()
+    # float64 1e39 would be float32 inf if cast first; ±inf are clipped to the bounds like any value.
+    _, rewards, *_ = env.step(np.array([[1e39], [-1e39], [np.inf], [-np.inf]]))
+    _, expected, *_ = twin.step(np.array([[2.0], [-2.0], [2.0], [-2.0]], dtype=np.float32))
+    np.testing.assert_array_equal(rewards, expected)
+    np.testing.assert_array_equal(env.state, twin.state)
+
+    box = Box(-np.inf, [1.0, np.inf])
+    np.testing.assert_array_equal(box.check_action(np.array([-5.0, 1e30])), np.float32([-5.0, 1e30]))
+    np.testing.assert_array_equal(box.check_action(np.array([np.inf, 0.0])), np.float32([1.0, 0.0]))
+    for beyond_float32 in ([0.0, 1e39], [-1e39, 0.0], [0.0, np.inf]):  # infinite bound: nothing to clip to
+        with pytest.raises(ValueError, match="finite float32"):
+            box.check_action(np.array(beyond_float32))
+        assert not box.contains(np.array(beyond_float32))
+    assert box.contains(np.array([0.5, 1e30])) and not box.contains(np.array([2.0, 0.0]))
 
 
 def test_step_before_reset_and_after_close_raise():
@@ -473,6 +492,44 @@ def test_make_rejects_unknown_ids_and_bad_arguments():
         envs.make("Pendulum-v1", max_episode_steps=0)
     with pytest.raises(ValueError, match="options"):
         envs.make("CartPole-v1").reset(options={"low": -0.1})
+
+
+@pytest.mark.parametrize("g, error", [(float("nan"), ValueError), (np.inf, ValueError), (-1.0, ValueError),
+                                      ("x", TypeError), (None, TypeError), (True, TypeError)])
+def test_pendulum_rejects_bad_gravity(g, error):
+    with pytest.raises(error, match="g must be"):
+        envs.make("Pendulum-v1", g=g)
+
+
+def test_pendulum_gravity_sets_the_dynamics():
+    env = envs.make("Pendulum-v1", num_envs=1, seed=0, g=np.float32(0.0))
+    env.reset()
+    env.state[:] = [[1.0], [0.0]]
+    env.step(np.zeros((1, 1), dtype=np.float32))
+    np.testing.assert_array_equal(env.state, [[1.0], [0.0]])  # no gravity and no torque: no motion
+    assert env.g == 0.0 and type(env.g) is float
+
+
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (1.5, TypeError), ("0", TypeError), (True, TypeError)])
+@pytest.mark.parametrize("make_env", [
+    lambda seed: envs.make("CartPole-v1", seed=seed),
+    lambda seed: envs.make("Pendulum-v1", seed=seed),
+    lambda seed: TabularMDPEnv(three_state_mdp(), seed=seed),
+    lambda seed: envs.make("CartPole-v1").reset(seed=seed),
+], ids=["CartPole", "Pendulum", "tabular", "reset"])
+def test_bad_seeds_are_rejected_by_name(make_env, seed, error):
+    with pytest.raises(error, match="seed"):
+        make_env(seed)
+
+
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (1.5, TypeError)])
+def test_gymnasium_adapter_rejects_bad_seeds_by_name(seed, error):
+    pytest.importorskip("gymnasium")
+    with pytest.raises(error, match="seed"):
+        envs.make("gymnasium:CartPole-v1", seed=seed)
+    env = envs.make("gymnasium:CartPole-v1")
+    with pytest.raises(error, match="seed"):
+        env.reset(seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -513,6 +570,23 @@ def test_reset_with_seed_reseeds_and_generators_are_accepted():
     assert np.all(np.abs(obs_a) <= 0.05)
 
 
+def test_gymnasium_generator_seeds_are_reproducible():
+    pytest.importorskip("gymnasium")
+
+    def make(rng):
+        return envs.make("gymnasium:CartPole-v1", num_envs=2, seed=rng)
+
+    first, again, other = (rollout(make(np.random.default_rng(seed)), 60, action_seed=0) for seed in (0, 0, 1))
+    for x, y in zip(first, again):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(first[0], other[0])
+    # The generator gives the integer seed int(rng.integers(2**32)), as documented.
+    integer = int(np.random.default_rng(0).integers(2**32))
+    np.testing.assert_array_equal(first[0], envs.make("gymnasium:CartPole-v1", num_envs=2, seed=integer).reset()[0])
+    env = make(None)
+    np.testing.assert_array_equal(env.reset(seed=np.random.default_rng(0))[0], first[0])
+
+
 # ------------------------------------------------------------------------------------------------
 # Spaces
 # ------------------------------------------------------------------------------------------------
@@ -536,6 +610,12 @@ def test_spaces_sample_contains_and_batch():
         Box(1.0, 0.0)
     with pytest.raises(TypeError):
         Discrete(2.5)
+    for shape in [(1.5,), 1.5, "ab", (True,), None]:
+        with pytest.raises(TypeError, match="shape must be a tuple of ints"):
+            Discrete(2, shape=shape)
+    with pytest.raises(TypeError, match="shape"):
+        Box(0.0, 1.0, shape=(1.5,))
+    assert Box(0.0, 1.0, shape=np.int64(2)).shape == (2,) and Discrete(2, shape=(np.int32(3),)).shape == (3,)
 
 
 def test_spaces_from_gymnasium():
@@ -578,6 +658,21 @@ def test_running_mean_std_equals_statistics_of_the_concatenated_data():
         rms.update(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="keys"):
         restored.load_state_dict({"mean": np.zeros(3)})
+
+
+def test_running_mean_std_shapes_and_scalar_updates():
+    scalar = RunningMeanStd()
+    for value in (1.0, np.float32(4.0), np.array([7.0, 10.0])):  # a number is a batch of one
+        scalar.update(value)
+    assert scalar.count == 4 and scalar.mean == 5.5 and scalar.var == np.var([1.0, 4.0, 7.0, 10.0])
+    assert RunningMeanStd(shape=3).shape == (3,) and RunningMeanStd(shape=[2, np.int64(2)]).mean.shape == (2, 2)
+    with pytest.raises(ValueError, match="shape"):
+        RunningMeanStd(shape=3).update(1.0)  # a scalar is not a sample of shape (3,)
+    for shape in [(1.5,), "ab", None]:
+        with pytest.raises(TypeError, match="shape must be a tuple of ints"):
+            RunningMeanStd(shape=shape)
+    with pytest.raises(ValueError, match="shape"):
+        RunningMeanStd(shape=(-1,))
 
 
 def test_normalize_observation_uses_all_observations_seen_so_far():

@@ -17,15 +17,21 @@ from minippo import envs
 from minippo.commands import evaluate as evaluate_command
 from minippo.commands import train_ppo as train_ppo_command
 from minippo.mrp import MDP
+from minippo.nn.mlp import MLP
 from minippo.rl.actor_critic import ActorCritic, sample_categorical
+from minippo.rl.advantages import generalized_advantages, whiten
+from minippo.rl.kl import AdaptiveKLController, FixedKLController
+from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
 from minippo.rl.ppo import (
     Batch,
     PPOConfig,
     Rollout,
     Trainer,
+    evaluate_policy,
     find_wrapper,
     gae_targets,
     load_policy,
+    make_env,
     ppo_loss_and_gradients,
     preset_for,
     reinforce_loss_and_gradients,
@@ -84,6 +90,19 @@ def test_reinforce_loss_gradient_matches_finite_differences(continuous):
     agent = make_agent(continuous, seed=3)
     batch = make_batch(agent, np.random.default_rng(4))
     check_loss_gradient(reinforce_loss_and_gradients, agent, batch, PPOConfig(ent_coef=0.2, vf_coef=0.7))
+
+
+def test_reinforce_whitens_the_returns_when_norm_adv_is_on():
+    """docs/ppo.md: with norm_adv (the default) Â = whiten(A), and A = G without a baseline."""
+    agent = make_agent(continuous=False, seed=5)
+    batch = make_batch(agent, np.random.default_rng(6))
+    config = PPOConfig(algo="reinforce", reinforce_baseline=False, ent_coef=0.0)
+    assert config.norm_adv and preset_for("CartPole-v1", "cartpole-reinforce").norm_adv
+    logprobs = agent.evaluate(batch.obs, batch.actions).logprobs
+    for norm_adv, advantages in [(True, whiten(batch.advantages)), (False, batch.advantages)]:
+        stats = reinforce_loss_and_gradients(agent, batch, replace(config, norm_adv=norm_adv))
+        assert stats["policy_loss"] == pytest.approx(-np.mean(advantages * logprobs), rel=1e-12)
+    assert not np.isclose(np.mean(whiten(batch.advantages) * logprobs), np.mean(batch.advantages * logprobs))
 
 
 def test_gaussian_head_matches_the_multivariate_normal_density():
@@ -236,6 +255,25 @@ def test_gae_targets_match_a_per_episode_loop(gamma, lam):
     np.testing.assert_allclose(returns, expected[1], rtol=1e-12, atol=1e-12)
 
 
+def test_gae_keeps_the_rewards_dtype_and_checks_gamma_and_lam():
+    rollout = synthetic_rollout(seed=2)
+    args64 = (rollout.rewards, rollout.values, rollout.values[::-1], np.ones_like(rollout.values),
+              np.ones_like(rollout.values))
+    rewards32, values32 = (a.astype(np.float32) for a in args64[:2])
+    # np.float64 γ and float64 next values / flags: still float32 out, no silent upcast.
+    advantages, returns = generalized_advantages(rewards32, values32, *args64[2:], np.float64(0.9), 0.8)
+    assert advantages.dtype == returns.dtype == np.float32
+    expected, _ = generalized_advantages(*args64, 0.9, 0.8)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5, atol=1e-5)
+    for gamma, lam, error, name in [("0.9", 0.8, TypeError, "gamma"), (0.9, None, TypeError, "lam"),
+                                    (True, 0.8, TypeError, "gamma"), (float("nan"), 0.8, ValueError, "gamma"),
+                                    (0.9, 1.5, ValueError, "lam")]:
+        with pytest.raises(error, match=name):
+            generalized_advantages(*args64, gamma, lam)
+    with pytest.raises(TypeError, match="rewards"):
+        generalized_advantages(np.ones((2, 2), dtype=np.int64), *(np.ones((2, 2)),) * 4, 0.9, 0.8)
+
+
 def test_returns_to_go_without_critic_are_discounted_reward_sums():
     rollout = synthetic_rollout(seed=1)
     advantages, returns = gae_targets(rollout, 0.9, 1.0, use_critic=False)
@@ -362,15 +400,63 @@ def test_pendulum_preset_runs_with_normalisation_wrappers():
     assert np.isfinite(history.updates[-1]["loss"]) and trainer.agent.params["log_std"].dtype == np.float32
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_training_stays_in_float32(env_id):
-    trainer = Trainer(replace(preset_for(env_id), num_envs=2, num_steps=64, num_minibatches=2, total_steps=128))
-    trainer.train()
+def training_dtypes(trainer):
+    """The dtypes of the flat batch (floats), the parameters, the gradients and Adam's moments."""
     advantages, returns = gae_targets(trainer.rollout, 0.99, 0.95)
     batch = trainer.flat_batch(advantages, returns)
     floats = [array for name, array in batch._asdict().items() if name != "actions" or trainer.agent.continuous]
     arrays = [*floats, *trainer.agent.params.values(), *trainer.agent.grads.values(), *trainer.optimizer.m.values()]
-    assert {array.dtype for array in arrays} == {np.dtype(np.float32)}
+    return {array.dtype for array in arrays}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_training_stays_in_the_configured_dtype(env_id, dtype, tmp_path):
+    config = replace(preset_for(env_id), num_envs=2, num_steps=64, num_minibatches=2, total_steps=128, dtype=dtype)
+    trainer = Trainer(config)
+    history = trainer.train()
+    assert np.isfinite(history.updates[-1]["loss"])
+    assert training_dtypes(trainer) == {np.dtype(dtype)} and trainer.rollout.final_values.dtype == dtype
+    trainer.save(tmp_path / "policy.npz")
+    agent, _, _ = load_policy(tmp_path / "policy.npz")
+    assert agent.dtype == dtype
+    for name, value in trainer.agent.params.items():
+        np.testing.assert_array_equal(agent.params[name], value)
+    returns = evaluate_policy(agent, make_env(config, num_envs=2, seed=0, training=False), np.random.default_rng(0))
+    assert np.all(returns >= 1) if env_id == "CartPole-v1" else np.all((-2000 < returns) & (returns < 0))
+
+
+class Float64CartPole(envs.CartPoleEnv):
+    """CartPole with float64 observations, as some gymnasium environments have."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.single_observation_space = envs.Box(self.single_observation_space.low,
+                                                 self.single_observation_space.high, dtype=np.float64)
+        self.observation_space = self.single_observation_space.batch(self.num_envs)
+
+    def _observe(self):
+        return self.state.T.copy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float64_observations_are_converted_to_the_network_dtype(dtype):
+    config = PPOConfig(num_envs=2, num_steps=32, num_minibatches=2, total_steps=64, dtype=dtype)
+    env = Float64CartPole(num_envs=2, seed=0, max_episode_steps=10)  # truncations: V(final_obs) is used
+    trainer = Trainer(config, env=env)
+    assert env.reset()[0].dtype == np.float64
+    trainer.train()
+    assert training_dtypes(trainer) == {np.dtype(dtype)} and trainer.rollout.truncations.any()
+    # The stored observations are the environment's, rounded to the network's dtype.
+    check_env = Float64CartPole(num_envs=2, seed=0, max_episode_steps=10)
+    np.testing.assert_array_equal(trainer.rollout.obs[0], check_env.reset(seed=config.seed)[0].astype(dtype))
+
+
+def test_trainer_checks_the_dtype_of_a_given_agent():
+    env = envs.make("CartPole-v1", num_envs=2, seed=0)
+    agent = ActorCritic(env.single_observation_space, env.single_action_space, dtype=np.float64, seed=0)
+    with pytest.raises(ValueError, match="dtype"):
+        Trainer(PPOConfig(num_envs=2, total_steps=256), env=env, agent=agent)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,6 +475,8 @@ def test_train_ppo_and_evaluate_commands(tmp_path, capsys):
     args.func(args)
     output = capsys.readouterr().out
     assert "update    1/8" in output and "SPS" in output and "ETA" in output
+    written = [line.removeprefix("wrote ") for line in output.splitlines() if line.startswith("wrote ")]
+    assert written[:2] == [str(checkpoint), str(log)]  # the checkpoint first, then the CSV, then the plot
     with open(log, newline="") as file:
         rows = list(csv.reader(file))
     assert rows[0] == ["global_step", "episode_return", "episode_length"] and len(rows) > 10
@@ -403,6 +491,28 @@ def test_train_ppo_and_evaluate_commands(tmp_path, capsys):
     args = parse(evaluate_command, ["evaluate", "--load", str(checkpoint), "--episodes", "5", "--deterministic"])
     assert args.func(args) == 0
     assert "CartPole-v1: mean return" in capsys.readouterr().out
+
+
+def test_train_ppo_saves_the_checkpoint_before_a_failing_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    checkpoint = tmp_path / "run.npz"
+    args = parse(train_ppo_command, ["train-ppo", "--num-envs", "4", "--total-steps", "512", "--save",
+                                     str(checkpoint), "--plot", str(tmp_path / "curve.no-such-format")])
+    with pytest.raises(ValueError, match="no-such-format"):  # matplotlib knows no such image format
+        args.func(args)
+    agent, config, _ = load_policy(checkpoint)
+    assert config.total_steps == 512
+
+
+@pytest.mark.parametrize("option", ["--save", "--log-csv", "--plot"])
+@pytest.mark.parametrize("problem", ["directory", "parent is a file"])
+def test_train_ppo_checks_output_paths_before_training(tmp_path, capsys, option, problem):
+    (tmp_path / "file").write_text("")
+    path = tmp_path if problem == "directory" else tmp_path / "file" / "out"
+    args = parse(train_ppo_command, ["train-ppo", "--num-envs", "4", "--total-steps", "512", option, str(path)])
+    with pytest.raises(ValueError, match=f"{option} .*{'is a directory' if problem == 'directory' else 'directory'}"):
+        args.func(args)
+    assert "update" not in capsys.readouterr().out  # failed before training
 
 
 def test_checkpoint_keeps_the_observation_statistics(tmp_path):
@@ -430,10 +540,93 @@ def test_checkpoint_keeps_the_observation_statistics(tmp_path):
     ({"gamma": 1.5}, ValueError, "gamma"),
     ({"target_kl": 0.0}, ValueError, "target_kl"),
     ({"total_steps": 100}, ValueError, "total_steps"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"seed": 1.0}, TypeError, "seed"),
+    ({"dtype": "float16"}, ValueError, "dtype"),
+    ({"dtype": np.float64}, ValueError, "dtype"),
+    ({"learning_rate": "3e-4"}, TypeError, "learning_rate"),
+    ({"gamma": True}, TypeError, "gamma"),
+    ({"gae_lambda": None}, TypeError, "gae_lambda"),
+    ({"ent_coef": float("nan")}, ValueError, "ent_coef"),
+    ({"vf_coef": "0.5"}, TypeError, "vf_coef"),
+    ({"max_grad_norm": float("inf")}, ValueError, "max_grad_norm"),
+    ({"target_kl": "0.01"}, TypeError, "target_kl"),
+    ({"clip_coef": False}, TypeError, "clip_coef"),
+    ({"obs_clip": [10.0]}, TypeError, "obs_clip"),
 ])
 def test_config_rejects_bad_values(overrides, error, name):
     with pytest.raises(error, match=name):
         PPOConfig(**overrides)
+
+
+def test_make_env_takes_num_envs_as_given():
+    config = PPOConfig()
+    assert make_env(config, num_envs=3).num_envs == 3 and make_env(config).num_envs == config.num_envs
+    with pytest.raises(ValueError, match="num_envs"):
+        make_env(config, num_envs=0)
+    with pytest.raises(ValueError, match="seed"):
+        make_env(config, seed=-1)
+
+
+def test_mlp_checks_the_dtype_of_x_and_the_shape_of_dout():
+    mlp = MLP([3, 4, 2], dtype=np.float32, seed=0)
+    with pytest.raises(TypeError, match="x must have dtype float32"):
+        mlp.forward(np.zeros((5, 3)))
+    out = mlp.forward(np.zeros((5, 3), dtype=np.float32))
+    for dout in (np.ones((5, 1), dtype=np.float32), np.ones(5, dtype=np.float32), np.ones((2, 5, 2), np.float32)):
+        with pytest.raises(ValueError, match=r"dout must have the output's shape \(5, 2\)"):
+            mlp.backward(dout)
+    assert mlp.backward(np.ones_like(out)).shape == (5, 3)
+
+
+def test_loss_functions_refuse_to_broadcast_mismatched_shapes():
+    n = np.zeros(4)
+    column = np.zeros((4, 1))  # would broadcast against (4,) to (4, 4)
+    calls = [
+        (lambda: ppo_policy_loss(n, n, column, 0.2), "advantages"),
+        (lambda: ppo_policy_loss(n, column, n, 0.2), "old_logprobs"),
+        (lambda: reinforce_loss(n, column), "advantages"),
+        (lambda: value_loss(n, n, column), "returns"),
+        (lambda: value_loss(n, column, n, 0.2), "old_values"),
+        (lambda: explained_variance(column, n), "predicted"),
+    ]
+    for call, name in calls:
+        with pytest.raises(ValueError, match=rf"{name} must have the shape of \w+ \(4,\), got \(4, 1\)"):
+            call()
+    assert value_loss(n, None, n)[0] == 0.0  # without clipping old_values is not needed
+
+
+@pytest.mark.parametrize("clip_coef, error", [(0.0, ValueError), (-0.2, ValueError), (float("nan"), ValueError),
+                                              (float("inf"), ValueError), ("0.2", TypeError), (True, TypeError)])
+def test_loss_functions_check_the_clip_coefficient(clip_coef, error):
+    x = np.linspace(-1.0, 1.0, 4)
+    with pytest.raises(error, match="clip_coef"):
+        ppo_policy_loss(x, x[::-1], x, clip_coef)
+    with pytest.raises(error, match="clip_coef"):
+        value_loss(x, x[::-1], x, clip_coef)
+
+
+def test_kl_controller_bounds_each_update_and_checks_its_input():
+    # n <= horizon: Ziegler et al.'s rule, exactly as before the cap.
+    adaptive = AdaptiveKLController(0.1, target=6.0, horizon=500.0)
+    assert adaptive.update(60.0, 64) == 0.1 * (1.0 + 0.2 * 64 / 500.0)
+    beta = adaptive.beta
+    assert adaptive.update(5.7, 500) == beta * (1.0 + (5.7 / 6.0 - 1.0) * 500 / 500.0)
+    # n > 5 · horizon used to make β negative (1 − 0.2 · 6); the cap moves it by 20% at most.
+    capped = AdaptiveKLController(0.1, target=1.0, horizon=10)
+    assert capped.update(0.0, 60) == pytest.approx(0.08, rel=1e-15)
+    assert capped.update(100.0, 10**6) == pytest.approx(0.096, rel=1e-15)
+    for kl, n_samples, error, name in [(float("nan"), 10, ValueError, "kl"), (float("inf"), 10, ValueError, "kl"),
+                                       ("1.0", 10, TypeError, "kl"), (1.0, 0, ValueError, "n_samples"),
+                                       (1.0, 2.5, TypeError, "n_samples")]:
+        with pytest.raises(error, match=name):
+            capped.update(kl, n_samples)
+    assert capped.beta == pytest.approx(0.096, rel=1e-15)  # a refused update leaves β alone
+    for beta, error in [(float("nan"), ValueError), (float("inf"), ValueError), (-0.1, ValueError),
+                        ("0.1", TypeError)]:
+        for make in (FixedKLController, lambda b: AdaptiveKLController(b, target=1.0, horizon=10)):
+            with pytest.raises(error, match="beta"):
+                make(beta)
 
 
 def test_actor_critic_rejects_bad_input():

@@ -5,7 +5,9 @@
 One progress line per update (steps, steps/s, mean return of the last 20 episodes, ETA).
 ``--log-csv`` writes one row per finished episode, ``global_step,episode_return,episode_length``,
 and, when matplotlib is installed, the learning curve as a PNG next to it (or at ``--plot``).
-``--save`` writes a checkpoint that ``minippo evaluate --load`` reads.
+``--save`` writes a checkpoint that ``minippo evaluate --load`` reads.  After training the
+checkpoint is written first, then the CSV, then the plot, so that a failing plot never loses the
+trained policy; every output path is checked before training starts.
 
 Training runs with one BLAS thread (``PPOConfig.blas_threads``): tiny networks only lose time to
 thread synchronisation, several times over on a busy machine.
@@ -52,6 +54,17 @@ def config_from_args(args):
     return replace(preset_for(args.env, args.preset), **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_output_path(path, option):
+    """Fail now rather than after training: ``path`` must not be a directory, and its parent
+    directory must exist or be creatable (it is created)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a directory, not a file")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot create its directory ({error})") from error
+
+
 def write_episodes_csv(path, episodes):
     """One row ``global_step,episode_return,episode_length`` per episode, after a header."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -92,6 +105,10 @@ def plot_learning_curve(path, episodes, title):
 
 def run(args):
     config = config_from_args(args)
+    plot_path = args.plot or (os.path.splitext(args.log_csv)[0] + ".png" if args.log_csv else None)
+    for path, option in [(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")]:
+        if path:
+            check_output_path(path, option)
     trainer = Trainer(config)
     print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
           f"{config.num_steps} steps, seed {config.seed}")
@@ -105,15 +122,14 @@ def run(args):
     history = trainer.train(progress)
     print(f"done: {trainer.global_step:,} steps in {format_duration(history.updates[-1]['time'])}, "
           f"mean return of the last {RECENT_EPISODES} episodes {history.recent_return():.1f}")
+    if args.save:
+        trainer.save(args.save)
+        print(f"wrote {args.save}")
     if args.log_csv:
         write_episodes_csv(args.log_csv, history.episodes)
         print(f"wrote {args.log_csv}")
-    plot_path = args.plot or (os.path.splitext(args.log_csv)[0] + ".png" if args.log_csv else None)
     if plot_path:
         if plot_learning_curve(plot_path, history.episodes, f"{config.algo} on {config.env_id}"):
             print(f"wrote {plot_path}")
         else:
             print("matplotlib is not installed: no plot (pip install matplotlib)")
-    if args.save:
-        trainer.save(args.save)
-        print(f"wrote {args.save}")

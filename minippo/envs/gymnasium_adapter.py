@@ -17,14 +17,17 @@ What the adapter translates:
     right away with ``reset(options={"reset_mask": finished})``, which only gymnasium's
     ``SyncVectorEnv`` and ``AsyncVectorEnv`` (possibly wrapped) support;
 
-* **episode statistics** -- computed by :class:`VectorEnv` from the rewards, as for native envs.
+* **episode statistics** -- computed by :class:`VectorEnv` from the rewards, as for native envs;
+* **seeds** -- gymnasium takes integer seeds only.  A ``numpy.random.Generator`` seed ``rng`` is
+  turned into the integer ``int(rng.integers(2**32))`` as soon as it is given (which advances
+  ``rng``), so the same generator state gives the same episodes.
 
 gymnasium's own per-step ``infos`` are not forwarded (``reset`` does forward its ``infos``).
 """
 import numpy as np
 
 from minippo.envs.spaces import Box, Discrete
-from minippo.envs.vector_env import VectorEnv, check_positive_int
+from minippo.envs.vector_env import VectorEnv, check_positive_int, check_seed
 
 INSTALL_HINT = 'install it with  pip install "minippo[bench]"  (or  pip install gymnasium)'
 
@@ -36,6 +39,16 @@ def import_gymnasium():
     except ImportError as error:
         raise ImportError(f"this needs gymnasium, an optional dependency of minippo: {INSTALL_HINT}") from error
     return gymnasium
+
+
+def integer_seed(seed):
+    """``seed`` (None, an int >= 0 or a Generator) as gymnasium takes it: None or an int >= 0.
+
+    A Generator gives ``int(seed.integers(2**32))``, drawn from it (see the module docstring).
+    """
+    if isinstance(check_seed(seed), np.random.Generator):
+        return int(seed.integers(2**32))
+    return seed
 
 
 def space_from_gymnasium(space, name):
@@ -55,8 +68,8 @@ def space_from_gymnasium(space, name):
 class GymnasiumAdapter(VectorEnv):
     """Wrap an already constructed ``gymnasium.vector.VectorEnv`` (see the module docstring).
 
-    ``seed`` is used by the first ``reset()`` that is not given one; gymnasium then seeds
-    sub-environment ``i`` with ``seed + i``.
+    ``seed`` (None, an int >= 0 or a Generator) is used by the first ``reset()`` that is not given
+    one; gymnasium then seeds sub-environment ``i`` with ``seed + i``.
     """
 
     def __init__(self, gym_env, seed=None):
@@ -82,12 +95,13 @@ class GymnasiumAdapter(VectorEnv):
         )
         self.gym_env = gym_env
         self._same_step = self.autoreset_mode == modes.SAME_STEP
-        self._first_seed = seed
+        self._first_seed = integer_seed(seed)
         self._obs = None  # the observations to return, finished episodes' last ones included
         self._reset_obs = None  # SAME_STEP: gymnasium's observations, already reset
 
     def reset(self, *, seed=None, options=None):
-        """Reset every sub-environment through gymnasium (``seed`` and ``options`` passed on)."""
+        """Reset every sub-environment through gymnasium (``seed``, as an int, and ``options`` passed on)."""
+        seed = integer_seed(seed)
         if seed is None:
             seed = self._first_seed
         self._first_seed = None

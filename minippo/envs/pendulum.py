@@ -1,7 +1,8 @@
 """Pendulum-v1, vectorized: swing a frictionless pendulum up and keep it upright with a torque.
 
-State ``(θ, θ̇)`` with ``θ = 0`` upright.  The action is a torque ``u``, clipped to ``[-2, 2]``.
-With ``g = 10``, mass ``m = 1``, length ``l = 1`` and ``dt = 0.05`` (semi-implicit Euler: the new
+State ``(θ, θ̇)`` with ``θ = 0`` upright.  The action is a torque ``u``, clipped to ``[-2, 2]`` by
+the action space (``Box.check_action``).  With gravity ``g = 10`` (a constructor argument: a finite
+number >= 0), mass ``m = 1``, length ``l = 1`` and ``dt = 0.05`` (semi-implicit Euler: the new
 velocity moves the angle)::
 
     θ̇ ← clip(θ̇ + (3g / (2l) · sin θ + 3 / (m l²) · u) · dt,  -8, 8)
@@ -16,8 +17,11 @@ terminate; they are truncated after 200 steps.  Initial states: ``θ ~ U(-π, π
 This reproduces gymnasium's ``Pendulum-v1`` number for number, including its precision: the
 state is float64 while the torque stays float32, so ``0.001 u²`` and ``3 u`` are float32 products.
 """
+import math
+
 import numpy as np
 
+from minippo.checks import is_real
 from minippo.envs.spaces import Box
 from minippo.envs.vector_env import VectorEnv
 
@@ -47,15 +51,17 @@ class PendulumEnv(VectorEnv):
             seed,
             max_episode_steps,
         )
+        if not is_real(g):
+            raise TypeError(f"g must be a number (the gravity), got {type(g).__name__}")
+        if not (math.isfinite(g) and g >= 0):
+            raise ValueError(f"g must be finite and >= 0 (the gravity), got {g}")
         self.g = float(g)
         self.state = np.zeros((2, self.num_envs))
 
     def _advance(self, actions):
         theta, theta_dot = self.state  # views: the updates below write into self.state
         g, m, l, dt = self.g, self.m, self.l, self.dt
-        # Clipping is spelled np.minimum(np.maximum(...)): the same numbers as np.clip, without
-        # its Python-level overhead, which matters at num_envs=1.  u stays float32, as in gymnasium.
-        u = np.minimum(np.maximum(actions[:, 0], -self.max_torque), self.max_torque)
+        u = actions[:, 0]  # float32, already clipped into [-max_torque, max_torque], as in gymnasium
         costs = angle_normalize(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * (u**2)
 
         new_theta_dot = theta_dot + (3 * g / (2 * l) * np.sin(theta) + 3.0 / (m * l**2) * u) * dt

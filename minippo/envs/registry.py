@@ -15,7 +15,7 @@ GYMNASIUM_PREFIX = "gymnasium:"
 def make(id, num_envs=1, seed=None, **kwargs):  # noqa: A002 (gymnasium's name for it)
     """A vector environment of ``num_envs`` copies of environment ``id``.
 
-    ``seed`` (int, Generator or None) drives the first ``reset()``; ``kwargs`` go to the
+    ``seed`` (None, an int >= 0 or a Generator) drives the first ``reset()``; ``kwargs`` go to the
     environment's constructor (e.g. ``max_episode_steps=200`` or Pendulum's ``g=9.81``).
     """
     if not isinstance(id, str):

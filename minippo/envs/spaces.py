@@ -13,21 +13,25 @@ A vector environment has a *single* space (one sub-environment) and a *batched* 
 
 Every space offers ``sample(rng)``, ``contains(x)`` and ``check_action(x)``; the last one is what
 ``VectorEnv.step`` calls, so that a wrong action fails loudly with a message saying what was
-expected instead of silently producing a wrong transition.
+expected instead of silently producing a wrong transition.  ``Box.check_action`` also clips
+continuous actions into the box, as gymnasium's continuous-control environments do.
 """
 import numpy as np
 
 from minippo.checks import is_integer
 
 
-def _as_shape(shape, name="shape"):
+def as_shape(shape, name="shape"):
     """``shape`` as a tuple of non-negative ints (an int ``k`` means ``(k,)``)."""
-    if isinstance(shape, (int, np.integer)):
+    if is_integer(shape):
         shape = (shape,)
     try:
-        shape = tuple(int(size) for size in shape)
-    except TypeError as error:
-        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from error
+        sizes = tuple(shape)
+    except TypeError:
+        sizes = None
+    if sizes is None or not all(is_integer(size) for size in sizes):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+    shape = tuple(int(size) for size in sizes)
     if any(size < 0 for size in shape):
         raise ValueError(f"{name} must contain non-negative sizes, got {shape}")
     return shape
@@ -48,7 +52,7 @@ class Box:
         high = np.asarray(high, dtype=np.float64)
         if shape is None:
             shape = np.broadcast_shapes(low.shape, high.shape)
-        self.shape = _as_shape(shape)
+        self.shape = as_shape(shape)
         try:
             self.low = np.broadcast_to(low, self.shape).astype(self.dtype)
             self.high = np.broadcast_to(high, self.shape).astype(self.dtype)
@@ -84,28 +88,41 @@ class Box:
         return np.clip(x.astype(self.dtype), self.low, self.high)
 
     def contains(self, x):
-        """True if ``x`` is a finite real array of this shape inside ``[low, high]``."""
+        """True if ``x`` is a real array of this shape, finite in this space's dtype, inside ``[low, high]``."""
         try:
-            x = self.check_action(x)
+            x = self._real_array(x, "x")
         except (TypeError, ValueError):
             return False
-        return bool(np.all((x >= self.low) & (x <= self.high)))
+        with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, which is refused
+            x = x.astype(self.dtype, copy=False)
+        return bool(np.isfinite(x).all() and np.all((x >= self.low) & (x <= self.high)))
 
     def check_action(self, x, name="actions"):
-        """``x`` as an array of this space's dtype, or a ``TypeError``/``ValueError`` naming ``name``.
+        """``x`` clipped into ``[low, high]``, then cast to this space's dtype; or a
+        ``TypeError``/``ValueError`` naming ``name``.
 
-        Checks the dtype kind (real or integer numbers), the shape and finiteness.  The bounds are
-        *not* enforced: continuous-control environments clip actions into ``[low, high]``, as
-        gymnasium's do.
+        Checks the dtype kind (real or integer numbers) and the shape.  Clipping comes *before* the
+        cast, so a float64 ``1e39`` becomes ``high`` rather than float32 ``inf``, and ±inf become the
+        bounds.  NaN is refused, and so is anything still infinite after the cast (a value beyond
+        the dtype's range where the bound is infinite).
         """
+        x = self._real_array(x, name)
+        # np.minimum(np.maximum(...)) is np.clip without its Python-level overhead; NaN stays NaN.
+        x = np.minimum(np.maximum(x, self.low), self.high)
+        with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused below
+            x = x.astype(self.dtype, copy=False)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} must be finite {self.dtype} numbers once clipped into the bounds "
+                             f"(no NaN), got {x}")
+        return x
+
+    def _real_array(self, x, name):
+        """``x`` as an array of real numbers of this shape, or a ``TypeError``/``ValueError``."""
         x = np.asarray(x)
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be real numbers for {self}, got dtype {x.dtype}")
         if x.shape != self.shape:
             raise ValueError(f"{name} must have shape {self.shape} for {self}, got {x.shape}")
-        x = x.astype(self.dtype, copy=False)
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name} must be finite (no NaN or inf), got {x}")
         return x
 
     def __eq__(self, other):
@@ -136,7 +153,7 @@ class Discrete:
         if n < 1:
             raise ValueError(f"Discrete n must be >= 1, got {n}")
         self.n = int(n)
-        self.shape = _as_shape(shape)
+        self.shape = as_shape(shape)
 
     def batch(self, num_envs):
         """The space of ``num_envs`` stacked elements: shape ``(num_envs, *self.shape)``."""

@@ -52,6 +52,18 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_seed(seed):
+    """``seed`` if it is None, an int >= 0 or a ``numpy.random.Generator``; otherwise a
+    ``TypeError``/``ValueError`` naming ``seed``."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if not is_integer(seed):
+        raise TypeError(f"seed must be None, an int >= 0 or a numpy Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return seed
+
+
 class VectorEnv:
     """Base class: ``num_envs`` sub-environments stepped together, with same-step autoreset.
 
@@ -79,7 +91,7 @@ class VectorEnv:
         self.max_episode_steps = (
             None if max_episode_steps is None else check_positive_int(max_episode_steps, "max_episode_steps")
         )
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(check_seed(seed))
         self.episode_returns = np.zeros(self.num_envs)
         self.episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._needs_reset = True
@@ -87,13 +99,13 @@ class VectorEnv:
     def reset(self, *, seed=None, options=None):
         """Start a new episode in every sub-environment; return ``(obs, infos)``.
 
-        ``seed`` (int or Generator) replaces the random generator, making everything that
-        follows reproducible; ``None`` keeps the current one.  Native environments take no
+        ``seed`` (an int >= 0 or a Generator) replaces the random generator, making everything
+        that follows reproducible; ``None`` keeps the current one.  Native environments take no
         ``options``.
         """
         if options:
             raise ValueError(f"{type(self).__name__}.reset takes no options, got {options!r}")
-        if seed is not None:
+        if check_seed(seed) is not None:
             self.rng = np.random.default_rng(seed)
         self._reset_envs(np.ones(self.num_envs, dtype=bool))
         self._start_episodes()

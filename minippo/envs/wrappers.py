@@ -25,7 +25,7 @@ statistics are saved and restored with ``rms.state_dict()`` / ``rms.load_state_d
 import numpy as np
 
 from minippo.checks import is_real
-from minippo.envs.spaces import Box
+from minippo.envs.spaces import Box, as_shape
 
 
 def check_positive(value, name):
@@ -40,18 +40,24 @@ def check_positive(value, name):
 class RunningMeanStd:
     """Mean ``mean`` and variance ``var`` (ddof=0) of ``count`` samples of shape ``shape``.
 
-    Before any sample, ``mean = 0`` and ``var = 1`` so that normalising is the identity.
+    Before any sample, ``mean = 0`` and ``var = 1`` so that normalising is the identity.  ``shape``
+    is a tuple of non-negative ints (an int ``k`` means ``(k,)``; ``()`` for scalars).
     """
 
     def __init__(self, shape=()):
-        self.shape = tuple(shape)
+        self.shape = as_shape(shape)
         self.mean = np.zeros(self.shape)
         self.var = np.ones(self.shape)
         self.count = 0
 
     def update(self, batch):
-        """Merge ``batch``, an array of shape ``(n_b, *shape)``, into the statistics."""
+        """Merge ``batch``, an array of shape ``(n_b, *shape)``, into the statistics.
+
+        With ``shape == ()`` a single number is a batch of one.
+        """
         batch = np.asarray(batch, dtype=np.float64)
+        if batch.shape == self.shape == ():
+            batch = batch[None]
         if batch.shape[1:] != self.shape:
             raise ValueError(f"batch must have shape (n, *{self.shape}), got {batch.shape}")
         batch_count = batch.shape[0]

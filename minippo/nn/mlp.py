@@ -44,11 +44,13 @@ class MLP(Module):
         self._activations = None
 
     def forward(self, x):
-        """x (N, in) -> y (N, out); keeps each layer's input for backward."""
+        """x (N, in), in the weights' dtype -> y (N, out); keeps each layer's input for backward."""
         x = np.asarray(x)
-        expected = self.params["layers.0.weight"].shape[0]
-        if x.ndim != 2 or x.shape[1] != expected:
-            raise ValueError(f"x must have shape (N, {expected}), got {x.shape}")
+        weight = self.params["layers.0.weight"]
+        if x.ndim != 2 or x.shape[1] != weight.shape[0]:
+            raise ValueError(f"x must have shape (N, {weight.shape[0]}), got {x.shape}")
+        if x.dtype != weight.dtype:
+            raise TypeError(f"x must have dtype {weight.dtype} (the weights'), got {x.dtype}")
         activations = [x]
         for i in range(self.n_layers):
             x = linear_forward(x, self.params[f"layers.{i}.weight"], self.params[f"layers.{i}.bias"])
@@ -62,6 +64,9 @@ class MLP(Module):
         """dL/dy (N, out) -> dL/dx (N, in); adds the parameter gradients into ``self.grads``."""
         if self._activations is None:
             raise RuntimeError("backward called before forward")
+        expected = self._activations[-1].shape
+        if np.shape(dout) != expected:
+            raise ValueError(f"dout must have the output's shape {expected}, got {np.shape(dout)}")
         for i in reversed(range(self.n_layers)):
             if i < self.n_layers - 1:
                 dout = tanh_backward(dout, self._activations[i + 1])

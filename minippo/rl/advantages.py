@@ -13,17 +13,30 @@ one-step TD error.
 """
 import numpy as np
 
+from minippo.checks import is_real
+
 
 def generalized_advantages(rewards, values, next_values, bootstrap, continues, gamma, lam):
-    """Return (advantages, returns), each shaped like ``rewards`` (T, N), in the rewards' dtype."""
-    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
-        raise ValueError(f"gamma and lam must be in [0, 1], got gamma={gamma}, lam={lam}")
+    """Return (advantages, returns), each shaped like ``rewards`` (T, N), in the rewards' dtype.
+
+    ``rewards`` must be floating; the other arrays and γ, λ are cast to its dtype.
+    """
+    for name, value in (("gamma", gamma), ("lam", lam)):
+        if not is_real(value):
+            raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
     shapes = {np.shape(a) for a in (rewards, values, next_values, bootstrap, continues)}
     if len(shapes) != 1:
         raise ValueError(f"rewards, values, next_values, bootstrap and continues must share one shape, got {shapes}")
-    dtype = np.result_type(rewards, values)
-    deltas = rewards + gamma * next_values * bootstrap - values
-    decay = (gamma * lam) * np.asarray(continues, dtype=dtype)
+    rewards = np.asarray(rewards)
+    dtype = rewards.dtype
+    if dtype.kind != "f":
+        raise TypeError(f"rewards must be floating point, got dtype {dtype}")
+    values, next_values, bootstrap, continues = (np.asarray(a).astype(dtype, copy=False)
+                                                 for a in (values, next_values, bootstrap, continues))
+    deltas = rewards + dtype.type(gamma) * next_values * bootstrap - values
+    decay = dtype.type(gamma * lam) * continues
     advantages = np.empty_like(deltas)
     running = np.zeros(deltas.shape[1:], dtype=dtype)
     for t in reversed(range(deltas.shape[0])):  # a loop over time only; every episode at once

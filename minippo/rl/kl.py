@@ -3,17 +3,31 @@
 The adaptive controller (Ziegler et al., "Fine-Tuning Language Models from Human Preferences") moves
 β so that the measured KL tracks a target:
 
-    β ← β · (1 + clip(KL / target − 1, −0.2, 0.2) · n / horizon)
+    β ← β · (1 + clip(KL / target − 1, −0.2, 0.2) · min(n, horizon) / horizon)
 
-where n is the number of samples since the last update.
+where n is the number of samples since the last update.  Capping n at the horizon bounds the change
+of one update to ±20%, so β stays positive however many samples an update covers (uncapped, n >
+5 · horizon would make β negative); updates with n <= horizon follow Ziegler et al.'s rule exactly.
 """
+import math
+
+from minippo.checks import is_integer, is_real
+
+
+def check_finite(value, name):
+    """``value`` if it is a finite real number, else a ``TypeError``/``ValueError`` naming ``name``."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
 
 
 class FixedKLController:
-    """β stays at its initial value."""
+    """β stays at its initial value; ``update`` ignores its arguments."""
 
     def __init__(self, beta):
-        if beta < 0:
+        if check_finite(beta, "beta") < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta = float(beta)
 
@@ -31,6 +45,12 @@ class AdaptiveKLController(FixedKLController):
         self.target, self.horizon = float(target), float(horizon)
 
     def update(self, kl, n_samples):
+        """Move β after ``n_samples`` samples (an int >= 1) whose mean KL was ``kl`` (finite)."""
+        check_finite(kl, "kl")
+        if not is_integer(n_samples):
+            raise TypeError(f"n_samples must be an int, got {type(n_samples).__name__}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
-        self.beta *= 1.0 + error * n_samples / self.horizon
+        self.beta *= 1.0 + error * min(n_samples, self.horizon) / self.horizon
         return self.beta

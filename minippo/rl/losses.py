@@ -16,10 +16,16 @@ PPO's clipped surrogate, with ratio ρ_t = exp(log π − log π_old):
 PPO's clipped value loss, with v_clip = v_old + clip(v − v_old, −ε_v, ε_v):
 
     L = ½ mean( max((v − R)², (v_clip − R)²) )
+
+The array arguments of one call must share one shape (nothing is broadcast) and a clip coefficient,
+when given, must be a finite ε > 0.
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
+
+from minippo.checks import is_real
 
 
 class PolicyLoss(NamedTuple):
@@ -27,6 +33,21 @@ class PolicyLoss(NamedTuple):
     dlogprobs: np.ndarray
     approx_kl: float  # mean((ρ − 1) − log ρ), a non-negative estimate of KL(π_old ‖ π)
     clipfrac: float   # fraction of entries with |ρ − 1| > ε
+
+
+def _check_same_shape(**arrays):
+    """Raise a ValueError naming the first array whose shape differs from the first one's."""
+    (first_name, first), *others = arrays.items()
+    for name, array in others:
+        if np.shape(array) != np.shape(first):
+            raise ValueError(f"{name} must have the shape of {first_name} {np.shape(first)}, got {np.shape(array)}")
+
+
+def _check_clip_coef(clip_coef):
+    if not is_real(clip_coef):
+        raise TypeError(f"clip_coef must be a number, got {type(clip_coef).__name__}")
+    if not (math.isfinite(clip_coef) and clip_coef > 0):
+        raise ValueError(f"clip_coef must be finite and > 0, got {clip_coef}")
 
 
 def _weights(shape, mask, dtype):
@@ -42,6 +63,7 @@ def _weights(shape, mask, dtype):
 
 def reinforce_loss(logprobs, advantages, mask=None):
     """L = −mean(A · log π); returns (loss, dL/dlog π)."""
+    _check_same_shape(logprobs=logprobs, advantages=advantages)
     weights = _weights(logprobs.shape, mask, logprobs.dtype)
     dlogprobs = -advantages * weights
     return float(np.sum(dlogprobs * logprobs)), dlogprobs.astype(logprobs.dtype, copy=False)
@@ -49,6 +71,8 @@ def reinforce_loss(logprobs, advantages, mask=None):
 
 def ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask=None):
     """The clipped surrogate objective (see the module docstring)."""
+    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    _check_clip_coef(clip_coef)
     weights = _weights(logprobs.shape, mask, logprobs.dtype)
     log_ratio = logprobs - old_logprobs
     ratio = np.exp(log_ratio)
@@ -65,12 +89,15 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask=None):
 def value_loss(values, old_values, returns, clip_coef=None, mask=None):
     """½ mean of the squared error, clipped around ``old_values`` when ``clip_coef`` is set.
 
-    Returns (loss, dL/dvalues).
+    Returns (loss, dL/dvalues).  ``old_values`` is only read with ``clip_coef`` (it may be None without).
     """
+    _check_same_shape(values=values, returns=returns)
     weights = _weights(values.shape, mask, values.dtype)
     error = values - returns
     if clip_coef is None:
         return 0.5 * float(np.sum(error * error * weights)), (error * weights).astype(values.dtype, copy=False)
+    _check_same_shape(values=values, old_values=old_values)
+    _check_clip_coef(clip_coef)
     change = values - old_values
     clipped_error = old_values + np.clip(change, -clip_coef, clip_coef) - returns
     use_unclipped = error * error >= clipped_error * clipped_error
@@ -82,6 +109,7 @@ def value_loss(values, old_values, returns, clip_coef=None, mask=None):
 
 def explained_variance(predicted, target, mask=None):
     """1 − Var[target − predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
+    _check_same_shape(target=target, predicted=predicted)
     mask = np.ones(np.shape(target), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     target, predicted = np.asarray(target)[mask], np.asarray(predicted)[mask]
     variance = np.var(target)

@@ -32,9 +32,15 @@ short), and then takes **one** gradient step per rollout on the policy-gradient 
 
     L = −mean(Â_t log π(a_t|s_t)) [+ c_v ½ mean((V − G)²)] − c_e mean(H)
 
-with Â_t = G_t − V(s_t) when ``reinforce_baseline`` is on (the critic is then trained alongside),
-or Â_t = G_t with V ≡ 0 when it is off (pure Monte Carlo; episodes still running at the end of a
-rollout lose their remaining rewards).
+with A_t = G_t − V(s_t) when ``reinforce_baseline`` is on (the critic is then trained alongside),
+or A_t = G_t with V ≡ 0 when it is off (episodes still running at the end of a rollout lose their
+remaining rewards).  With ``norm_adv`` (the default) Â = (A − mean A) / (std A + 1e-8) over the
+rollout; subtracting the batch mean acts as a baseline, so the estimate is pure Monte Carlo,
+Â_t = G_t, only with both ``reinforce_baseline`` and ``norm_adv`` off.
+
+**Precision.**  The networks and every rollout buffer are in ``config.dtype`` (float32 by default,
+or float64).  Observations are converted to it explicitly where they leave the environment
+(:func:`network_obs`): the native environments return float32, some gymnasium ones float64.
 
 **Speed.**  The networks are tiny (64 units), so time goes into per-call overhead, not arithmetic:
 more environments per step (``num_envs``) is the cheapest speed-up.  Multithreaded BLAS only adds
@@ -53,7 +59,7 @@ import numpy as np
 
 from minippo import envs
 from minippo.blas import blas_threads
-from minippo.checks import is_integer
+from minippo.checks import is_integer, is_real
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
@@ -61,6 +67,7 @@ from minippo.rl.advantages import generalized_advantages, whiten
 from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
 
 ALGORITHMS = ("ppo", "reinforce")
+DTYPES = ("float32", "float64")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
 
@@ -95,6 +102,7 @@ class PPOConfig:
     reward_clip: float = 10.0
     reinforce_baseline: bool = True  # REINFORCE only: subtract V(s) and train the critic
     blas_threads: int = 1            # 64-wide layers run faster on one BLAS thread (minippo.blas)
+    dtype: str = "float32"           # of the networks and the rollout buffers: "float32" or "float64"
 
     def __post_init__(self):
         self.hidden_sizes = tuple(self.hidden_sizes)
@@ -108,14 +116,27 @@ class PPOConfig:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not is_integer(self.seed):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.total_steps < self.batch_size:
             raise ValueError(f"total_steps={self.total_steps} is less than one rollout "
                              f"(num_envs * num_steps = {self.batch_size})")
         if self.batch_size % self.num_minibatches:
             raise ValueError(f"num_minibatches={self.num_minibatches} must divide "
                              f"num_envs * num_steps = {self.batch_size}")
+        for name in ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
+                     "target_kl", "obs_clip", "reward_clip"):
+            value = getattr(self, name)
+            if value is None and name in ("max_grad_norm", "target_kl"):
+                continue
+            if not is_real(value):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
         for name in ("learning_rate", "clip_coef", "obs_clip", "reward_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -183,7 +204,7 @@ def make_env(config, num_envs=None, seed=None, training=True):
     Reward scaling is only applied when ``training``; observation normalisation always (its
     statistics are part of the policy).
     """
-    env = envs.make(config.env_id, num_envs=num_envs or config.num_envs,
+    env = envs.make(config.env_id, num_envs=config.num_envs if num_envs is None else num_envs,
                     seed=config.seed if seed is None else seed)
     if config.normalize_obs:
         env = envs.NormalizeObservation(env, clip=config.obs_clip)
@@ -200,6 +221,12 @@ def find_wrapper(env, wrapper_type):
         if not hasattr(env, "env"):
             return None
         env = env.env
+
+
+def network_obs(agent, obs):
+    """Observations from an environment converted to the network's dtype (an explicit cast: the
+    networks refuse any other dtype)."""
+    return np.asarray(obs, dtype=agent.dtype)
 
 
 class Rollout:
@@ -296,7 +323,8 @@ class History:
 class Trainer:
     """Runs PPO or REINFORCE as configured.  ``Trainer(config).train()`` returns a :class:`History`.
 
-    ``env`` defaults to ``make_env(config)``; ``agent`` to a new :class:`ActorCritic` (float32).
+    ``env`` defaults to ``make_env(config)``; ``agent`` to a new :class:`ActorCritic` in
+    ``config.dtype`` (a given agent must have that dtype).  Observations are converted to it.
     """
 
     def __init__(self, config, env=None, agent=None):
@@ -309,7 +337,9 @@ class Trainer:
         init_seed, action_seed, shuffle_seed = np.random.SeedSequence(config.seed).spawn(3)
         self.agent = agent if agent is not None else ActorCritic(
             self.env.single_observation_space, self.env.single_action_space, config.hidden_sizes,
-            seed=np.random.default_rng(init_seed))
+            dtype=config.dtype, seed=np.random.default_rng(init_seed))
+        if self.agent.dtype != config.dtype:
+            raise ValueError(f"agent has dtype {self.agent.dtype}, config.dtype is {config.dtype}")
         self.action_rng = np.random.default_rng(action_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.optimizer = AdamW(self.agent.params, self.agent.grads, lr=config.learning_rate,
@@ -326,13 +356,14 @@ class Trainer:
         """Fill ``self.rollout`` with ``num_steps`` steps of every sub-environment (step 1)."""
         rollout, agent, env = self.rollout, self.agent, self.env
         if self.next_obs is None:
-            self.next_obs, _ = env.reset(seed=self.config.seed)
+            self.next_obs = network_obs(agent, env.reset(seed=self.config.seed)[0])
         rollout.final_values.fill(0.0)
         for t in range(self.config.num_steps):
             rollout.obs[t] = self.next_obs
             actions, rollout.logprobs[t], rollout.values[t] = agent.act(self.next_obs, self.action_rng)
             rollout.actions[t] = actions
-            self.next_obs, rewards, terminations, truncations, infos = env.step(actions)
+            obs, rewards, terminations, truncations, infos = env.step(actions)
+            self.next_obs = network_obs(agent, obs)
             self.global_step += env.num_envs
             rollout.rewards[t] = rewards
             rollout.terminations[t] = terminations
@@ -340,7 +371,8 @@ class Trainer:
             if infos:  # some episode ended on this step
                 truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
                 if truncated.any():
-                    rollout.final_values[t, truncated] = agent.value(infos["final_obs"][truncated])
+                    final_obs = network_obs(agent, infos["final_obs"][truncated])
+                    rollout.final_values[t, truncated] = agent.value(final_obs)
                 finished = infos["_episode"]
                 for episode_return, length in zip(infos["episode"]["r"][finished], infos["episode"]["l"][finished]):
                     self.history.episodes.append((self.global_step, float(episode_return), int(length)))
@@ -436,7 +468,7 @@ def load_policy(path):
     config = PPOConfig(**state["config"])
     spaces_env = envs.make(config.env_id, num_envs=1, seed=0)
     agent = ActorCritic(spaces_env.single_observation_space, spaces_env.single_action_space,
-                        config.hidden_sizes, seed=0)
+                        config.hidden_sizes, dtype=config.dtype, seed=0)
     spaces_env.close()
     agent.load_state_dict(state["params"])
     obs_rms = state["extra"]["obs_rms"]
@@ -454,7 +486,7 @@ def evaluate_policy(agent, env, rng, deterministic=False):
     returns = np.full(env.num_envs, np.nan)
     obs, _ = env.reset()
     while np.isnan(returns).any():
-        actions, _, _ = agent.act(obs, rng, deterministic)
+        actions, _, _ = agent.act(network_obs(agent, obs), rng, deterministic)
         obs, _, _, _, infos = env.step(actions)
         if infos:
             first = infos["_episode"] & np.isnan(returns)
