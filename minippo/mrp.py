@@ -168,7 +168,8 @@ class MRP:
             "iterative"  Bellman backups V ← R + γPV until ‖V − V*‖∞ ≤ tol is guaranteed
                          (see ``_certified_value_iteration`` for the bound).
             "krylov"     BiCGSTAB on I − γP with a Jacobi (diagonal) preconditioner,
-                         stopped when ‖R − (I − γP)V‖₂ ≤ tol·‖R‖₂.
+                         stopped when ‖R − (I − γP)V‖₂ ≤ tol·‖R‖₂.  If BiCGSTAB breaks
+                         down (see ``_solve_krylov``), the solve falls back to "direct".
             "auto"       the method ``auto_method()`` names.
         The achieved accuracy is ``residual(V)``.
         """
@@ -237,7 +238,15 @@ class MRP:
         diagonal = 1.0 - gamma * P.diagonal()
         preconditioner = scipy.sparse.linalg.LinearOperator((S, S), matvec=lambda V: V / diagonal, dtype=float)
         values, info = scipy.sparse.linalg.bicgstab(system, self.R, rtol=tol, atol=0.0, M=preconditioner)
-        if info != 0:
+        if info < 0:
+            # Breakdown: BiCGSTAB divides by r̂₀ᵀr_k, the product of the current residual
+            # with the first one (r̂₀ = R), and on deterministic chains and cycles it is
+            # exactly 0: each step moves the residual to the predecessors of the states
+            # it covered, e.g. from e₀ to e_{S−1} on a cycle with R = e₀.  I − γP is
+            # nonsingular (γ < 1, or every state terminates), so an LU always succeeds,
+            # and for such permutation-like P it stays about as sparse as P.
+            return self._solve_direct()
+        if info > 0:
             raise RuntimeError(
                 f"BiCGSTAB stopped (scipy info={info}) at relative residual {self.residual(values):.2e} "
                 f"without reaching tol={tol}; use method='direct' or 'iterative'"

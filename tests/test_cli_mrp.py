@@ -78,6 +78,17 @@ def test_file_option_solves_the_users_mrp(tmp_path, capsys):
     assert table_rows(out)["上"][1] == "5.5000"  # 1 + 0.25·(2 + 4) + 0.75·4
 
 
+def test_file_with_a_deterministic_chain(tmp_path, capsys):
+    # BiCGSTAB breaks down on a → b → c; the krylov column falls back to LU instead of a traceback
+    path = tmp_path / "chain.json"
+    spec = {"gamma": 0.5, "rewards": {"a": 0, "b": 0, "c": 1}, "transitions": {"a": {"b": 1}, "b": {"c": 1}}}
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    status, out, err = run_cli(["mrp", "--file", str(path)], capsys)
+    assert status == 0 and err == ""
+    rows = table_rows(out)
+    assert rows["a"][1:5] == ["0.2500"] * 4 and rows["b"][1:5] == ["0.5000"] * 4 and rows["c"][1:5] == ["1.0000"] * 4
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -63,3 +63,62 @@ def test_demo_command_writes_its_summary(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "before" in printed and "after" in printed and "1/4" in printed and "4/4" in printed
     assert (out / "rlhf_log.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["mrp", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["value", "--prompt", "hi", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["value", "--prompt", "hi", "--show", "-1"], "argument --show: expected an integer >= 0, got '-1'"),
+        (["value", "--prompt", "hi", "--samples", "1"], "argument --samples: expected an integer >= 2, got '1'"),
+        (["reward-model", "--policy", "p.npz", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["reward-model", "--policy", "p.npz", "--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
+        (["reward-model", "--policy", "p.npz", "--batch-size", "0"],
+         "argument --batch-size: expected an integer >= 1, got '0'"),
+        (["rlhf", "--policy", "p.npz", "--reward", "length:5", "--iterations", "0"],
+         "argument --iterations: expected an integer >= 1, got '0'"),
+        (["rlhf", "--policy", "p.npz", "--reward", "length:5", "--batch-size", "-4"],
+         "argument --batch-size: expected an integer >= 1, got '-4'"),
+        (["rlhf", "--policy", "p.npz", "--reward", "length:5", "--seed", "-1"],
+         "argument --seed: expected an integer >= 0, got '-1'"),
+        (["demo", "--iterations", "0"], "argument --iterations: expected an integer >= 1, got '0'"),
+        (["demo", "--reward-steps", "-1"], "argument --reward-steps: expected an integer >= 1, got '-1'"),
+        (["demo", "--pretrain-steps", "0"], "argument --pretrain-steps: expected an integer >= 1, got '0'"),
+        (["demo", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["demo", "--iterations", "two"], "argument --iterations: expected an integer >= 1, got 'two'"),
+    ],
+)
+def test_counts_and_seeds_are_checked_when_the_options_are_parsed(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"minippo {argv[0]}: error: {message}"
+
+
+def test_bad_rl_settings_are_reported_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--kl-target", "0"]) == 2  # not after a minute of pretraining
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    assert captured.err == "minippo demo: error: kl_target must be > 0, got 0.0\n"
+    assert main(["rlhf", "--policy", str(tmp_path / "missing.npz"), "--reward", "length:5", "--lr", "-1"]) == 2
+    assert capsys.readouterr().err == "minippo rlhf: error: lr must be > 0, got -1.0\n"  # before the policy is read
+
+
+def test_reward_model_needs_two_pairs_for_a_split(policy_checkpoint, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pair = json.dumps({"prompt": "Where?", "chosen": "Over there, sir.", "rejected": "Go away."})
+    pairs.write_text(pair + "\n", encoding="utf-8")
+    assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(pairs)]) == 2
+    assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: 1 preference pair; a train/test split "
+                                       f"needs at least 2 (one to train on, one to test)\n")
+    pairs.write_text(pair + "\n" + pair + "\n", encoding="utf-8")
+    assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(pairs), "--test-fraction", "0.9"]) == 2
+    assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: --test-fraction 0.9 holds out all 2 "
+                                       f"preference pairs, leaving none to train on\n")
+
+
+def test_rule_reward_file_that_is_a_directory(policy_checkpoint, tmp_path, capsys):
+    assert main(["rlhf", "--policy", policy_checkpoint, "--reward", f"rouge:{tmp_path}", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"minippo rlhf: error: [Errno 21] Is a directory: {str(tmp_path)!r}\n"

@@ -173,6 +173,37 @@ def test_krylov_handles_sticky_chains():
     np.testing.assert_allclose(mrp.solve("krylov", tol=1e-12), mrp.solve("direct"), rtol=1e-7)
 
 
+def cycle(n_states, gamma):
+    """s → s + 1 (mod S) with probability 1, and a reward of 1 in state 0 only."""
+    P = scipy.sparse.csr_array((np.ones(n_states), (np.arange(n_states), (np.arange(n_states) + 1) % n_states)))
+    return MRP(P, np.eye(n_states)[0], gamma)
+
+
+@pytest.mark.parametrize(
+    "mrp, expected",
+    [
+        # a → b → c (terminal, reward 1): V = (γ², γ, 1)
+        (MRP.from_dict({"a": {"b": 1}, "b": {"c": 1}}, {"a": 0, "b": 0, "c": 1}, 0.5), [0.25, 0.5, 1.0]),
+        # 0 → 1 → 2 → 0: V(0) = 1 / (1 − γ³), then V(2) = γV(0), V(1) = γV(2)
+        (cycle(3, 0.5), [8 / 7, 2 / 7, 4 / 7]),
+    ],
+)
+def test_krylov_falls_back_to_lu_when_bicgstab_breaks_down(mrp, expected):
+    # BiCGSTAB's r̂₀ᵀr_k is exactly 0 on deterministic chains and cycles (scipy info < 0)
+    np.testing.assert_allclose(mrp.solve("krylov"), expected, rtol=1e-14)
+    np.testing.assert_allclose(mrp.solve("krylov"), mrp.solve("direct"), rtol=1e-14)
+
+
+def test_auto_solves_a_large_sparse_cycle():
+    mrp = cycle(2000, 0.9)
+    assert mrp.auto_method() == "krylov"  # the wrap-around edge 1999 → 0 makes the bandwidth S − 1
+    values = mrp.solve()
+    np.testing.assert_allclose(values, mrp.solve("direct"), rtol=1e-14)
+    assert values[0] == pytest.approx(1 / (1 - 0.9**2000))
+    assert values[1] == pytest.approx(0.9**1999 / (1 - 0.9**2000))
+    assert mrp.residual(values) < 1e-14
+
+
 def test_residual_is_relative_to_the_values():
     mrp = seed_example()
     assert mrp.residual(np.zeros(5)) == 10.0  # V = 0: the absolute residual max|R|

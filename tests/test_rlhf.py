@@ -6,13 +6,20 @@ import numpy as np
 import pytest
 
 from minippo.nn.gpt import GPT, GPTConfig
-from minippo.rewards.reward_model import RewardModel, bradley_terry_loss, preference_accuracy, train_reward_model
+from minippo.rewards.reward_model import (
+    RewardModel,
+    bradley_terry_loss,
+    pair_texts,
+    preference_accuracy,
+    train_reward_model,
+)
 from minippo.rl.kl import AdaptiveKLController, FixedKLController
 from minippo.rl.losses import ppo_policy_loss, reinforce_loss
 from minippo.rlhf.rollout import Rollout, generate_rollout, response_logprobs, response_logprobs_backward
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rlhf.value import estimate_value
-from minippo.text.corpus import load_preferences
+from minippo.text.corpus import format_prompt, load_preferences
+from minippo.text.tokenizer import ByteTokenizer
 
 
 class TinyTokenizer:
@@ -244,15 +251,33 @@ def test_reward_model_learns_the_shipped_preferences_and_normalises(tmp_path):
     train_reward_model(model, load_preferences("train"), steps=40, batch_size=16, lr=3e-3, seed=0,
                        log=lambda line: None)
     assert preference_accuracy(model, load_preferences("test")) > 0.85
-    pairs = load_preferences("test")[:40]
-    prompts = [p["prompt"] for p in pairs] * 2
-    responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    prompts, chosen, rejected = pair_texts(load_preferences("test")[:40])
+    prompts, responses = prompts * 2, chosen + rejected
     model.normalize(prompts, responses)
     scores = model(prompts, responses)
     assert scores.mean() == pytest.approx(0.0, abs=1e-9) and scores.std() == pytest.approx(1.0, rel=1e-9)
     path = tmp_path / "rm.npz"
     model.save(path)
     np.testing.assert_array_equal(RewardModel.load(path)(prompts, responses), scores)
+
+
+def test_reward_model_scores_the_text_a_rollout_produces():
+    """The trainer passes a reward the prompt as the policy saw it ("Q: ... A:") and the response as
+    the policy wrote it (after a space); preference pairs store the bare question and answer.  Both
+    reach the model as the same text "Q: <question> A: <answer>" + EOS, the format it was trained on."""
+    tokenizer = ByteTokenizer()
+    model = RewardModel(GPT(GPTConfig(vocab_size=258, block_size=64, n_layer=1, n_head=2, n_embd=16), seed=0), seed=0)
+    pair = {"prompt": "Where is the bank?", "chosen": "Sure! It is on Main Street.", "rejected": "Ugh."}
+    prompts, chosen, rejected = pair_texts([pair])
+    assert prompts == [format_prompt("Where is the bank?")] and chosen == [" Sure! It is on Main Street."]
+    ids, mask = model.encode(prompts, chosen)
+    expected = tokenizer.encode("Q: Where is the bank? A: Sure! It is on Main Street.", add_eos=True)
+    np.testing.assert_array_equal(ids[0][mask[0] == 1], expected)
+    rollout_text = model.encode(["Q: Where is the bank? A:"], [" Sure! It is on Main Street."])
+    np.testing.assert_array_equal(rollout_text[0], ids)
+    with pytest.warns(UserWarning, match="longer than the reward model's context"):
+        ids, mask = model.encode(["Q: " + "x" * 100 + " A:"], [" y"])
+    assert ids.shape == (1, 64) and ids[0, -1] == tokenizer.eos_id
 
 
 def test_missing_eos_penalty_lowers_the_score_of_unfinished_responses():
@@ -289,3 +314,83 @@ def test_critic_can_start_from_the_reward_model():
     expected = (reward_model.trunk.hidden @ w[:, 0] + b[0])[:, rollout.prompt_length - 1:-1]  # r read at every t
     np.testing.assert_allclose(trainer.critic.values(rollout), expected, atol=1e-12)
     assert RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), RLHFConfig(algo="rloo")).critic is None
+
+
+# --- checks of settings and rewards ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        ({"minibatch_size": 0}, ValueError, "minibatch_size must be an integer >= 1, got 0"),
+        ({"update_epochs": 0}, ValueError, "update_epochs must be an integer >= 1, got 0"),
+        ({"clip_coef": -1}, ValueError, "clip_coef must be > 0, got -1"),
+        ({"batch_size": 64.0}, TypeError, "batch_size must be an integer, got float"),
+        ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
+        ({"rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
+        ({"lr": "1e-4"}, TypeError, "lr must be a number, got str"),
+        ({"kl_target": 0.0}, ValueError, "kl_target must be > 0, got 0.0"),
+        ({"max_grad_norm": math.inf}, ValueError, "max_grad_norm must be finite, got inf"),
+        ({"value_clip_coef": True}, TypeError, "value_clip_coef must be a number or None, got bool"),
+        ({"ent_coef": -0.1}, ValueError, "ent_coef must be >= 0, got -0.1"),
+        ({"lam": 1.5}, ValueError, "lam must be in [0, 1], got 1.5"),
+        ({"missing_eos_penalty": math.nan}, ValueError, "missing_eos_penalty must be finite, got nan"),
+        ({"algo": "rloo", "rloo_k": 3}, ValueError,
+         "rloo needs rloo_k dividing batch_size, got rloo_k=3 and batch_size=64"),
+    ],
+)
+def test_config_checks_every_field(settings, error, message):
+    with pytest.raises(error) as raised:
+        RLHFConfig(**settings)
+    assert str(raised.value) == message
+
+
+def test_config_accepts_numpy_numbers_and_none():
+    config = RLHFConfig(batch_size=np.int64(32), minibatch_size=np.int32(16), lr=np.float32(0.5),
+                        kl_target=None, max_grad_norm=None, value_clip_coef=None)
+    assert type(config.batch_size) is int and config.batch_size == 32 and config.minibatch_size == 16
+    assert type(config.lr) is float and config.lr == 0.5
+    assert config.kl_target is None and config.max_grad_norm is None and config.value_clip_coef is None
+
+
+@pytest.mark.parametrize(
+    "judge, shown",
+    [(lambda prompts, responses: ["1.5"] * len(responses), "reward '1.5'"),
+     (lambda prompts, responses: [None] * len(responses), "reward None")],
+)
+def test_reward_callables_must_return_real_numbers(judge, shown):
+    trainer = RLHFTrainer(tiny_policy(), judge, TinyTokenizer(),
+                          RLHFConfig(batch_size=4, minibatch_size=4, max_new_tokens=RESPONSE_LENGTH))
+    with pytest.raises(TypeError) as raised:
+        trainer.iteration([PROMPT] * 4)
+    assert str(raised.value).startswith(
+        f"rewards must be numbers (real, not str, bool or None); 4 of 4 are not:\n  index 0: {shown}, response ")
+    with pytest.raises(TypeError, match=r"rewards must be numbers \(real, not str, bool or None\); 4 of 4"):
+        estimate_value(tiny_policy(), PROMPT, judge, 4, tokenizer=TinyTokenizer(), max_new_tokens=RESPONSE_LENGTH)
+
+
+def test_estimate_value_takes_a_numpy_integer_sample_count():
+    settings = {"tokenizer": TinyTokenizer(), "max_new_tokens": RESPONSE_LENGTH, "seed": 3}
+    result = estimate_value(tiny_policy(), PROMPT, count_a, np.int64(4), **settings)
+    assert len(result.responses) == 4
+    assert result.mean == np.mean([response.count("a") for response in result.responses])
+    assert result.mean == estimate_value(tiny_policy(), PROMPT, count_a, 4, **settings).mean
+    with pytest.raises(TypeError, match="^n_samples must be an integer, got float$"):
+        estimate_value(tiny_policy(), PROMPT, count_a, 4.0, **settings)
+    with pytest.raises(ValueError, match=r"^n_samples must be an integer >= 2 \(for a standard error\), got 1$"):
+        estimate_value(tiny_policy(), PROMPT, count_a, np.int64(1), **settings)
+
+
+def test_demo_config_is_checked_before_any_stage_runs():
+    from minippo.rlhf.pipeline import DemoConfig
+
+    for settings, message in [({"iterations": 0}, "iterations must be an integer >= 1, got 0"),
+                              ({"reward_steps": -1}, "reward_steps must be an integer >= 1, got -1"),
+                              ({"eval_samples": 1}, "eval_samples must be an integer >= 2, got 1"),
+                              ({"seed": -1}, "seed must be an integer >= 0, got -1")]:
+        with pytest.raises(ValueError) as raised:
+            DemoConfig(**settings)
+        assert str(raised.value) == message
+    with pytest.raises(TypeError, match="^rlhf must be an RLHFConfig, got dict$"):
+        DemoConfig(rlhf={"kl_target": 6.0})
+    assert DemoConfig(iterations=np.int64(3)).iterations == 3

@@ -1,6 +1,7 @@
 """Tests for minippo.rewards.rules: BLEU, ROUGE-L, keyword and length rewards, reward callables."""
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -276,9 +277,20 @@ def test_rouge_l_identical_empty_and_disjoint():
     assert rouge_l("the cat", "") == 0.0
 
 
-def test_rouge_l_rejects_bad_beta():
-    with pytest.raises(ValueError, match="beta must be a positive number"):
-        rouge_l("a", "a", beta=0)
+@pytest.mark.parametrize("beta", [0, -1.0, math.inf, math.nan, "2"])
+def test_rouge_l_rejects_bad_beta(beta):
+    with pytest.raises(ValueError, match="beta must be a finite positive number"):
+        rouge_l("a", "a", beta=beta)
+    with pytest.raises(ValueError, match="beta must be a finite positive number"):
+        RougeReward("a", beta=beta)
+
+
+def test_rouge_l_extreme_beta_gives_recall_or_precision():
+    # "a b" vs "a": LCS = 1, P = 1/2, R = 1.  F_β → R as β → ∞ and → P as β → 0; β² would overflow.
+    assert rouge_l("a b", "a", beta=1e200) == 1.0
+    assert rouge_l("a b", "a", beta=1e-200) == 0.5
+    # F = (1 + β²) P R / (R + β² P) = (1 + β²) / (2 + β²) with P = 1/2, R = 1
+    assert rouge_l("a b", "a", beta=1e5) == pytest.approx((1 + 1e10) / (2 + 1e10), rel=1e-15)
 
 
 @settings(max_examples=200, deadline=None)
@@ -443,6 +455,40 @@ def test_parse_length_needs_a_positive_integer(spec):
         parse_rule_reward(spec)
 
 
+@pytest.mark.parametrize(
+    "line, error, message",
+    [
+        ('{"prompt": "p", "references": []}', ValueError, "line 3: references must hold at least one reference"),
+        ('{"prompt": "p", "references": [1]}', TypeError, r"line 3: references\[0\] must be a str, got int"),
+    ],
+)
+def test_bad_references_name_the_file_and_line(tmp_path, line, error, message):
+    path = tmp_path / "refs.jsonl"
+    path.write_text('{"prompt": "p", "reference": "x"}\n\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(error, match=f"^{re.escape(str(path))}, {message}"):
+        parse_rule_reward(f"rouge:{path}")
+
+
+def test_reference_file_that_is_not_utf8_or_is_a_directory(tmp_path):
+    latin1 = tmp_path / "refs.txt"
+    latin1.write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"reference file {re.escape(repr(str(latin1)))} is not UTF-8 text"):
+        parse_rule_reward(f"bleu:{latin1}")
+    with pytest.raises(IsADirectoryError):  # an OSError, reported as such by the CLI: not "does not exist"
+        parse_rule_reward(f"bleu:{tmp_path}")
+
+
+def test_prompts_differing_only_by_surrounding_whitespace_merge_their_references(tmp_path):
+    path = tmp_path / "refs.jsonl"
+    path.write_text('{"prompt": "Q: a A:", "reference": "x"}\n{"prompt": "Q: a A: ", "reference": "y"}\n',
+                    encoding="utf-8")
+    reward = parse_rule_reward(f"rouge:{path}")
+    assert reward.references_by_prompt == {"Q: a A:": ["x", "y"]}
+    np.testing.assert_array_equal(reward(["Q: a A:", " Q: a A:"], ["x", "y"]), [1.0, 1.0])
+    reward = RougeReward({"p": "x", " p\n": ["y", "z"]})
+    assert reward.references_by_prompt == {"p": ["x", "y", "z"]}
+
+
 def test_parse_rejects_bad_keyword_specs_and_reference_files(tmp_path):
     with pytest.raises(ValueError, match="names no keyword"):
         parse_rule_reward("keyword:, ,")
@@ -489,3 +535,19 @@ def test_check_rewards_rejects_a_wrong_shape():
         check_rewards([0.0, 7.0], ["first"])
     with pytest.raises(TypeError, match="rewards must be numbers"):
         check_rewards(["high"], ["first"])
+
+
+@pytest.mark.parametrize(
+    "rewards, shown",
+    [
+        (["1.5", 2.0], "index 0: reward '1.5', response 'first'"),
+        ([1.0, None], "index 1: reward None, response 'second'"),
+        (np.array([True, False]), "index 0: reward True, response 'first'\n  index 1: reward False"),
+        (np.array(["high", "low"]), "index 0: reward 'high', response 'first'"),
+    ],
+)
+def test_check_rewards_requires_real_numbers(rewards, shown):
+    with pytest.raises(TypeError) as error:
+        check_rewards(rewards, ["first", "second"])
+    assert str(error.value).startswith("rewards must be numbers (real, not str, bool or None); ")
+    assert shown in str(error.value)

@@ -1,6 +1,7 @@
 """``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
 import numpy as np
 
+from minippo.commands.rlhf import integer_at_least
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import (
     RewardModel,
@@ -22,11 +23,11 @@ def register(subparsers):
     parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
     parser.add_argument("--policy", required=True, help="policy checkpoint whose trunk initialises the model")
     parser.add_argument("--out", default="runs/reward_model.npz", help="output checkpoint (default: runs/reward_model.npz)")
-    parser.add_argument("--steps", type=int, default=150, help="training steps (default: 150)")
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per step (default: 32)")
+    parser.add_argument("--steps", type=integer_at_least(1), default=150, help="training steps (default: 150)")
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=32, help="pairs per step (default: 32)")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="held-out fraction for --data (default: 0.15)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=integer_at_least(0), default=0, help="seed (default: 0)")
     parser.set_defaults(func=run)
 
 
@@ -35,8 +36,14 @@ def run(args):
         if not 0 < args.test_fraction < 1:
             raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
         pairs = load_preference_file(args.data)
+        if len(pairs) < 2:
+            raise ValueError(f"{args.data}: {len(pairs)} preference pair; a train/test split needs at least 2 "
+                             f"(one to train on, one to test)")
         order = np.random.default_rng(args.seed).permutation(len(pairs))
         n_test = max(1, round(args.test_fraction * len(pairs)))
+        if n_test == len(pairs):
+            raise ValueError(f"{args.data}: --test-fraction {args.test_fraction} holds out all {len(pairs)} "
+                             f"preference pairs, leaving none to train on")
         test, train = [pairs[i] for i in order[:n_test]], [pairs[i] for i in order[n_test:]]
     else:
         train, test = load_preferences("train"), load_preferences("test")

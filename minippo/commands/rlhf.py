@@ -1,4 +1,5 @@
 """``minippo rlhf``: PPO, REINFORCE or RLOO on your own policy checkpoint against a reward model or a rule."""
+import argparse
 import os
 
 import numpy as np
@@ -11,6 +12,23 @@ from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
+
+
+def integer_at_least(minimum):
+    """argparse type for an integer option >= ``minimum`` (shared by the sub-commands).
+
+    argparse names the option in the error: ``argument --seed: expected an integer >= 0, got '-1'``.
+    """
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
 def load_reward(spec):
@@ -44,28 +62,30 @@ def register(subparsers):
     parser.add_argument("--reward", required=True, help="reward-model checkpoint (.npz) or rule spec")
     parser.add_argument("--algo", choices=ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
-    parser.add_argument("--iterations", type=int, default=40, help="iterations (default: 40)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="responses per iteration")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="response length limit")
+    parser.add_argument("--iterations", type=integer_at_least(1), default=40, help="iterations (default: 40)")
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=defaults.batch_size,
+                        help="responses per iteration")
+    parser.add_argument("--max-new-tokens", type=integer_at_least(1), default=defaults.max_new_tokens,
+                        help="response length limit")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
     parser.add_argument("--kl-target", type=float, default=defaults.kl_target,
                         help=f"adaptive-KL target in nats per response (default: {defaults.kl_target})")
     parser.add_argument("--fixed-kl", type=float, default=None, help="use this fixed β instead of adaptive KL")
     parser.add_argument("--critic", choices=("shared", "separate"), default=defaults.critic, help="critic trunk")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=integer_at_least(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    policy = load_model(args.policy)
-    reward = load_reward(args.reward)
-    prompts = read_prompts(args.prompts)
     config = RLHFConfig(algo=args.algo, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, lr=args.lr, critic=args.critic, seed=args.seed,
                         kl_target=None if args.fixed_kl is not None else args.kl_target,
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
+    policy = load_model(args.policy)
+    reward = load_reward(args.reward)
+    prompts = read_prompts(args.prompts)
     tokenizer = ByteTokenizer()
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
     rng = np.random.default_rng(args.seed)

@@ -6,8 +6,13 @@ Bradley–Terry model says P(y_c ≻ y_r) = σ(r(x, y_c) − r(x, y_r)), so trai
     L = −log σ(r_c − r_r),     ∂L/∂r_c = −σ(r_r − r_c),     ∂L/∂r_r = +σ(r_r − r_c)
 
 over pairs in the JSONL format most RLHF tools use: ``{"prompt": ..., "chosen": ..., "rejected": ...}``.
-The score r is read by a :class:`~minippo.nn.heads.ScoreHead` at the last real token of
-"Q: <prompt> A: <response><EOS>".
+
+The score r is read by a :class:`~minippo.nn.heads.ScoreHead` at the last real token of the text
+``prompt + response + <EOS>``: the prompt exactly as the policy saw it and the response exactly as the
+policy wrote it, which is what the RLHF trainer passes to any reward.  For the shipped corpus that text
+is ``"Q: <question> A: <answer><EOS>"``: the policy is given ``"Q: <question> A:"`` and its response
+starts with a space.  Preference pairs store the bare question and answers, so :func:`pair_texts`
+turns them into that same text before the model sees them.
 
 After training, :meth:`RewardModel.normalize` sets a gain and bias so that responses sampled from the
 reference policy score mean 0 and standard deviation 1; a policy's improvement is then measured in
@@ -17,6 +22,7 @@ import copy
 import json
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -25,7 +31,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ScoreHead
 from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
-from minippo.text.corpus import format_example
+from minippo.text.corpus import format_prompt
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -65,9 +71,17 @@ class RewardModel:
 
     # -- scoring ---------------------------------------------------------------------------------
     def encode(self, prompts, responses):
-        texts = [format_example(p, r) for p, r in zip(prompts, responses)]
+        """Token ids and mask (B, T) of the texts prompt + response + EOS, left-padded.
+
+        A text longer than the trunk's context keeps its last block_size tokens, where the score is
+        read, and a warning says so (texts that differ only in the cut-off beginning then score alike).
+        """
+        texts = [prompt + response for prompt, response in zip(prompts, responses)]
         ids, mask = self.tokenizer.encode_batch(texts, add_eos=True)
         block = self.trunk.config.block_size
+        if ids.shape[1] > block:
+            warnings.warn(f"RewardModel: some prompt + response texts are longer than the reward model's "
+                          f"context ({block} tokens); only their last {block} tokens are scored", stacklevel=2)
         return ids[:, -block:], mask[:, -block:]  # left-padded: keep the end, where the score is read
 
     def raw_scores(self, ids, mask):
@@ -131,12 +145,18 @@ def bradley_terry_loss(chosen_scores, rejected_scores):
     return loss, (-weight).astype(dtype), weight.astype(dtype), float(np.mean(margin > 0))
 
 
+def pair_texts(pairs):
+    """``(prompts, chosen, rejected)`` of preference pairs as the policy sees and writes them: the prompt
+    as ``"Q: <prompt> A:"`` and each response after a space, so that prompt + response is the text
+    ``"Q: <prompt> A: <response>"`` a rollout produces."""
+    prompts = [format_prompt(pair["prompt"]) for pair in pairs]
+    return prompts, [" " + pair["chosen"] for pair in pairs], [" " + pair["rejected"] for pair in pairs]
+
+
 def preference_accuracy(model, pairs, batch_size=64):
     """Fraction of pairs where r(chosen) > r(rejected)."""
-    prompts = [p["prompt"] for p in pairs]
-    chosen = model(prompts, [p["chosen"] for p in pairs], batch_size)
-    rejected = model(prompts, [p["rejected"] for p in pairs], batch_size)
-    return float(np.mean(chosen > rejected))
+    prompts, chosen, rejected = pair_texts(pairs)
+    return float(np.mean(model(prompts, chosen, batch_size) > model(prompts, rejected, batch_size)))
 
 
 def train_reward_model(model, pairs, steps=150, batch_size=32, lr=1e-3, weight_decay=0.0,
@@ -152,10 +172,8 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, lr=1e-3, weight_d
     optimizer = AdamW(params, grads, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     losses, started = [], time.perf_counter()
     for step in range(steps):
-        batch = [pairs[i] for i in rng.integers(0, len(pairs), batch_size)]
-        prompts = [p["prompt"] for p in batch] * 2
-        responses = [p["chosen"] for p in batch] + [p["rejected"] for p in batch]
-        ids, mask = model.encode(prompts, responses)
+        prompts, chosen, rejected = pair_texts([pairs[i] for i in rng.integers(0, len(pairs), batch_size)])
+        ids, mask = model.encode(prompts * 2, chosen + rejected)
         scores = model.raw_scores(ids, mask)  # (2·batch,): chosen then rejected
         loss, dchosen, drejected, accuracy = bradley_terry_loss(scores[:batch_size], scores[batch_size:])
         if not math.isfinite(loss):

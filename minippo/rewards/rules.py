@@ -27,7 +27,6 @@ spaces between words).
 """
 import json
 import math
-import os
 import re
 from collections import Counter
 
@@ -270,15 +269,24 @@ def f_measure(precision, recall, beta=1.0):
     """F_β = (1 + β²) P R / (R + β² P), and 0 when P = R = 0.
 
     β = 1 gives F1, the harmonic mean of P and R; β > 1 weighs recall more.
+    F_β is the weighted harmonic mean 1 / F = w / R + (1 − w) / P with
+    w = β² / (1 + β²) = 1 / (1 + (1/β)²), so it is computed as
+
+        F = P R / (w P + (1 − w) R),
+
+    which never forms β² itself: a huge β (w = 1) gives F = R, a tiny one
+    (w = 0) gives F = P, where (1 + β²) would overflow or lose P.
     """
     if precision == 0 and recall == 0:
         return 0.0
-    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
+    inverse = 1.0 / beta
+    weight = 1.0 / (1.0 + inverse * inverse)  # inverse * inverse may overflow to inf (w = 0); ** would raise
+    return precision * recall / (weight * precision + (1.0 - weight) * recall)
 
 
 def _check_beta(beta):
-    if not is_real(beta) or not beta > 0:
-        raise ValueError(f"beta must be a positive number, got {beta!r}")
+    if not is_real(beta) or not 0 < beta < math.inf:
+        raise ValueError(f"beta must be a finite positive number, got {beta!r}")
 
 
 def rouge_l(candidate, references, beta=1.0, level="word"):
@@ -407,16 +415,17 @@ def length_reward(text_or_tokens, target, tolerance=0, level="word"):
 def check_rewards(rewards, responses):
     """Check the rewards a reward callable returned for ``responses``; return them as float64.
 
-    The rewards must be numbers of shape (B,), B = len(responses), and all
-    finite.  Otherwise this raises ValueError (TypeError for non-numbers)
-    that shows the first offending samples: their index, response text and
-    reward value.  The trainer calls it on every batch, so that a NaN from a
-    reward model stops training at the sample that caused it.
+    The rewards must be real numbers (not str, bool or None) of shape (B,),
+    B = len(responses), and all finite.  Otherwise this raises ValueError
+    (TypeError for non-numbers) that shows the first offending samples: their
+    index, response text and reward value.  The trainer calls it on every
+    batch, so that a NaN from a reward model stops training at the sample that
+    caused it.
     """
     try:
-        values = np.asarray(rewards, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"rewards must be numbers, got {rewards!r:.200}") from error
+        values = np.asarray(rewards)
+    except ValueError as error:  # a ragged nested list
+        raise ValueError(f"rewards must have shape (B,) = ({len(responses)},), one per response; {error}") from None
     if values.shape != (len(responses),):
         detail = ""
         if values.ndim == 1 and values.size < len(responses):
@@ -424,22 +433,33 @@ def check_rewards(rewards, responses):
             detail = f"; index {index} has no reward, response {responses[index]!r:.300}"
         elif values.ndim == 1:
             index = len(responses)
-            detail = f"; index {index} has reward {values[index]} but no response"
+            detail = f"; index {index} has reward {values.tolist()[index]!r} but no response"
         raise ValueError(
             f"rewards must have shape (B,) = ({len(responses)},), one per response, "
             f"got shape {values.shape}{detail}"
         )
+    if values.dtype.kind not in "iuf":  # str, bool, None or other objects; or a list mixing them with numbers
+        bad = np.flatnonzero([not is_real(value) for value in values])
+        if bad.size:
+            raise TypeError(
+                f"rewards must be numbers (real, not str, bool or None); "
+                f"{_offending_samples(values, responses, bad)}"
+            )
+    values = values.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        samples = "\n".join(
-            f"  index {index}: reward {values[index]}, response {responses[index]!r:.300}"
-            for index in bad[:3]
-        )
-        more = f"\n  ... and {bad.size - 3} more" if bad.size > 3 else ""
-        raise ValueError(
-            f"rewards must be finite; {bad.size} of {values.size} are not:\n{samples}{more}"
-        )
+        raise ValueError(f"rewards must be finite; {_offending_samples(values, responses, bad)}")
     return values
+
+
+def _offending_samples(values, responses, bad):
+    """"k of B are not:" and the index, reward and response of the first three offending samples."""
+    shown = values.tolist()  # Python objects: 'high' and nan rather than np.str_('high') and np.float64(nan)
+    samples = "\n".join(
+        f"  index {index}: reward {shown[index]!r}, response {responses[index]!r:.300}" for index in bad[:3]
+    )
+    more = f"\n  ... and {bad.size - 3} more" if bad.size > 3 else ""
+    return f"{bad.size} of {values.size} are not:\n{samples}{more}"
 
 
 def _check_batch(prompts, responses):
@@ -480,8 +500,9 @@ class ReferenceReward(RuleReward):
 
     - a str or a list of str: the same references for every prompt, or
     - a dict mapping each prompt to its reference (str) or references (list
-      of str).  Prompts are looked up with surrounding whitespace stripped;
-      a prompt without references raises ValueError.
+      of str).  Prompts are looked up with surrounding whitespace stripped,
+      so keys that differ only by such whitespace are one prompt: their
+      references are merged.  A prompt without references raises ValueError.
     """
 
     def __init__(self, references):
@@ -491,7 +512,8 @@ class ReferenceReward(RuleReward):
             self.references_by_prompt = {}
             for prompt, prompt_references in references.items():
                 _check_text(prompt, "a key of references")
-                self.references_by_prompt[prompt.strip()] = _references_list(prompt_references)
+                merged = self.references_by_prompt.setdefault(prompt.strip(), [])
+                merged.extend(_references_list(prompt_references))
             self.shared_references = None
         else:
             self.references_by_prompt = None
@@ -572,15 +594,22 @@ def load_references(path):
     """Load references from a file, in the form :class:`ReferenceReward` accepts.
 
     - ``*.jsonl``: one JSON object per line, ``{"prompt": ..., "reference": ...}``
-      with a str, or ``"references"`` with a list of str.  Returns a dict
-      prompt -> list of references (lines with the same prompt add up).
+      with a str, or ``"references"`` with a non-empty list of str.  Returns a
+      dict prompt -> list of references (lines with the same prompt add up;
+      :class:`ReferenceReward` also merges prompts that differ only by
+      surrounding whitespace).
     - any other file: plain text, one reference per line (blank lines are
       skipped), shared by every prompt.  Returns a list of str.
+
+    The file must be UTF-8 text.  Errors name the file, and for JSONL the line.
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"reference file {path!r} does not exist")
-    with open(path, encoding="utf-8") as file:
-        lines = [(number, line.strip()) for number, line in enumerate(file, start=1)]
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = [(number, line.strip()) for number, line in enumerate(file, start=1)]
+    except FileNotFoundError:
+        raise ValueError(f"reference file {path!r} does not exist") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"reference file {path!r} is not UTF-8 text ({error.reason})") from None
     lines = [(number, line) for number, line in lines if line]
     if not lines:
         raise ValueError(f"reference file {path!r} holds no reference")
@@ -599,7 +628,10 @@ def load_references(path):
         if isinstance(record.get("reference"), str):
             line_references = [record["reference"]]
         elif isinstance(record.get("references"), list):
-            line_references = _references_list(record["references"])
+            try:
+                line_references = _references_list(record["references"])
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{where}: {error}") from None
         else:
             raise ValueError(
                 f"{where}: expected a str 'reference' or a list 'references', got {line!r:.200}"

@@ -24,7 +24,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import RewardModel, preference_accuracy, train_reward_model
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
-from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer, check_integer_fields
 from minippo.text.corpus import format_prompt, is_preferred, load_corpus, load_preferences, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
 
@@ -43,6 +43,16 @@ class DemoConfig:
     rlhf: RLHFConfig = field(default_factory=RLHFConfig)
     iterations: int = 30
     eval_samples: int = 256
+
+    def __post_init__(self):
+        """Check the settings before any stage runs (the model sizes are checked by ``GPTConfig``, the
+        pretraining and RL settings by ``PretrainConfig`` and ``RLHFConfig`` when they are made)."""
+        if not isinstance(self.pretrain, PretrainConfig):
+            raise TypeError(f"pretrain must be a PretrainConfig, got {type(self.pretrain).__name__}")
+        if not isinstance(self.rlhf, RLHFConfig):
+            raise TypeError(f"rlhf must be an RLHFConfig, got {type(self.rlhf).__name__}")
+        # eval_samples >= 2: the reward model is normalised to the standard deviation of these samples
+        check_integer_fields(self, {"seed": 0, "reward_steps": 1, "iterations": 1, "eval_samples": 2})
 
 
 def evaluate_policy(policy, reference, reward, tokenizer, prompts, config, seed):

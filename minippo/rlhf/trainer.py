@@ -18,11 +18,13 @@ batch mean), and RLOO samples k responses per prompt and uses the mean return of
 each one's baseline.  Both make one on-policy pass: ∇E[R] ≈ mean((R − b) ∇ log π(τ)).
 """
 import copy
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from minippo.checks import is_integer, is_real
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
@@ -39,6 +41,18 @@ from minippo.rlhf.rollout import (
 )
 
 ALGORITHMS = ("ppo", "reinforce", "rloo")
+
+
+def check_integer_fields(config, minimums):
+    """Check that ``config.<name>`` is an integer >= ``minimum`` for each item of ``minimums``
+    ({name: minimum}), and store it as a Python int (a NumPy integer becomes JSON-friendly)."""
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        if not is_integer(value):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+        if value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+        setattr(config, name, int(value))
 
 
 @dataclass
@@ -72,13 +86,35 @@ class RLHFConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if self.critic not in ("shared", "separate"):
             raise ValueError(f"critic must be 'shared' or 'separate', got {self.critic!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 for RL (it divides the logits), got {self.temperature}")
+        check_integer_fields(self, {"batch_size": 1, "max_new_tokens": 1, "update_epochs": 1, "minibatch_size": 1,
+                                    "rloo_k": 2, "seed": 0})
+        positive = ("temperature", "lr", "clip_coef", "value_clip_coef", "max_grad_norm", "kl_target", "kl_horizon")
+        non_negative = ("vf_coef", "ent_coef", "init_kl_coef")
+        fractions = ("gamma", "lam")
+        # None switches these off: no value clipping, no gradient clipping, a fixed β, no EOS penalty.
+        optional = ("value_clip_coef", "max_grad_norm", "kl_target", "missing_eos_penalty")
+        for name in (*positive, *non_negative, *fractions, "missing_eos_penalty"):
+            value = getattr(self, name)
+            if value is None and name in optional:
+                continue
+            if not is_real(value):
+                either = " or None" if name in optional else ""
+                raise TypeError(f"{name} must be a number{either}, got {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+            if name in positive and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+            if name in non_negative and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+            if name in fractions and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+            setattr(self, name, float(value))
         if self.batch_size % self.minibatch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
                              f"({self.minibatch_size})")
-        if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
-            raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size, got rloo_k={self.rloo_k}")
+        if self.algo == "rloo" and self.batch_size % self.rloo_k:
+            raise ValueError(f"rloo needs rloo_k dividing batch_size, got rloo_k={self.rloo_k} and "
+                             f"batch_size={self.batch_size}")
 
 
 class Critic:
@@ -153,8 +189,7 @@ class RLHFTrainer:
         timings["generate"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        scores = check_rewards(np.asarray(self.reward(rollout.prompts, rollout.responses), dtype=np.float64),
-                               rollout.responses)
+        scores = check_rewards(self.reward(rollout.prompts, rollout.responses), rollout.responses)
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * ~rollout.ended_with(self.tokenizer.eos_id)
         timings["score"] = time.perf_counter() - started

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minippo.checks import is_integer
 from minippo.nn.module import as_generator
 from minippo.rewards.rules import check_rewards
 from minippo.rlhf.rollout import generate_rollout
@@ -34,15 +35,16 @@ def estimate_value(policy, prompt, reward, n_samples, tokenizer=None, max_new_to
     tokenizer = tokenizer or ByteTokenizer()
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError(f"n_samples must be an integer >= 2 (for a standard error), got {n_samples!r}")
+    if not is_integer(n_samples):
+        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2 (for a standard error), got {n_samples}")
     rng = as_generator(seed)
     responses, rewards, logprobs = [], [], []
     for start in range(0, n_samples, batch_size):
         count = min(batch_size, n_samples - start)
         rollout = generate_rollout(policy, tokenizer, [prompt] * count, max_new_tokens, temperature, rng)
-        scores = check_rewards(np.asarray(reward(rollout.prompts, rollout.responses), dtype=np.float64),
-                               rollout.responses)
+        scores = check_rewards(reward(rollout.prompts, rollout.responses), rollout.responses)
         responses += rollout.responses
         rewards.append(scores)
         logprobs.append(rollout.sampled_logprobs.sum(axis=1))  # log P(τ) = Σ_t log π(a_t|s_t)
