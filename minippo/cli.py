@@ -40,7 +40,8 @@ def main(argv=None):
 
     Returns the process exit status.  Errors in user input (bad files, bad
     arguments), file-system errors (a missing file, a directory where a file
-    should be, no permission) and a diverging run are reported on stderr as
+    should be, no permission), a missing optional dependency (gymnasium for a
+    ``gymnasium:`` environment) and a diverging run are reported on stderr as
     ``minippo <command>: error: ...`` with status 2, not as a traceback.
     """
     parser = build_parser()
@@ -48,7 +49,7 @@ def main(argv=None):
     keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
     try:
         status = args.func(args)
-    except (ValueError, TypeError, OSError, FloatingPointError) as error:
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as error:
         print(f"minippo {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0 if status is None else status

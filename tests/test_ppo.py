@@ -7,6 +7,7 @@ and against the exact optimum of a tabular MDP.
 import argparse
 import csv
 import itertools
+import sys
 import types
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from minippo import envs
+from minippo.cli import main
 from minippo.commands import evaluate as evaluate_command
 from minippo.commands import train_ppo as train_ppo_command
 from minippo.mrp import MDP
@@ -513,6 +515,13 @@ def test_train_ppo_checks_output_paths_before_training(tmp_path, capsys, option,
     with pytest.raises(ValueError, match=f"{option} .*{'is a directory' if problem == 'directory' else 'directory'}"):
         args.func(args)
     assert "update" not in capsys.readouterr().out  # failed before training
+
+
+def test_a_missing_optional_dependency_is_a_one_line_cli_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # `import gymnasium` now raises ImportError
+    assert main(["train-ppo", "--env", "gymnasium:Acrobot-v1", "--total-steps", "512"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("minippo train-ppo: error: this needs gymnasium") and error.count("\n") == 1
 
 
 def test_checkpoint_keeps_the_observation_statistics(tmp_path):

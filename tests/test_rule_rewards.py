@@ -544,6 +544,8 @@ def test_check_rewards_rejects_a_wrong_shape():
         ([1.0, None], "index 1: reward None, response 'second'"),
         (np.array([True, False]), "index 0: reward True, response 'first'\n  index 1: reward False"),
         (np.array(["high", "low"]), "index 0: reward 'high', response 'first'"),
+        ([True, 1.0], "1 of 2 are not:\n  index 0: reward True, response 'first'"),  # NumPy alone: 1.0
+        ((1.0, "a"), "1 of 2 are not:\n  index 1: reward 'a', response 'second'"),  # NumPy alone: '1.0'
     ],
 )
 def test_check_rewards_requires_real_numbers(rewards, shown):

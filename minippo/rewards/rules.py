@@ -438,12 +438,15 @@ def check_rewards(rewards, responses):
             f"rewards must have shape (B,) = ({len(responses)},), one per response, "
             f"got shape {values.shape}{detail}"
         )
-    if values.dtype.kind not in "iuf":  # str, bool, None or other objects; or a list mixing them with numbers
-        bad = np.flatnonzero([not is_real(value) for value in values])
+    # Check the items as given: NumPy would turn [True, 1.0] into [1.0, 1.0] and ["a", 1.0] into strings.
+    given_as_sequence = isinstance(rewards, (list, tuple))
+    if given_as_sequence or values.dtype.kind not in "iuf":
+        items = list(rewards) if given_as_sequence else values
+        bad = np.flatnonzero([not is_real(value) for value in items])
         if bad.size:
             raise TypeError(
                 f"rewards must be numbers (real, not str, bool or None); "
-                f"{_offending_samples(values, responses, bad)}"
+                f"{_offending_samples(np.array(items, dtype=object), responses, bad)}"
             )
     values = values.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
