@@ -20,6 +20,7 @@ import argparse
 import time
 
 import numpy as np
+from _options import positive_int
 
 from minippo import envs
 
@@ -62,15 +63,17 @@ def implementations(num_envs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 256, 4096])
-    parser.add_argument("--steps-budget", type=int, default=200_000, help="environment steps per cell")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-sync-steps", type=int, default=50_000, help="cap for the slow Python loop")
+    parser.add_argument("--num-envs", type=positive_int, nargs="+", default=[1, 16, 256, 4096])
+    parser.add_argument("--steps-budget", type=positive_int, default=200_000, help="environment steps per cell")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--max-sync-steps", type=positive_int, default=50_000, help="cap for the slow Python loop")
     args = parser.parse_args()
 
     names = list(implementations(1))
+    compare = len(names) > 1  # the ratio needs a gymnasium column
     print(f"CartPole-v1, random actions, environment steps per second (best of {args.repeats})")
-    print(f"{'num_envs':>9} " + " ".join(f"{name:>12}" for name in names) + f" {'minippo/best gym':>17}")
+    print(f"{'num_envs':>9} " + " ".join(f"{name:>12}" for name in names)
+          + (f" {'minippo/best gym':>17}" if compare else ""))
     for num_envs in args.num_envs:
         env_by_name = {name: make() for name, make in implementations(num_envs).items()}
         budget = {name: args.steps_budget for name in env_by_name}
@@ -78,9 +81,11 @@ def main():
             budget["gym sync"] = min(args.steps_budget, args.max_sync_steps)
         calls_by_name = {name: max(steps // num_envs, 20) for name, steps in budget.items()}
         results = time_interleaved(env_by_name, calls_by_name, num_envs, args.repeats)
-        gym_best = max((value for name, value in results.items() if name != "minippo"), default=np.nan)
         row = " ".join(f"{results[name]:>12,.0f}" for name in names)
-        print(f"{num_envs:>9} {row} {results['minippo'] / gym_best:>16.2f}x")
+        if compare:
+            gym_best = max(value for name, value in results.items() if name != "minippo")
+            row += f" {results['minippo'] / gym_best:>16.2f}x"
+        print(f"{num_envs:>9} {row}")
 
 
 if __name__ == "__main__":

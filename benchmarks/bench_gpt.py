@@ -51,6 +51,8 @@ import os
 import statistics
 import time
 
+from _options import non_negative_int, positive_int
+
 CONFIGS = {
     "S": dict(vocab_size=512, n_embd=128, n_layer=4, n_head=4, T=128, B=16),
     "M": dict(vocab_size=2048, n_embd=256, n_layer=6, n_head=8, T=256, B=8),
@@ -64,21 +66,40 @@ SWITCH_PAUSE = 0.15  # s: OpenBLAS workers spin ~2^28 cycles before sleeping; le
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=["S", "M"], choices=sorted(CONFIGS))
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per implementation")
-    parser.add_argument("--calls", type=int, default=3, help="calls timed back to back per repeat (mean)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per measurement (median)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed runs per implementation")
+    parser.add_argument("--calls", type=positive_int, default=3,
+                        help="calls timed back to back per repeat (mean)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for minippo (data-parallel shards), NumPy's BLAS and torch "
-                             "(default: OPENBLAS_NUM_THREADS or all cores)")
+                             "(default: OPENBLAS_NUM_THREADS or the cores this process may use)")
     parser.add_argument("--no-torch", action="store_true", help="benchmark minippo only")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "generate"],
                         help="workloads to skip")
     return parser.parse_args(argv)
 
 
+def default_threads():
+    """OPENBLAS_NUM_THREADS if it is a positive integer, else the cores this process may use -- the
+    default of minippo.parallel, worked out here because minippo cannot be imported yet (it imports
+    NumPy, which must see the BLAS setting below)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    setting = os.environ.get("OPENBLAS_NUM_THREADS")
+    if setting is None:
+        return cores
+    try:
+        return positive_int(setting)
+    except argparse.ArgumentTypeError:
+        print(f"note: OPENBLAS_NUM_THREADS={setting!r} is not a positive integer; using {cores} threads")
+        return cores
+
+
 ARGS = parse_args()
 if ARGS.threads is None:
-    ARGS.threads = int(os.environ.get("OPENBLAS_NUM_THREADS", 0)) or os.cpu_count() or 1
+    ARGS.threads = default_threads()
 # OpenBLAS reads these once, when NumPy loads it: set them before the first numpy import.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)

@@ -34,8 +34,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402  (after the BLAS setting)
 import scipy.sparse  # noqa: E402
+from _options import checked, non_negative_int, positive_float, positive_int  # noqa: E402
 
 from minippo.mrp import MRP  # noqa: E402
+
+# The random MRP has no terminal states, so it needs γ < 1.
+DISCOUNT = checked(float, lambda gamma: 0 <= gamma < 1, "a discount in [0, 1)")
+EXIT_FRACTION = checked(float, lambda fraction: 0 < fraction < 1, "a fraction strictly between 0 and 1")
 
 
 def random_mrp(n_states, n_successors, gamma, rng):
@@ -98,14 +103,17 @@ def report(title, mrp, methods, skipped, tol, repeats, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--states", type=int, default=1_000_000, help="states of the random MRP (default: 10⁶)")
-    parser.add_argument("--successors", type=int, default=10, help="successors per state (default: 10)")
-    parser.add_argument("--gamma", type=float, default=0.99, help="discount of the random MRP (default: 0.99)")
-    parser.add_argument("--grid", type=int, default=500, help="side n of the n×n grid MRP (default: 500)")
-    parser.add_argument("--exit-fraction", type=float, default=1e-3, help="fraction of grid exits (default: 0.001)")
-    parser.add_argument("--tol", type=float, default=1e-10, help="solver tolerance (default: 1e-10)")
-    parser.add_argument("--repeats", type=int, default=7, help="timings of P @ v to take a median of (default: 7)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random MRPs (default: 0)")
+    parser.add_argument("--states", type=positive_int, default=1_000_000,
+                        help="states of the random MRP (default: 10⁶)")
+    parser.add_argument("--successors", type=positive_int, default=10, help="successors per state (default: 10)")
+    parser.add_argument("--gamma", type=DISCOUNT, default=0.99, help="discount of the random MRP (default: 0.99)")
+    parser.add_argument("--grid", type=positive_int, default=500, help="side n of the n×n grid MRP (default: 500)")
+    parser.add_argument("--exit-fraction", type=EXIT_FRACTION, default=1e-3,
+                        help="fraction of grid exits (default: 0.001)")
+    parser.add_argument("--tol", type=positive_float, default=1e-10, help="solver tolerance (default: 1e-10)")
+    parser.add_argument("--repeats", type=positive_int, default=7,
+                        help="timings of P @ v to take a median of (default: 7)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed for the random MRPs (default: 0)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
 

@@ -23,6 +23,8 @@ import argparse
 import statistics
 import sys
 
+from _options import finite_float, non_negative_int, positive_int
+
 TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0}
 DEFAULT_STEPS = {"Pendulum-v1": 500_000}
 CLEANRL_REFERENCE = "CleanRL ppo.py (PyTorch, CPU), CartPole-v1: ~85-90 s for 500k steps, ~5,800 steps/s"
@@ -32,16 +34,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="CartPole-v1", help="environment id (default: CartPole-v1)")
     parser.add_argument("--preset", help="preset name (default: the environment's default preset)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
-    parser.add_argument("--target", type=float, help="mean return of the last 20 episodes that counts as solved")
-    parser.add_argument("--total-steps", type=int, help="step budget per run (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads during training (default: 1)")
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[1, 2, 3],
+                        help="seeds (default: 1 2 3)")
+    parser.add_argument("--target", type=finite_float,
+                        help="mean return of the last 20 episodes that counts as solved")
+    parser.add_argument("--total-steps", type=positive_int, help="step budget per run (default: the preset's)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="BLAS threads during training (default: 1)")
     return parser.parse_args(argv)
 
 
 from dataclasses import replace
 
-from minippo.rl.ppo import RECENT_EPISODES, Trainer, preset_for
+from minippo.rl.ppo import RECENT_EPISODES, Trainer, make_env, preset_for
 
 
 def time_to_target(config, target):
@@ -60,13 +64,18 @@ def time_to_target(config, target):
 
 
 def main(args):
-    config = preset_for(args.env, args.preset)
     base_id = args.env.removeprefix("gymnasium:")
-    total_steps = args.total_steps or DEFAULT_STEPS.get(base_id, config.total_steps)
     target = args.target if args.target is not None else TARGETS.get(base_id)
     if target is None:
         sys.exit(f"no default target for {args.env}; pass --target")
-    config = replace(config, total_steps=total_steps)
+    try:
+        config = preset_for(args.env, args.preset)
+        total_steps = args.total_steps if args.total_steps is not None else DEFAULT_STEPS.get(
+            base_id, config.total_steps)
+        config = replace(config, total_steps=total_steps)
+        make_env(config).close()  # an unknown environment, or no gymnasium: say so before training
+    except (ValueError, ImportError) as error:
+        sys.exit(f"error: {error}")
     print(f"PPO ({config.algo}) on {config.env_id}: {config.num_envs} envs x {config.num_steps} steps, "
           f"lr {config.learning_rate}, budget {total_steps:,} steps, target {target} "
           f"(mean of last {RECENT_EPISODES} episodes), BLAS threads {args.threads}")

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import numpy as np
+from _options import positive_int
 
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
@@ -67,12 +68,14 @@ def measure(name, iterations, seed=0):
                rng.integers(0, model_config.vocab_size - 1, (config.batch_size, spec["prompt_length"]))]
     trainer.iteration(prompts)  # warm-up
     timings = {phase: [] for phase in ("generate", "score", "forward", "train")}
-    started = time.perf_counter()
+    totals = []
     for _ in range(iterations):
+        started = time.perf_counter()
         stats = trainer.iteration(prompts)
+        totals.append(time.perf_counter() - started)
         for phase in timings:
             timings[phase].append(stats[f"seconds_{phase}"])
-    total = (time.perf_counter() - started) / iterations
+    total = statistics.median(totals)
     B, T = config.batch_size, spec["prompt_length"] + config.max_new_tokens
     tokens = {"generate": B * config.max_new_tokens, "score": B, "forward": 3 * B * T,
               "train": 2 * config.update_epochs * B * T}
@@ -89,7 +92,8 @@ def measure(name, iterations, seed=0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--iterations", type=int, default=3, help="timed iterations per config (default: 3)")
+    parser.add_argument("--iterations", type=positive_int, default=3,
+                        help="timed iterations per config (default: 3)")
     args = parser.parse_args()
     for name in args.configs:
         measure(name, args.iterations)

@@ -9,8 +9,24 @@ import contextlib
 import os
 import tempfile
 
+WRITE_MODES = ("w", "wt", "wb")  # the modes whose file starts empty, as the temporary file does
+
 
 def _current_umask():
+    """The process's umask, which ``os.umask`` can only report by changing it.
+
+    Linux shows it in ``/proc/self/status``, and reading it there changes nothing.  Elsewhere it is
+    set to 0 and back, and a file another thread creates in that instant gets mode 0666 -- so that is
+    only the fallback.  (Reading the umask once at import would be simpler, but wrong for a program
+    that sets its umask later.)
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask
@@ -18,19 +34,42 @@ def _current_umask():
 
 @contextlib.contextmanager
 def atomic_write(path, mode="wb", encoding=None):
-    """``with atomic_write(path) as file: ...`` writes ``path`` all at once or not at all."""
+    """``with atomic_write(path) as file: ...`` writes ``path`` all at once or not at all.
+
+    ``mode`` is one of ``"w"``, ``"wt"`` (text, with ``encoding``) or ``"wb"`` (bytes): the new file
+    replaces the old one whole, so appending (``"a"``), reading (``"r"``, ``"+"``) or failing if the file
+    exists (``"x"``) cannot be done this way.
+
+    Because the destination is replaced rather than written into, the result differs from ``open(path,
+    "w")`` when the destination is special:
+
+    * a read-only destination is replaced (``open`` fails with PermissionError);
+    * a symbolic link is replaced by a regular file; the file it pointed to is left as it was;
+    * a file with several hard links stops being shared: the other names keep the old content;
+    * missing parent directories are created.
+    """
+    if mode not in WRITE_MODES:
+        raise ValueError(f"mode must be one of {WRITE_MODES}, got {mode!r}")
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + "-")
+    temporary = None
+
+    def create_temporary(name, flags):
+        # open() calls this only once it has accepted mode and encoding, and from then on the file
+        # object owns the descriptor (it is closed even if open() fails after this point).
+        nonlocal temporary
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + "-")
+        return handle
+
     try:
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        with os.fdopen(handle, mode, encoding=encoding) as file:
+        with open(path, mode, encoding=encoding, opener=create_temporary) as file:
+            os.chmod(temporary, 0o666 & ~_current_umask())
             yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
         raise

@@ -34,17 +34,24 @@ from minippo.checks import is_integer
 MIN_PARALLEL_SIZE = 1 << 18  # elements; see balanced_shards
 _num_threads = None
 _pool = None
+_pool_lock = threading.Lock()  # held while replacing the pool or submitting shards to it
 _in_shard = threading.local()  # set while a thread runs a shard, so that nested calls run serially
 
 
 def _forget_pool():
-    """In a forked child the pool's threads do not exist: start a new pool when one is needed."""
+    """In a forked child the pool's threads do not exist: start a new pool when one is needed.
+
+    Runs with ``_pool_lock`` held (taken before the fork), and releases it."""
     global _pool
     _pool = None
+    _pool_lock.release()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+    # Holding the lock across fork() keeps the child from inheriting it held by a thread that does
+    # not exist in the child.
+    os.register_at_fork(before=_pool_lock.acquire, after_in_parent=_pool_lock.release,
+                        after_in_child=_forget_pool)
 
 
 def get_num_threads():
@@ -59,14 +66,20 @@ def get_num_threads():
 
 
 def set_num_threads(count):
-    """Use ``count`` threads for data-parallel passes from now on (1: no threads)."""
+    """Use ``count`` threads for data-parallel passes from now on (1: no threads).
+
+    The pool of the old count is shut down without waiting for it: calls of :func:`map_shards` that
+    already submitted shards to it (in other threads, or the call this one is made from, inside a
+    shard) finish on it, and its threads exit once its queue is empty.  Later calls get a new pool.
+    """
     global _num_threads, _pool
     if not is_integer(count) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
-    _num_threads = int(count)
-    if _pool is not None:
-        _pool.shutdown()
-        _pool = None
+    with _pool_lock:
+        _num_threads = int(count)
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+            _pool = None
 
 
 def row_shards(rows):
@@ -103,15 +116,14 @@ def map_array_groups(function, arrays):
 def map_shards(function, shards):
     """``[function(0, shards[0]), function(1, shards[1]), ...]``, one thread per shard.
 
-    The calling thread runs shard 0 and pool threads the rest.  With a single shard, or when called
-    from inside a shard, everything runs in the calling thread.  If shards raise, the first shard's
-    exception is raised here, after every shard has finished.
+    The calling thread runs shard 0 and pool threads the rest.  With fewer than two shards, when
+    only one thread is allowed (the count may have changed since the shards were made), or when
+    called from inside a shard, everything runs in the calling thread.  If shards raise, the first
+    shard's exception is raised here, after every shard has finished.
     """
-    if len(shards) == 1 or getattr(_in_shard, "active", False):
-        return [function(index, rows) for index, rows in enumerate(shards)]
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=get_num_threads() - 1, thread_name_prefix="minippo")
+    if len(shards) < 2 or get_num_threads() == 1 or getattr(_in_shard, "active", False):
+        return [function(index, rows) for index, rows in enumerate(shards)]
 
     def run(index):
         _in_shard.active = True
@@ -121,7 +133,12 @@ def map_shards(function, shards):
             _in_shard.active = False
 
     with blas_threads(1, rescan=False):
-        futures = [_pool.submit(run, index) for index in range(1, len(shards))]
+        with _pool_lock:  # so that set_num_threads cannot shut this pool down between two submits
+            if _pool is None:
+                # At least one worker: another thread may have set the count to 1 since the check above.
+                _pool = ThreadPoolExecutor(max_workers=max(1, get_num_threads() - 1),
+                                           thread_name_prefix="minippo")
+            futures = [_pool.submit(run, index) for index in range(1, len(shards))]
         try:
             first = run(0)
         finally:

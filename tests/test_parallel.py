@@ -1,5 +1,6 @@
 """Data parallelism over batch rows (minippo.parallel) and the models that use it."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -81,6 +82,66 @@ def test_nested_map_shards_run_serially(threads):
         return set(parallel.map_shards(inner, parallel.row_shards(2))) == {threading.get_ident()}
 
     assert parallel.map_shards(outer, parallel.row_shards(2)) == [True, True]
+
+
+def test_map_shards_of_no_shards_is_empty():
+    assert parallel.map_shards(lambda index, rows: index, []) == []
+
+
+def test_map_shards_runs_serially_when_one_thread_is_allowed(threads):
+    """Shards made for 2 threads (a forward pass) and run after the count became 1 (its backward)."""
+    threads(2)
+    shards = parallel.row_shards(4)
+    threads(1)
+    seen = []
+
+    def work(index, rows):
+        seen.append(threading.get_ident())
+        return index, rows
+
+    assert parallel.map_shards(work, shards) == [(0, slice(0, 2)), (1, slice(2, 4))]
+    assert seen == [threading.get_ident()] * 2
+
+
+def test_set_num_threads_inside_a_shard(threads):
+    threads(2)
+
+    def work(index, rows):
+        if index == 1:
+            parallel.set_num_threads(2)
+        return index * 10
+
+    assert parallel.map_shards(work, [0, 1]) == [0, 10]
+    idents = parallel.map_shards(lambda index, rows: threading.get_ident(), [0, 1])
+    assert len(set(idents)) == 2  # still sharded, on a working pool
+
+
+def test_set_num_threads_while_another_thread_maps_shards(threads):
+    threads(2)
+    errors, results = [], []
+    stop = threading.Event()
+
+    def user():
+        while not stop.is_set():
+            try:
+                results.append(parallel.map_shards(lambda index, rows: rows * 2, [1, 2, 3]))
+            except Exception as error:  # reported by the assertion below
+                errors.append(repr(error))
+
+    thread = threading.Thread(target=user)
+    thread.start()
+    deadline = time.monotonic() + 0.5
+    count = 2
+    while time.monotonic() < deadline:
+        count = 5 - count  # 2, 3, 2, ...
+        parallel.set_num_threads(count)
+    stop.set()
+    thread.join()
+    assert errors == []
+    assert results and all(result == [2, 4, 6] for result in results)
+    threads(2)
+    idents = parallel.map_shards(lambda index, rows: threading.get_ident(), [0, 1])
+    assert len(set(idents)) == 2
 
 
 def train_step(model, idx, targets, mask):

@@ -1,0 +1,88 @@
+"""minippo.atomic.atomic_write: a file is replaced all at once or not at all.
+
+(Its use by checkpoints -- no temporary file left behind, the file mode -- is tested in
+test_optim_checkpoint.py.)
+"""
+import os
+import stat
+
+import pytest
+
+from minippo import atomic
+from minippo.atomic import atomic_write
+
+
+@pytest.mark.parametrize("mode", ["r", "rb", "a", "ab", "x", "xb", "w+", "wb+", "r+b"])
+def test_modes_other_than_writing_afresh_are_rejected(tmp_path, mode):
+    path = tmp_path / "file"
+    path.write_bytes(b"keep")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        with atomic_write(path, mode):
+            pass
+    assert path.read_bytes() == b"keep"
+    assert os.listdir(tmp_path) == ["file"]  # no temporary file was created
+
+
+@pytest.mark.parametrize("mode, content", [("wb", b"new"), ("w", "new"), ("wt", "new")])
+def test_write_modes_replace_the_file(tmp_path, mode, content):
+    path = tmp_path / "file"
+    path.write_bytes(b"old content")
+    with atomic_write(path, mode) as file:
+        file.write(content)
+    assert path.read_bytes() == b"new"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("mode, encoding, error", [("wb", "utf-8", ValueError),
+                                                    ("w", "no-such-codec", LookupError),
+                                                    ("w", 5, TypeError)])
+def test_a_rejected_encoding_leaks_no_descriptor_or_file(tmp_path, mode, encoding, error):
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(error):
+        with atomic_write(tmp_path / "file", mode, encoding=encoding):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_the_umask_is_read_without_changing_it(tmp_path, monkeypatch):
+    """Setting the umask to 0 and back races with threads creating files; on Linux it is not needed."""
+    try:
+        with open("/proc/self/status") as status:
+            if not any(line.startswith("Umask:") for line in status):
+                pytest.skip("this kernel does not show the umask in /proc/self/status")
+    except OSError:
+        pytest.skip("no /proc/self/status")
+    umask = os.umask(0o027)
+    try:
+        def refuse(mask):
+            raise AssertionError(f"os.umask({mask:#o}) called")
+
+        monkeypatch.setattr(atomic.os, "umask", refuse)
+        with atomic_write(tmp_path / "file") as file:
+            file.write(b"x")
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "file").st_mode) == 0o640
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and links")
+def test_documented_differences_from_open(tmp_path):
+    read_only = tmp_path / "read-only"
+    read_only.write_bytes(b"old")
+    read_only.chmod(0o444)
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.write_bytes(b"target")
+    link.symlink_to(target)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"shared")
+    os.link(first, second)
+    for path in (read_only, link, first, tmp_path / "new" / "dirs" / "file"):
+        with atomic_write(path) as file:
+            file.write(b"new")
+    assert read_only.read_bytes() == b"new"
+    assert not link.is_symlink() and link.read_bytes() == b"new" and target.read_bytes() == b"target"
+    assert first.read_bytes() == b"new" and second.read_bytes() == b"shared"
+    assert (tmp_path / "new" / "dirs" / "file").read_bytes() == b"new"
