@@ -23,7 +23,9 @@ _last_scan = None  # what the last _openblas_functions() found
 
 _lock = threading.Lock()  # guards _requests and _original, and the scan that feeds them
 _requests = {}  # one entry per active blas_threads block: a key of its own -> its count, oldest first
-_original = []  # (set, count before the first active block) of every library those blocks changed
+# (set, count before the first active block) of every library those blocks changed; a list, because
+# ctypes functions cannot be dictionary keys
+_original = []
 
 if hasattr(os, "register_at_fork"):
     # Holding the lock across fork() keeps the child from inheriting it held by a thread that does
@@ -140,7 +142,7 @@ def blas_threads(count, rescan=True):
         with _lock:
             del _requests[request]
             if _requests:
-                _apply(list(_requests.values())[-1])
+                _apply(next(reversed(_requests.values())))  # the most recent active block's count
             else:
                 for setter, original in _original:
                     setter(original)

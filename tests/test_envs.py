@@ -585,6 +585,8 @@ def test_gymnasium_generator_seeds_are_reproducible():
     np.testing.assert_array_equal(first[0], envs.make("gymnasium:CartPole-v1", num_envs=2, seed=integer).reset()[0])
     env = make(None)
     np.testing.assert_array_equal(env.reset(seed=np.random.default_rng(0))[0], first[0])
+    np.testing.assert_array_equal(envs.make("gymnasium:CartPole-v1", num_envs=2, seed=np.int64(integer)).reset()[0],
+                                  first[0])  # a NumPy integer seed is passed on as an int
 
 
 # ------------------------------------------------------------------------------------------------

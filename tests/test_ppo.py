@@ -419,6 +419,8 @@ def test_training_stays_in_the_configured_dtype(env_id, dtype, tmp_path):
     history = trainer.train()
     assert np.isfinite(history.updates[-1]["loss"])
     assert training_dtypes(trainer) == {np.dtype(dtype)} and trainer.rollout.final_values.dtype == dtype
+    stored = replace(config, dtype=np.dtype(dtype)).dtype
+    assert isinstance(stored, str) and stored == dtype  # a NumPy dtype is stored by its name (JSON)
     trainer.save(tmp_path / "policy.npz")
     agent, _, _ = load_policy(tmp_path / "policy.npz")
     assert agent.dtype == dtype

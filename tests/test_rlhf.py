@@ -18,7 +18,7 @@ from minippo.rl.losses import ppo_policy_loss, reinforce_loss
 from minippo.rlhf.rollout import Rollout, generate_rollout, response_logprobs, response_logprobs_backward
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rlhf.value import estimate_value
-from minippo.text.corpus import format_prompt, load_preferences
+from minippo.text.corpus import format_example, format_prompt, load_preferences
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -273,8 +273,7 @@ def test_reward_model_scores_the_text_a_rollout_produces():
     ids, mask = model.encode(prompts, chosen)
     expected = tokenizer.encode("Q: Where is the bank? A: Sure! It is on Main Street.", add_eos=True)
     np.testing.assert_array_equal(ids[0][mask[0] == 1], expected)
-    rollout_text = model.encode(["Q: Where is the bank? A:"], [" Sure! It is on Main Street."])
-    np.testing.assert_array_equal(rollout_text[0], ids)
+    assert prompts[0] + chosen[0] == format_example(pair["prompt"], pair["chosen"])  # a dialogue line
     with pytest.warns(UserWarning, match="longer than the reward model's context"):
         ids, mask = model.encode(["Q: " + "x" * 100 + " A:"], [" y"])
     assert ids.shape == (1, 64) and ids[0, -1] == tokenizer.eos_id
@@ -327,7 +326,7 @@ def test_critic_can_start_from_the_reward_model():
         ({"clip_coef": -1}, ValueError, "clip_coef must be > 0, got -1"),
         ({"batch_size": 64.0}, TypeError, "batch_size must be an integer, got float"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
-        ({"rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
+        ({"algo": "rloo", "rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
         ({"lr": "1e-4"}, TypeError, "lr must be a number, got str"),
         ({"kl_target": 0.0}, ValueError, "kl_target must be > 0, got 0.0"),
         ({"max_grad_norm": math.inf}, ValueError, "max_grad_norm must be finite, got inf"),
@@ -351,6 +350,9 @@ def test_config_accepts_numpy_numbers_and_none():
     assert type(config.batch_size) is int and config.batch_size == 32 and config.minibatch_size == 16
     assert type(config.lr) is float and config.lr == 0.5
     assert config.kl_target is None and config.max_grad_norm is None and config.value_clip_coef is None
+    for seed in (None, np.random.default_rng(3)):  # as the trainer's as_generator takes them
+        assert RLHFConfig(seed=seed).seed is seed
+    assert RLHFConfig(algo="ppo", rloo_k=1).rloo_k == 1  # rloo_k is only read (and checked) by RLOO
 
 
 @pytest.mark.parametrize(

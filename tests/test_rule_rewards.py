@@ -291,6 +291,8 @@ def test_rouge_l_extreme_beta_gives_recall_or_precision():
     assert rouge_l("a b", "a", beta=1e-200) == 0.5
     # F = (1 + β²) P R / (R + β² P) = (1 + β²) / (2 + β²) with P = 1/2, R = 1
     assert rouge_l("a b", "a", beta=1e5) == pytest.approx((1 + 1e10) / (2 + 1e10), rel=1e-15)
+    # with P or R = 0, F = 0 for any β, even where w P + (1 − w) R rounds to 0
+    assert rouge_l("b", "a", beta=1e200) == 0.0 and rouge_l("a b c", "z", beta=1e-200) == 0.0
 
 
 @settings(max_examples=200, deadline=None)

@@ -48,7 +48,7 @@ def integer_seed(seed):
     """
     if isinstance(check_seed(seed), np.random.Generator):
         return int(seed.integers(2**32))
-    return seed
+    return None if seed is None else int(seed)  # gymnasium refuses NumPy integers
 
 
 def space_from_gymnasium(space, name):

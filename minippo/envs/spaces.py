@@ -109,8 +109,9 @@ class Box:
         x = self._real_array(x, name)
         # np.minimum(np.maximum(...)) is np.clip without its Python-level overhead; NaN stays NaN.
         x = np.minimum(np.maximum(x, self.low), self.high)
-        with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused below
-            x = x.astype(self.dtype, copy=False)
+        if x.dtype != self.dtype:
+            with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused below
+                x = x.astype(self.dtype)
         if not np.isfinite(x).all():
             raise ValueError(f"{name} must be finite {self.dtype} numbers once clipped into the bounds "
                              f"(no NaN), got {x}")

@@ -14,6 +14,8 @@ These are what every objective in minippo needs: cross-entropy for pretraining, 
 sampled tokens for policy gradients and PPO, and the entropy bonus.  The softmax and the loss are fused:
 backward never forms the V×V Jacobian.
 """
+import math
+
 import numpy as np
 
 from minippo.nn.layers import row_sums
@@ -68,20 +70,30 @@ def token_logprobs_backward(dlogprobs, tokens, log_probs_all, out=None):
 
 def without_minus_infinity(log_probs_all):
     """log π with −inf (a token of probability 0, from a −inf logit) replaced by 0, so that π log π takes
-    its limit 0 there instead of 0 · (−inf) = NaN.  NaN stays NaN.  Copies only when there is a −inf."""
-    impossible = np.isneginf(log_probs_all)
-    return np.where(impossible, 0.0, log_probs_all) if impossible.any() else log_probs_all
+    its limit 0 there instead of 0 · (−inf) = NaN.  NaN stays NaN."""
+    return np.where(np.isneginf(log_probs_all), 0.0, log_probs_all)
 
 
+# A −inf logit makes π log π = 0 · (−inf) = NaN.  It is rare, so both functions compute the plain
+# formula and redo it with without_minus_infinity only when the (small) result is not finite.
 def entropy_forward(log_probs_all):
     """H = −Σ π log π over the last axis, from a log-softmax (..., V)."""
-    return -np.einsum("...v,...v->...", np.exp(log_probs_all), without_minus_infinity(log_probs_all))
+    probs = np.exp(log_probs_all)
+    with np.errstate(invalid="ignore"):  # 0 · (−inf): handled just below
+        entropy = -np.einsum("...v,...v->...", probs, log_probs_all)
+    if not np.isfinite(entropy).all():
+        entropy = -np.einsum("...v,...v->...", probs, without_minus_infinity(log_probs_all))
+    return entropy
 
 
 def entropy_backward(dentropy, log_probs_all, entropy):
     """dL/dz = −dL/dH · π ⊙ (log π + H)."""
-    dlogits = without_minus_infinity(log_probs_all) + entropy[..., None]
-    dlogits *= np.exp(log_probs_all)
+    dlogits = log_probs_all + entropy[..., None]
+    with np.errstate(invalid="ignore"):  # 0 · (−inf): handled just below
+        dlogits *= np.exp(log_probs_all)
+    if not math.isfinite(float(np.sum(dlogits))):  # one fast read; entries are bounded, so no overflow
+        dlogits = without_minus_infinity(log_probs_all) + entropy[..., None]
+        dlogits *= np.exp(log_probs_all)
     dlogits *= -dentropy[..., None]
     return dlogits
 

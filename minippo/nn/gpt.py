@@ -20,6 +20,7 @@ real tokens before it (``pos = cumsum(mask) − 1``, clipped at 0), so a padded 
 logits on its real tokens as the row alone.
 """
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
@@ -80,11 +81,12 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, values):
         """The inverse of :meth:`to_dict`; a missing or unknown field is a ValueError naming it."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"values must be a mapping of GPTConfig fields, got {type(values).__name__}")
         names = {field.name for field in fields(cls)}
-        required = names - {"dtype"}
-        if not isinstance(values, dict) or not required <= values.keys() <= names:
-            keys = sorted(values) if isinstance(values, dict) else values
-            raise ValueError(f"a GPTConfig needs the fields {sorted(required)} (and optionally dtype), got {keys!r}")
+        missing, unknown = names - {"dtype"} - values.keys(), values.keys() - names
+        if missing or unknown:
+            raise ValueError(f"GPTConfig fields missing: {sorted(missing)}; unknown: {sorted(unknown)}")
         return cls(**values)
 
 

@@ -266,7 +266,7 @@ def lcs_length(a, b):
 
 
 def f_measure(precision, recall, beta=1.0):
-    """F_β = (1 + β²) P R / (R + β² P), and 0 when P = R = 0.
+    """F_β = (1 + β²) P R / (R + β² P), and 0 when P or R is 0.
 
     β = 1 gives F1, the harmonic mean of P and R; β > 1 weighs recall more.
     F_β is the weighted harmonic mean 1 / F = w / R + (1 − w) / P with
@@ -277,7 +277,7 @@ def f_measure(precision, recall, beta=1.0):
     which never forms β² itself: a huge β (w = 1) gives F = R, a tiny one
     (w = 0) gives F = P, where (1 + β²) would overflow or lose P.
     """
-    if precision == 0 and recall == 0:
+    if precision == 0 or recall == 0:  # F = 0 for every finite β (and w P + (1 − w) R may round to 0)
         return 0.0
     inverse = 1.0 / beta
     weight = 1.0 / (1.0 + inverse * inverse)  # inverse * inverse may overflow to inf (w = 0); ** would raise
@@ -438,10 +438,11 @@ def check_rewards(rewards, responses):
             f"rewards must have shape (B,) = ({len(responses)},), one per response, "
             f"got shape {values.shape}{detail}"
         )
-    # Check the items as given: NumPy would turn [True, 1.0] into [1.0, 1.0] and ["a", 1.0] into strings.
-    given_as_sequence = isinstance(rewards, (list, tuple))
-    if given_as_sequence or values.dtype.kind not in "iuf":
-        items = list(rewards) if given_as_sequence else values
+    # A list or tuple is checked item by item as given: NumPy would turn [True, 1.0] into [1.0, 1.0]
+    # and ["a", 1.0] into strings.  A list of Python floats, the common case, needs no closer look.
+    mixed_sequence = isinstance(rewards, (list, tuple)) and not all(type(value) is float for value in rewards)
+    if mixed_sequence or values.dtype.kind not in "iuf":
+        items = list(rewards) if mixed_sequence else values
         bad = np.flatnonzero([not is_real(value) for value in items])
         if bad.size:
             raise TypeError(

@@ -118,6 +118,7 @@ class PPOConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        self.dtype = np.dtype(self.dtype).name  # np.dtype("float64") passes the check; store its name (JSON)
         if not is_integer(self.seed):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
         if self.seed < 0:

@@ -86,8 +86,9 @@ class RLHFConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if self.critic not in ("shared", "separate"):
             raise ValueError(f"critic must be 'shared' or 'separate', got {self.critic!r}")
-        check_integer_fields(self, {"batch_size": 1, "max_new_tokens": 1, "update_epochs": 1, "minibatch_size": 1,
-                                    "rloo_k": 2, "seed": 0})
+        check_integer_fields(self, {"batch_size": 1, "max_new_tokens": 1, "update_epochs": 1, "minibatch_size": 1})
+        if not isinstance(self.seed, np.random.Generator) and self.seed is not None:  # as_generator takes all three
+            check_integer_fields(self, {"seed": 0})
         positive = ("temperature", "lr", "clip_coef", "value_clip_coef", "max_grad_norm", "kl_target", "kl_horizon")
         non_negative = ("vf_coef", "ent_coef", "init_kl_coef")
         fractions = ("gamma", "lam")
@@ -112,9 +113,11 @@ class RLHFConfig:
         if self.batch_size % self.minibatch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
                              f"({self.minibatch_size})")
-        if self.algo == "rloo" and self.batch_size % self.rloo_k:
-            raise ValueError(f"rloo needs rloo_k dividing batch_size, got rloo_k={self.rloo_k} and "
-                             f"batch_size={self.batch_size}")
+        if self.algo == "rloo":  # rloo_k is only read by RLOO
+            check_integer_fields(self, {"rloo_k": 2})
+            if self.batch_size % self.rloo_k:
+                raise ValueError(f"rloo needs rloo_k dividing batch_size, got rloo_k={self.rloo_k} and "
+                                 f"batch_size={self.batch_size}")
 
 
 class Critic:
