@@ -16,3 +16,20 @@ def is_integer(value):
 def is_real(value):
     """True for Python and NumPy real numbers (integers included), not for bools."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def integer_at_least(value, name, minimum):
+    """``value`` as a Python int (JSON-friendly) if it is an integer >= ``minimum``; otherwise a
+    ``TypeError`` (not an integer) or ``ValueError`` (too small) that names ``name``."""
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_integer_fields(config, minimums):
+    """Check ``config.<name>`` with :func:`integer_at_least` for each ``{name: minimum}`` and store the
+    Python int back (for the ``__post_init__`` of configuration dataclasses)."""
+    for name, minimum in minimums.items():
+        setattr(config, name, integer_at_least(getattr(config, name), name, minimum))

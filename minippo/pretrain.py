@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minippo.checks import is_integer, is_real
+from minippo.checks import check_integer_fields, is_real
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
@@ -46,12 +46,8 @@ class PretrainConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self):
-        for name, smallest in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("seed", 0),
-                               ("log_every", 1), ("checkpoint_every", 1)):
-            value = getattr(self, name)
-            if not is_integer(value) or value < smallest:
-                raise ValueError(f"{name} must be an integer >= {smallest}, got {value!r}")
-            setattr(self, name, int(value))  # a NumPy integer becomes a JSON-friendly int
+        check_integer_fields(self, {"steps": 1, "batch_size": 1, "warmup_steps": 0, "seed": 0,
+                                    "log_every": 1, "checkpoint_every": 1})
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if not is_real(value) or not math.isfinite(value):

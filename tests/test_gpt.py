@@ -527,9 +527,9 @@ def test_backward_errors():
 def test_config_errors():
     with pytest.raises(ValueError, match="divisible by n_head"):
         make_config(n_embd=10, n_head=3)
-    with pytest.raises(ValueError, match="vocab_size must be a positive integer"):
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= 1, got 0"):
         make_config(vocab_size=0)
-    with pytest.raises(ValueError, match="n_layer must be a positive integer"):
+    with pytest.raises(TypeError, match="n_layer must be an integer >= 1, got bool True"):
         make_config(n_layer=True)
     with pytest.raises(ValueError, match="float32 or float64"):
         make_config(dtype=np.float16)

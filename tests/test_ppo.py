@@ -551,7 +551,7 @@ def test_checkpoint_keeps_the_observation_statistics(tmp_path):
     ({"gamma": 1.5}, ValueError, "gamma"),
     ({"target_kl": 0.0}, ValueError, "target_kl"),
     ({"total_steps": 100}, ValueError, "total_steps"),
-    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
     ({"seed": 1.0}, TypeError, "seed"),
     ({"dtype": "float16"}, ValueError, "dtype"),
     ({"dtype": np.float64}, ValueError, "dtype"),

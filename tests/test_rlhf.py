@@ -324,7 +324,7 @@ def test_critic_can_start_from_the_reward_model():
         ({"minibatch_size": 0}, ValueError, "minibatch_size must be an integer >= 1, got 0"),
         ({"update_epochs": 0}, ValueError, "update_epochs must be an integer >= 1, got 0"),
         ({"clip_coef": -1}, ValueError, "clip_coef must be > 0, got -1"),
-        ({"batch_size": 64.0}, TypeError, "batch_size must be an integer, got float"),
+        ({"batch_size": 64.0}, TypeError, "batch_size must be an integer >= 1, got float 64.0"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
         ({"algo": "rloo", "rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
         ({"lr": "1e-4"}, TypeError, "lr must be a number, got str"),

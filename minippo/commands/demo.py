@@ -1,7 +1,7 @@
 """``minippo demo``: the whole RLHF pipeline on the shipped corpus, end to end (the README's main command)."""
 from dataclasses import replace
 
-from minippo.commands.rlhf import integer_at_least
+from minippo.commands.rlhf import integer_option
 from minippo.rlhf.pipeline import DemoConfig, run_demo
 
 
@@ -15,13 +15,13 @@ def register(subparsers):
         "Writes summary.json, rlhf_log.csv and (with matplotlib) rlhf.png to --out.",
     )
     parser.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    parser.add_argument("--seed", type=integer_at_least(0), default=defaults.seed,
+    parser.add_argument("--seed", type=integer_option(0), default=defaults.seed,
                         help="seed of every stage (default: 0)")
-    parser.add_argument("--pretrain-steps", type=integer_at_least(1), default=defaults.pretrain.steps,
+    parser.add_argument("--pretrain-steps", type=integer_option(1), default=defaults.pretrain.steps,
                         help=f"pretraining steps (default: {defaults.pretrain.steps})")
-    parser.add_argument("--reward-steps", type=integer_at_least(1), default=defaults.reward_steps,
+    parser.add_argument("--reward-steps", type=integer_option(1), default=defaults.reward_steps,
                         help=f"reward-model training steps (default: {defaults.reward_steps})")
-    parser.add_argument("--iterations", type=integer_at_least(1), default=defaults.iterations,
+    parser.add_argument("--iterations", type=integer_option(1), default=defaults.iterations,
                         help=f"PPO iterations (default: {defaults.iterations})")
     parser.add_argument("--kl-target", type=float, default=defaults.rlhf.kl_target,
                         help=f"target KL to the reference per response, nats (default: {defaults.rlhf.kl_target})")

@@ -7,7 +7,7 @@ import argparse
 import json
 import unicodedata
 
-from minippo.commands.rlhf import integer_at_least
+from minippo.commands.rlhf import integer_option
 from minippo.mrp import MRP
 
 SPEC_FORMAT = """\
@@ -47,12 +47,12 @@ def register(subparsers):
     parser.add_argument("--gamma", type=float, help="discount γ in [0, 1], overriding the example's or file's")
     parser.add_argument(
         "--episodes",
-        type=integer_at_least(2),
+        type=integer_option(2),
         default=DEFAULT_EPISODES,
         help=f"Monte Carlo episodes started from each state, at least 2 for a standard error "
         f"(default: {DEFAULT_EPISODES})",
     )
-    parser.add_argument("--seed", type=integer_at_least(0), default=0,
+    parser.add_argument("--seed", type=integer_option(0), default=0,
                         help="seed for the Monte Carlo estimate (default: 0)")
     parser.set_defaults(func=run)
 

@@ -1,7 +1,7 @@
 """``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
 import numpy as np
 
-from minippo.commands.rlhf import integer_at_least
+from minippo.commands.rlhf import integer_option
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import (
     RewardModel,
@@ -23,11 +23,11 @@ def register(subparsers):
     parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
     parser.add_argument("--policy", required=True, help="policy checkpoint whose trunk initialises the model")
     parser.add_argument("--out", default="runs/reward_model.npz", help="output checkpoint (default: runs/reward_model.npz)")
-    parser.add_argument("--steps", type=integer_at_least(1), default=150, help="training steps (default: 150)")
-    parser.add_argument("--batch-size", type=integer_at_least(1), default=32, help="pairs per step (default: 32)")
+    parser.add_argument("--steps", type=integer_option(1), default=150, help="training steps (default: 150)")
+    parser.add_argument("--batch-size", type=integer_option(1), default=32, help="pairs per step (default: 32)")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="held-out fraction for --data (default: 0.15)")
-    parser.add_argument("--seed", type=integer_at_least(0), default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.set_defaults(func=run)
 
 

@@ -14,7 +14,7 @@ from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
 
 
-def integer_at_least(minimum):
+def integer_option(minimum):
     """argparse type for an integer option >= ``minimum`` (shared by the sub-commands).
 
     argparse names the option in the error: ``argument --seed: expected an integer >= 0, got '-1'``.
@@ -62,10 +62,10 @@ def register(subparsers):
     parser.add_argument("--reward", required=True, help="reward-model checkpoint (.npz) or rule spec")
     parser.add_argument("--algo", choices=ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
-    parser.add_argument("--iterations", type=integer_at_least(1), default=40, help="iterations (default: 40)")
-    parser.add_argument("--batch-size", type=integer_at_least(1), default=defaults.batch_size,
+    parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
+    parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
                         help="responses per iteration")
-    parser.add_argument("--max-new-tokens", type=integer_at_least(1), default=defaults.max_new_tokens,
+    parser.add_argument("--max-new-tokens", type=integer_option(1), default=defaults.max_new_tokens,
                         help="response length limit")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
@@ -73,7 +73,7 @@ def register(subparsers):
                         help=f"adaptive-KL target in nats per response (default: {defaults.kl_target})")
     parser.add_argument("--fixed-kl", type=float, default=None, help="use this fixed β instead of adaptive KL")
     parser.add_argument("--critic", choices=("shared", "separate"), default=defaults.critic, help="critic trunk")
-    parser.add_argument("--seed", type=integer_at_least(0), default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
     parser.set_defaults(func=run)
 

@@ -1,5 +1,5 @@
 """``minippo value``: Monte Carlo estimate of a prompt's value E_π[R] under a policy and a reward."""
-from minippo.commands.rlhf import integer_at_least, load_reward
+from minippo.commands.rlhf import integer_option, load_reward
 from minippo.pretrain import load_model
 from minippo.rlhf.value import estimate_value
 
@@ -12,16 +12,16 @@ def register(subparsers):
         "print the mean (the Monte Carlo value V_π(prompt) = Σ_τ R(τ) P_π(τ)) with its standard error.",
     )
     parser.add_argument("--prompt", required=True, help="the prompt text, used verbatim (e.g. 'Q: Where is the bank? A:')")
-    parser.add_argument("--samples", type=integer_at_least(2), default=64,
+    parser.add_argument("--samples", type=integer_option(2), default=64,
                         help="number of sampled responses, at least 2 (default: 64)")
     parser.add_argument("--policy", default="runs/demo/policy.npz", help="policy checkpoint (default: runs/demo/policy.npz)")
     parser.add_argument("--reward", default="runs/demo/reward_model.npz",
                         help="reward-model checkpoint or rule spec (default: runs/demo/reward_model.npz)")
-    parser.add_argument("--max-new-tokens", type=integer_at_least(1), default=40,
+    parser.add_argument("--max-new-tokens", type=integer_option(1), default=40,
                         help="response length limit (default: 40)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
-    parser.add_argument("--seed", type=integer_at_least(0), default=0, help="seed (default: 0)")
-    parser.add_argument("--show", type=integer_at_least(0), default=5, help="sampled responses to print (default: 5)")
+    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
+    parser.add_argument("--show", type=integer_option(0), default=5, help="sampled responses to print (default: 5)")
     parser.set_defaults(func=run)
 
 

@@ -27,7 +27,8 @@ gymnasium's own per-step ``infos`` are not forwarded (``reset`` does forward its
 import numpy as np
 
 from minippo.envs.spaces import Box, Discrete
-from minippo.envs.vector_env import VectorEnv, check_positive_int, check_seed
+from minippo.checks import integer_at_least
+from minippo.envs.vector_env import VectorEnv, check_seed
 
 INSTALL_HINT = 'install it with  pip install "minippo[bench]"  (or  pip install gymnasium)'
 
@@ -147,7 +148,7 @@ def make_gymnasium(gym_id, num_envs=1, seed=None, **kwargs):
     ``kwargs`` go to the gymnasium environment's constructor (e.g. ``g=9.81`` for Pendulum-v1).
     """
     gymnasium = import_gymnasium()
-    num_envs = check_positive_int(num_envs, "num_envs")
+    num_envs = integer_at_least(num_envs, "num_envs", 1)
     try:
         gym_env = gymnasium.make_vec(
             gym_id,

@@ -39,17 +39,8 @@ limit ``max_episode_steps`` is simply ``truncations = self._time_limit_reached()
 """
 import numpy as np
 
-from minippo.checks import is_integer
+from minippo.checks import integer_at_least, is_integer
 from minippo.envs.spaces import Box, Discrete
-
-
-def check_positive_int(value, name):
-    """``value`` as a positive Python int, or a ``TypeError``/``ValueError`` naming ``name``."""
-    if not is_integer(value):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
 
 
 def check_seed(seed):
@@ -83,13 +74,13 @@ class VectorEnv:
         ]:
             if not isinstance(space, (Box, Discrete)):
                 raise TypeError(f"{name} must be a minippo.envs.spaces Box or Discrete, got {space!r}")
-        self.num_envs = check_positive_int(num_envs, "num_envs")
+        self.num_envs = integer_at_least(num_envs, "num_envs", 1)
         self.single_observation_space = single_observation_space
         self.single_action_space = single_action_space
         self.observation_space = single_observation_space.batch(self.num_envs)
         self.action_space = single_action_space.batch(self.num_envs)
         self.max_episode_steps = (
-            None if max_episode_steps is None else check_positive_int(max_episode_steps, "max_episode_steps")
+            None if max_episode_steps is None else integer_at_least(max_episode_steps, "max_episode_steps", 1)
         )
         self.rng = np.random.default_rng(check_seed(seed))
         self.episode_returns = np.zeros(self.num_envs)

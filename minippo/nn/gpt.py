@@ -39,7 +39,7 @@ from minippo.nn.layers import (
     linear_forward,
     row_sums,
 )
-from minippo.checks import is_integer, is_real
+from minippo.checks import integer_at_least, is_integer, is_real
 from minippo.nn.module import Module, as_generator, check_array, check_dtype
 from minippo.parallel import map_array_groups, map_shards, row_shards
 
@@ -60,10 +60,7 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not is_integer(value) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-            object.__setattr__(self, name, int(value))  # a NumPy integer becomes a JSON-friendly int
+            object.__setattr__(self, name, integer_at_least(getattr(self, name), f"GPTConfig.{name}", 1))
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"

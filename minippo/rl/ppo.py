@@ -59,7 +59,7 @@ import numpy as np
 
 from minippo import envs
 from minippo.blas import blas_threads
-from minippo.checks import is_integer, is_real
+from minippo.checks import check_integer_fields, is_integer, is_real
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
@@ -110,19 +110,11 @@ class PPOConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if not isinstance(self.env_id, str):
             raise TypeError(f"env_id must be a string, got {type(self.env_id).__name__}")
-        for name in ("total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "blas_threads"):
-            value = getattr(self, name)
-            if not is_integer(value):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
+        check_integer_fields(self, {"total_steps": 1, "num_envs": 1, "num_steps": 1, "num_minibatches": 1,
+                                    "update_epochs": 1, "blas_threads": 1, "seed": 0})
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         self.dtype = np.dtype(self.dtype).name  # np.dtype("float64") passes the check; store its name (JSON)
-        if not is_integer(self.seed):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.total_steps < self.batch_size:
             raise ValueError(f"total_steps={self.total_steps} is less than one rollout "
                              f"(num_envs * num_steps = {self.batch_size})")

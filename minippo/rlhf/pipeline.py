@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from minippo.checks import check_integer_fields
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import RewardModel, preference_accuracy, train_reward_model
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
-from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer, check_integer_fields
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.text.corpus import format_prompt, is_preferred, load_corpus, load_preferences, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minippo.checks import is_integer, is_real
+from minippo.checks import check_integer_fields, is_real
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
@@ -41,18 +41,6 @@ from minippo.rlhf.rollout import (
 )
 
 ALGORITHMS = ("ppo", "reinforce", "rloo")
-
-
-def check_integer_fields(config, minimums):
-    """Check that ``config.<name>`` is an integer >= ``minimum`` for each item of ``minimums``
-    ({name: minimum}), and store it as a Python int (a NumPy integer becomes JSON-friendly)."""
-    for name, minimum in minimums.items():
-        value = getattr(config, name)
-        if not is_integer(value):
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-        if value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-        setattr(config, name, int(value))
 
 
 @dataclass
