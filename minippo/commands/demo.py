@@ -1,7 +1,7 @@
 """``minippo demo``: the whole RLHF pipeline on the shipped corpus, end to end (the README's main command)."""
 from dataclasses import replace
 
-from minippo.commands.rlhf import integer_option
+from minippo.commands import integer_option
 from minippo.rlhf.pipeline import DemoConfig, run_demo
 
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import unicodedata
 
-from minippo.commands.rlhf import integer_option
+from minippo.commands import integer_option
 from minippo.mrp import MRP
 
 SPEC_FORMAT = """\

@@ -1,7 +1,7 @@
 """``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
 import numpy as np
 
-from minippo.commands.rlhf import integer_option
+from minippo.commands import integer_option
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import (
     RewardModel,

@@ -1,9 +1,9 @@
 """``minippo rlhf``: PPO, REINFORCE or RLOO on your own policy checkpoint against a reward model or a rule."""
-import argparse
 import os
 
 import numpy as np
 
+from minippo.commands import integer_option
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import RewardModel
@@ -12,23 +12,6 @@ from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
-
-
-def integer_option(minimum):
-    """argparse type for an integer option >= ``minimum`` (shared by the sub-commands).
-
-    argparse names the option in the error: ``argument --seed: expected an integer >= 0, got '-1'``.
-    """
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
 
 
 def load_reward(spec):

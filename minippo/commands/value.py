@@ -1,5 +1,6 @@
 """``minippo value``: Monte Carlo estimate of a prompt's value E_π[R] under a policy and a reward."""
-from minippo.commands.rlhf import integer_option, load_reward
+from minippo.commands import integer_option
+from minippo.commands.rlhf import load_reward
 from minippo.pretrain import load_model
 from minippo.rlhf.value import estimate_value
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minippo.checks import is_integer
+from minippo.checks import integer_at_least
 from minippo.nn.module import as_generator
 from minippo.rewards.rules import check_rewards
 from minippo.rlhf.rollout import generate_rollout
@@ -35,10 +35,7 @@ def estimate_value(policy, prompt, reward, n_samples, tokenizer=None, max_new_to
     tokenizer = tokenizer or ByteTokenizer()
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not is_integer(n_samples):
-        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be an integer >= 2 (for a standard error), got {n_samples}")
+    n_samples = integer_at_least(n_samples, "n_samples", 2)  # two samples at least, for a standard error
     rng = as_generator(seed)
     responses, rewards, logprobs = [], [], []
     for start in range(0, n_samples, batch_size):
