@@ -3,6 +3,7 @@
 ``bool`` is a subclass of ``int`` in Python, so ``True`` would pass a plain ``isinstance(x, int)``
 check as the number 1; these helpers accept Python and NumPy numbers and reject booleans.
 """
+import math
 import numbers
 
 import numpy as np
@@ -16,6 +17,16 @@ def is_integer(value):
 def is_real(value):
     """True for Python and NumPy real numbers (integers included), not for bools."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def finite_number(value, name):
+    """``value`` as a Python float if it is a finite real number; otherwise a ``TypeError`` (not a
+    number) or ``ValueError`` (NaN or ±inf) that names ``name``."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)
 
 
 def integer_at_least(value, name, minimum):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minippo.checks import check_integer_fields, is_real
+from minippo.checks import check_integer_fields, finite_number
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
@@ -49,10 +49,7 @@ class PretrainConfig:
         check_integer_fields(self, {"steps": 1, "batch_size": 1, "warmup_steps": 0, "seed": 0,
                                     "log_every": 1, "checkpoint_every": 1})
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if not is_real(value) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            setattr(self, name, float(value))
+            setattr(self, name, finite_number(getattr(self, name), name))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:

@@ -17,11 +17,9 @@ terminate; they are truncated after 200 steps.  Initial states: ``θ ~ U(-π, π
 This reproduces gymnasium's ``Pendulum-v1`` number for number, including its precision: the
 state is float64 while the torque stays float32, so ``0.001 u²`` and ``3 u`` are float32 products.
 """
-import math
-
 import numpy as np
 
-from minippo.checks import is_real
+from minippo.checks import finite_number
 from minippo.envs.spaces import Box
 from minippo.envs.vector_env import VectorEnv
 
@@ -51,11 +49,9 @@ class PendulumEnv(VectorEnv):
             seed,
             max_episode_steps,
         )
-        if not is_real(g):
-            raise TypeError(f"g must be a number (the gravity), got {type(g).__name__}")
-        if not (math.isfinite(g) and g >= 0):
+        self.g = finite_number(g, "g")  # the gravity
+        if self.g < 0:
             raise ValueError(f"g must be finite and >= 0 (the gravity), got {g}")
-        self.g = float(g)
         self.state = np.zeros((2, self.num_envs))
 
     def _advance(self, actions):

@@ -24,15 +24,13 @@ statistics are saved and restored with ``rms.state_dict()`` / ``rms.load_state_d
 """
 import numpy as np
 
-from minippo.checks import is_real
+from minippo.checks import finite_number, is_real
 from minippo.envs.spaces import Box, as_shape
 
 
 def check_positive(value, name):
     """``value`` as a positive float, or a ``TypeError``/``ValueError`` naming ``name``."""
-    if not is_real(value):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not value > 0 or not np.isfinite(value):
+    if not finite_number(value, name) > 0:
         raise ValueError(f"{name} must be a positive number, got {value}")
     return float(value)
 

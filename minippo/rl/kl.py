@@ -9,25 +9,14 @@ where n is the number of samples since the last update.  Capping n at the horizo
 of one update to ±20%, so β stays positive however many samples an update covers (uncapped, n >
 5 · horizon would make β negative); updates with n <= horizon follow Ziegler et al.'s rule exactly.
 """
-import math
-
-from minippo.checks import is_integer, is_real
-
-
-def check_finite(value, name):
-    """``value`` if it is a finite real number, else a ``TypeError``/``ValueError`` naming ``name``."""
-    if not is_real(value):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+from minippo.checks import finite_number, is_integer
 
 
 class FixedKLController:
     """β stays at its initial value; ``update`` ignores its arguments."""
 
     def __init__(self, beta):
-        if check_finite(beta, "beta") < 0:
+        if finite_number(beta, "beta") < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta = float(beta)
 
@@ -46,7 +35,7 @@ class AdaptiveKLController(FixedKLController):
 
     def update(self, kl, n_samples):
         """Move β after ``n_samples`` samples (an int >= 1) whose mean KL was ``kl`` (finite)."""
-        check_finite(kl, "kl")
+        finite_number(kl, "kl")
         if not is_integer(n_samples):
             raise TypeError(f"n_samples must be an int, got {type(n_samples).__name__}")
         if n_samples < 1:

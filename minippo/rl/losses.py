@@ -20,12 +20,11 @@ PPO's clipped value loss, with v_clip = v_old + clip(v − v_old, −ε_v, ε_v)
 The array arguments of one call must share one shape (nothing is broadcast) and a clip coefficient,
 when given, must be a finite ε > 0.
 """
-import math
 from typing import NamedTuple
 
 import numpy as np
 
-from minippo.checks import is_real
+from minippo.checks import finite_number
 
 
 class PolicyLoss(NamedTuple):
@@ -44,9 +43,7 @@ def _check_same_shape(**arrays):
 
 
 def _check_clip_coef(clip_coef):
-    if not is_real(clip_coef):
-        raise TypeError(f"clip_coef must be a number, got {type(clip_coef).__name__}")
-    if not (math.isfinite(clip_coef) and clip_coef > 0):
+    if not finite_number(clip_coef, "clip_coef") > 0:
         raise ValueError(f"clip_coef must be finite and > 0, got {clip_coef}")
 
 

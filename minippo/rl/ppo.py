@@ -59,7 +59,7 @@ import numpy as np
 
 from minippo import envs
 from minippo.blas import blas_threads
-from minippo.checks import check_integer_fields, is_integer, is_real
+from minippo.checks import check_integer_fields, finite_number, is_integer
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
@@ -124,12 +124,8 @@ class PPOConfig:
         for name in ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
                      "target_kl", "obs_clip", "reward_clip"):
             value = getattr(self, name)
-            if value is None and name in ("max_grad_norm", "target_kl"):
-                continue
-            if not is_real(value):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value}")
+            if value is not None or name not in ("max_grad_norm", "target_kl"):  # these two may be None
+                finite_number(value, name)
         for name in ("learning_rate", "clip_coef", "obs_clip", "reward_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
