@@ -39,6 +39,18 @@ def integer_at_least(value, name, minimum):
     return int(value)
 
 
+def check_seed(seed):
+    """``seed`` if it is None, an int >= 0 or a ``numpy.random.Generator`` (what ``np.random.default_rng``
+    takes); otherwise a ``TypeError``/``ValueError`` naming ``seed``."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if not is_integer(seed):
+        raise TypeError(f"seed must be None, an int >= 0 or a numpy Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed}")
+    return seed
+
+
 def check_integer_fields(config, minimums):
     """Check ``config.<name>`` with :func:`integer_at_least` for each ``{name: minimum}`` and store the
     Python int back (for the ``__post_init__`` of configuration dataclasses)."""

@@ -578,6 +578,8 @@ def test_generate_errors():
         model.generate(PROMPT, 2, attention_mask=PROMPT_MASK[:2])
     with pytest.raises(TypeError, match="seed"):
         model.generate(PROMPT, 2, rng="zero")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):  # NumPy's own message names nothing
+        model.generate(PROMPT, 2, rng=-1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,20 +39,8 @@ limit ``max_episode_steps`` is simply ``truncations = self._time_limit_reached()
 """
 import numpy as np
 
-from minippo.checks import integer_at_least, is_integer
+from minippo.checks import check_seed, integer_at_least
 from minippo.envs.spaces import Box, Discrete
-
-
-def check_seed(seed):
-    """``seed`` if it is None, an int >= 0 or a ``numpy.random.Generator``; otherwise a
-    ``TypeError``/``ValueError`` naming ``seed``."""
-    if seed is None or isinstance(seed, np.random.Generator):
-        return seed
-    if not is_integer(seed):
-        raise TypeError(f"seed must be None, an int >= 0 or a numpy Generator, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return seed
 
 
 class VectorEnv:

@@ -11,7 +11,7 @@ every missing, unexpected or mis-shaped key at once.
 """
 import numpy as np
 
-from minippo.checks import is_integer
+from minippo.checks import check_seed
 from minippo.parallel import map_array_groups
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -39,12 +39,9 @@ def check_array(array, shape, dtype, name):
 
 
 def as_generator(seed):
-    """A ``numpy.random.Generator`` from a seed (int or None) or an existing Generator."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or is_integer(seed):
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
+    """A ``numpy.random.Generator`` from a seed (an int >= 0 or None) or an existing Generator."""
+    seed = check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 class Module:

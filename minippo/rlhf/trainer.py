@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minippo.checks import check_integer_fields, is_real
+from minippo.checks import check_integer_fields, check_seed, is_real
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
@@ -75,8 +75,7 @@ class RLHFConfig:
         if self.critic not in ("shared", "separate"):
             raise ValueError(f"critic must be 'shared' or 'separate', got {self.critic!r}")
         check_integer_fields(self, {"batch_size": 1, "max_new_tokens": 1, "update_epochs": 1, "minibatch_size": 1})
-        if not isinstance(self.seed, np.random.Generator) and self.seed is not None:  # as_generator takes all three
-            check_integer_fields(self, {"seed": 0})
+        check_seed(self.seed)  # None, an int >= 0 or a Generator, as the trainer's as_generator takes
         positive = ("temperature", "lr", "clip_coef", "value_clip_coef", "max_grad_norm", "kl_target", "kl_horizon")
         non_negative = ("vf_coef", "ent_coef", "init_kl_coef")
         fractions = ("gamma", "lam")
