@@ -1,4 +1,8 @@
-"""Type checks shared by every argument validation in minippo.
+"""Argument checks shared by every validation in minippo.
+
+``is_integer`` and ``is_real`` are predicates; the other functions return the checked value (as a
+plain Python number where that matters, e.g. for JSON) or raise ``TypeError`` (wrong kind of value)
+or ``ValueError`` (out of range) with a message that names the argument.
 
 ``bool`` is a subclass of ``int`` in Python, so ``True`` would pass a plain ``isinstance(x, int)``
 check as the number 1; these helpers accept Python and NumPy numbers and reject booleans.
