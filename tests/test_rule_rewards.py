@@ -162,7 +162,7 @@ def test_bleu_rejects_bad_arguments():
         bleu("the cat", ["the cat", 3])
     with pytest.raises(ValueError, match="references must hold at least one"):
         bleu("the cat", [])
-    with pytest.raises(ValueError, match="max_n must be a positive int"):
+    with pytest.raises(ValueError, match="max_n must be an integer >= 1, got 0"):
         bleu("the cat", CAT_REFERENCE, max_n=0)
     with pytest.raises(ValueError, match="smoothing must be one of"):
         bleu("the cat", CAT_REFERENCE, smoothing="add2")
@@ -345,7 +345,7 @@ def test_length_reward_with_and_without_tolerance():
 
 
 def test_length_reward_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="target must be a positive int"):
+    with pytest.raises(ValueError, match="target must be an integer >= 1, got 0"):
         length_reward("a", 0)
     with pytest.raises(ValueError, match="tolerance must be a number >= 0"):
         length_reward("a", 3, tolerance=-1)
@@ -396,7 +396,7 @@ def test_reward_callables_check_their_arguments():
         RougeReward("ref", level="bytes")
     with pytest.raises(ValueError, match="at least one keyword"):
         KeywordReward([])
-    with pytest.raises(ValueError, match="target must be a positive int"):
+    with pytest.raises(ValueError, match="target must be an integer >= 1, got -3"):
         LengthReward(-3)
 
 

@@ -32,7 +32,7 @@ from collections import Counter
 
 import numpy as np
 
-from minippo.checks import is_integer, is_real
+from minippo.checks import integer_at_least, is_real
 
 LEVELS = ("word", "char")
 KEYWORD_MODES = ("fraction", "any")
@@ -64,11 +64,6 @@ def _check_level(level):
 def _check_text(text, name):
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-
-
-def _check_positive_int(value, name):
-    if not is_integer(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def tokenize(text, level="word"):
@@ -179,7 +174,7 @@ BLEU_SMOOTHING = {"none": _smooth_none, "add1": _smooth_add1, "epsilon": _smooth
 
 
 def _check_bleu_options(max_n, smoothing):
-    _check_positive_int(max_n, "max_n")
+    integer_at_least(max_n, "max_n", 1)
     if smoothing not in BLEU_SMOOTHING:
         raise ValueError(f"smoothing must be one of {tuple(BLEU_SMOOTHING)}, got {smoothing!r}")
 
@@ -375,7 +370,7 @@ def _keyword_token_lists(keywords, case_sensitive, level):
 
 
 def _check_length_options(target, tolerance):
-    _check_positive_int(target, "target")
+    integer_at_least(target, "target", 1)
     if not is_real(tolerance) or not tolerance >= 0:
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
 

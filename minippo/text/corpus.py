@@ -33,6 +33,8 @@ import pathlib
 
 import numpy as np
 
+from minippo.checks import integer_at_least
+
 MAX_EXAMPLE_BYTES = 80
 PROMPT_PREFIX = "Q: "
 RESPONSE_SEPARATOR = " A:"
@@ -306,9 +308,8 @@ def generate_corpus(
     for name, value in (("test_fraction", test_fraction), ("preferred_fraction", preferred_fraction)):
         if not 0 < value < 1:
             raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {value!r}")
-    for name, value in (("responses_per_prompt", responses_per_prompt), ("pairs_per_prompt", pairs_per_prompt)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    responses_per_prompt = integer_at_least(responses_per_prompt, "responses_per_prompt", 1)
+    pairs_per_prompt = integer_at_least(pairs_per_prompt, "pairs_per_prompt", 1)
     rng = np.random.default_rng(seed)
     pairs = question_answers(rng)
     held_out = set(np.argsort(rng.random(len(pairs)), kind="stable")[: round(test_fraction * len(pairs))].tolist())
