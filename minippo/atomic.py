@@ -10,6 +10,7 @@ import os
 import tempfile
 
 WRITE_MODES = ("w", "wt", "wb")  # the modes whose file starts empty, as the temporary file does
+TEMPORARY_NAME_PART = 64  # characters of the destination's name in the temporary file's name
 
 
 def _current_umask():
@@ -59,7 +60,9 @@ def atomic_write(path, mode="wb", encoding=None):
         # open() calls this only once it has accepted mode and encoding, and from then on the file
         # object owns the descriptor (it is closed even if open() fails after this point).
         nonlocal temporary
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + "-")
+        # the name's first 64 characters say whose temporary file it is; all of it could be too long
+        prefix = ".tmp-" + os.path.basename(path)[:TEMPORARY_NAME_PART] + "-"
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=prefix)
         return handle
 
     try:

@@ -86,3 +86,13 @@ def test_documented_differences_from_open(tmp_path):
     assert not link.is_symlink() and link.read_bytes() == b"new" and target.read_bytes() == b"target"
     assert first.read_bytes() == b"new" and second.read_bytes() == b"shared"
     assert (tmp_path / "new" / "dirs" / "file").read_bytes() == b"new"
+
+
+def test_a_name_at_the_length_limit_can_be_written(tmp_path):
+    """The temporary file's name holds only the start of the destination's, so a destination whose
+    name is as long as the file system allows (255 bytes on Linux) works as it does with open()."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    path = tmp_path / ("n" * limit)
+    with atomic_write(path) as file:
+        file.write(b"long")
+    assert path.read_bytes() == b"long" and os.listdir(tmp_path) == [path.name]

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from minippo import envs
+from minippo.commands import integer_option
 from minippo.rl.ppo import evaluate_policy, find_wrapper, load_policy, make_env
 
 
@@ -23,10 +24,10 @@ def register(subparsers):
     )
     parser.add_argument("--load", required=True, metavar="PATH", help="checkpoint written by train-ppo --save")
     parser.add_argument("--env", help="environment id (default: the one the policy was trained on)")
-    parser.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
+    parser.add_argument("--episodes", type=integer_option(1), default=10, help="number of episodes (default: 10)")
     parser.add_argument("--deterministic", action="store_true",
                         help="take the most likely action instead of sampling")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the environments and the sampling (default: 0)")
+    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed of the environments and the sampling (default: 0)")
     parser.set_defaults(func=run)
 
 

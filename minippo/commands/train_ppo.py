@@ -16,6 +16,7 @@ import csv
 import os
 from dataclasses import replace
 
+from minippo.commands import integer_option
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import ALGORITHMS, PRESETS, RECENT_EPISODES, Trainer, preset_for
 
@@ -35,10 +36,10 @@ def register(subparsers):
                         help="hyper-parameter preset (default: cartpole-fast for CartPole-v1, pendulum for "
                         "Pendulum-v1, CleanRL's CartPole defaults otherwise)")
     parser.add_argument("--algo", choices=ALGORITHMS, help="algorithm (default: the preset's)")
-    parser.add_argument("--num-envs", type=int, help="parallel environments (default: the preset's)")
-    parser.add_argument("--total-steps", type=int, help="environment steps in total (default: the preset's)")
+    parser.add_argument("--num-envs", type=integer_option(1), help="parallel environments (default: the preset's)")
+    parser.add_argument("--total-steps", type=integer_option(1), help="environment steps in total (default: the preset's)")
     parser.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
-    parser.add_argument("--seed", type=int,
+    parser.add_argument("--seed", type=integer_option(0),
                         help="seed of the environments, the networks and the sampling (default: the preset's, 1)")
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
     parser.add_argument("--plot", metavar="PATH",
