@@ -27,7 +27,8 @@ def register(subparsers):
     parser.add_argument("--episodes", type=integer_option(1), default=10, help="number of episodes (default: 10)")
     parser.add_argument("--deterministic", action="store_true",
                         help="take the most likely action instead of sampling")
-    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed of the environments and the sampling (default: 0)")
+    parser.add_argument("--seed", type=integer_option(0), default=0,
+                        help="seed of the environments and the sampling (default: 0)")
     parser.set_defaults(func=run)
 
 

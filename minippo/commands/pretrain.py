@@ -23,19 +23,24 @@ def register(subparsers):
     )
     parser.add_argument("--data", help="UTF-8 text file, one document per line (default: the shipped dialogues)")
     parser.add_argument("--out", default="runs/pretrain", help="output directory (default: runs/pretrain)")
-    parser.add_argument("--steps", type=integer_option(1), default=defaults.steps, help=f"optimizer steps (default: {defaults.steps})")
+    parser.add_argument("--steps", type=integer_option(1), default=defaults.steps,
+                        help=f"optimizer steps (default: {defaults.steps})")
     parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
                         help=f"documents per batch (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default: {defaults.lr})")
-    parser.add_argument("--seed", type=integer_option(0), default=defaults.seed, help="seed for init and batches (default: 0)")
-    parser.add_argument("--n-layer", type=integer_option(1), default=DEFAULT_MODEL["n_layer"], help="transformer blocks")
+    parser.add_argument("--seed", type=integer_option(0), default=defaults.seed,
+                        help="seed for init and batches (default: 0)")
+    parser.add_argument("--n-layer", type=integer_option(1), default=DEFAULT_MODEL["n_layer"],
+                        help="transformer blocks")
     parser.add_argument("--n-head", type=integer_option(1), default=DEFAULT_MODEL["n_head"], help="attention heads")
     parser.add_argument("--n-embd", type=integer_option(1), default=DEFAULT_MODEL["n_embd"], help="embedding width")
-    parser.add_argument("--block-size", type=integer_option(1), default=DEFAULT_MODEL["block_size"], help="context length")
+    parser.add_argument("--block-size", type=integer_option(1), default=DEFAULT_MODEL["block_size"],
+                        help="context length")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="array dtype")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/model.npz if it exists (same settings; --steps may grow)")
-    parser.add_argument("--samples", type=integer_option(0), default=4, help="samples to print after training (default: 4)")
+    parser.add_argument("--samples", type=integer_option(0), default=4,
+                        help="samples to print after training (default: 4)")
     parser.set_defaults(func=run)
 
 

@@ -37,7 +37,8 @@ def register(subparsers):
                         "Pendulum-v1, CleanRL's CartPole defaults otherwise)")
     parser.add_argument("--algo", choices=ALGORITHMS, help="algorithm (default: the preset's)")
     parser.add_argument("--num-envs", type=integer_option(1), help="parallel environments (default: the preset's)")
-    parser.add_argument("--total-steps", type=integer_option(1), help="environment steps in total (default: the preset's)")
+    parser.add_argument("--total-steps", type=integer_option(1),
+                        help="environment steps in total (default: the preset's)")
     parser.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
     parser.add_argument("--seed", type=integer_option(0),
                         help="seed of the environments, the networks and the sampling (default: the preset's, 1)")
