@@ -18,13 +18,12 @@ batch mean), and RLOO samples k responses per prompt and uses the mean return of
 each one's baseline.  Both make one on-policy pass: ∇E[R] ≈ mean((R − b) ∇ log π(τ)).
 """
 import copy
-import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from minippo.checks import check_integer_fields, check_seed, is_real
+from minippo.checks import check_integer_fields, check_seed, finite_number, is_real
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
@@ -85,18 +84,16 @@ class RLHFConfig:
             value = getattr(self, name)
             if value is None and name in optional:
                 continue
-            if not is_real(value):
-                either = " or None" if name in optional else ""
-                raise TypeError(f"{name} must be a number{either}, got {type(value).__name__}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value}")
-            if name in positive and not value > 0:
+            if name in optional and not is_real(value):
+                raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+            number = finite_number(value, name)  # a float; the messages show the value as given
+            if name in positive and not number > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-            if name in non_negative and not value >= 0:
+            if name in non_negative and not number >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-            if name in fractions and not 0 <= value <= 1:
+            if name in fractions and not 0 <= number <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-            setattr(self, name, float(value))
+            setattr(self, name, number)
         if self.batch_size % self.minibatch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
                              f"({self.minibatch_size})")
