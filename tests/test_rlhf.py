@@ -1,6 +1,7 @@
 """RLHF on a transformer: exact expectations by enumeration, the PPO ratio, KL control, rewards."""
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rewards.reward_model import (
     RewardModel,
     bradley_terry_loss,
+    load_preference_file,
     pair_texts,
     preference_accuracy,
     train_reward_model,
@@ -396,3 +398,10 @@ def test_demo_config_is_checked_before_any_stage_runs():
     with pytest.raises(TypeError, match="^rlhf must be an RLHFConfig, got dict$"):
         DemoConfig(rlhf={"kl_target": 6.0})
     assert DemoConfig(iterations=np.int64(3)).iterations == 3
+
+
+def test_preference_file_that_is_not_utf8_names_the_file(tmp_path):
+    latin1 = tmp_path / "pairs.jsonl"
+    latin1.write_bytes('{"prompt": "café", "chosen": "a", "rejected": "b"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(latin1))}: not UTF-8 text"):
+        load_preference_file(latin1)

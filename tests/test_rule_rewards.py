@@ -474,7 +474,7 @@ def test_bad_references_name_the_file_and_line(tmp_path, line, error, message):
 def test_reference_file_that_is_not_utf8_or_is_a_directory(tmp_path):
     latin1 = tmp_path / "refs.txt"
     latin1.write_bytes("café au lait\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=f"reference file {re.escape(repr(str(latin1)))} is not UTF-8 text"):
+    with pytest.raises(ValueError, match=f"^reference file {re.escape(str(latin1))}: not UTF-8 text"):
         parse_rule_reward(f"bleu:{latin1}")
     with pytest.raises(IsADirectoryError):  # an OSError, reported as such by the CLI: not "does not exist"
         parse_rule_reward(f"bleu:{tmp_path}")

@@ -9,6 +9,7 @@ import unicodedata
 
 from minippo.commands import integer_option
 from minippo.mrp import MRP
+from minippo.text.files import read_text
 
 SPEC_FORMAT = """\
 spec.json format (the arguments of MRP.from_dict):
@@ -76,14 +77,11 @@ def run_example(seed=0):
 def read_spec(path):
     """The parsed JSON of ``path``; errors name the file and the problem."""
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        text = read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except OSError as error:
         raise ValueError(f"{path}: cannot read the file ({error.strerror})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

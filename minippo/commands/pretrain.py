@@ -8,6 +8,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rlhf.rollout import generate_rollout
 from minippo.text.corpus import format_prompt, load_corpus, load_prompts
+from minippo.text.files import read_text
 from minippo.text.tokenizer import ByteTokenizer
 
 DEFAULT_MODEL = dict(block_size=96, n_layer=2, n_head=4, n_embd=96)
@@ -56,18 +57,9 @@ def print_samples(model, tokenizer, prompts, seed, log=print):
         log(f"  {prompt}{response}")
 
 
-def read_lines(path):
-    """The lines of the UTF-8 text file ``path``; errors name the file."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            return file.read().splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-
-
 def run(args):
     tokenizer = ByteTokenizer()
-    lines = load_corpus() if args.data is None else read_lines(args.data)
+    lines = load_corpus() if args.data is None else read_text(args.data).splitlines()
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                              n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -33,6 +33,7 @@ from collections import Counter
 import numpy as np
 
 from minippo.checks import integer_at_least, is_real
+from minippo.text.files import read_text
 
 LEVELS = ("word", "char")
 KEYWORD_MODES = ("fraction", "any")
@@ -603,12 +604,12 @@ def load_references(path):
     The file must be UTF-8 text.  Errors name the file, and for JSONL the line.
     """
     try:
-        with open(path, encoding="utf-8") as file:
-            lines = [(number, line.strip()) for number, line in enumerate(file, start=1)]
+        text = read_text(path)
     except FileNotFoundError:
         raise ValueError(f"reference file {path!r} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"reference file {path!r} is not UTF-8 text ({error.reason})") from None
+    except ValueError as error:  # not UTF-8
+        raise ValueError(f"reference file {error}") from None
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
     lines = [(number, line) for number, line in lines if line]
     if not lines:
         raise ValueError(f"reference file {path!r} holds no reference")
