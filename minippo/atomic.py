@@ -51,7 +51,7 @@ def atomic_write(path, mode="wb", encoding=None):
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"mode must be one of {WRITE_MODES}, got {mode!r}")
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # str, bytes or path-like -> str
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary = None

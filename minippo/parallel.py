@@ -26,7 +26,7 @@ The default thread count is the number of cores this process may use; ``set_num_
 """
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from minippo.blas import blas_threads
 from minippo.checks import is_integer
@@ -118,8 +118,11 @@ def map_shards(function, shards):
 
     The calling thread runs shard 0 and pool threads the rest.  With fewer than two shards, when
     only one thread is allowed (the count may have changed since the shards were made), or when
-    called from inside a shard, everything runs in the calling thread.  If shards raise, the first
-    shard's exception is raised here, after every shard has finished.
+    called from inside a shard, everything runs in the calling thread.  A shard that no pool thread
+    has started by the time the caller finishes shard 0 (the pool is busy with another caller's
+    shards) is taken back and run by the caller too: waiting for it could take as long, and could
+    wait forever if the busy pool thread is itself waiting for this caller.  If shards raise, the
+    first shard's exception is raised here, after every shard has finished.
     """
     global _pool
     if len(shards) < 2 or get_num_threads() == 1 or getattr(_in_shard, "active", False):
@@ -132,6 +135,16 @@ def map_shards(function, shards):
         finally:
             _in_shard.active = False
 
+    def outcome(index, future=None):
+        """(result, None) or (None, exception) of shard ``index``, run here unless ``future`` started."""
+        if future is not None and not future.cancel():
+            error = future.exception()  # waits for the pool thread
+            return (None, error) if error is not None else (future.result(), None)
+        try:
+            return run(index), None
+        except BaseException as error:
+            return None, error
+
     with blas_threads(1, rescan=False):
         with _pool_lock:  # so that set_num_threads cannot shut this pool down between two submits
             if _pool is None:
@@ -139,8 +152,8 @@ def map_shards(function, shards):
                 _pool = ThreadPoolExecutor(max_workers=max(1, get_num_threads() - 1),
                                            thread_name_prefix="minippo")
             futures = [_pool.submit(run, index) for index in range(1, len(shards))]
-        try:
-            first = run(0)
-        finally:
-            wait(futures)
-        return [first] + [future.result() for future in futures]
+        outcomes = [outcome(0)] + [outcome(index, future) for index, future in enumerate(futures, 1)]
+    for _, error in outcomes:
+        if error is not None:
+            raise error
+    return [result for result, _ in outcomes]

@@ -96,3 +96,12 @@ def test_a_name_at_the_length_limit_can_be_written(tmp_path):
     with atomic_write(path) as file:
         file.write(b"long")
     assert path.read_bytes() == b"long" and os.listdir(tmp_path) == [path.name]
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_str_and_bytes_paths_are_accepted_as_open_accepts_them(tmp_path, kind):
+    name = "données.txt"  # not ASCII: bytes paths are the file system's encoding of the name
+    path = str(tmp_path / name) if kind is str else os.fsencode(tmp_path / name)
+    with atomic_write(path, "w", encoding="utf-8") as file:
+        file.write("écrit")
+    assert (tmp_path / name).read_text(encoding="utf-8") == "écrit" and os.listdir(tmp_path) == [name]

@@ -48,9 +48,11 @@ def test_set_num_threads_rejects_bad_counts(bad):
 def test_map_shards_runs_every_shard_in_its_own_thread(threads):
     threads(2)
     seen = []
+    both_running = threading.Barrier(2, timeout=10)
 
     def work(index, rows):
         seen.append(threading.get_ident())
+        both_running.wait()  # fails unless the two shards run at the same time
         return index, rows
 
     shards = parallel.row_shards(4)
@@ -82,6 +84,48 @@ def test_nested_map_shards_run_serially(threads):
         return set(parallel.map_shards(inner, parallel.row_shards(2))) == {threading.get_ident()}
 
     assert parallel.map_shards(outer, parallel.row_shards(2)) == [True, True]
+
+
+def test_a_shard_the_busy_pool_has_not_started_runs_in_the_caller(threads):
+    """Another caller's shard holds the only pool thread; this caller runs its own shard 1 itself."""
+    threads(2)
+    pool_busy, release = threading.Event(), threading.Event()
+
+    def blocking(index, rows):
+        if index == 1:
+            pool_busy.set()
+            release.wait(10)
+        return index
+
+    other_caller = threading.Thread(target=parallel.map_shards, args=(blocking, [0, 1]))
+    other_caller.start()
+    try:
+        assert pool_busy.wait(10)
+        idents = parallel.map_shards(lambda index, rows: threading.get_ident(), [0, 1])
+        assert idents == [threading.get_ident()] * 2
+    finally:
+        release.set()
+        other_caller.join(10)
+
+
+def test_a_thread_started_inside_a_shard_can_map_shards(threads):
+    """Shard 1 occupies the only pool thread and waits for a thread that maps shards: no deadlock."""
+    threads(2)
+    results = {}
+
+    def inner(index, rows):
+        return index * 10
+
+    def outer(index, rows):
+        if index == 1:
+            helper = threading.Thread(target=lambda: results.update(inner=parallel.map_shards(inner, [0, 1])))
+            helper.start()
+            helper.join(10)
+            results["helper finished"] = not helper.is_alive()
+        return index
+
+    assert parallel.map_shards(outer, [0, 1]) == [0, 1]
+    assert results == {"inner": [0, 10], "helper finished": True}
 
 
 def test_map_shards_of_no_shards_is_empty():

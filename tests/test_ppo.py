@@ -456,6 +456,35 @@ def test_float64_observations_are_converted_to_the_network_dtype(dtype):
     np.testing.assert_array_equal(trainer.rollout.obs[0], check_env.reset(seed=config.seed)[0].astype(dtype))
 
 
+class WideCartPole(envs.CartPoleEnv):
+    """CartPole that also observes a constant: 5 numbers, so a network for CartPole-v1 does not fit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        low, high = self.single_observation_space.low, self.single_observation_space.high
+        self.single_observation_space = envs.Box(np.append(low, 0.0), np.append(high, 1.0), dtype=np.float32)
+        self.observation_space = self.single_observation_space.batch(self.num_envs)
+
+    def _observe(self):
+        return np.concatenate([super()._observe(), np.ones((self.num_envs, 1), np.float32)], axis=1)
+
+
+def test_load_policy_takes_the_environment_a_policy_was_trained_on(tmp_path):
+    config = PPOConfig(num_envs=2, num_steps=32, num_minibatches=2, total_steps=64)
+    trainer = Trainer(config, env=WideCartPole(num_envs=2, seed=0))
+    trainer.train()
+    trainer.save(tmp_path / "wide.npz")
+    with pytest.raises(ValueError, match=r"does not fit the spaces of 'CartPole-v1' \(config.env_id\).*"
+                                         r"pass the environment.*actor.*shape"):
+        load_policy(tmp_path / "wide.npz")
+    agent, loaded_config, _ = load_policy(tmp_path / "wide.npz", env=WideCartPole(num_envs=1, seed=0))
+    assert loaded_config == config
+    for name, value in trainer.agent.params.items():
+        np.testing.assert_array_equal(agent.params[name], value)
+    with pytest.raises(ValueError, match="does not fit the spaces of the env given"):
+        load_policy(tmp_path / "wide.npz", env=envs.make("CartPole-v1", num_envs=1, seed=0))
+
+
 def test_trainer_checks_the_dtype_of_a_given_agent():
     env = envs.make("CartPole-v1", num_envs=2, seed=0)
     agent = ActorCritic(env.single_observation_space, env.single_action_space, dtype=np.float64, seed=0)

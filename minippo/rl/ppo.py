@@ -445,21 +445,30 @@ class Trainer:
                         self.global_step, self.action_rng, extra={"obs_rms": obs_rms})
 
 
-def load_policy(path):
+def load_policy(path, env=None):
     """``(agent, config, obs_rms_state)`` from a checkpoint written by :meth:`Trainer.save`.
 
+    The network is sized by the single observation and action spaces of ``env``; by default a new
+    ``envs.make(config.env_id)``.  Pass the environment when the policy was trained on one given to
+    :class:`Trainer` directly, whose spaces ``config.env_id`` does not describe.
     ``obs_rms_state`` (None without observation normalisation) goes to
     ``NormalizeObservation.obs_rms.load_state_dict``.
     """
     state = load_checkpoint(path)
     if not isinstance(state["config"], dict) or "obs_rms" not in state["extra"]:
-        raise ValueError(f"{path!r} is not a PPO checkpoint (it has no PPO config)")
+        raise ValueError(f"{str(path)!r} is not a PPO checkpoint (it has no PPO config)")
     config = PPOConfig(**state["config"])
-    spaces_env = envs.make(config.env_id, num_envs=1, seed=0)
+    spaces_env = envs.make(config.env_id, num_envs=1, seed=0) if env is None else env
     agent = ActorCritic(spaces_env.single_observation_space, spaces_env.single_action_space,
                         config.hidden_sizes, dtype=config.dtype, seed=0)
-    spaces_env.close()
-    agent.load_state_dict(state["params"])
+    if env is None:
+        spaces_env.close()
+    try:
+        agent.load_state_dict(state["params"])
+    except ValueError as error:
+        source = f"{config.env_id!r} (config.env_id)" if env is None else "the env given"
+        raise ValueError(f"{str(path)!r} does not fit the spaces of {source}; pass the environment the policy "
+                         f"was trained on as env. {error}") from error
     obs_rms = state["extra"]["obs_rms"]
     if obs_rms is not None:
         obs_rms = {key: np.asarray(value) for key, value in obs_rms.items()}
