@@ -84,6 +84,38 @@ def test_gpt_gradient_all_parameters(use_mask):
     assert set(errors) == set(model.params)
 
 
+def test_gpt_gradient_error_falls_as_h_squared_then_rises_with_round_off():
+    """The V-shaped error curve of a correct gradient, along one random direction d of all parameters.
+
+    Central differences (F(θ + h d) − F(θ − h d)) / 2h = ∇F·d + O(h²) + O(ε/h): while h is large the
+    error against the analytic ∇F·d falls 100× per decade of h, down to float64 round-off, then grows
+    again as h shrinks further.  A gradient that is wrong by any relative amount δ would stop falling
+    at δ instead: this sees errors far below the 1e-6 tolerance of the per-entry checks.
+    """
+    model = make_model()
+    targets = lm_targets(IDX, MASK)
+    model.zero_grad()
+    _, dlogits = cross_entropy(model.forward(IDX, attention_mask=MASK), targets)
+    model.backward(dlogits)
+    rng = np.random.default_rng(0)
+    direction = {name: rng.standard_normal(value.shape) for name, value in model.params.items()}
+    analytic = sum(float(np.sum(model.grads[name] * d)) for name, d in direction.items())
+    original = {name: value.copy() for name, value in model.params.items()}
+
+    def loss_at(h):
+        for name, value in model.params.items():
+            value[...] = original[name] + h * direction[name]
+        return cross_entropy(model.forward(IDX, attention_mask=MASK), targets)[0]
+
+    errors = {k: abs((loss_at(10.0 ** -k) - loss_at(-(10.0 ** -k))) / (2 * 10.0 ** -k) - analytic) / abs(analytic)
+              for k in range(2, 12)}  # h = 1e-2 ... 1e-11
+    for k in (2, 3, 4):  # the truncation side: h² falls 100x per decade
+        assert 30 < errors[k] / errors[k + 1] < 300, errors
+    smallest = min(errors.values())
+    assert smallest < 1e-9, errors
+    assert errors[11] > 100 * smallest, errors  # the round-off side of the V
+
+
 def test_gpt_gradient_with_value_and_score_heads():
     """dlogits, a ValueHead's and a ScoreHead's dhidden at once: the tied wte gets LM-head and embedding
     contributions, every head parameter is checked too."""
