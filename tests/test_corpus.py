@@ -122,5 +122,7 @@ def test_bad_arguments_are_rejected():
         corpus.load_preferences("dev")
     with pytest.raises(ValueError, match="test_fraction must be between 0 and 1"):
         corpus.generate_corpus(test_fraction=1.5)
+    with pytest.raises(TypeError, match="preferred_fraction must be a finite number, got str"):
+        corpus.generate_corpus(preferred_fraction="0.5")
     with pytest.raises(ValueError, match="responses_per_prompt must be an integer >= 1, got 0"):
         corpus.generate_corpus(responses_per_prompt=0)

@@ -347,8 +347,12 @@ def test_length_reward_with_and_without_tolerance():
 def test_length_reward_rejects_bad_arguments():
     with pytest.raises(ValueError, match="target must be an integer >= 1, got 0"):
         length_reward("a", 0)
-    with pytest.raises(ValueError, match="tolerance must be a number >= 0"):
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0, got -1"):
         length_reward("a", 3, tolerance=-1)
+    with pytest.raises(TypeError, match="tolerance must be a finite number, got str"):
+        length_reward("a", 3, tolerance="1")
+    with pytest.raises(ValueError, match="tolerance must be a finite number, got nan"):
+        length_reward("a", 3, tolerance=float("nan"))
     with pytest.raises(TypeError, match="text_or_tokens must be a str or a list"):
         length_reward(5, 3)
 

@@ -32,7 +32,7 @@ from collections import Counter
 
 import numpy as np
 
-from minippo.checks import integer_at_least, is_real
+from minippo.checks import finite_number, integer_at_least, is_real
 from minippo.text.files import read_text
 
 LEVELS = ("word", "char")
@@ -372,8 +372,8 @@ def _keyword_token_lists(keywords, case_sensitive, level):
 
 def _check_length_options(target, tolerance):
     integer_at_least(target, "target", 1)
-    if not is_real(tolerance) or not tolerance >= 0:
-        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    if finite_number(tolerance, "tolerance") < 0:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
 
 
 def length_reward(text_or_tokens, target, tolerance=0, level="word"):

@@ -33,7 +33,7 @@ import pathlib
 
 import numpy as np
 
-from minippo.checks import integer_at_least
+from minippo.checks import finite_number, integer_at_least
 
 MAX_EXAMPLE_BYTES = 80
 PROMPT_PREFIX = "Q: "
@@ -306,7 +306,7 @@ def generate_corpus(
     ``preferred_fraction``; every prompt gets ``pairs_per_prompt`` preference pairs.
     """
     for name, value in (("test_fraction", test_fraction), ("preferred_fraction", preferred_fraction)):
-        if not 0 < value < 1:
+        if not 0 < finite_number(value, name) < 1:
             raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {value!r}")
     responses_per_prompt = integer_at_least(responses_per_prompt, "responses_per_prompt", 1)
     pairs_per_prompt = integer_at_least(pairs_per_prompt, "pairs_per_prompt", 1)
