@@ -1,11 +1,13 @@
 """minippo's GPT against an independent GPT-2 written in PyTorch (float64, autograd): same weights from
-our state_dict (Conv1D layout, y = x @ w + b), same logits, same gradient for every parameter."""
+our state_dict (Conv1D layout, y = x @ w + b), same logits, same gradient for every parameter, and the same
+losses and weights over several steps of training with torch's AdamW."""
 import math
 
 import numpy as np
 import pytest
 
-from minippo.nn import GPT, GPTConfig, cross_entropy
+from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy
+from minippo.nn.optim import clip_grad_norm, cosine_schedule, decay_groups
 from tests.test_gpt import IDX, MASK, lm_targets, perturb
 
 torch = pytest.importorskip("torch")
@@ -103,3 +105,41 @@ def test_generation_logprobs_match_torch_forward():
     log_probs = torch.log_softmax(logits[:, 4:-1] / 0.8, dim=-1).numpy()
     expected = np.take_along_axis(log_probs, generation.tokens[:, 5:, None], axis=-1)[..., 0]
     np.testing.assert_allclose(generation.logprobs, expected, rtol=0, atol=1e-10)
+
+
+def test_training_steps_match_torch_adamw():
+    """Six steps of training -- loss, backward, clipping to a global norm, AdamW with weight decay on the
+    matrices only, a warmup + cosine learning rate -- give the same losses and weights as torch.optim.AdamW
+    with the same two groups and torch.nn.utils.clip_grad_norm_ on the same model."""
+    config, model, weights = make_pair()
+    decay, _ = decay_groups(model.params)
+    optimizer = AdamW(model.params, model.grads, lr=1.0, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    torch_optimizer = torch.optim.AdamW(
+        [{"params": [weights[name] for name in weights if name in decay], "weight_decay": 0.1},
+         {"params": [weights[name] for name in weights if name not in decay], "weight_decay": 0.0}],
+        lr=1.0, betas=(0.9, 0.95), eps=1e-8)
+    targets = lm_targets(IDX, MASK)
+    losses, torch_losses, clipped = [], [], []
+    for step in range(6):
+        lr = cosine_schedule(step, 3e-2, warmup_steps=2, total_steps=6)
+        loss, dlogits = cross_entropy(model.forward(IDX, attention_mask=MASK), targets)
+        model.zero_grad()
+        model.backward(dlogits)
+        clipped.append(clip_grad_norm(model.grads, 1.0) > 1.0)
+        optimizer.step(lr)
+        losses.append(loss)
+
+        torch_optimizer.zero_grad()
+        torch_loss = F.cross_entropy(torch_gpt2_logits(weights, IDX, config, MASK).reshape(-1, config.vocab_size),
+                                     torch.as_tensor(targets).reshape(-1), ignore_index=-1)
+        torch_loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(weights.values()), 1.0)
+        for group in torch_optimizer.param_groups:
+            group["lr"] = lr
+        torch_optimizer.step()
+        torch_losses.append(torch_loss.item())
+    np.testing.assert_allclose(losses, torch_losses, rtol=1e-10, atol=0)
+    assert losses[-1] < losses[0] - 0.05 and any(clipped)  # it trained, and clipping was exercised
+    for name, value in model.params.items():
+        reference = weights[name].detach().numpy()
+        assert relative_error(value, reference) < 1e-9, (name, relative_error(value, reference))
