@@ -700,6 +700,23 @@ def test_normalize_observation_uses_all_observations_seen_so_far():
     assert env.obs_rms.count == count
 
 
+def test_normalize_observation_keeps_the_environment_dtype_or_the_one_asked_for():
+    """float32 CartPole gives float32 by default; asked for float64 (a float64 PPO run), the float64
+    standardised values are returned unrounded."""
+    default = NormalizeObservation(CartPoleEnv(num_envs=4, seed=0))
+    wide = NormalizeObservation(CartPoleEnv(num_envs=4, seed=0), dtype=np.float64)
+    assert default.single_observation_space.dtype == np.float32 and default.reset()[0].dtype == np.float32
+    assert wide.single_observation_space.dtype == np.float64 and wide.observation_space.dtype == np.float64
+    obs = wide.reset()[0]
+    for _ in range(3):
+        obs, _, _, _, _ = wide.step(np.ones(4, dtype=np.int64))
+    raw = wide.unwrapped.state.T.astype(np.float32).astype(np.float64)  # what the env returned
+    np.testing.assert_array_equal(obs, (raw - wide.obs_rms.mean) / np.sqrt(wide.obs_rms.var + 1e-8))
+    assert not np.array_equal(obs, obs.astype(np.float32))  # not rounded to float32
+    with pytest.raises(TypeError, match="floating dtype"):
+        NormalizeObservation(CartPoleEnv(num_envs=4, seed=0), dtype=np.int64)
+
+
 def test_normalize_reward_scales_by_std_of_discounted_return():
     env = NormalizeReward(PendulumEnv(num_envs=3, seed=0, max_episode_steps=10), gamma=0.9, clip=2.0)
     raw = copy.deepcopy(env.unwrapped)  # an identical twin that shows the raw rewards

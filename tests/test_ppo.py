@@ -419,6 +419,8 @@ def test_training_stays_in_the_configured_dtype(env_id, dtype, tmp_path):
     history = trainer.train()
     assert np.isfinite(history.updates[-1]["loss"])
     assert training_dtypes(trainer) == {np.dtype(dtype)} and trainer.rollout.final_values.dtype == dtype
+    if config.normalize_obs and dtype == "float64":  # normalised in float64, not rounded to float32 first
+        assert not np.array_equal(trainer.rollout.obs, trainer.rollout.obs.astype(np.float32))
     stored = replace(config, dtype=np.dtype(dtype)).dtype
     assert isinstance(stored, str) and stored == dtype  # a NumPy dtype is stored by its name (JSON)
     trainer.save(tmp_path / "policy.npz")

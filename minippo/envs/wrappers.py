@@ -141,14 +141,17 @@ def clip_if(values, clip):
 class NormalizeObservation(VectorWrapper):
     """Observations standardised by running statistics (see the module docstring)."""
 
-    def __init__(self, env, epsilon=1e-8, clip=None):
+    def __init__(self, env, epsilon=1e-8, clip=None, dtype=None):
+        """``dtype``: of the normalised observations (a floating dtype); by default the wrapped
+        environment's observation dtype."""
         if not isinstance(env.single_observation_space, Box):
             raise TypeError(f"NormalizeObservation needs Box observations, got {env.single_observation_space}")
         super().__init__(env)
         self.epsilon = check_positive(epsilon, "epsilon")
         self.clip = None if clip is None else check_positive(clip, "clip")
         bound = np.inf if clip is None else self.clip
-        self.single_observation_space = Box(-bound, bound, env.single_observation_space.shape)
+        dtype = env.single_observation_space.dtype if dtype is None else dtype
+        self.single_observation_space = Box(-bound, bound, env.single_observation_space.shape, dtype=dtype)
         self.observation_space = self.single_observation_space.batch(self.num_envs)
         self.obs_rms = RunningMeanStd(env.single_observation_space.shape)
         self.update_stats = True
@@ -156,7 +159,7 @@ class NormalizeObservation(VectorWrapper):
     def normalize(self, obs):
         """``obs`` standardised with the current statistics (which it does not change)."""
         standardised = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
-        return clip_if(standardised, self.clip).astype(np.float32)
+        return clip_if(standardised, self.clip).astype(self.single_observation_space.dtype)
 
     def reset(self, *, seed=None, options=None):
         obs, infos = self.env.reset(seed=seed, options=options)

@@ -196,7 +196,7 @@ def make_env(config, num_envs=None, seed=None, training=True):
     env = envs.make(config.env_id, num_envs=config.num_envs if num_envs is None else num_envs,
                     seed=config.seed if seed is None else seed)
     if config.normalize_obs:
-        env = envs.NormalizeObservation(env, clip=config.obs_clip)
+        env = envs.NormalizeObservation(env, clip=config.obs_clip, dtype=config.dtype)  # statistics in float64
     if config.normalize_reward and training:
         env = envs.NormalizeReward(env, gamma=config.gamma, clip=config.reward_clip)
     return env
