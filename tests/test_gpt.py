@@ -197,6 +197,19 @@ def test_head_input_errors_leave_the_head_unchanged():
             values.backward(bad)
 
 
+@pytest.mark.parametrize("head_type", [ValueHead, ScoreHead])
+def test_heads_keep_their_dtype_whatever_the_type_of_init_std(head_type):
+    head = head_type(8, dtype=np.float32, init_std=np.float64(0.5), seed=0)  # e.g. 1/np.sqrt(C)
+    assert {value.dtype for value in [*head.params.values(), *head.grads.values()]} == {np.dtype(np.float32)}
+    np.testing.assert_array_equal(head.params["weight"],
+                                  head_type(8, dtype=np.float32, init_std=0.5, seed=0).params["weight"])
+    for bad, error in [(-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError)]:
+        with pytest.raises(error, match="init_std must be a finite number"):
+            head_type(8, init_std=bad)
+    with pytest.raises(ValueError, match="n_embd must be an integer >= 1"):
+        head_type(0)
+
+
 def test_value_head_only_with_compute_logits_false():
     model = make_model(n_layer=1)
     head = perturb(ValueHead(8, dtype=np.float64, init_std=0.5, seed=1), 11)

@@ -71,6 +71,9 @@ def test_adamw_errors():
         AdamW(params, {"w": grads["w"]})
     with pytest.raises(ValueError, match="grads must have the shapes of params.*'w'"):
         AdamW(params, {**grads, "w": grads["w"][:1]})
+    other = np.float32 if grads["w"].dtype == np.float64 else np.float64
+    with pytest.raises(TypeError, match="grads must have the dtypes of params.*'w'"):
+        AdamW(params, {**grads, "w": grads["w"].astype(other)})
     for bad in (0.0, float("nan"), float("inf"), "0.1"):
         with pytest.raises(ValueError, match="lr must be a finite number > 0"):
             AdamW(params, grads, lr=bad)

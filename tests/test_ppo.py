@@ -23,7 +23,7 @@ from minippo.nn.mlp import MLP
 from minippo.rl.actor_critic import ActorCritic, sample_categorical
 from minippo.rl.advantages import generalized_advantages, whiten
 from minippo.rl.kl import AdaptiveKLController, FixedKLController
-from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.losses import _weights, explained_variance, ppo_policy_loss, reinforce_loss, value_loss
 from minippo.rl.ppo import (
     Batch,
     PPOConfig,
@@ -610,15 +610,51 @@ def test_make_env_takes_num_envs_as_given():
         make_env(config, seed=-1)
 
 
-def test_mlp_checks_the_dtype_of_x_and_the_shape_of_dout():
+def test_mlp_checks_the_dtype_of_x_and_the_shape_and_dtype_of_dout():
     mlp = MLP([3, 4, 2], dtype=np.float32, seed=0)
     with pytest.raises(TypeError, match="x must have dtype float32"):
         mlp.forward(np.zeros((5, 3)))
     out = mlp.forward(np.zeros((5, 3), dtype=np.float32))
     for dout in (np.ones((5, 1), dtype=np.float32), np.ones(5, dtype=np.float32), np.ones((2, 5, 2), np.float32)):
-        with pytest.raises(ValueError, match=r"dout must have the output's shape \(5, 2\)"):
+        with pytest.raises(ValueError, match=r"dout must have shape \(5, 2\)"):
             mlp.backward(dout)
+    with pytest.raises(TypeError, match="dout must have dtype float32, got float64"):
+        mlp.backward(np.ones((5, 2)))  # would make every gradient below it float64
     assert mlp.backward(np.ones_like(out)).shape == (5, 3)
+    assert {gradient.dtype for gradient in mlp.grads.values()} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_actor_critic_backward_checks_its_gradients(env_id):
+    env = envs.make(env_id, num_envs=4, seed=0)
+    agent = ActorCritic(env.single_observation_space, env.single_action_space, dtype=np.float32, seed=0)
+    obs = env.reset(seed=0)[0]
+    actions, _, _ = agent.act(obs, np.random.default_rng(0))
+    good = np.ones(4, np.float32)
+    for bad_name, bad, error in [("dlogprobs", np.ones(4), TypeError), ("dentropy", np.ones(3, np.float32), ValueError),
+                                 ("dvalues", np.ones((4, 1), np.float32), ValueError)]:
+        agent.evaluate(obs, actions)
+        gradients = {"dlogprobs": good, "dentropy": good, "dvalues": good, bad_name: bad}
+        with pytest.raises(error, match=bad_name):
+            agent.backward(**gradients)
+    agent.evaluate(obs, actions)
+    agent.backward(good, good, good)
+    assert {gradient.dtype for gradient in agent.grads.values()} == {np.dtype(np.float32)}
+
+
+def test_ppo_config_stores_its_real_numbers_as_python_floats():
+    """A NumPy float64 coefficient would turn float32 arithmetic float64 (NumPy's promotion rules)."""
+    config = PPOConfig(vf_coef=np.float64(0.5), clip_coef=np.float32(0.2), learning_rate=np.float64(1e-3))
+    assert type(config.vf_coef) is float and type(config.clip_coef) is float and type(config.learning_rate) is float
+    assert config.clip_coef == float(np.float32(0.2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_weights_are_in_the_loss_dtype(dtype):
+    """The 1/n weights multiply every term of a loss: float64 weights would make a float32 loss float64."""
+    weights = _weights((6,), np.array([1, 1, 0, 1, 1, 1]), dtype)
+    assert weights.dtype == dtype
+    np.testing.assert_array_equal(weights, np.array([1, 1, 0, 1, 1, 1], dtype) * dtype(0.2))
 
 
 def test_loss_functions_refuse_to_broadcast_mismatched_shapes():
@@ -664,6 +700,10 @@ def test_kl_controller_bounds_each_update_and_checks_its_input():
         with pytest.raises(error, match=name):
             capped.update(kl, n_samples)
     assert capped.beta == pytest.approx(0.096, rel=1e-15)  # a refused update leaves β alone
+    # a float32 KL (an RLHF run in float32) within ±20% of the target: β stays a Python float (JSON)
+    in_band = AdaptiveKLController(0.1, target=6.0, horizon=500)
+    assert type(in_band.update(np.float32(5.9), 64)) is float
+    assert in_band.beta == 0.1 * (1.0 + (float(np.float32(5.9)) / 6.0 - 1.0) * 64 / 500)
     for beta, error in [(float("nan"), ValueError), (float("inf"), ValueError), (-0.1, ValueError),
                         ("0.1", TypeError)]:
         for make in (FixedKLController, lambda b: AdaptiveKLController(b, target=1.0, horizon=10)):

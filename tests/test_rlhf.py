@@ -2,11 +2,13 @@
 import itertools
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.nn.heads import ValueHead
 from minippo.rewards.reward_model import (
     RewardModel,
     bradley_terry_loss,
@@ -315,6 +317,21 @@ def test_critic_can_start_from_the_reward_model():
     expected = (reward_model.trunk.hidden @ w[:, 0] + b[0])[:, rollout.prompt_length - 1:-1]  # r read at every t
     np.testing.assert_allclose(trainer.critic.values(rollout), expected, atol=1e-12)
     assert RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), RLHFConfig(algo="rloo")).critic is None
+
+
+def test_a_critic_of_another_dtype_or_width_is_refused():
+    """The policy here is float64: a float32 critic's values would be rounded into the rollout."""
+    policy = tiny_policy()
+    float32_trunk = GPT(replace(policy.config, dtype=np.float32), seed=0)
+    config = RLHFConfig(batch_size=8, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH)
+    with pytest.raises(TypeError, match="critic_trunk must have the policy's dtype float64, got .'float32'."):
+        RLHFTrainer(policy, count_a, TinyTokenizer(), config, critic_trunk=float32_trunk)
+    float32_head = ValueHead(policy.config.n_embd, np.float32)
+    for critic in ("separate", "shared"):
+        with pytest.raises(TypeError, match="value_head must have the policy's dtype float64"):
+            RLHFTrainer(policy, count_a, TinyTokenizer(), replace(config, critic=critic), value_head=float32_head)
+    with pytest.raises(ValueError, match="value_head reads 3 features, the critic's trunk gives"):
+        RLHFTrainer(policy, count_a, TinyTokenizer(), config, value_head=ValueHead(3, policy.config.dtype))
 
 
 # --- checks of settings and rewards ------------------------------------------------------------------

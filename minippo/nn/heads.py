@@ -10,6 +10,7 @@ sit on the policy's own trunk (shared) or on a separate copy of the model.
 """
 import numpy as np
 
+from minippo.checks import finite_number, integer_at_least
 from minippo.nn.layers import linear_backward, linear_forward
 from minippo.nn.module import Module, as_generator, check_array, check_dtype
 
@@ -23,7 +24,12 @@ class ValueHead(Module):
 
     def __init__(self, n_embd, dtype=np.float32, init_std=0.0, seed=None):
         dtype = check_dtype(dtype)
-        weight = as_generator(seed).standard_normal((n_embd, 1), dtype=dtype) * init_std
+        n_embd = integer_at_least(n_embd, "n_embd", 1)
+        init_std = finite_number(init_std, "init_std")  # a Python float: w stays in dtype
+        if init_std < 0:
+            raise ValueError(f"init_std must be a finite number >= 0, got {init_std}")
+        weight = as_generator(seed).standard_normal((n_embd, 1), dtype=dtype)
+        weight *= init_std
         super().__init__({"weight": weight, "bias": np.zeros(1, dtype=dtype)})
         self._hidden = None
 

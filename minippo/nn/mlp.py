@@ -13,7 +13,7 @@ import numpy as np
 
 from minippo.nn.layers import linear_backward, linear_forward, tanh_backward, tanh_forward
 from minippo.checks import is_integer
-from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.nn.module import Module, as_generator, check_array, check_dtype
 
 
 def orthogonal(shape, gain, rng, dtype):
@@ -64,9 +64,8 @@ class MLP(Module):
         """dL/dy (N, out) -> dL/dx (N, in); adds the parameter gradients into ``self.grads``."""
         if self._activations is None:
             raise RuntimeError("backward called before forward")
-        expected = self._activations[-1].shape
-        if np.shape(dout) != expected:
-            raise ValueError(f"dout must have the output's shape {expected}, got {np.shape(dout)}")
+        output = self._activations[-1]
+        dout = check_array(dout, output.shape, output.dtype, "dout")  # the output's shape and dtype
         for i in reversed(range(self.n_layers)):
             if i < self.n_layers - 1:
                 dout = tanh_backward(dout, self._activations[i + 1])

@@ -89,6 +89,9 @@ class AdamW:
         mismatched = [name for name in params if np.shape(grads[name]) != np.shape(params[name])]
         if mismatched:
             raise ValueError(f"grads must have the shapes of params; they differ for {mismatched}")
+        mismatched = [name for name in params if np.asarray(grads[name]).dtype != np.asarray(params[name]).dtype]
+        if mismatched:
+            raise TypeError(f"grads must have the dtypes of params; they differ for {mismatched}")
         if not (is_real(lr) and 0 < lr < math.inf):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if not (is_real(eps) and 0 < eps < math.inf):
@@ -154,6 +157,8 @@ class AdamW:
         return state
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s output after checking its keys and shapes; the moments are copied
+        into the optimizer's own arrays, so they keep the parameters' dtype."""
         expected = {"step_count"} | {f"{kind}.{name}" for kind in "mv" for name in self.params}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         shapes = [key for key in expected & set(state) if key != "step_count"

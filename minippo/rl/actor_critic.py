@@ -32,7 +32,7 @@ from minippo.nn.categorical import (
     token_logprobs_forward,
 )
 from minippo.nn.mlp import MLP
-from minippo.nn.module import Module, as_generator, check_dtype, prefixed
+from minippo.nn.module import Module, as_generator, check_array, check_dtype, prefixed
 from minippo.rl.gaussian import (
     gaussian_entropy,
     gaussian_entropy_backward,
@@ -128,26 +128,30 @@ class ActorCritic(Module):
             log_std = self.params["log_std"]
             logprobs, z = gaussian_logprobs_forward(head, log_std, actions.astype(self.dtype, copy=False))
             entropy = gaussian_entropy(log_std, len(obs))
-            self._cache = z
+            self._cache = (len(obs), z)
         else:
             actions = self.action_space.batch(len(obs)).check_action(actions)
             logprobs, log_probs_all = token_logprobs_forward(head, actions)
             entropy = entropy_forward(log_probs_all)
-            self._cache = (actions, log_probs_all, entropy)
+            self._cache = (len(obs), actions, log_probs_all, entropy)
         values = self.critic.forward(obs)[:, 0]
         return Evaluation(logprobs, entropy, values)
 
     def backward(self, dlogprobs, dentropy, dvalues):
-        """Add the gradients of a loss L into ``grads``, given dL/dlog π, dL/dH and dL/dV (each (N,))."""
+        """Add the gradients of a loss L into ``grads``, given dL/dlog π, dL/dH and dL/dV (each (N,), in
+        the network's dtype)."""
         if self._cache is None:
             raise RuntimeError("backward called before evaluate")
+        count, *cache = self._cache
+        dlogprobs, dentropy, dvalues = (check_array(gradient, (count,), self.dtype, name) for gradient, name in
+                                        ((dlogprobs, "dlogprobs"), (dentropy, "dentropy"), (dvalues, "dvalues")))
         if self.continuous:
             log_std = self.params["log_std"]
-            dhead, dlog_std = gaussian_logprobs_backward(dlogprobs, self._cache, log_std)
+            dhead, dlog_std = gaussian_logprobs_backward(dlogprobs, *cache, log_std)
             self.grads["log_std"] += dlog_std
             self.grads["log_std"] += gaussian_entropy_backward(dentropy, log_std)
         else:
-            actions, log_probs_all, entropy = self._cache
+            actions, log_probs_all, entropy = cache
             dhead = token_logprobs_backward(dlogprobs, actions, log_probs_all)
             dhead += entropy_backward(dentropy, log_probs_all, entropy)
         self.actor.backward(dhead)

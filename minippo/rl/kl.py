@@ -35,7 +35,7 @@ class AdaptiveKLController(FixedKLController):
 
     def update(self, kl, n_samples):
         """Move β after ``n_samples`` samples (an int >= 1) whose mean KL was ``kl`` (finite)."""
-        finite_number(kl, "kl")
+        kl = finite_number(kl, "kl")  # a Python float, so that β stays one
         if not is_integer(n_samples):
             raise TypeError(f"n_samples must be an int, got {type(n_samples).__name__}")
         if n_samples < 1:

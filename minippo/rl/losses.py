@@ -52,10 +52,12 @@ def _weights(shape, mask, dtype):
     mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != tuple(shape):
         raise ValueError(f"mask must have shape {tuple(shape)}, got {mask.shape}")
-    count = mask.sum()
+    count = int(mask.sum())
     if count == 0:
         raise ValueError("the mask selects no entries; there is nothing to average")
-    return mask.astype(dtype) * (1.0 / count)
+    weights = mask.astype(dtype)
+    weights *= 1.0 / count  # a Python float: the weights stay in dtype
+    return weights
 
 
 def reinforce_loss(logprobs, advantages, mask=None):

@@ -125,7 +125,8 @@ class PPOConfig:
                      "target_kl", "obs_clip", "reward_clip"):
             value = getattr(self, name)
             if value is not None or name not in ("max_grad_norm", "target_kl"):  # these two may be None
-                finite_number(value, name)
+                # stored as a Python float: a NumPy float64 would make float32 arithmetic float64 (NEP 50)
+                setattr(self, name, finite_number(value, name))
         for name in ("learning_rate", "clip_coef", "obs_clip", "reward_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

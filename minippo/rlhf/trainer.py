@@ -154,6 +154,14 @@ class RLHFTrainer:
                 self.critic = Critic(copy.deepcopy(policy) if critic_trunk is None else critic_trunk, False, head)
                 modules["critic"] = self.critic.trunk
             modules["value_head"] = head
+            if head.params["weight"].shape[0] != self.critic.trunk.config.n_embd:
+                raise ValueError(f"value_head reads {head.params['weight'].shape[0]} features, the critic's trunk "
+                                 f"gives {self.critic.trunk.config.n_embd} (n_embd)")
+        for name, argument in (("critic", "critic_trunk"), ("value_head", "value_head")):
+            dtypes = {value.dtype for value in modules[name].params.values()} if name in modules else set()
+            if dtypes - {policy.config.dtype}:
+                raise TypeError(f"{argument} must have the policy's dtype {policy.config.dtype}, "
+                                f"got {sorted(str(dtype) for dtype in dtypes)}")
         self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
         self.optimizer = AdamW(self.params, self.grads, lr=config.lr, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
