@@ -118,7 +118,10 @@ class ActorCritic(Module):
         return actions, logprobs, self.value(obs)
 
     def evaluate(self, obs, actions):
-        """log π(a|s), H(π(·|s)) and V(s) for stored pairs; keeps what :meth:`backward` needs."""
+        """log π(a|s), H(π(·|s)) and V(s) for stored pairs; keeps what :meth:`backward` needs.
+
+        Continuous actions are cast to the network's dtype (the actions it sampled already are).
+        """
         obs = self._as_obs(obs)
         head = self.actor.forward(obs)
         if self.continuous:
