@@ -34,10 +34,11 @@ def _current_umask():
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb", encoding=None):
+def atomic_write(path, mode="wb", encoding=None, newline=None):
     """``with atomic_write(path) as file: ...`` writes ``path`` all at once or not at all.
 
-    ``mode`` is one of ``"w"``, ``"wt"`` (text, with ``encoding``) or ``"wb"`` (bytes): the new file
+    ``mode`` is one of ``"w"``, ``"wt"`` (text, with ``encoding`` and ``newline`` as for ``open``; the
+    ``csv`` module wants ``newline=""``) or ``"wb"`` (bytes): the new file
     replaces the old one whole, so appending (``"a"``), reading (``"r"``, ``"+"``) or failing if the file
     exists (``"x"``) cannot be done this way.
 
@@ -66,7 +67,7 @@ def atomic_write(path, mode="wb", encoding=None):
         return handle
 
     try:
-        with open(path, mode, encoding=encoding, opener=create_temporary) as file:
+        with open(path, mode, encoding=encoding, newline=newline, opener=create_temporary) as file:
             os.chmod(temporary, 0o666 & ~_current_umask())
             yield file
             file.flush()

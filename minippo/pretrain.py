@@ -10,6 +10,7 @@ gradient-norm clipping.
 Everything a run needs to continue is in one checkpoint (weights, optimizer moments, step, the
 batch-sampling RNG, the tokenizer), so a resumed run is bit-identical to an uninterrupted one.
 """
+import hashlib
 import math
 import os
 import time
@@ -75,6 +76,15 @@ def encode_documents(lines, tokenizer, block_size):
     return documents
 
 
+def documents_digest(documents):
+    """SHA-256 of the documents' token ids and lengths, kept in checkpoints: a resumed run must train on
+    the same documents as the run it continues."""
+    digest = hashlib.sha256(np.array([len(doc) for doc in documents], dtype=np.int64).tobytes())
+    for doc in documents:
+        digest.update(np.ascontiguousarray(doc, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def sample_batch(documents, batch_size, pad_id, rng):
     """Pick ``batch_size`` documents; return inputs (B, T) and targets (B, T) shifted by one, right-
     padded to the longest, with IGNORE_INDEX targets on padding."""
@@ -120,6 +130,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     optimizer = AdamW(model.params, model.grads, lr=config.lr, betas=(0.9, 0.95),
                       weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
+    data_digest = documents_digest(documents)
     start_step = 0
     window = []  # losses since the last progress line; saved, so a resumed run logs the same means
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
@@ -129,6 +140,9 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
                              f"not {model.config.to_dict()}")
         if "pretrain" in state["extra"]:
             check_same_settings(state["extra"]["pretrain"], config, checkpoint_path)
+        if state["extra"].get("pretrain_data", data_digest) != data_digest:
+            raise ValueError(f"checkpoint {checkpoint_path!r} was trained on other documents (the SHA-256 of "
+                             f"their tokens differs); resume with the same data")
         model.load_state_dict(state["params"])
         optimizer.load_state_dict(state["optimizer_state"])
         start_step, rng = state["step"], state["rng"]
@@ -139,7 +153,8 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
             return []
 
     def save(step):
-        extra = {"pretrain": asdict(config), "pretrain_window": window, "tokenizer": "byte"}
+        extra = {"pretrain": asdict(config), "pretrain_data": data_digest, "pretrain_window": window,
+                 "tokenizer": "byte"}
         save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
                         step, rng, extra=extra)
 

@@ -113,6 +113,20 @@ def test_resume_refuses_changed_settings_but_allows_more_steps(tmp_path):
     assert len(pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)) == 1
 
 
+def test_resume_refuses_other_documents(tmp_path):
+    path = str(tmp_path / "model.npz")
+    config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)
+    corpus = load_corpus()[:50]
+    pretrain(tiny_model(), encode_documents(corpus, TOKENIZER, 96), config, checkpoint_path=path, log=quiet)
+    longer = PretrainConfig(steps=3, batch_size=2, warmup_steps=1)
+    for other in (corpus[:49], corpus[:49] + ["a different last line"]):  # fewer documents; same count, new text
+        with pytest.raises(ValueError, match="trained on other documents"):
+            pretrain(tiny_model(), encode_documents(other, TOKENIZER, 96), longer, checkpoint_path=path, resume=True,
+                     log=quiet)
+    assert len(pretrain(tiny_model(), encode_documents(corpus, TOKENIZER, 96), longer, checkpoint_path=path,
+                        resume=True, log=quiet)) == 1
+
+
 def test_resume_at_the_last_step_trains_nothing(tmp_path, capsys):
     data = tmp_path / "text.txt"
     data.write_text("hello world\n" * 10, encoding="utf-8")

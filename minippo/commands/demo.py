@@ -33,9 +33,9 @@ def run(args):
     config = replace(
         defaults,
         seed=args.seed,
-        pretrain=replace(defaults.pretrain, steps=args.pretrain_steps, seed=args.seed),
+        pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
         reward_steps=args.reward_steps,
         iterations=args.iterations,
-        rlhf=replace(defaults.rlhf, kl_target=args.kl_target, seed=args.seed),
+        rlhf=replace(defaults.rlhf, kl_target=args.kl_target),
     )
     run_demo(config, out_dir=args.out)

@@ -13,6 +13,7 @@ import numpy as np
 from minippo import envs
 from minippo.commands import integer_option
 from minippo.rl.ppo import evaluate_policy, find_wrapper, load_policy, make_env
+from minippo.seeding import spawn_seeds
 
 
 def register(subparsers):
@@ -47,7 +48,8 @@ def run(args):
         normalizer = find_wrapper(env, envs.NormalizeObservation)
         normalizer.obs_rms.load_state_dict(obs_rms)
         normalizer.update_stats = False
-    returns = evaluate_policy(agent, env, np.random.default_rng(args.seed), args.deterministic)
+    action_rng = np.random.default_rng(spawn_seeds(args.seed, 1)[0])  # independent of the environments' stream
+    returns = evaluate_policy(agent, env, action_rng, args.deterministic)
     env.close()
     mode = "deterministic" if args.deterministic else "sampled actions"
     print(f"{config.env_id}: mean return {returns.mean():.2f} ± {returns.std():.2f} "

@@ -7,6 +7,7 @@ from minippo.commands import integer_option
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rlhf.rollout import generate_rollout
+from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, load_corpus, load_prompts
 from minippo.text.files import read_text
 from minippo.text.tokenizer import ByteTokenizer
@@ -30,7 +31,7 @@ def register(subparsers):
                         help=f"documents per batch (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default: {defaults.lr})")
     parser.add_argument("--seed", type=integer_option(0), default=defaults.seed,
-                        help="seed for init and batches (default: 0)")
+                        help="seed of the initial weights, the batches and the samples (default: 0)")
     parser.add_argument("--n-layer", type=integer_option(1), default=DEFAULT_MODEL["n_layer"],
                         help="transformer blocks")
     parser.add_argument("--n-head", type=integer_option(1), default=DEFAULT_MODEL["n_head"], help="attention heads")
@@ -66,7 +67,8 @@ def run(args):
                             min_lr=min(args.lr, PretrainConfig.min_lr), seed=args.seed)
     documents = encode_documents(lines, tokenizer, model_config.block_size)
     os.makedirs(args.out, exist_ok=True)  # fails now, not after training, if OUT is a file
-    model = GPT(model_config, seed=args.seed)
+    init_seed, sample_seed = spawn_seeds(args.seed, 2)  # independent of the batches' stream (config.seed)
+    model = GPT(model_config, seed=init_seed)
     print(f"pretraining a {model.num_parameters():,}-parameter GPT on {len(documents):,} documents "
           f"for {config.steps} steps")
     checkpoint = os.path.join(args.out, "model.npz")
@@ -75,4 +77,4 @@ def run(args):
     if args.samples > 0:
         prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if args.data is None \
             else [line[:8] for line in lines if line.strip()][:args.samples]
-        print_samples(model, tokenizer, prompts, args.seed)
+        print_samples(model, tokenizer, prompts, sample_seed)

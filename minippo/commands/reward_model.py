@@ -9,6 +9,7 @@ from minippo.rewards.reward_model import (
     preference_accuracy,
     train_reward_model,
 )
+from minippo.seeding import spawn_seeds
 from minippo.text.corpus import load_preferences
 
 
@@ -32,6 +33,7 @@ def register(subparsers):
 
 
 def run(args):
+    split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
     if args.data:
         if not 0 < args.test_fraction < 1:
             raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
@@ -39,7 +41,7 @@ def run(args):
         if len(pairs) < 2:
             raise ValueError(f"{args.data}: {len(pairs)} preference pair; a train/test split needs at least 2 "
                              f"(one to train on, one to test)")
-        order = np.random.default_rng(args.seed).permutation(len(pairs))
+        order = np.random.default_rng(split_seed).permutation(len(pairs))
         n_test = max(1, round(args.test_fraction * len(pairs)))
         if n_test == len(pairs):
             raise ValueError(f"{args.data}: --test-fraction {args.test_fraction} holds out all {len(pairs)} "
@@ -47,8 +49,8 @@ def run(args):
         test, train = [pairs[i] for i in order[:n_test]], [pairs[i] for i in order[n_test:]]
     else:
         train, test = load_preferences("train"), load_preferences("test")
-    model = RewardModel.from_policy(load_model(args.policy), seed=args.seed)
-    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    model = RewardModel.from_policy(load_model(args.policy), seed=head_seed)
+    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=order_seed)
     print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
     model.save(args.out)
     print(f"wrote {args.out}")

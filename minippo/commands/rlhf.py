@@ -10,7 +10,9 @@ from minippo.rewards.reward_model import RewardModel
 from minippo.rewards.rules import parse_rule_reward
 from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
+from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, load_prompts
+from minippo.text.files import read_text
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -25,8 +27,7 @@ def read_prompts(path):
     """Prompts from a file (one per line, used verbatim), or the shipped training prompts as "Q: ... A:"."""
     if path is None:
         return [format_prompt(p) for p in load_prompts("train")]
-    with open(path, encoding="utf-8") as file:
-        prompts = [line.rstrip("\n") for line in file if line.strip()]
+    prompts = [line for line in read_text(path).split("\n") if line.strip()]
     if not prompts:
         raise ValueError(f"{path}: no prompts found (one prompt per line)")
     return prompts
@@ -47,7 +48,10 @@ def register(subparsers):
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
     parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
     parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
-                        help="responses per iteration")
+                        help=f"responses per iteration (default: {defaults.batch_size})")
+    parser.add_argument("--minibatch-size", type=integer_option(1), default=defaults.minibatch_size,
+                        help=f"responses per gradient step; must divide --batch-size "
+                             f"(default: {defaults.minibatch_size})")
     parser.add_argument("--max-new-tokens", type=integer_option(1), default=defaults.max_new_tokens,
                         help="response length limit")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
@@ -62,8 +66,10 @@ def register(subparsers):
 
 
 def run(args):
-    config = RLHFConfig(algo=args.algo, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        temperature=args.temperature, lr=args.lr, critic=args.critic, seed=args.seed,
+    rlhf_seed, prompt_seed = spawn_seeds(args.seed, 2)  # sampling in the trainer, picking prompts here
+    config = RLHFConfig(algo=args.algo, batch_size=args.batch_size, minibatch_size=args.minibatch_size,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature, lr=args.lr,
+                        critic=args.critic, seed=rlhf_seed,
                         kl_target=None if args.fixed_kl is not None else args.kl_target,
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
     policy = load_model(args.policy)
@@ -71,7 +77,7 @@ def run(args):
     prompts = read_prompts(args.prompts)
     tokenizer = ByteTokenizer()
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(prompt_seed)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for iteration in range(1, args.iterations + 1):

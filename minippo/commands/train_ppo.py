@@ -16,6 +16,7 @@ import csv
 import os
 from dataclasses import replace
 
+from minippo.atomic import atomic_write
 from minippo.commands import integer_option
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import ALGORITHMS, PRESETS, RECENT_EPISODES, Trainer, preset_for
@@ -69,8 +70,7 @@ def check_output_path(path, option):
 
 def write_episodes_csv(path, episodes):
     """One row ``global_step,episode_return,episode_length`` per episode, after a header."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as file:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as file:  # creates the directory too
         writer = csv.writer(file)
         writer.writerow(EPISODE_COLUMNS)
         writer.writerows(episodes)
@@ -99,8 +99,9 @@ def plot_learning_curve(path, episodes, title):
     axes.set(xlabel="environment steps", ylabel="episode return", title=title)
     axes.legend()
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=100)
+    image_format = os.path.splitext(path)[1].lstrip(".") or "png"  # as savefig(path) would choose
+    with atomic_write(path) as file:  # creates the directory too
+        figure.savefig(file, format=image_format, dpi=100)
     plt.close(figure)
     return True
 

@@ -15,10 +15,11 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from minippo.atomic import atomic_write
 from minippo.checks import check_integer_fields
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
@@ -26,13 +27,19 @@ from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import RewardModel, preference_accuracy, train_reward_model
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
+from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, is_preferred, load_corpus, load_preferences, load_prompts
 from minippo.text.tokenizer import ByteTokenizer
 
 
 @dataclass
 class DemoConfig:
-    """Sizes and budgets of the demo; the defaults run in a few minutes on 2 cores."""
+    """Sizes and budgets of the demo; the defaults run in a few minutes on 2 cores.
+
+    ``seed`` seeds every stage: each gets an independent stream derived from it
+    (:func:`minippo.seeding.spawn_seeds`), and the ``seed`` fields of ``pretrain`` and ``rlhf`` are
+    replaced by those derived seeds (the summary records the configuration actually run).
+    """
 
     seed: int = 0
     n_layer: int = 2
@@ -82,7 +89,7 @@ def progress_line(iteration, total, stats):
 
 def write_csv(rows, path):
     """The per-iteration statistics, one row per iteration."""
-    with open(path, "w", newline="") as file:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -105,7 +112,8 @@ def plot_curves(rows, path):
     bottom.set_xlabel("PPO iteration")
     bottom.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png")
     plt.close(figure)
     return True
 
@@ -116,44 +124,49 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     tokenizer = ByteTokenizer()
-    rng = np.random.default_rng(config.seed)
+    init_seed, pretrain_seed, reward_seed, prompt_seed, rlhf_seed, evaluation_seed = spawn_seeds(config.seed, 6)
+    config = replace(config, pretrain=replace(config.pretrain, seed=pretrain_seed),
+                     rlhf=replace(config.rlhf, seed=rlhf_seed))
+    prompt_rng = np.random.default_rng(prompt_seed)  # which prompts calibrate the reward and train the policy
 
     log("== 1/4 pretraining the policy on the shipped dialogues ==")
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size,
                              n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd)
-    policy = GPT(model_config, seed=config.seed)
+    policy = GPT(model_config, seed=init_seed)
     documents = encode_documents(load_corpus(), tokenizer, model_config.block_size)
     pretrain(policy, documents, config.pretrain, tokenizer, log=log)
 
     log("== 2/4 training the reward model on preference pairs ==")
-    reward_model = RewardModel.from_policy(policy, tokenizer, seed=config.seed)
-    train_reward_model(reward_model, load_preferences("train"), steps=config.reward_steps, seed=config.seed, log=log)
+    head_seed, pair_order_seed = spawn_seeds(reward_seed, 2)
+    reward_model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
+    train_reward_model(reward_model, load_preferences("train"), steps=config.reward_steps, seed=pair_order_seed,
+                       log=log)
     accuracy = preference_accuracy(reward_model, load_preferences("test"))
     log(f"reward model held-out preference accuracy: {accuracy:.3f}")
     train_prompts = [format_prompt(p) for p in load_prompts("train")]
-    calibration = [train_prompts[i] for i in rng.integers(0, len(train_prompts), config.eval_samples)]
+    calibration = [train_prompts[i] for i in prompt_rng.integers(0, len(train_prompts), config.eval_samples)]
     calibration_rollout = generate_rollout(policy, tokenizer, calibration, config.rlhf.max_new_tokens,
-                                           config.rlhf.temperature, rng)
+                                           config.rlhf.temperature, np.random.default_rng(reward_seed))
     reward_model.normalize(calibration_rollout.prompts, calibration_rollout.responses)
     trainer = RLHFTrainer(policy, reward_model, tokenizer, config.rlhf)
     reference = trainer.reference
 
     test_prompts = [format_prompt(p) for p in load_prompts("test")]
     eval_prompts = [test_prompts[i % len(test_prompts)] for i in range(config.eval_samples)]
-    before = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, config.seed + 1)
+    before = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
     log(f"before PPO: mean reward {before['reward']:+.3f} (std {before['reward_std']:.3f}), "
         f"polite {before['polite_fraction']:.1%}")
 
     log("== 3/4 PPO against the reward model ==")
     rows = []
     for iteration in range(1, config.iterations + 1):
-        prompts = [train_prompts[i] for i in rng.integers(0, len(train_prompts), config.rlhf.batch_size)]
+        prompts = [train_prompts[i] for i in prompt_rng.integers(0, len(train_prompts), config.rlhf.batch_size)]
         stats = trainer.iteration(prompts)
         rows.append({"iteration": iteration, "kl_target": config.rlhf.kl_target, **stats})
         log(progress_line(iteration, config.iterations, stats))
 
     log("== 4/4 evaluating on held-out prompts ==")
-    after = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, config.seed + 1)
+    after = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
     improvement = (after["reward"] - before["reward"]) / max(before["reward_std"], 1e-12)
     standard_error = np.hypot(before["reward_std"], after["reward_std"]) / np.sqrt(config.eval_samples)
     log(f"{'':24s}{'before':>10s}{'after':>10s}")
@@ -180,7 +193,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
         "seconds": time.perf_counter() - started,
         "config": asdict(config),
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as file:
+    with atomic_write(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as file:
         json.dump(summary, file, indent=2)
     log(f"wrote {out_dir}/summary.json, rlhf_log.csv{', rlhf.png' if plotted else ''}; "
         f"total {summary['seconds']:.0f}s")
