@@ -31,9 +31,17 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert "iter   2/2" in printed and "kl" in printed
     assert (out / "policy.npz").exists() and (out / "rlhf_log.csv").read_text().count("\n") == 3
 
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Q: Where is the bank? A:\r\n\nQ: When does the cafe open? A:\n", encoding="utf-8")
     assert main(["rlhf", "--policy", str(out / "policy.npz"), "--reward", "keyword:Sure", "--algo", "rloo",
-                 "--iterations", "1", "--batch-size", "16", "--max-new-tokens", "8", "--out", str(out)]) == 0
+                 "--iterations", "1", "--batch-size", "12", "--minibatch-size", "6", "--max-new-tokens", "8",
+                 "--prompts", str(prompts), "--out", str(out)]) == 0
     capsys.readouterr()
+    prompts.write_bytes("Q: Où est la banque ? A:".encode("latin-1"))
+    assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--prompts", str(prompts)]) == 2
+    assert f"{prompts}: not UTF-8 text" in capsys.readouterr().err
+    assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--batch-size", "12"]) == 2
+    assert "batch_size (12) must be a multiple of minibatch_size (16)" in capsys.readouterr().err
 
     assert main(["value", "--prompt", "Q: Where is the bank? A:", "--samples", "8", "--policy", policy_checkpoint,
                  "--reward", "length:10", "--max-new-tokens", "8"]) == 0
