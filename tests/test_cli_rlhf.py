@@ -73,7 +73,7 @@ def test_demo_command_writes_its_summary(tmp_path, capsys):
     assert "before" in printed and "after" in printed and "1/4" in printed and "4/4" in printed
     assert (out / "rlhf_log.csv").exists()
     # every stage has its own stream, derived from --seed (0), and the summary records the seeds run
-    _, pretrain_seed, _, _, rlhf_seed, _ = spawn_seeds(0, 6)
+    _, pretrain_seed, _, _, _, _, rlhf_seed, _ = spawn_seeds(0, 8)
     assert summary["config"]["seed"] == 0
     assert summary["config"]["pretrain"]["seed"] == pretrain_seed and summary["config"]["rlhf"]["seed"] == rlhf_seed
 

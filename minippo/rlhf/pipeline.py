@@ -124,7 +124,8 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     tokenizer = ByteTokenizer()
-    init_seed, pretrain_seed, reward_seed, prompt_seed, rlhf_seed, evaluation_seed = spawn_seeds(config.seed, 6)
+    (init_seed, pretrain_seed, head_seed, pair_order_seed, calibration_seed, prompt_seed, rlhf_seed,
+     evaluation_seed) = spawn_seeds(config.seed, 8)
     config = replace(config, pretrain=replace(config.pretrain, seed=pretrain_seed),
                      rlhf=replace(config.rlhf, seed=rlhf_seed))
     prompt_rng = np.random.default_rng(prompt_seed)  # which prompts calibrate the reward and train the policy
@@ -137,7 +138,6 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     pretrain(policy, documents, config.pretrain, tokenizer, log=log)
 
     log("== 2/4 training the reward model on preference pairs ==")
-    head_seed, pair_order_seed = spawn_seeds(reward_seed, 2)
     reward_model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
     train_reward_model(reward_model, load_preferences("train"), steps=config.reward_steps, seed=pair_order_seed,
                        log=log)
@@ -146,7 +146,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     train_prompts = [format_prompt(p) for p in load_prompts("train")]
     calibration = [train_prompts[i] for i in prompt_rng.integers(0, len(train_prompts), config.eval_samples)]
     calibration_rollout = generate_rollout(policy, tokenizer, calibration, config.rlhf.max_new_tokens,
-                                           config.rlhf.temperature, np.random.default_rng(reward_seed))
+                                           config.rlhf.temperature, np.random.default_rng(calibration_seed))
     reward_model.normalize(calibration_rollout.prompts, calibration_rollout.responses)
     trainer = RLHFTrainer(policy, reward_model, tokenizer, config.rlhf)
     reference = trainer.reference
