@@ -28,7 +28,8 @@ One *update* (CleanRL: "iteration") is:
 REINFORCE (``algo="reinforce"``) shares steps 1-2 with λ = 1, which makes A_t + V(s_t) the
 discounted return-to-go G_t = Σ_k γᵏ r_{t+k} (bootstrapped with V where the rollout cuts an episode
 short), and then takes **one** gradient step per rollout on the policy-gradient identity
-∇E[R] = E[R(τ) ∇log P(τ)] = E[Σ_t G_t ∇log π(a_t|s_t)]:
+∇E[R] = E[R(τ) ∇log P(τ)] = E[Σ_t G_t ∇log π(a_t|s_t)], exact for γ = 1 (for γ < 1 the exact gradient
+of the discounted return has another factor γᵗ in each term, which, as usual, is dropped):
 
     L = −mean(Â_t log π(a_t|s_t)) [+ c_v ½ mean((V − G)²)] − c_e mean(H)
 

@@ -34,7 +34,7 @@ from minippo.text.tokenizer import ByteTokenizer
 
 @dataclass
 class DemoConfig:
-    """Sizes and budgets of the demo; the defaults run in a few minutes on 2 cores.
+    """Sizes and budgets of the demo; the defaults run in about 80 seconds on 2 cores.
 
     ``seed`` seeds every stage: each gets an independent stream derived from it
     (:func:`minippo.seeding.spawn_seeds`), and the ``seed`` fields of ``pretrain`` and ``rlhf`` are

@@ -15,7 +15,10 @@ One iteration:
 
 REINFORCE uses the same rollouts with the sequence return R = s − β Σ_t KL_t minus a baseline (the
 batch mean), and RLOO samples k responses per prompt and uses the mean return of the other k − 1 as
-each one's baseline.  Both make one on-policy pass: ∇E[R] ≈ mean((R − b) ∇ log π(τ)).
+each one's baseline.  Both estimate ∇E[R] = E[(R − b) ∇ log π(τ)] with ∇ log π(τ) = Σ_t ∇ log π(a_t|s_t):
+every response token of a minibatch carries its response's R − b, and the loss −mean((R − b) log π(a_t|s_t))
+averages over the minibatch's response tokens.  One pass over the batch, one optimizer step per
+minibatch (so only the first minibatch is exactly on-policy).
 """
 import copy
 import time
@@ -44,7 +47,8 @@ ALGORITHMS = ("ppo", "reinforce", "rloo")
 
 @dataclass
 class RLHFConfig:
-    """Settings of :class:`RLHFTrainer`; defaults follow the RLHF trainers cited in the README."""
+    """Settings of :class:`RLHFTrainer`.  The defaults follow OpenAI's lm-human-preferences, Hugging Face's
+    TRL and "The N+ Implementation Details of RLHF with PPO" (γ = 1, λ = 0.95, adaptive KL control)."""
 
     algo: str = "ppo"
     batch_size: int = 64          # prompts per iteration (RLOO: responses per iteration)
