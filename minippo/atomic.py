@@ -6,6 +6,7 @@ the destination with ``os.replace`` -- atomic on POSIX and Windows.  Every file 
 (checkpoints, tokenizers) goes through :func:`atomic_write`.
 """
 import contextlib
+import errno
 import os
 import tempfile
 
@@ -53,6 +54,8 @@ def atomic_write(path, mode="wb", encoding=None, newline=None):
     if mode not in WRITE_MODES:
         raise ValueError(f"mode must be one of {WRITE_MODES}, got {mode!r}")
     path = os.fsdecode(path)  # str, bytes or path-like -> str
+    if os.path.isdir(path):  # os.replace would fail only at the end, naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary = None

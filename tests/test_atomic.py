@@ -105,3 +105,10 @@ def test_str_and_bytes_paths_are_accepted_as_open_accepts_them(tmp_path, kind):
     with atomic_write(path, "w", encoding="utf-8") as file:
         file.write("écrit")
     assert (tmp_path / name).read_text(encoding="utf-8") == "écrit" and os.listdir(tmp_path) == [name]
+
+
+def test_a_directory_at_the_destination_is_refused_before_writing(tmp_path):
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        with atomic_write(tmp_path) as file:
+            file.write(b"never")
+    assert os.listdir(tmp_path) == []

@@ -119,6 +119,11 @@ def test_bad_rl_settings_are_reported_before_any_work(tmp_path, capsys):
     assert capsys.readouterr().err == "minippo rlhf: error: lr must be > 0, got -1.0\n"  # before the policy is read
 
 
+def test_reward_model_checks_its_output_path_before_training(policy_checkpoint, tmp_path, capsys):
+    assert main(["reward-model", "--policy", policy_checkpoint, "--out", str(tmp_path), "--steps", "1000"]) == 2
+    assert capsys.readouterr() == ("", f"minippo reward-model: error: --out {tmp_path} is a directory, not a file\n")
+
+
 def test_reward_model_needs_two_pairs_for_a_split(policy_checkpoint, tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     pair = json.dumps({"prompt": "Where?", "chosen": "Over there, sir.", "rejected": "Go away."})

@@ -21,6 +21,17 @@ def test_shipped_files_equal_the_generator_output(generated):
         )
 
 
+def test_write_corpus_leaves_the_old_files_when_a_write_fails(generated, tmp_path, monkeypatch):
+    corpus.write_corpus(generated, tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    files = corpus.corpus_files(generated)
+    broken = dict(files, **{name: content[:100] + "\ud800" for name, content in files.items()})  # unencodable
+    monkeypatch.setattr(corpus, "corpus_files", lambda _: broken)
+    with pytest.raises(UnicodeEncodeError):
+        corpus.write_corpus(generated, tmp_path)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no partial file, no temporary
+
+
 def test_write_corpus_writes_the_shipped_files(generated, tmp_path):
     corpus.write_corpus(generated, tmp_path / "data")
     written = sorted(path.name for path in (tmp_path / "data").iterdir())

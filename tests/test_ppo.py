@@ -487,6 +487,17 @@ def test_load_policy_takes_the_environment_a_policy_was_trained_on(tmp_path):
         load_policy(tmp_path / "wide.npz", env=envs.make("CartPole-v1", num_envs=1, seed=0))
 
 
+def test_evaluating_an_episode_that_never_ends_is_an_error_not_a_hang():
+    endless = envs.TabularMDPEnv(MDP(np.ones((1, 1, 1)), [1.0], 0.9), num_envs=2, seed=0)  # one state, no time limit
+    agent = ActorCritic(endless.single_observation_space, endless.single_action_space, seed=0)
+    with pytest.raises(RuntimeError, match=r"sub-environments \[0, 1\] did not end within max_steps=50"):
+        evaluate_policy(agent, endless, np.random.default_rng(0), max_steps=50)
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        evaluate_policy(agent, endless, np.random.default_rng(0), max_steps=0)
+    short = envs.TabularMDPEnv(MDP(np.ones((1, 1, 1)), [1.0], 0.9), num_envs=2, seed=0, max_episode_steps=5)
+    np.testing.assert_array_equal(evaluate_policy(agent, short, np.random.default_rng(0), max_steps=5), [5.0, 5.0])
+
+
 def test_trainer_checks_the_dtype_of_a_given_agent():
     env = envs.make("CartPole-v1", num_envs=2, seed=0)
     agent = ActorCritic(env.single_observation_space, env.single_action_space, dtype=np.float64, seed=0)

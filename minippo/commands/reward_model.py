@@ -1,7 +1,7 @@
 """``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
 import numpy as np
 
-from minippo.commands import integer_option
+from minippo.commands import check_output_path, integer_option
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import (
     RewardModel,
@@ -33,6 +33,7 @@ def register(subparsers):
 
 
 def run(args):
+    check_output_path(args.out, "--out")
     split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
     if args.data:
         if not 0 < args.test_fraction < 1:

@@ -17,7 +17,7 @@ import os
 from dataclasses import replace
 
 from minippo.atomic import atomic_write
-from minippo.commands import integer_option
+from minippo.commands import check_output_path, integer_option
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import ALGORITHMS, PRESETS, RECENT_EPISODES, Trainer, preset_for
 
@@ -55,17 +55,6 @@ def config_from_args(args):
     overrides = {"algo": args.algo, "num_envs": args.num_envs, "total_steps": args.total_steps,
                  "learning_rate": args.lr, "seed": args.seed}
     return replace(preset_for(args.env, args.preset), **{k: v for k, v in overrides.items() if v is not None})
-
-
-def check_output_path(path, option):
-    """Fail now rather than after training: ``path`` must not be a directory, and its parent
-    directory must exist or be creatable (it is created)."""
-    if os.path.isdir(path):
-        raise ValueError(f"{option} {path} is a directory, not a file")
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{option} {path}: cannot create its directory ({error})") from error
 
 
 def write_episodes_csv(path, episodes):

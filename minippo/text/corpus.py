@@ -33,6 +33,7 @@ import pathlib
 
 import numpy as np
 
+from minippo.atomic import atomic_write
 from minippo.checks import finite_number, integer_at_least
 
 MAX_EXAMPLE_BYTES = 80
@@ -347,11 +348,11 @@ def corpus_files(corpus):
 
 
 def write_corpus(corpus, directory):
-    """Write the files of ``corpus`` into ``directory`` (created if needed)."""
+    """Write the files of ``corpus`` into ``directory`` (created if needed), each one atomically."""
     directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     for name, content in corpus_files(corpus).items():
-        (directory / name).write_text(content, encoding="utf-8")
+        with atomic_write(directory / name, "w", encoding="utf-8", newline="") as file:
+            file.write(content)
 
 
 def read_data_file(name):
