@@ -60,3 +60,9 @@ def check_integer_fields(config, minimums):
     Python int back (for the ``__post_init__`` of configuration dataclasses)."""
     for name, minimum in minimums.items():
         setattr(config, name, integer_at_least(getattr(config, name), name, minimum))
+
+
+def some_names(names, shown=5):
+    """The first ``shown`` of ``names`` and how many more, so that an error message stays one readable line."""
+    names = list(names)
+    return ", ".join(map(str, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")

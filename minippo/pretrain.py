@@ -138,6 +138,9 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
         if state["config"] != model.config.to_dict():
             raise ValueError(f"checkpoint {checkpoint_path!r} holds a model with config {state['config']}, "
                              f"not {model.config.to_dict()}")
+        if not state["optimizer_state"] or state["rng"] is None:
+            raise ValueError(f"checkpoint {checkpoint_path!r} has no optimizer or random-generator state (it holds "
+                             f"weights only, as `minippo rlhf` writes them), so it cannot be resumed")
         if "pretrain" in state["extra"]:
             check_same_settings(state["extra"]["pretrain"], config, checkpoint_path)
         if state["extra"].get("pretrain_data", data_digest) != data_digest:
@@ -193,8 +196,15 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
 def load_model(path):
     """The GPT stored in a checkpoint written by :func:`pretrain` (or any ``save_checkpoint`` of a GPT)."""
     state = load_checkpoint(path)
+    other_kinds = {"reward_model": "a reward model (load it with RewardModel.load)"}
+    if state["extra"].get("kind") in other_kinds or "obs_rms" in state["extra"]:
+        what = other_kinds.get(state["extra"].get("kind"), "a control-task PPO policy (load it with load_policy)")
+        raise ValueError(f"checkpoint {str(path)!r} holds {what}, not a GPT")
     if not isinstance(state["config"], dict):
-        raise ValueError(f"checkpoint {path!r} holds no model config")
-    model = GPT(GPTConfig.from_dict(state["config"]), seed=0)
-    model.load_state_dict(state["params"])
+        raise ValueError(f"checkpoint {str(path)!r} holds no model config")
+    try:
+        model = GPT(GPTConfig.from_dict(state["config"]), seed=0)
+        model.load_state_dict(state["params"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint {str(path)!r} does not hold a GPT: {error}") from error
     return model

@@ -92,7 +92,7 @@ def test_file_with_a_deterministic_chain(tmp_path, capsys):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"gamma": 0.8, "rewards": {', r"not valid JSON: .* at line 1, column 28"),
+        ('{"gamma": 0.8, "rewards": {', r"not valid JSON \(Expecting property name enclosed in double quotes: line 1 column 28 \(char 27\)\)"),
         ('[1, 2]', r"expected a JSON object with keys \"gamma\", \"rewards\" and \"transitions\"; got list"),
         ('{"gamma": 0.8, "rewards": {"a": 1}}', r"missing key 'transitions'"),
         ('{"rewards": {"a": 1}, "transitions": {}}', r"missing key 'gamma'"),

@@ -2,6 +2,7 @@
 left padding, KV-cache generation and sampling, input errors and Hugging Face state dicts."""
 import json
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -427,6 +428,17 @@ def test_sampled_eos_logprobs_match_full_forward_on_masked_positions():
     assert not stopped.mask.all()
     full = full_forward_logprobs(model, stopped, PROMPT_MASK)
     np.testing.assert_allclose(stopped.logprobs[stopped.mask], full[stopped.mask], rtol=0, atol=1e-10)
+
+
+def test_a_tiny_temperature_samples_the_argmax_without_warnings():
+    """At T just above MIN_TEMPERATURE, (z − max z)/T overflows to −inf for every other token: p = 0 there."""
+    sampler = TokenSampler(3e-39, None, None, 4, np.random.default_rng(0))
+    logits = np.array([[0.5, 2.0, -1.0, 1.0], [3.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        token, logprob = sampler.sample(logits)
+    np.testing.assert_array_equal(token, [1, 0])
+    np.testing.assert_array_equal(logprob, [0.0, 0.0])
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 1.5])

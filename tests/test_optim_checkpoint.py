@@ -410,6 +410,29 @@ def test_checkpoint_not_minippo_or_wrong_version(tmp_path):
         load_checkpoint(path)
 
 
+def test_checkpoint_extra_must_be_an_object_and_a_directory_is_named(tmp_path):
+    path = tmp_path / "listextra.npz"
+    meta = {"format_version": 1, "config": None, "step": 0, "rng_state": None, "extra": [1, 2]}
+    np.savez(path, meta=np.array(json.dumps(meta)))
+    with pytest.raises(ValueError, match=r"listextra.npz.*'extra' metadata must be a JSON object, got list"):
+        load_checkpoint(path)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_checkpoint(tmp_path)
+
+
+def test_load_state_dict_refuses_non_numbers_and_keeps_long_key_lists_short():
+    head = ValueHead(3, dtype=np.float64)
+    for bad, shown in [(np.array([["x"], ["y"], ["z"]]), "<U1"), (np.ones((3, 1)) * (1 + 2j), "complex128")]:
+        with pytest.raises(ValueError, match=rf"weight: dtype {shown} is not real numbers"):
+            head.load_state_dict({"weight": bad, "bias": np.zeros(1)})
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=3, n_head=1, n_embd=2), seed=0)
+    with pytest.raises(ValueError) as error:
+        model.load_state_dict({})
+    message = str(error.value)
+    assert f"{len(model.params)} missing keys: transformer.wte.weight, transformer.wpe.weight" in message
+    assert f"and {len(model.params) - 5} more" in message and len(message) < 300
+
+
 @pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64])
 def test_checkpoint_keeps_any_numpy_bit_generator(tmp_path, bit_generator):
     """MT19937 and Philox states hold arrays; they go through the JSON metadata as lists."""

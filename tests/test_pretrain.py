@@ -113,6 +113,21 @@ def test_resume_refuses_changed_settings_but_allows_more_steps(tmp_path):
     assert len(pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)) == 1
 
 
+def test_resume_refuses_a_checkpoint_of_weights_only(tmp_path, capsys):
+    """`minippo rlhf` writes OUT/policy.npz with weights only; moved to model.npz it cannot be resumed."""
+    path = tmp_path / "model.npz"
+    model = tiny_model()
+    save_checkpoint(path, model.params, model.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
+    with pytest.raises(ValueError, match="has no optimizer or random-generator state .* cannot be resumed"):
+        pretrain(tiny_model(), encode_documents(load_corpus()[:20], TOKENIZER, 96), PretrainConfig(steps=2),
+                 checkpoint_path=str(path), resume=True, log=quiet)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    assert main(["pretrain", "--data", str(empty), "--out", str(tmp_path / "out"), *TINY_OPTIONS]) == 2
+    assert capsys.readouterr().err == (f"minippo pretrain: error: {empty}: the training text has no line with at "
+                                       f"least one token to predict\n")
+
+
 def test_resume_refuses_other_documents(tmp_path):
     path = str(tmp_path / "model.npz")
     config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)

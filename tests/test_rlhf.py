@@ -422,3 +422,45 @@ def test_preference_file_that_is_not_utf8_names_the_file(tmp_path):
     latin1.write_bytes('{"prompt": "café", "chosen": "a", "rejected": "b"}\n'.encode("latin-1"))
     with pytest.raises(ValueError, match=f"^{re.escape(str(latin1))}: not UTF-8 text"):
         load_preference_file(latin1)
+
+
+def test_loaders_name_the_file_and_the_kind_of_checkpoint_it_holds(tmp_path):
+    from minippo.commands.rlhf import load_reward
+    from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+    from minippo.pretrain import load_model
+    from minippo.rewards.rules import RougeReward
+    from minippo.rl.ppo import PPOConfig, Trainer
+
+    reward_path = tmp_path / "rm.npz"
+    RewardModel(tiny_policy(), seed=0).save(reward_path)
+    with pytest.raises(ValueError, match=r"rm.npz' holds a reward model \(load it with RewardModel.load\), not a GPT"):
+        load_model(reward_path)
+    ppo_path = tmp_path / "ppo.npz"
+    Trainer(PPOConfig(num_envs=2, num_steps=8, num_minibatches=1, total_steps=16)).save(ppo_path)
+    with pytest.raises(ValueError, match=r"ppo.npz' holds a control-task PPO policy \(load it with load_policy\)"):
+        load_model(ppo_path)
+    state = load_checkpoint(reward_path)
+    for extra, message in [({"kind": "reward_model", "bias": 0.0}, "gain must be a finite number, got NoneType"),
+                           ({"kind": "reward_model", "gain": "x", "bias": 0.0}, "gain must be a finite number")]:
+        save_checkpoint(reward_path, state["params"], state["config"], extra=extra)
+        with pytest.raises(ValueError, match=rf"rm.npz' is not a valid reward-model checkpoint: {message}"):
+            RewardModel.load(reward_path)
+    state = load_checkpoint(ppo_path)
+    save_checkpoint(ppo_path, state["params"], state["config"], extra={"obs_rms": [1, 2]})
+    from minippo.rl.ppo import load_policy
+    with pytest.raises(ValueError, match=r"ppo.npz': the saved observation statistics must be null or an object"):
+        load_policy(ppo_path)
+    references = tmp_path / "refs.npz"  # a reference file whose name ends in .npz is still a rule's file
+    references.write_text("Sure thing.\n", encoding="utf-8")
+    assert isinstance(load_reward(f"rouge:{references}"), RougeReward)
+
+
+def test_rollout_prompts_that_are_empty_or_too_long_are_named():
+    policy = tiny_policy()  # block_size 8
+    tokenizer = TinyTokenizer()
+    with pytest.raises(ValueError, match=r"prompt 1 \(''\) must be at least one token"):
+        generate_rollout(policy, tokenizer, [PROMPT, ""], 2, 1.0, np.random.default_rng(0))
+    long_prompt = "a" * 7
+    with pytest.raises(ValueError, match=r"prompt 0 \('aaaaaaa'\) must be at most 6 tokens \(block_size 8 - "
+                                         r"max_new_tokens 2\), it has 7"):
+        generate_rollout(policy, tokenizer, [long_prompt], 2, 1.0, np.random.default_rng(0))

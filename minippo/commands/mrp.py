@@ -85,8 +85,7 @@ def read_spec(path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        where = f"line {error.lineno}, column {error.colno}"
-        raise ValueError(f"{path}: not valid JSON: {error.msg} at {where}") from None
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
 def mrp_from_spec(spec, source, gamma=None):

@@ -65,7 +65,10 @@ def run(args):
                              n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             min_lr=min(args.lr, PretrainConfig.min_lr), seed=args.seed)
-    documents = encode_documents(lines, tokenizer, model_config.block_size)
+    try:
+        documents = encode_documents(lines, tokenizer, model_config.block_size)
+    except ValueError as error:
+        raise ValueError(f"{args.data or 'the shipped corpus'}: {error}") from None
     os.makedirs(args.out, exist_ok=True)  # fails now, not after training, if OUT is a file
     init_seed, sample_seed = spawn_seeds(args.seed, 2)  # independent of the batches' stream (config.seed)
     model = GPT(model_config, seed=init_seed)

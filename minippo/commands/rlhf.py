@@ -7,7 +7,7 @@ from minippo.commands import integer_option
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import RewardModel
-from minippo.rewards.rules import parse_rule_reward
+from minippo.rewards.rules import RULE_REWARD_KINDS, parse_rule_reward
 from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
@@ -17,8 +17,8 @@ from minippo.text.tokenizer import ByteTokenizer
 
 
 def load_reward(spec):
-    """A reward callable from a reward-model checkpoint (``*.npz``) or a rule spec such as ``rouge:refs.txt``."""
-    if spec.endswith(".npz"):
+    """A reward callable from a rule spec such as ``rouge:refs.txt`` or a reward-model checkpoint (``*.npz``)."""
+    if spec.endswith(".npz") and spec.partition(":")[0].strip().lower() not in RULE_REWARD_KINDS:
         return RewardModel.load(spec)
     return parse_rule_reward(spec)
 

@@ -62,6 +62,8 @@ def load_checkpoint(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path!r} is a directory, not a file")
     if not zipfile.is_zipfile(path):  # e.g. a .npy file or text: np.load would not return an archive
         raise ValueError(f"{path!r} is not a minippo checkpoint (not an .npz archive)")
     try:
@@ -82,6 +84,9 @@ def load_checkpoint(path):
     missing = [key for key in ("config", "step", "rng_state", "extra") if key not in meta]
     if missing:
         raise ValueError(f"{path!r}: the checkpoint metadata lacks {missing}")
+    if not isinstance(meta["extra"], dict):
+        raise ValueError(f"{path!r}: the checkpoint's 'extra' metadata must be a JSON object, "
+                         f"got {type(meta['extra']).__name__}")
     params = {key[len("params/"):]: value for key, value in contents.items() if key.startswith("params/")}
     optimizer_state = {key[len("optimizer/"):]: value for key, value in contents.items()
                        if key.startswith("optimizer/")}

@@ -563,7 +563,8 @@ class TokenSampler:
         """
         shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, V): every s_j ≤ 0, max 0
         if self.temperature not in (0.0, 1.0):
-            shifted *= 1.0 / self.temperature
+            with np.errstate(over="ignore"):  # s_j ≤ 0 may become −inf at tiny T: p_j = 0, as it should
+                shifted *= 1.0 / self.temperature
         if self.temperature == 0.0:
             token = shifted.argmax(axis=-1)
             normalizer = row_sums(np.exp(shifted))

@@ -11,7 +11,7 @@ every missing, unexpected or mis-shaped key at once.
 """
 import numpy as np
 
-from minippo.checks import check_seed
+from minippo.checks import check_seed, some_names
 from minippo.parallel import map_array_groups
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -69,8 +69,8 @@ class Module:
     def load_state_dict(self, state_dict, problems=()):
         """Copy ``state_dict`` into the parameters (cast to their dtype), after checking every key.
 
-        Raises one ``ValueError`` that lists all missing, unexpected and mis-shaped keys, together with
-        any ``problems`` a subclass found first.
+        Raises one ``ValueError`` that lists all missing, unexpected, mis-shaped and non-numeric keys
+        (at most five names of each kind), together with any ``problems`` a subclass found first.
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
@@ -78,15 +78,19 @@ class Module:
         missing = [name for name in self.params if name not in state_dict]
         unexpected = [name for name in state_dict if name not in self.params]
         if missing:
-            problems.append(f"missing keys: {missing}")
+            problems.append(f"{len(missing)} missing keys: {some_names(missing)}")
         if unexpected:
-            problems.append(f"unexpected keys: {unexpected}")
+            problems.append(f"{len(unexpected)} unexpected keys: {some_names(unexpected)}")
         for name, value in state_dict.items():
-            if name in self.params and np.shape(value) != self.params[name].shape:
+            if name not in self.params:
+                continue
+            if np.shape(value) != self.params[name].shape:
                 problems.append(
                     f"{name}: shape {np.shape(value)} in state_dict, expected {self.params[name].shape}"
                 )
-            elif name in self.params and not finite_as(value, self.params[name].dtype):
+            elif np.asarray(value).dtype.kind not in "biuf":  # complex would lose its imaginary part
+                problems.append(f"{name}: dtype {np.asarray(value).dtype} is not real numbers")
+            elif not finite_as(value, self.params[name].dtype):
                 problems.append(f"{name}: contains NaN or inf (in {self.params[name].dtype})")
         if problems:
             raise ValueError("cannot load state_dict: " + "; ".join(problems))

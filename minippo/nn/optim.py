@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from minippo.checks import is_real
+from minippo.checks import is_real, some_names
 from minippo.parallel import map_array_groups
 
 EMBEDDING_MARKERS = ("wte", "wpe", "embed")
@@ -55,8 +55,7 @@ def clip_grad_norm(grads, max_norm):
     norm = math.sqrt(sum(squared_norm(g) for g in grads.values()))
     if not math.isfinite(norm):
         bad = [name for name, g in grads.items() if not np.all(np.isfinite(g))]
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise FloatingPointError(f"gradient norm is {norm}; non-finite gradients in {shown}")
+        raise FloatingPointError(f"gradient norm is {norm}; non-finite gradients in {some_names(bad)}")
     if max_norm is not None and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():

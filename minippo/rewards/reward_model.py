@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from minippo.checks import finite_number
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ScoreHead
@@ -126,13 +127,17 @@ class RewardModel:
     @classmethod
     def load(cls, path):
         state = load_checkpoint(path)
-        if state["extra"].get("kind") != "reward_model":
-            raise ValueError(f"{path!r} is not a reward-model checkpoint (kind={state['extra'].get('kind')!r})")
-        model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))
-        params = state["params"]
-        model.trunk.load_state_dict(unprefixed(params, "trunk"))
-        model.head.load_state_dict(unprefixed(params, "head"))
-        model.gain, model.bias = state["extra"]["gain"], state["extra"]["bias"]
+        extra = state["extra"]
+        if extra.get("kind") != "reward_model":
+            raise ValueError(f"{str(path)!r} is not a reward-model checkpoint (kind={extra.get('kind')!r})")
+        try:
+            gain, bias = finite_number(extra.get("gain"), "gain"), finite_number(extra.get("bias"), "bias")
+            model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))
+            model.trunk.load_state_dict(unprefixed(state["params"], "trunk"))
+            model.head.load_state_dict(unprefixed(state["params"], "head"))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{str(path)!r} is not a valid reward-model checkpoint: {error}") from error
+        model.gain, model.bias = gain, bias
         return model
 
 

@@ -52,6 +52,7 @@ RULE_REWARD_FORMS = (
     "keyword:WORD[,WORD...]",
     "length:N",
 )
+RULE_REWARD_KINDS = tuple(form.partition(":")[0] for form in RULE_REWARD_FORMS)
 
 
 # --- tokenisation ----------------------------------------------------------------
@@ -660,7 +661,7 @@ def parse_rule_reward(spec):
     kind, separator, argument = spec.partition(":")
     kind, argument = kind.strip().lower(), argument.strip()
     valid_forms = f"valid forms: {', '.join(RULE_REWARD_FORMS)}"
-    if not separator or not argument or kind not in ("bleu", "rouge", "keyword", "length"):
+    if not separator or not argument or kind not in RULE_REWARD_KINDS:
         raise ValueError(f"unknown rule reward spec {spec!r}; {valid_forms}")
     if kind == "bleu":
         return BleuReward(load_references(argument))

@@ -473,6 +473,9 @@ def load_policy(path, env=None):
                          f"was trained on as env. {error}") from error
     obs_rms = state["extra"]["obs_rms"]
     if obs_rms is not None:
+        if not (isinstance(obs_rms, dict) and set(obs_rms) == {"mean", "var", "count"}):
+            raise ValueError(f"{str(path)!r}: the saved observation statistics must be null or an object with "
+                             f"mean, var and count, got {str(obs_rms)[:80]}")
         obs_rms = {key: np.asarray(value) for key, value in obs_rms.items()}
     return agent, config, obs_rms
 

@@ -47,8 +47,19 @@ class Rollout:
 
 
 def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):
-    """Sample one response per prompt with the KV-cache generator and package it as a Rollout."""
+    """Sample one response per prompt with the KV-cache generator and package it as a Rollout.
+
+    Every prompt must be at least one token long and leave room for ``max_new_tokens`` in the policy's
+    context; the error names the first prompt that does not.
+    """
     prompt_ids, prompt_mask = tokenizer.encode_batch(prompt_texts)
+    lengths = prompt_mask.sum(axis=1)
+    room = policy.config.block_size - max_new_tokens
+    for index, length in enumerate(lengths):
+        if length == 0 or length > room:
+            need = "at least one token" if length == 0 else f"at most {room} tokens (block_size " \
+                f"{policy.config.block_size} - max_new_tokens {max_new_tokens}), it has {length}"
+            raise ValueError(f"prompt {index} ({prompt_texts[index][:60]!r}) must be {need}")
     generation = policy.generate(prompt_ids, max_new_tokens, temperature=temperature,
                                  eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
                                  attention_mask=prompt_mask, rng=rng)
