@@ -653,6 +653,15 @@ def test_actor_critic_backward_checks_its_gradients(env_id):
     assert {gradient.dtype for gradient in agent.grads.values()} == {np.dtype(np.float32)}
 
 
+def test_advantages_whitened_over_one_sample_are_refused():
+    """(A − mean A)/(std A + ε) of a single advantage is 0: such a run would learn nothing."""
+    with pytest.raises(ValueError, match="minibatches, which here hold one sample"):
+        PPOConfig(num_envs=2, num_steps=4, num_minibatches=8, total_steps=8)
+    with pytest.raises(ValueError, match=r"batches \(num_envs \* num_steps\), which here hold one sample"):
+        PPOConfig(algo="reinforce", num_envs=1, num_steps=1, num_minibatches=1, total_steps=1)
+    assert PPOConfig(num_envs=2, num_steps=4, num_minibatches=8, total_steps=8, norm_adv=False).minibatch_size == 1
+
+
 def test_ppo_config_stores_its_real_numbers_as_python_floats():
     """A NumPy float64 coefficient would turn float32 arithmetic float64 (NumPy's promotion rules)."""
     config = PPOConfig(vf_coef=np.float64(0.5), clip_coef=np.float32(0.2), learning_rate=np.float64(1e-3))

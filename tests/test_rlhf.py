@@ -341,6 +341,9 @@ def test_a_critic_of_another_dtype_or_width_is_refused():
     "settings, error, message",
     [
         ({"minibatch_size": 0}, ValueError, "minibatch_size must be an integer >= 1, got 0"),
+        ({"algo": "reinforce", "batch_size": 1, "minibatch_size": 1}, ValueError,
+         "reinforce needs batch_size >= 2: its baseline is the batch's mean return, so one response would get "
+         "advantage 0 and teach nothing"),
         ({"update_epochs": 0}, ValueError, "update_epochs must be an integer >= 1, got 0"),
         ({"clip_coef": -1}, ValueError, "clip_coef must be > 0, got -1"),
         ({"batch_size": 64.0}, TypeError, "batch_size must be an integer >= 1, got float 64.0"),

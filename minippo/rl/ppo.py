@@ -142,6 +142,12 @@ class PPOConfig:
                 raise ValueError(f"{name} must be positive or None, got {getattr(self, name)}")
         if any(not is_integer(n) or n < 1 for n in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes}")
+        whitened = self.batch_size if self.algo == "reinforce" else self.minibatch_size
+        if self.norm_adv and whitened == 1:  # (A − mean A)/(std A + ε) of one advantage is 0
+            what = "batches (num_envs * num_steps)" if self.algo == "reinforce" else "minibatches"
+            raise ValueError(f"norm_adv whitens the advantages of each of the {what}, which here hold one "
+                             f"sample: every advantage would be 0 and nothing learned; use more samples per "
+                             f"update or norm_adv=False")
 
     @property
     def batch_size(self):

@@ -101,6 +101,9 @@ class RLHFConfig:
         if self.batch_size % self.minibatch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
                              f"({self.minibatch_size})")
+        if self.algo == "reinforce" and self.batch_size == 1:  # the baseline, the batch mean, is R itself
+            raise ValueError("reinforce needs batch_size >= 2: its baseline is the batch's mean return, so one "
+                             "response would get advantage 0 and teach nothing")
         if self.algo == "rloo":  # rloo_k is only read by RLOO
             check_integer_fields(self, {"rloo_k": 2})
             if self.batch_size % self.rloo_k:
