@@ -62,7 +62,8 @@ def check_integer_fields(config, minimums):
         setattr(config, name, integer_at_least(getattr(config, name), name, minimum))
 
 
-def some_names(names, shown=5):
+def some_names(names, shown=5, separator=", "):
     """The first ``shown`` of ``names`` and how many more, so that an error message stays one readable line."""
     names = list(names)
-    return ", ".join(map(str, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return separator.join(map(str, names[:shown])) + more

@@ -127,6 +127,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     line, tokens/s, ETA).
     """
     tokenizer = tokenizer or ByteTokenizer()
+    checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)  # messages show a str
     optimizer = AdamW(model.params, model.grads, lr=config.lr, betas=(0.9, 0.95),
                       weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)

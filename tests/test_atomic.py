@@ -108,7 +108,10 @@ def test_str_and_bytes_paths_are_accepted_as_open_accepts_them(tmp_path, kind):
 
 
 def test_a_directory_at_the_destination_is_refused_before_writing(tmp_path):
-    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
-        with atomic_write(tmp_path) as file:
-            file.write(b"never")
-    assert os.listdir(tmp_path) == []
+    body_ran = []
+    with pytest.raises(IsADirectoryError) as error:
+        with atomic_write(tmp_path):
+            body_ran.append(True)
+    assert str(error.value) == f"[Errno 21] Is a directory: {str(tmp_path)!r}"  # not a temporary file's name
+    assert body_ran == [] and os.listdir(tmp_path) == [] and not any(
+        name.startswith(".tmp-") for name in os.listdir(tmp_path.parent))

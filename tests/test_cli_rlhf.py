@@ -4,6 +4,7 @@ import json
 import pytest
 
 from minippo.cli import main
+from minippo.commands.rlhf import read_prompts
 from minippo.seeding import spawn_seeds
 
 
@@ -33,6 +34,7 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Q: Where is the bank? A:\r\n\nQ: When does the cafe open? A:\n", encoding="utf-8")
+    assert read_prompts(str(prompts)) == ["Q: Where is the bank? A:", "Q: When does the cafe open? A:"]
     assert main(["rlhf", "--policy", str(out / "policy.npz"), "--reward", "keyword:Sure", "--algo", "rloo",
                  "--iterations", "1", "--batch-size", "12", "--minibatch-size", "6", "--max-new-tokens", "8",
                  "--prompts", str(prompts), "--out", str(out)]) == 0

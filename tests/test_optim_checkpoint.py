@@ -431,6 +431,12 @@ def test_load_state_dict_refuses_non_numbers_and_keeps_long_key_lists_short():
     message = str(error.value)
     assert f"{len(model.params)} missing keys: transformer.wte.weight, transformer.wpe.weight" in message
     assert f"and {len(model.params) - 5} more" in message and len(message) < 300
+    wider = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=3, n_head=1, n_embd=4), seed=0)
+    with pytest.raises(ValueError) as error:
+        model.load_state_dict(wider.state_dict())
+    message = str(error.value)
+    assert message.startswith("cannot load state_dict: transformer.wte.weight: shape (5, 4) in state_dict, expected (5, 2)")
+    assert f"and {len(model.params) - 5} more" in message and len(message) < 500
 
 
 @pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64])

@@ -90,9 +90,13 @@ def test_a_shard_the_busy_pool_has_not_started_runs_in_the_caller(threads):
     """Another caller's shard holds the only pool thread; this caller runs its own shard 1 itself."""
     threads(2)
     pool_busy, release = threading.Event(), threading.Event()
+    blocked_on = []
 
     def blocking(index, rows):
-        if index == 1:
+        if index == 0:
+            pool_busy.wait(10)  # so that the pool thread, not this caller, takes shard 1
+        else:
+            blocked_on.append(threading.current_thread().name)
             pool_busy.set()
             release.wait(10)
         return index
@@ -101,6 +105,7 @@ def test_a_shard_the_busy_pool_has_not_started_runs_in_the_caller(threads):
     other_caller.start()
     try:
         assert pool_busy.wait(10)
+        assert blocked_on[0].startswith("minippo")  # the pool's only thread is held
         idents = parallel.map_shards(lambda index, rows: threading.get_ident(), [0, 1])
         assert idents == [threading.get_ident()] * 2
     finally:

@@ -19,6 +19,7 @@ from minippo.cli import main
 from minippo.commands import evaluate as evaluate_command
 from minippo.commands import train_ppo as train_ppo_command
 from minippo.mrp import MDP
+from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.mlp import MLP
 from minippo.rl.actor_critic import ActorCritic, sample_categorical
 from minippo.rl.advantages import generalized_advantages, whiten
@@ -485,6 +486,13 @@ def test_load_policy_takes_the_environment_a_policy_was_trained_on(tmp_path):
         np.testing.assert_array_equal(agent.params[name], value)
     with pytest.raises(ValueError, match="does not fit the spaces of the env given"):
         load_policy(tmp_path / "wide.npz", env=envs.make("CartPole-v1", num_envs=1, seed=0))
+    state = load_checkpoint(tmp_path / "wide.npz")  # the right network, a broken value: no hint about spaces
+    state["params"]["actor.layers.0.bias"][0] = np.nan
+    save_checkpoint(tmp_path / "nan.npz", state["params"], state["config"], extra=state["extra"])
+    with pytest.raises(ValueError) as error:
+        load_policy(tmp_path / "nan.npz", env=WideCartPole(num_envs=1, seed=0))
+    assert str(error.value) == (f"{str(tmp_path / 'nan.npz')!r}: cannot load state_dict: actor.layers.0.bias: "
+                                f"contains NaN or inf (in float32)")
 
 
 def test_evaluating_an_episode_that_never_ends_is_an_error_not_a_hang():

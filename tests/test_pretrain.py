@@ -118,9 +118,10 @@ def test_resume_refuses_a_checkpoint_of_weights_only(tmp_path, capsys):
     path = tmp_path / "model.npz"
     model = tiny_model()
     save_checkpoint(path, model.params, model.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
-    with pytest.raises(ValueError, match="has no optimizer or random-generator state .* cannot be resumed"):
+    with pytest.raises(ValueError) as error:  # a pathlib path is shown as the plain path
         pretrain(tiny_model(), encode_documents(load_corpus()[:20], TOKENIZER, 96), PretrainConfig(steps=2),
-                 checkpoint_path=str(path), resume=True, log=quiet)
+                 checkpoint_path=path, resume=True, log=quiet)
+    assert str(error.value).startswith(f"checkpoint {str(path)!r} has no optimizer or random-generator state")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n", encoding="utf-8")
     assert main(["pretrain", "--data", str(empty), "--out", str(tmp_path / "out"), *TINY_OPTIONS]) == 2

@@ -463,6 +463,10 @@ def test_rollout_prompts_that_are_empty_or_too_long_are_named():
     tokenizer = TinyTokenizer()
     with pytest.raises(ValueError, match=r"prompt 1 \(''\) must be at least one token"):
         generate_rollout(policy, tokenizer, [PROMPT, ""], 2, 1.0, np.random.default_rng(0))
+    for bad, error, message in [(8, ValueError, r"max_new_tokens \(8\) must be less than the policy's block_size \(8\)"),
+                                (2.0, TypeError, "max_new_tokens must be an integer >= 1, got float")]:
+        with pytest.raises(error, match=message):
+            generate_rollout(policy, tokenizer, [PROMPT], bad, 1.0, np.random.default_rng(0))
     long_prompt = "a" * 7
     with pytest.raises(ValueError, match=r"prompt 0 \('aaaaaaa'\) must be at most 6 tokens \(block_size 8 - "
                                          r"max_new_tokens 2\), it has 7"):

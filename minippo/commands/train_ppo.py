@@ -88,7 +88,7 @@ def plot_learning_curve(path, episodes, title):
     axes.set(xlabel="environment steps", ylabel="episode return", title=title)
     axes.legend()
     figure.tight_layout()
-    image_format = os.path.splitext(path)[1].lstrip(".") or "png"  # as savefig(path) would choose
+    image_format = os.path.splitext(path)[1].lstrip(".") or "png"  # the extension says the format
     with atomic_write(path) as file:  # creates the directory too
         figure.savefig(file, format=image_format, dpi=100)
     plt.close(figure)

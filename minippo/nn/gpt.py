@@ -343,8 +343,9 @@ class GPT(Module):
         dlogits: (B, T, vocab) gradient w.r.t. the logits (None if the loss does not use them);
         dhidden: (B, T, C) gradient w.r.t. ``self.hidden`` from heads reading it (None if none).
         The tied token embedding receives both its LM-head and its embedding contributions.
-        Each shard of rows runs in its own thread; shard 0 adds into ``self.grads``, the others into
-        buffers of their own that are added to ``self.grads`` at the end, in shard order.
+        The shards of rows run in parallel threads (``minippo.parallel.map_shards``); shard 0 adds into
+        ``self.grads``, the others into buffers of their own that are added to ``self.grads`` at the end,
+        in shard order.
         """
         if self._cache is None:
             raise RuntimeError("backward called before forward: run model.forward(idx) first")

@@ -69,8 +69,9 @@ class Module:
     def load_state_dict(self, state_dict, problems=()):
         """Copy ``state_dict`` into the parameters (cast to their dtype), after checking every key.
 
-        Raises one ``ValueError`` that lists all missing, unexpected, mis-shaped and non-numeric keys
-        (at most five names of each kind), together with any ``problems`` a subclass found first.
+        Raises one ``ValueError`` that lists the missing, unexpected, mis-shaped, non-numeric and
+        non-finite keys (at most five of each kind: missing, unexpected, wrong values), together with any
+        ``problems`` a subclass found first.
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
@@ -81,17 +82,18 @@ class Module:
             problems.append(f"{len(missing)} missing keys: {some_names(missing)}")
         if unexpected:
             problems.append(f"{len(unexpected)} unexpected keys: {some_names(unexpected)}")
+        wrong = []  # one description per key whose value cannot be loaded
         for name, value in state_dict.items():
             if name not in self.params:
                 continue
             if np.shape(value) != self.params[name].shape:
-                problems.append(
-                    f"{name}: shape {np.shape(value)} in state_dict, expected {self.params[name].shape}"
-                )
+                wrong.append(f"{name}: shape {np.shape(value)} in state_dict, expected {self.params[name].shape}")
             elif np.asarray(value).dtype.kind not in "biuf":  # complex would lose its imaginary part
-                problems.append(f"{name}: dtype {np.asarray(value).dtype} is not real numbers")
+                wrong.append(f"{name}: dtype {np.asarray(value).dtype} is not real numbers")
             elif not finite_as(value, self.params[name].dtype):
-                problems.append(f"{name}: contains NaN or inf (in {self.params[name].dtype})")
+                wrong.append(f"{name}: contains NaN or inf (in {self.params[name].dtype})")
+        if wrong:
+            problems.append(some_names(wrong, separator="; "))
         if problems:
             raise ValueError("cannot load state_dict: " + "; ".join(problems))
         for name, value in state_dict.items():

@@ -471,9 +471,12 @@ def load_policy(path, env=None):
                         config.hidden_sizes, dtype=config.dtype, seed=0)
     if env is None:
         spaces_env.close()
+    shapes = {name: np.shape(value) for name, value in state["params"].items()}
     try:
         agent.load_state_dict(state["params"])
     except ValueError as error:
+        if shapes == {name: value.shape for name, value in agent.params.items()}:  # the network fits; the values do not
+            raise ValueError(f"{str(path)!r}: {error}") from error
         source = f"{config.env_id!r} (config.env_id)" if env is None else "the env given"
         raise ValueError(f"{str(path)!r} does not fit the spaces of {source}; pass the environment the policy "
                          f"was trained on as env. {error}") from error

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minippo.checks import integer_at_least
 from minippo.nn.categorical import token_logprobs_backward, token_logprobs_forward
 
 
@@ -52,6 +53,10 @@ def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperatur
     Every prompt must be at least one token long and leave room for ``max_new_tokens`` in the policy's
     context; the error names the first prompt that does not.
     """
+    max_new_tokens = integer_at_least(max_new_tokens, "max_new_tokens", 1)
+    if max_new_tokens >= policy.config.block_size:
+        raise ValueError(f"max_new_tokens ({max_new_tokens}) must be less than the policy's block_size "
+                         f"({policy.config.block_size}), to leave room for a prompt")
     prompt_ids, prompt_mask = tokenizer.encode_batch(prompt_texts)
     lengths = prompt_mask.sum(axis=1)
     room = policy.config.block_size - max_new_tokens
