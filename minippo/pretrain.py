@@ -197,10 +197,11 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
 def load_model(path):
     """The GPT stored in a checkpoint written by :func:`pretrain` (or any ``save_checkpoint`` of a GPT)."""
     state = load_checkpoint(path)
-    other_kinds = {"reward_model": "a reward model (load it with RewardModel.load)"}
-    if state["extra"].get("kind") in other_kinds or "obs_rms" in state["extra"]:
-        what = other_kinds.get(state["extra"].get("kind"), "a control-task PPO policy (load it with load_policy)")
-        raise ValueError(f"checkpoint {str(path)!r} holds {what}, not a GPT")
+    if state["extra"].get("kind") == "reward_model":
+        raise ValueError(f"checkpoint {str(path)!r} holds a reward model (load it with RewardModel.load), not a GPT")
+    if "obs_rms" in state["extra"]:  # what Trainer.save writes
+        raise ValueError(f"checkpoint {str(path)!r} holds a control-task PPO policy (load it with load_policy), "
+                         f"not a GPT")
     if not isinstance(state["config"], dict):
         raise ValueError(f"checkpoint {str(path)!r} holds no model config")
     try:
