@@ -20,6 +20,7 @@ from minippo.commands import evaluate as evaluate_command
 from minippo.commands import train_ppo as train_ppo_command
 from minippo.mrp import MDP
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+from minippo.nn.gpt import GPTConfig
 from minippo.nn.mlp import MLP
 from minippo.rl.actor_critic import ActorCritic, sample_categorical
 from minippo.rl.advantages import generalized_advantages, whiten
@@ -604,7 +605,8 @@ def test_checkpoint_keeps_the_observation_statistics(tmp_path):
     ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
     ({"seed": 1.0}, TypeError, "seed"),
     ({"dtype": "float16"}, ValueError, "dtype"),
-    ({"dtype": np.float64}, ValueError, "dtype"),
+    ({"dtype": "int64"}, ValueError, "dtype"),
+    ({"dtype": None}, TypeError, "dtype must be float32 or float64, got None"),
     ({"learning_rate": "3e-4"}, TypeError, "learning_rate"),
     ({"gamma": True}, TypeError, "gamma"),
     ({"gae_lambda": None}, TypeError, "gae_lambda"),
@@ -668,6 +670,11 @@ def test_advantages_whitened_over_one_sample_are_refused():
     with pytest.raises(ValueError, match=r"batches \(num_envs \* num_steps\), which here hold one sample"):
         PPOConfig(algo="reinforce", num_envs=1, num_steps=1, num_minibatches=1, total_steps=1)
     assert PPOConfig(num_envs=2, num_steps=4, num_minibatches=8, total_steps=8, norm_adv=False).minibatch_size == 1
+
+
+@pytest.mark.parametrize("spelling", ["float64", np.float64, np.dtype("float64"), "f8"])
+def test_ppo_config_takes_the_dtype_spellings_gpt_config_takes_and_stores_the_name(spelling):
+    assert PPOConfig(dtype=spelling).dtype == "float64" == GPTConfig(2, 2, 1, 1, 2, dtype=spelling).dtype.name
 
 
 def test_ppo_config_stores_its_real_numbers_as_python_floats():

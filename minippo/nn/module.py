@@ -19,6 +19,8 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def check_dtype(dtype):
     """Return ``dtype`` as a NumPy dtype, accepting only float32 and float64."""
+    if dtype is None:  # np.dtype(None) would be float64
+        raise TypeError("dtype must be float32 or float64, got None")
     try:
         dtype = np.dtype(dtype)
     except TypeError as error:

@@ -62,13 +62,13 @@ from minippo import envs
 from minippo.blas import blas_threads
 from minippo.checks import check_integer_fields, finite_number, integer_at_least, is_integer
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+from minippo.nn.module import check_dtype
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
 from minippo.rl.advantages import generalized_advantages, whiten
 from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
 
 ALGORITHMS = ("ppo", "reinforce")
-DTYPES = ("float32", "float64")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
 
@@ -103,7 +103,7 @@ class PPOConfig:
     reward_clip: float = 10.0
     reinforce_baseline: bool = True  # REINFORCE only: subtract V(s) and train the critic
     blas_threads: int = 1            # 64-wide layers run faster on one BLAS thread (minippo.blas)
-    dtype: str = "float32"           # of the networks and the rollout buffers: "float32" or "float64"
+    dtype: str = "float32"           # of the networks and the rollout buffers: float32 or float64
 
     def __post_init__(self):
         self.hidden_sizes = tuple(self.hidden_sizes)
@@ -113,9 +113,7 @@ class PPOConfig:
             raise TypeError(f"env_id must be a string, got {type(self.env_id).__name__}")
         check_integer_fields(self, {"total_steps": 1, "num_envs": 1, "num_steps": 1, "num_minibatches": 1,
                                     "update_epochs": 1, "blas_threads": 1, "seed": 0})
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        self.dtype = np.dtype(self.dtype).name  # np.dtype("float64") passes the check; store its name (JSON)
+        self.dtype = check_dtype(self.dtype).name  # any spelling GPTConfig takes; stored by name (JSON)
         if self.total_steps < self.batch_size:
             raise ValueError(f"total_steps={self.total_steps} is less than one rollout "
                              f"(num_envs * num_steps = {self.batch_size})")
