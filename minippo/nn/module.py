@@ -88,12 +88,13 @@ class Module:
         for name, value in state_dict.items():
             if name not in self.params:
                 continue
-            if np.shape(value) != self.params[name].shape:
-                wrong.append(f"{name}: shape {np.shape(value)} in state_dict, expected {self.params[name].shape}")
-            elif np.asarray(value).dtype.kind not in "biuf":  # complex would lose its imaginary part
-                wrong.append(f"{name}: dtype {np.asarray(value).dtype} is not real numbers")
-            elif not finite_as(value, self.params[name].dtype):
-                wrong.append(f"{name}: contains NaN or inf (in {self.params[name].dtype})")
+            value, param = np.asarray(value), self.params[name]
+            if value.shape != param.shape:
+                wrong.append(f"{name}: shape {value.shape} in state_dict, expected {param.shape}")
+            elif value.dtype.kind not in "biuf":  # complex would lose its imaginary part
+                wrong.append(f"{name}: dtype {value.dtype} is not real numbers")
+            elif not finite_as(value, param.dtype):
+                wrong.append(f"{name}: contains NaN or inf (in {param.dtype})")
         if wrong:
             problems.append(some_names(wrong, separator="; "))
         if problems:
