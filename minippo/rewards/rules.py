@@ -23,14 +23,13 @@ import numpy as np
 from minippo.checks import check_choice, check_str, finite_number, integer_at_least
 from minippo.rewards.contract import check_batch, check_rewards
 from minippo.rewards.text_metrics import (
-    LEVELS,
-    TOKENIZERS,
     bleu_from_tokens,
     check_beta,
     check_bleu_options,
     check_references,
     rouge_l_from_tokens,
     tokenize,
+    tokenizer_for,
 )
 
 KEYWORD_MODES = ("fraction", "any")
@@ -55,7 +54,7 @@ def keyword_reward(text, keywords, mode="fraction", case_sensitive=False, level=
     str (one keyword) or a non-empty list of str.
     """
     check_str(text, "text")
-    tokens_of = TOKENIZERS[check_choice(level, "level", LEVELS)]
+    tokens_of = tokenizer_for(level)
     keyword_tokens = _keyword_token_lists(keywords, case_sensitive, tokens_of)
     check_choice(mode, "mode", KEYWORD_MODES)
     return _keyword_score(tokens_of(text if case_sensitive else text.lower()), keyword_tokens, mode)
@@ -175,8 +174,7 @@ class ReferenceReward(RuleReward):
     """
 
     def __init__(self, references, level):
-        self.level = level
-        self.tokens_of = TOKENIZERS[check_choice(level, "level", LEVELS)]
+        self.tokens_of, self.level = tokenizer_for(level), level
         if isinstance(references, dict):
             if not references:
                 raise ValueError("references must not be an empty dict")
@@ -245,7 +243,7 @@ class KeywordReward(RuleReward):
     """Reward = :func:`keyword_reward` of the response; the prompt is not used."""
 
     def __init__(self, keywords, mode="fraction", case_sensitive=False, level="word"):
-        self.tokens_of = TOKENIZERS[check_choice(level, "level", LEVELS)]
+        self.tokens_of = tokenizer_for(level)
         self.keyword_tokens = _keyword_token_lists(keywords, case_sensitive, self.tokens_of)
         self.mode = check_choice(mode, "mode", KEYWORD_MODES)
         self.keywords = [keywords] if isinstance(keywords, str) else list(keywords)
@@ -261,7 +259,7 @@ class LengthReward(RuleReward):
 
     def __init__(self, target, tolerance=0, level="word"):
         _check_length_options(target, tolerance)
-        self.tokens_of = TOKENIZERS[check_choice(level, "level", LEVELS)]
+        self.tokens_of = tokenizer_for(level)
         self.target, self.tolerance, self.level = target, tolerance, level
 
     def score(self, prompt, response):

@@ -47,6 +47,11 @@ TOKENIZERS = {"word": word_tokens, "char": char_tokens}
 LEVELS = tuple(TOKENIZERS)
 
 
+def tokenizer_for(level):
+    """The function that splits a text into the tokens of ``level`` (``"word"`` or ``"char"``), checked."""
+    return TOKENIZERS[check_choice(level, "level", LEVELS)]
+
+
 def tokenize(text, level="word"):
     """Split ``text`` into the tokens that the rule rewards count (a list of str).
 
@@ -62,7 +67,7 @@ def tokenize(text, level="word"):
     Case is kept: ``"The"`` and ``"the"`` are different tokens.
     """
     check_str(text, "text")
-    return TOKENIZERS[check_choice(level, "level", LEVELS)](text)
+    return tokenizer_for(level)(text)
 
 
 def check_references(references):
@@ -186,7 +191,7 @@ def bleu(candidate, references, max_n=4, smoothing="add1", level="word"):
     check_str(candidate, "candidate")
     references = check_references(references)
     check_bleu_options(max_n, smoothing)
-    tokens_of = TOKENIZERS[check_choice(level, "level", LEVELS)]
+    tokens_of = tokenizer_for(level)
     reference_token_lists = [tokens_of(reference) for reference in references]
     return bleu_from_tokens(tokens_of(candidate), reference_token_lists, max_n, smoothing)
 
@@ -289,7 +294,7 @@ def rouge_l(candidate, references, beta=1.0, level="word"):
     check_str(candidate, "candidate")
     references = check_references(references)
     check_beta(beta)
-    tokens_of = TOKENIZERS[check_choice(level, "level", LEVELS)]
+    tokens_of = tokenizer_for(level)
     reference_token_lists = [tokens_of(reference) for reference in references]
     return rouge_l_from_tokens(tokens_of(candidate), reference_token_lists, beta)
 
