@@ -67,3 +67,18 @@ def some_names(names, shown=5, separator=", "):
     names = list(names)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return separator.join(map(str, names[:shown])) + more
+
+
+def check_str(value, name):
+    """``value`` if it is a str; otherwise a ``TypeError`` ``"<name> must be a str, got <type>"``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    return value
+
+
+def check_choice(value, name, choices):
+    """``value`` if it is one of ``choices`` (a tuple); otherwise a ``ValueError``
+    ``"<name> must be one of <choices>, got <value>"``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value

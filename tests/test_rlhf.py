@@ -12,7 +12,6 @@ from minippo.nn.heads import ValueHead
 from minippo.rewards.reward_model import (
     RewardModel,
     bradley_terry_loss,
-    load_preference_file,
     pair_texts,
     preference_accuracy,
     train_reward_model,
@@ -23,6 +22,7 @@ from minippo.rlhf.rollout import Rollout, generate_rollout, response_logprobs, r
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rlhf.value import estimate_value
 from minippo.text.corpus import format_example, format_prompt, load_preferences
+from minippo.text.files import read_preference_pairs
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -424,7 +424,7 @@ def test_preference_file_that_is_not_utf8_names_the_file(tmp_path):
     latin1 = tmp_path / "pairs.jsonl"
     latin1.write_bytes('{"prompt": "café", "chosen": "a", "rejected": "b"}\n'.encode("latin-1"))
     with pytest.raises(ValueError, match=f"^{re.escape(str(latin1))}: not UTF-8 text"):
-        load_preference_file(latin1)
+        read_preference_pairs(latin1)
 
 
 def test_loaders_name_the_file_and_the_kind_of_checkpoint_it_holds(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for minippo.rewards.rules: BLEU, ROUGE-L, keyword and length rewards, reward callables."""
+"""Tests for the rule rewards: text metrics (BLEU, ROUGE-L), keyword and length rules, reward callables,
+specs and the reward contract."""
 import json
 import math
 import re
@@ -23,10 +24,12 @@ from minippo.rewards import (
     rouge_l,
     tokenize,
 )
-from minippo.rewards.rules import (
+from minippo.rewards.text_metrics import (
+    bleu_from_tokens,
     brevity_penalty,
     closest_reference_length,
     modified_precision_counts,
+    rouge_l_from_tokens,
 )
 
 CAT_REFERENCE = "the cat is on the mat"
@@ -402,6 +405,39 @@ def test_reward_callables_check_their_arguments():
         KeywordReward([])
     with pytest.raises(ValueError, match="target must be an integer >= 1, got -3"):
         LengthReward(-3)
+
+
+def test_reward_callables_prepare_once_and_tokenise_only_the_responses():
+    prompts, responses = ["p", "p", "q"], ["the cat sat", "Thank you", "the mat"]
+    rewards = [
+        BleuReward({"p": [CAT_REFERENCE, "a cat"], "q": "the mat"}),
+        RougeReward([CAT_REFERENCE, "a cat", "the dog"], level="char"),
+        KeywordReward(["thank you", "cat", "mat"]),
+        LengthReward(4),
+    ]
+    for reward in rewards:
+        expected = [reward.score(prompt, response) for prompt, response in zip(prompts, responses)]
+        tokenised = []
+        tokens_of = reward.tokens_of
+        reward.tokens_of = lambda text, tokens_of=tokens_of, tokenised=tokenised: (
+            tokenised.append(text) or tokens_of(text)
+        )
+        np.testing.assert_array_equal(reward(prompts, responses), expected)
+        assert [text.lower() for text in tokenised] == [text.lower() for text in responses], type(reward).__name__
+
+
+@settings(max_examples=50, deadline=None)
+@given(sentences, st.lists(sentences, min_size=1, max_size=3), st.sampled_from(["word", "char"]))
+def test_the_token_level_metrics_are_the_text_metrics_on_tokens(candidate, references, level):
+    candidate_tokens = tokenize(candidate, level)
+    reference_token_lists = [tokenize(reference, level) for reference in references]
+    for max_n, smoothing in [(4, "add1"), (2, "none"), (3, "epsilon")]:
+        assert bleu_from_tokens(candidate_tokens, reference_token_lists, max_n, smoothing) == bleu(
+            candidate, references, max_n, smoothing, level
+        )
+    assert rouge_l_from_tokens(candidate_tokens, reference_token_lists, 2.0) == rouge_l(
+        candidate, references, 2.0, level
+    )
 
 
 # --- parse_rule_reward -----------------------------------------------------------

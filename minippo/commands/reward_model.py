@@ -5,12 +5,12 @@ from minippo.commands import check_output_path, integer_option
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import (
     RewardModel,
-    load_preference_file,
     preference_accuracy,
     train_reward_model,
 )
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import load_preferences
+from minippo.text.files import read_preference_pairs
 
 
 def register(subparsers):
@@ -38,7 +38,7 @@ def run(args):
     if args.data:
         if not 0 < args.test_fraction < 1:
             raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-        pairs = load_preference_file(args.data)
+        pairs = read_preference_pairs(args.data)
         if len(pairs) < 2:
             raise ValueError(f"{args.data}: {len(pairs)} preference pair; a train/test split needs at least 2 "
                              f"(one to train on, one to test)")

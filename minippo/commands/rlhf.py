@@ -7,7 +7,7 @@ from minippo.commands import integer_option
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.pretrain import load_model
 from minippo.rewards.reward_model import RewardModel
-from minippo.rewards.rules import RULE_REWARD_KINDS, parse_rule_reward
+from minippo.rewards.rule_specs import RULE_REWARD_KINDS, parse_rule_reward
 from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds

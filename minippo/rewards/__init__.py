@@ -4,24 +4,27 @@ A reward is any callable ``reward(prompts, responses) -> np.ndarray`` of shape
 (B,), one float per (prompt, response) pair; :func:`check_rewards` checks that
 contract on every batch.
 
-- ``rules``  rule-based rewards: BLEU, ROUGE-L, keywords, length, and
-  :func:`parse_rule_reward` for command-line specs such as ``"length:40"``.
+- ``contract``      the reward contract: :func:`check_rewards` and ``check_batch``.
+- ``text_metrics``  :func:`tokenize`, BLEU, ROUGE-L and their parts (n-grams,
+  brevity penalty, longest common subsequence, F-measure).
+- ``rules``         rule-based reward callables (BLEU, ROUGE-L, keywords, length)
+  and the keyword and length rules.
+- ``rule_specs``    :func:`parse_rule_reward` for command-line specs such as
+  ``"length:40"``, and ``load_references`` for reference files.
+- ``reward_model``  a learned reward model trained on preference pairs.
 """
-from minippo.rewards.rules import (  # noqa: F401
+from minippo.rewards.contract import check_rewards
+from minippo.rewards.rule_specs import parse_rule_reward
+from minippo.rewards.rules import (
     BleuReward,
     KeywordReward,
     LengthReward,
     RougeReward,
     RuleReward,
-    bleu,
-    check_rewards,
     keyword_reward,
-    lcs_length,
     length_reward,
-    parse_rule_reward,
-    rouge_l,
-    tokenize,
 )
+from minippo.rewards.text_metrics import bleu, lcs_length, rouge_l, tokenize
 
 __all__ = [
     "BleuReward",

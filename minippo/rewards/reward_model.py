@@ -19,7 +19,6 @@ reference policy score mean 0 and standard deviation 1; a policy's improvement i
 standard deviations of the reference policy's reward.
 """
 import copy
-import json
 import math
 import time
 import warnings
@@ -33,27 +32,7 @@ from minippo.nn.heads import ScoreHead
 from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.text.corpus import format_prompt
-from minippo.text.files import read_text
 from minippo.text.tokenizer import ByteTokenizer
-
-
-def load_preference_file(path):
-    """Read preference pairs from a JSONL file, checking every line has prompt, chosen and rejected strings."""
-    pairs = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            pair = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-        if not isinstance(pair, dict) or not all(isinstance(pair.get(k), str) for k in ("prompt", "chosen", "rejected")):
-            raise ValueError(f"{path}:{number}: each line must be an object with string fields "
-                             f"'prompt', 'chosen' and 'rejected'")
-        pairs.append(pair)
-    if not pairs:
-        raise ValueError(f"{path}: no preference pairs found")
-    return pairs
 
 
 class RewardModel:

@@ -34,7 +34,8 @@ import pathlib
 import numpy as np
 
 from minippo.atomic import atomic_write
-from minippo.checks import finite_number, integer_at_least
+from minippo.checks import check_choice, check_str, finite_number, integer_at_least
+from minippo.text.files import parse_preference_pairs
 
 MAX_EXAMPLE_BYTES = 80
 PROMPT_PREFIX = "Q: "
@@ -162,23 +163,18 @@ def format_prompt(prompt):
     The policy's continuation is the response; it starts with a space, which
     :func:`split_example` removes.
     """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    return f"{PROMPT_PREFIX}{prompt}{RESPONSE_SEPARATOR}"
+    return f"{PROMPT_PREFIX}{check_str(prompt, 'prompt')}{RESPONSE_SEPARATOR}"
 
 
 def format_example(prompt, response):
     """Return the one-line example ``"Q: <prompt> A: <response>"``."""
-    if not isinstance(response, str):
-        raise TypeError(f"response must be a str, got {type(response).__name__}")
+    check_str(response, "response")
     return f"{format_prompt(prompt)} {response}"
 
 
 def split_example(example):
     """Return ``(prompt, response)`` from an example made by :func:`format_example`."""
-    if not isinstance(example, str):
-        raise TypeError(f"example must be a str, got {type(example).__name__}")
-    prompt, separator, response = example.partition(RESPONSE_SEPARATOR + " ")
+    prompt, separator, response = check_str(example, "example").partition(RESPONSE_SEPARATOR + " ")
     if not example.startswith(PROMPT_PREFIX) or not separator:
         raise ValueError(f"example must look like 'Q: <prompt> A: <response>', got {example!r}")
     return prompt[len(PROMPT_PREFIX):], response
@@ -191,8 +187,7 @@ def is_preferred(response):
     learn it from the pairs alone.  It only looks at phrasing, so it also judges
     text sampled from a policy.
     """
-    if not isinstance(response, str):
-        raise TypeError(f"response must be a str, got {type(response).__name__}")
+    check_str(response, "response")
     polite = any(phrase in response for phrase in POLITE_OPENERS + POLITE_CLOSERS)
     rude = any(phrase in response for phrase in RUDE_OPENERS + RUDE_CLOSERS + RUDE_REFUSALS)
     return polite and not rude
@@ -356,24 +351,19 @@ def write_corpus(corpus, directory):
 
 
 def read_data_file(name):
-    """Return the lines of the shipped data file ``minippo/data/<name>``."""
-    return (importlib.resources.files("minippo") / "data" / name).read_text(encoding="utf-8").splitlines()
-
-
-def check_split(split):
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    """Return the text of the shipped data file ``minippo/data/<name>``."""
+    return (importlib.resources.files("minippo") / "data" / name).read_text(encoding="utf-8")
 
 
 def load_corpus():
     """Return the shipped dialogues: one ``"Q: <prompt> A: <response>"`` string per example."""
-    return read_data_file("dialogues.txt")
+    return read_data_file("dialogues.txt").splitlines()
 
 
 def load_prompts(split="train"):
     """Return the shipped prompts of ``split`` (``"train"`` or ``"test"``), without the ``"Q: "``."""
-    check_split(split)
-    return read_data_file(f"prompts_{split}.txt")
+    check_choice(split, "split", SPLITS)
+    return read_data_file(f"prompts_{split}.txt").splitlines()
 
 
 def load_preferences(split="train"):
@@ -382,8 +372,9 @@ def load_preferences(split="train"):
     ``chosen`` and ``rejected`` are bare responses; the text a reward model
     scores is ``format_example(pair["prompt"], pair["chosen"])``.
     """
-    check_split(split)
-    return [json.loads(line) for line in read_data_file(f"preferences_{split}.jsonl")]
+    check_choice(split, "split", SPLITS)
+    name = f"preferences_{split}.jsonl"
+    return parse_preference_pairs(read_data_file(name), name)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,80 @@
 
 Every such file is UTF-8.  Python's own error for one that is not ("'utf-8' codec can't decode byte
 0xe9 in position 3") names neither the file nor what to do, so :func:`read_text` says which file it is.
+Editors on Windows often start a UTF-8 file with a byte order mark (U+FEFF); :func:`read_text` drops
+it, so that it becomes neither part of the first line nor a JSON syntax error.
+
+JSON Lines files (one JSON value per line) are read by :func:`jsonl_lines`, whose errors name the file
+and the line; :func:`read_preference_pairs` reads the ``{"prompt", "chosen", "rejected"}`` pairs that
+reward models (and every RLHF tool) learn from.
 """
+import json
+
+BYTE_ORDER_MARK = "\ufeff"
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
 
 
 def read_text(path):
-    """The content of the UTF-8 text file ``path``.
+    """The content of the UTF-8 text file ``path``, without a leading byte order mark.
 
     Raises ValueError ``"<path>: not UTF-8 text (<reason>)"`` for a file that is not valid UTF-8; a
     missing or unreadable file raises the usual OSError (FileNotFoundError, IsADirectoryError, ...).
     """
     try:
         with open(path, encoding="utf-8") as file:
-            return file.read()
+            text = file.read()
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from None
+    return text.removeprefix(BYTE_ORDER_MARK)
+
+
+def jsonl_lines(text, where):
+    """Yield ``(where(number), line, value)`` for each non-blank line of the JSON Lines ``text``.
+
+    ``where(number)`` is how the caller names line ``number`` (counting every line from 1) in its
+    errors, e.g. ``"pairs.jsonl:3"``; ``line`` is the line without surrounding whitespace, ``value``
+    its JSON value.  A line that is not JSON raises ValueError ``"<where>: not valid JSON (<reason>)"``.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where(number)}: not valid JSON ({error.msg} at column {error.colno})") from None
+        yield where(number), line, value
+
+
+def parse_preference_pairs(text, source):
+    """The preference pairs of the JSON Lines ``text`` (read from ``source``): a list of dicts.
+
+    Each non-blank line must be an object whose ``"prompt"``, ``"chosen"`` and ``"rejected"`` are
+    str (other keys are kept).  Errors name ``source``, the line and what is wrong with it
+    (``"<source>:<line>: ..."``).
+    """
+    pairs = []
+    for where, line, pair in jsonl_lines(text, lambda number: f"{source}:{number}"):
+        expected = f"{where}: each line must be an object with string fields 'prompt', 'chosen' and 'rejected'"
+        if not isinstance(pair, dict):
+            raise ValueError(f"{expected}, got {line!r:.200}")
+        for field in PREFERENCE_FIELDS:
+            if field not in pair:
+                raise ValueError(f"{expected}; '{field}' is missing")
+            if not isinstance(pair[field], str):
+                raise ValueError(f"{expected}; '{field}' is {type(pair[field]).__name__}")
+        pairs.append(pair)
+    if not pairs:
+        raise ValueError(f"{source}: no preference pairs found")
+    return pairs
+
+
+def read_preference_pairs(path):
+    """The preference pairs ``{"prompt", "chosen", "rejected"}`` of the JSON Lines file ``path``.
+
+    The file is read by :func:`read_text` (UTF-8, a byte order mark dropped) and checked by
+    :func:`parse_preference_pairs`; errors name the file and the line, e.g.
+    ``"pairs.jsonl:3: each line must be an object with string fields 'prompt', 'chosen' and
+    'rejected'; 'chosen' is missing"``.
+    """
+    return parse_preference_pairs(read_text(path), path)
