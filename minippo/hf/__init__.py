@@ -12,4 +12,8 @@ from minippo.hf.gpt2 import (  # noqa: F401
     save_reward_model,
     save_value_head,
 )
-from minippo.hf.safetensors import load_safetensors, load_sharded_safetensors, save_safetensors  # noqa: F401
+from minippo.hf.safetensors import (  # noqa: F401
+    load_safetensors,
+    load_sharded_safetensors,
+    save_safetensors,
+)

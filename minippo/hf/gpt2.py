@@ -25,7 +25,12 @@ import numpy as np
 
 from minippo.atomic import atomic_write
 from minippo.checks import finite_number
-from minippo.hf.config import CONFIG_FILE, gpt_config_from_hf, gpt_config_to_hf, read_config
+from minippo.hf.config import (
+    CONFIG_FILE,
+    gpt_config_from_hf,
+    gpt_config_to_hf,
+    read_config,
+)
 from minippo.hf.safetensors import load_safetensors, save_safetensors
 from minippo.hf.weights import SAFETENSORS_FILE, load_weights
 from minippo.nn.gpt import CHECKPOINT_BUFFER_SUFFIXES, GPT, parameter_shapes
@@ -170,7 +175,8 @@ def save_reward_model(reward_model, directory):
 def load_reward_model(directory, dtype=np.float32, tokenizer=None, mmap_file=True):
     """A :class:`~minippo.rewards.reward_model.RewardModel` from a ``GPT2ForSequenceClassification``
     directory with one label; ``tokenizer`` defaults to :func:`directory_tokenizer`."""
-    from minippo.rewards.reward_model import RewardModel  # here: reward_model.py imports this module
+    # imported here, not at the top: reward_model.py imports this module
+    from minippo.rewards.reward_model import RewardModel
 
     trunk, head, values = load_trunk(directory, dtype, mmap_file,
                                      lambda config: {SCORE_WEIGHT: (1, config.n_embd)})

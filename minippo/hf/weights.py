@@ -8,6 +8,7 @@ Looked for in this order (the order ``transformers`` prefers):
    ``torch.load(weights_only=True)``, which unpickles tensors and plain containers and nothing else.
 """
 import os
+import pickle
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def load_pytorch_weights(path):
                           f"transformers)") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:  # what torch.load raises on a bad file
         raise ValueError(f"{path}: not a readable PyTorch state dict ({type(error).__name__}: {error})") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"{path}: must hold a dict of tensor names to tensors")
