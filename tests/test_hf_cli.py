@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from minippo.cli import main
-from minippo.commands.models import is_model_directory, load_policy_and_tokenizer, load_reward_model
+from minippo.commands.models import (
+    is_model_directory,
+    load_policy_and_tokenizer,
+    load_reward_model,
+)
 from minippo.nn import GPT, GPTConfig
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.rewards.reward_model import RewardModel

@@ -66,7 +66,7 @@ def run(args):
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     prompts = [args.prompt] if args.prompts is None else read_prompts(args.prompts)
     rng = np.random.default_rng(args.seed)
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     records = []
     repeated = [(prompt, sample) for prompt in prompts for sample in range(args.num_samples)]
     for start in range(0, len(repeated), BATCH_SIZE):
