@@ -130,7 +130,7 @@ def load_safetensors(path, mmap_file=True):
     path = os.fspath(path)
     tensors, _, data_start = read_safetensors_header(path)
     with open(path, "rb") as file:
-        if mmap_file and os.path.getsize(path) > 0:
+        if mmap_file:
             buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
         else:
             buffer = bytearray(file.read())
@@ -152,6 +152,8 @@ def save_safetensors(path, tensors, metadata=None):
     first, so every tensor starts at a multiple of its item size.  ``metadata`` is a dict of strings,
     stored under ``__metadata__`` (Hugging Face writes ``{"format": "pt"}``).
     """
+    if not isinstance(tensors, dict):
+        raise TypeError(f"tensors must be a dict of names to arrays, got {type(tensors).__name__}")
     if metadata is not None and not (isinstance(metadata, dict) and all(
             isinstance(key, str) and isinstance(value, str) for key, value in metadata.items())):
         raise TypeError(f"metadata must be a dict of str to str, got {metadata!r}")
@@ -204,10 +206,11 @@ def load_sharded_safetensors(index_path, mmap_file=True):
             raise FileNotFoundError(f"{index_path}: shard {shard!r} is missing ({shard_path})")
         shard_arrays = load_safetensors(shard_path, mmap_file)
         listed = {name for name, file in weight_map.items() if file == shard}
-        for name in sorted(listed - shard_arrays.keys()):
-            raise ValueError(f"{index_path}: tensor {name!r} is listed in shard {shard!r}, which lacks it")
-        for name in sorted(shard_arrays.keys() - listed):
-            raise ValueError(f"{shard_path}: holds tensor {name!r}, which the index {index_path} "
+        missing, unlisted = sorted(listed - shard_arrays.keys()), sorted(shard_arrays.keys() - listed)
+        if missing:
+            raise ValueError(f"{index_path}: tensor {missing[0]!r} is listed in shard {shard!r}, which lacks it")
+        if unlisted:
+            raise ValueError(f"{shard_path}: holds tensor {unlisted[0]!r}, which the index {index_path} "
                              f"does not list in this shard")
         arrays.update(shard_arrays)
     return arrays
