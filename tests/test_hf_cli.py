@@ -73,6 +73,9 @@ def test_generate_gives_the_same_samples_from_checkpoint_and_directory(checkpoin
     assert [(r["prompt"], r["sample"]) for r in outputs[0]] == [(p, s) for p in PROMPTS for s in range(3)]
     assert len({r["response"] for r in outputs[0]}) > 1  # sampled, not all alike
     capsys.readouterr()
+    assert main(["generate", "--policy", str(tmp_path / "hf"), "--prompts", str(prompts), "--num-samples", "3",
+                 "--max-new-tokens", "10", "--top-k", "20", "--seed", "7"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == outputs[0]  # JSON lines on stdout
     assert main(["generate", "--policy", str(tmp_path / "hf"), "--prompt", PROMPTS[0], "--temperature", "0",
                  "--num-samples", "2", "--max-new-tokens", "5"]) == 0
     printed = capsys.readouterr().out.splitlines()
