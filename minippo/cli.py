@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "minippo.commands.value",
     "minippo.commands.train_ppo",
     "minippo.commands.evaluate",
+    "minippo.commands.generate",
+    "minippo.commands.export",
 ]
 
 

@@ -1,6 +1,10 @@
 """The installed package must contain every module: a folder without __init__.py works in an editable
-install but is left out of a wheel by ``packages = find:``."""
+install but is left out of a wheel by ``packages = find:``; and the core must run without the optional
+packages."""
+import os
 import pathlib
+import subprocess
+import sys
 
 import minippo
 
@@ -13,3 +17,33 @@ def test_every_code_folder_is_a_package():
         if folder.is_dir() and folder.name != "__pycache__" and folder.name not in DATA_FOLDERS \
                 and any(folder.glob("*.py")):
             assert (folder / "__init__.py").exists(), f"{folder} has modules but no __init__.py"
+
+
+OPTIONAL_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "gymnasium", "matplotlib", "mpi4py")
+WITHOUT_OPTIONAL_PACKAGES = f"""
+import importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {OPTIONAL_PACKAGES!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden)")
+
+sys.meta_path.insert(0, Hide())
+import numpy as np
+import minippo, minippo.cli, minippo.hf
+from minippo.nn import GPT
+model = GPT.from_pretrained({str(pathlib.Path(__file__).parent / "fixtures" / "gpt2_tiny")!r})
+assert np.isfinite(model.forward(np.array([[1, 2, 3]]))).all()
+minippo.cli.build_parser()
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in {OPTIONAL_PACKAGES!r})
+assert not loaded, loaded
+print("ok")
+"""
+
+
+def test_core_imports_and_runs_without_optional_packages():
+    """minippo imports, builds its command line and loads and runs a Hugging Face directory with
+    numpy and scipy alone: the optional packages are hidden from a fresh interpreter."""
+    result = subprocess.run([sys.executable, "-c", WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -531,6 +531,23 @@ class GPT(Module):
         hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
         return hidden
 
+    # ------------------------------------------------------------------------------------------
+    # Hugging Face GPT-2 directories (minippo.hf)
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, mmap_file=True):
+        """A GPT from a Hugging Face GPT-2 model directory; see :func:`minippo.hf.gpt2.load_gpt2`."""
+        from minippo.hf.gpt2 import load_gpt2
+
+        return load_gpt2(path, dtype, mmap_file)
+
+    def save_pretrained(self, path, tokenizer=None):
+        """Write a directory ``transformers.GPT2LMHeadModel.from_pretrained`` reads; see
+        :func:`minippo.hf.gpt2.save_gpt2`."""
+        from minippo.hf.gpt2 import save_gpt2
+
+        save_gpt2(self, path, tokenizer)
+
 
 MIN_TEMPERATURE = 1.0 / float(np.finfo(np.float32).max)  # below it, z/T overflows to ±inf (and 0·inf = NaN)
 

@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 
 from minippo.checks import finite_number
+from minippo.hf.gpt2 import load_reward_model, save_reward_model
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ScoreHead
@@ -118,6 +119,16 @@ class RewardModel:
             raise ValueError(f"{str(path)!r} is not a valid reward-model checkpoint: {error}") from error
         model.gain, model.bias = gain, bias
         return model
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, tokenizer=None, mmap_file=True):
+        """A reward model from a ``GPT2ForSequenceClassification`` directory; see
+        :func:`minippo.hf.gpt2.load_reward_model`."""
+        return load_reward_model(path, dtype, tokenizer, mmap_file)
+
+    def save_pretrained(self, path):
+        """Write a ``GPT2ForSequenceClassification`` directory; see :func:`minippo.hf.gpt2.save_reward_model`."""
+        save_reward_model(self, path)
 
 
 def bradley_terry_loss(chosen_scores, rejected_scores):
