@@ -36,6 +36,8 @@ class GPT2Tokenizer(ByteLevelBPE):
     def __init__(self, vocab, merges, eos_token=ENDOFTEXT, pad_token=None, special_tokens=()):
         pad_token = eos_token if pad_token is None else pad_token
         special_tokens = list(dict.fromkeys([eos_token, pad_token, *special_tokens]))
+        if isinstance(merges, (str, bytes)) or not hasattr(merges, "__iter__"):
+            raise TypeError(f"merges must be a list of (left, right) token pairs, got {type(merges).__name__}")
         check_vocabulary(vocab, special_tokens)
         merged = check_merges(vocab, merges)
         by_id = sorted(vocab, key=vocab.get)
@@ -102,8 +104,6 @@ def check_vocabulary(vocab, special_tokens):
 def check_merges(vocab, merges):
     """Return ``{(left_id, right_id): (rank, merged_id)}`` for ``merges``; raise TypeError or ValueError
     naming the first merge that is not a pair of known tokens made earlier, or that repeats one."""
-    if isinstance(merges, (str, bytes)) or not hasattr(merges, "__iter__"):
-        raise TypeError(f"merges must be a list of (left, right) token pairs, got {type(merges).__name__}")
     made = set(BYTE_TO_UNICODE.values())  # the tokens BPE can have produced before the current merge
     merged = {}
     for rank, pair in enumerate(merges):

@@ -45,10 +45,10 @@ GPT2_PIPELINE = {
 }
 # tokenizer_config.json settings that change the ids Hugging Face produces, with the values GPT-2 has.
 GPT2_CONFIG = {
-    "tokenizer_class": ("GPT2Tokenizer", "GPT2TokenizerFast", MISSING),
-    "add_prefix_space": (False, MISSING),
-    "add_bos_token": (False, MISSING),
-    "add_eos_token": (False, MISSING),
+    ("tokenizer_class",): ("GPT2Tokenizer", "GPT2TokenizerFast", MISSING),
+    ("add_prefix_space",): (False, MISSING),
+    ("add_bos_token",): (False, MISSING),
+    ("add_eos_token",): (False, MISSING),
 }
 
 
