@@ -368,3 +368,15 @@ def test_core_modules_do_not_need_optional_packages():
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == str(GPT2Tokenizer.from_pretrained(FIXTURES / "vocab-merges").encode("Hi"))
+
+
+def test_harmless_variants_of_the_files_load_alike(fixture_tokenizer, tmp_path):
+    """Windows line ends in merges.txt, no post-processor in tokenizer.json, merges as "a b" strings."""
+    directory = copy_fixture(tmp_path)
+    merges = directory / "merges.txt"
+    merges.write_bytes(merges.read_bytes().replace(b"\n", b"\r\n"))
+    assert GPT2Tokenizer.from_pretrained(directory) == fixture_tokenizer
+    directory = copy_fixture(tmp_path, "tokenizer-json")
+    edit_json(directory / "tokenizer.json", lambda p: p.update(post_processor=None))
+    edit_json(directory / "tokenizer.json", lambda p: p["model"].update(merges=[" ".join(m) for m in p["model"]["merges"]]))
+    assert GPT2Tokenizer.from_pretrained(directory) == fixture_tokenizer

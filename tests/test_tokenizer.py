@@ -167,6 +167,14 @@ def test_training_merges_the_most_frequent_pairs_first():
     assert tokenizer.encode("ab ab", add_eos=True) == [256, 257, 259]
 
 
+def test_training_keeps_contractions_together_as_gpt2_does():
+    # Pre-tokens "it", "'s", " it", "'s", " it", "'s": ("'", "s") and ("i", "t") occur 3 times each,
+    # and ("'", "s") = (39, 115) has the smaller ids.
+    tokenizer = BPETokenizer.train("it's it's it's", vocab_size=1000)
+    assert tokenizer.merges[0] == (39, 115)
+    assert tokenizer.decode(tokenizer.encode("it's")) == "it's"
+
+
 def test_training_breaks_ties_by_smallest_ids():
     # (a, b), (c, d) and (" ", c) all occur twice; (" ", c) = (32, 99) has the smallest ids.
     tokenizer = BPETokenizer.train("ab ab cd cd", vocab_size=259)

@@ -140,7 +140,7 @@ def read_merges(path):
     """The merges of a ``merges.txt``: the ``#version`` line and blank lines skipped."""
     with open(path, "rb") as file:
         try:
-            lines = file.read().decode("utf-8").split("\n")
+            lines = file.read().decode("utf-8").splitlines()  # "\r\n" too; no byte-level token holds a line break
         except UnicodeDecodeError as error:
             raise TokenizerFileError(f"{path}: not UTF-8 ({error})") from None
     lines = [line for line in lines if line and not line.startswith("#version")]
@@ -176,7 +176,7 @@ def read_tokenizer_json(path):
     if not isinstance(payload, dict):
         raise TokenizerFileError(f"{path}: expected a JSON object")
     check_settings(payload, GPT2_PIPELINE, path)
-    if payload.get("post_processor", {}).get("type") == "TemplateProcessing":
+    if (payload.get("post_processor") or {}).get("type") == "TemplateProcessing":
         single = payload["post_processor"].get("single")
         if not isinstance(single, list) or any("Sequence" not in item for item in single):
             raise TokenizerFileError(f"{path}: post_processor adds tokens ({single!r}); GPT-2's adds none")
@@ -215,8 +215,8 @@ def read_pretrained(directory):
             if not os.path.exists(path(name)):
                 raise FileNotFoundError(f"{directory} has {VOCAB_FILE if name == MERGES_FILE else MERGES_FILE} "
                                         f"but no {name}")
-        vocab, merges, special_tokens = check_vocab(read_json(path(VOCAB_FILE)), path(VOCAB_FILE)), read_merges(
-            path(MERGES_FILE)), []
+        vocab = check_vocab(read_json(path(VOCAB_FILE)), path(VOCAB_FILE))
+        merges, special_tokens = read_merges(path(MERGES_FILE)), []
     elif os.path.exists(path(TOKENIZER_FILE)):
         vocab, merges, special_tokens = read_tokenizer_json(path(TOKENIZER_FILE))
     else:

@@ -31,6 +31,7 @@ Python's ``re`` has no ``\p{..}`` and its ``\s`` is not GPT-2's, so the three cl
 Run ``python -m minippo.text.pretokenize`` with a ``unicodedata`` (or ``unicodedata2`` package) of the
 version named in :data:`UNICODE_VERSION` to regenerate the tables.
 """
+import functools
 import os
 import re
 import sys
@@ -61,18 +62,20 @@ def character_class(ranges):
     return "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in ranges)
 
 
-LETTER = character_class(parse_ranges(LETTERS))
-NUMBER = character_class(parse_ranges(NUMBERS))
-
-PRETOKEN_PATTERN = re.compile(
-    rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{LETTER}]+| ?[{NUMBER}]+| ?[^{WHITE_SPACE}{LETTER}{NUMBER}]+"
-    rf"|[{WHITE_SPACE}]+(?![^{WHITE_SPACE}])|[{WHITE_SPACE}]+"
-)
+@functools.cache
+def pretoken_pattern():
+    """GPT-2's pattern with the classes spelled out, compiled on first use (its classes hold ~800 ranges)."""
+    letter = character_class(parse_ranges(LETTERS))
+    number = character_class(parse_ranges(NUMBERS))
+    return re.compile(
+        rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{letter}]+| ?[{number}]+| ?[^{WHITE_SPACE}{letter}{number}]+"
+        rf"|[{WHITE_SPACE}]+(?![^{WHITE_SPACE}])|[{WHITE_SPACE}]+"
+    )
 
 
 def pretokenize(text):
     """Cut ``text`` into GPT-2's pre-tokens: ``"Hi, it's 12"`` -> ``["Hi", ",", " it", "'s", " 12"]``."""
-    return PRETOKEN_PATTERN.findall(text)
+    return pretoken_pattern().findall(text)
 
 
 # --- regenerating minippo/text/unicode_tables.py -------------------------------------------------
