@@ -13,6 +13,7 @@ import pickle
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -380,3 +381,14 @@ def test_harmless_variants_of_the_files_load_alike(fixture_tokenizer, tmp_path):
     edit_json(directory / "tokenizer.json", lambda p: p.update(post_processor=None))
     edit_json(directory / "tokenizer.json", lambda p: p["model"].update(merges=[" ".join(m) for m in p["model"]["merges"]]))
     assert GPT2Tokenizer.from_pretrained(directory) == fixture_tokenizer
+
+
+def test_a_long_pre_token_is_merged_in_n_log_n(fixture_tokenizer):
+    """60,000 letters without a space (a base64 blob, say) are one pre-token: merging the lowest pair
+    everywhere and repeating would take minutes; the heap of pairs takes about a second."""
+    text = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(60_000))
+    start = time.perf_counter()
+    ids = fixture_tokenizer.encode(text)
+    assert time.perf_counter() - start < 10
+    assert fixture_tokenizer.decode(ids) == text
+    assert ids == hugging_face_ids(FIXTURES / "vocab-merges", text)

@@ -178,7 +178,7 @@ def read_tokenizer_json(path):
     check_settings(payload, GPT2_PIPELINE, path)
     if (payload.get("post_processor") or {}).get("type") == "TemplateProcessing":
         single = payload["post_processor"].get("single")
-        if not isinstance(single, list) or any("Sequence" not in item for item in single):
+        if not isinstance(single, list) or any(not isinstance(item, dict) or "Sequence" not in item for item in single):
             raise TokenizerFileError(f"{path}: post_processor adds tokens ({single!r}); GPT-2's adds none")
     vocab = check_vocab(payload["model"].get("vocab"), path)
     merges = payload["model"].get("merges")
