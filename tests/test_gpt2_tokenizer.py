@@ -11,9 +11,11 @@ import json
 import os
 import pickle
 import random
+import runpy
 import shutil
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from minippo.text import BPETokenizer, GPT2Tokenizer
+from minippo.text import unicode_tables as unicode_tables_module
 from minippo.text.corpus import load_corpus
-from minippo.text.pretokenize import LETTERS, NUMBERS, parse_ranges, pretokenize
+from minippo.text.pretokenize import (
+    LETTERS,
+    NUMBERS,
+    UNICODE_VERSION,
+    parse_ranges,
+    pretokenize,
+    write_unicode_tables,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpt2-tokenizer"
 REFERENCE = json.loads((FIXTURES / "reference_ids.json").read_text(encoding="utf-8"))
@@ -148,6 +158,21 @@ def test_pretokenize_equals_hugging_face_on_every_code_point():
     text = "".join(map(chr, code_points))
     assert pretokenize(text) == [piece for piece, _ in split.pre_tokenize_str(text)]
     assert max(last for table in (LETTERS, NUMBERS) for _, last in parse_ranges(table)) < 0x32400
+
+
+def test_unicode_tables_regenerate_and_extend_pythons_own_unicode(tmp_path):
+    """The generator, run on this Python's unicodedata, writes a module whose tables hold every letter and
+    number of that Unicode; each is one in minippo's pinned tables too (which add those assigned since),
+    and at the pinned version the module is the committed one."""
+    write_unicode_tables(unicodedata, tmp_path / "tables.py")
+    generated = runpy.run_path(str(tmp_path / "tables.py"))
+    assert generated["UNICODE_VERSION"] == unicodedata.unidata_version
+    for name, pinned_code_points in zip(("LETTERS", "NUMBERS"), unicode_tables()):
+        code_points = set().union(*(range(first, last + 1) for first, last in parse_ranges(generated[name])))
+        assert code_points <= pinned_code_points
+        assert all(unicodedata.category(chr(c))[0] == name[0] for c in random.Random(0).sample(sorted(code_points), 500))
+    if unicodedata.unidata_version == UNICODE_VERSION:
+        assert (tmp_path / "tables.py").read_text() == Path(unicode_tables_module.__file__).read_text()
 
 
 @pytest.mark.parametrize(
