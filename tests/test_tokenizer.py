@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minippo.text import BPETokenizer, ByteTokenizer
-from minippo.text.bpe import split_into_chunks
+from minippo.text.pretokenize import pretokenize
 from minippo.text.corpus import load_corpus
 
 CHINESE = "今天的天气怎么样?"
@@ -148,14 +148,14 @@ def test_batch_helpers_reject_bad_input():
 
 
 def test_chunks_join_back_to_the_text():
-    assert split_into_chunks("Hi, you  there!\n今天 12ab_c") == [
+    assert pretokenize("Hi, you  there!\n今天 12ab_c") == [
         "Hi", ",", " you", " ", " there", "!", "\n", "今天", " 12", "ab", "_", "c",
     ]
 
 
 @given(st.text())
 def test_chunks_always_join_back_to_the_text(text):
-    assert "".join(split_into_chunks(text)) == text
+    assert "".join(pretokenize(text)) == text
 
 
 def test_training_merges_the_most_frequent_pairs_first():
@@ -165,6 +165,14 @@ def test_training_merges_the_most_frequent_pairs_first():
     assert tokenizer.merges == ((97, 98), (32, 256))
     assert tokenizer.vocab_size == 256 + 2 + 2
     assert tokenizer.encode("ab ab", add_eos=True) == [256, 257, 259]
+
+
+def test_training_keeps_contractions_together_as_gpt2_does():
+    # Pre-tokens "it", "'s", " it", "'s", " it", "'s": ("'", "s") and ("i", "t") occur 3 times each,
+    # and ("'", "s") = (39, 115) has the smaller ids.
+    tokenizer = BPETokenizer.train("it's it's it's", vocab_size=1000)
+    assert tokenizer.merges[0] == (39, 115)
+    assert tokenizer.decode(tokenizer.encode("it's")) == "it's"
 
 
 def test_training_breaks_ties_by_smallest_ids():

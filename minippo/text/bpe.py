@@ -9,37 +9,36 @@ to single bytes: any string that UTF-8 can encode is encoded, and decoding gives
 it back exactly.  (A string holding a lone surrogate, which UTF-8 cannot encode,
 makes ``encode`` raise ValueError.)
 
-Like GPT-2, the text is first cut into *chunks* (words with their leading space,
-runs of digits, runs of punctuation, runs of whitespace) and merges never cross a
-chunk boundary, so ``"dog."`` and ``"dog!"`` share the token ``"dog"``.
+Exactly as GPT-2 does, the text is first cut into *pre-tokens* (a word with its
+leading space, a contraction such as ``"'s"``, a run of digits, of punctuation, of
+whitespace: :func:`minippo.text.pretokenize.pretokenize`) and merges never cross
+a pre-token boundary, so ``"dog."`` and ``"dog!"`` share the token ``"dog"``.
 
-Encoding a chunk applies the learned merges in the order they were learned (by
+Encoding a pre-token applies the learned merges in the order they were learned (by
 *rank*): find the adjacent pair with the lowest rank, merge it everywhere, repeat.
+:class:`ByteLevelBPE` does this for any table of ranked merges; it serves
+:class:`BPETokenizer` and :class:`minippo.text.gpt2.GPT2Tokenizer` alike, so a
+BPETokenizer saved with :meth:`BPETokenizer.save_pretrained` gives the same ids in
+Hugging Face's GPT-2 tokenizer as in minippo.
 """
 import collections
 import functools
+import heapq
+import itertools
 import json
-import re
 
 from minippo.atomic import atomic_write
 from minippo.checks import is_integer
+from minippo.text import gpt2_files
+from minippo.text.pretokenize import pretokenize
 from minippo.text.tokenizer import NUM_BYTES, SPECIAL_TOKENS, Tokenizer, utf8_bytes
-
-# A chunk is an optional space then letters, or digits, or other symbols; or whitespace.
-# Python's ``\w`` knows Unicode, so ``[^\W\d_]`` ("word characters that are neither
-# digits nor underscore") is letters in any script: "今天的天气" is one chunk.
-# ``\s+(?!\S)`` leaves the last space of a run to start the next word.  Every
-# character matches some alternative, so the chunks always join back to the text.
-CHUNK_PATTERN = re.compile(r" ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
 # Identifies a saved tokenizer file; bump the version when the layout changes.
 FILE_FORMAT = "minippo-bpe"
 FILE_VERSION = 1
 
-
-def split_into_chunks(text):
-    """Cut ``text`` into the chunks that BPE merges within, e.g. ``["Hi", ",", " you"]``."""
-    return CHUNK_PATTERN.findall(text)
+# Pre-tokens whose ids are remembered: natural text repeats the same words over and over.
+PRETOKEN_CACHE_SIZE = 65536
 
 
 def merge_pair(tokens, pair, new_id):
@@ -56,7 +55,61 @@ def merge_pair(tokens, pair, new_id):
     return merged
 
 
-class BPETokenizer(Tokenizer):
+class ByteLevelBPE(Tokenizer):
+    """Encodes text by GPT-2's pre-tokens, then byte-pair merges inside each pre-token.
+
+    ``byte_ids[b]`` is the id of the token of the single byte ``b``;
+    ``merges[(left_id, right_id)] = (rank, merged_id)``: the pair with the
+    lowest rank is merged first.  The other arguments are those of :class:`Tokenizer`.
+    """
+
+    def __init__(self, token_bytes, byte_ids, merges, special_tokens=None, pad_token=SPECIAL_TOKENS[0],
+                 eos_token=SPECIAL_TOKENS[1]):
+        super().__init__(token_bytes, special_tokens, pad_token, eos_token)
+        self._byte_ids = tuple(byte_ids)
+        self._merges = merges
+        self._encode_pretoken = functools.lru_cache(maxsize=PRETOKEN_CACHE_SIZE)(self._merge_pretoken)
+
+    def _encode_text(self, text):
+        ids = []
+        for pretoken in pretokenize(text):
+            ids.extend(self._encode_pretoken(pretoken))
+        return ids
+
+    def _merge_pretoken(self, pretoken):
+        """Return the token ids of one pre-token (a tuple), applying merges by rank.
+
+        Same result as "merge the lowest-ranked pair everywhere, repeat", but each merge costs log n, not
+        n: a heap holds the mergeable adjacent pairs as ``(rank, left position, merged id)``; popped in
+        order (lowest rank, then leftmost), a pair is merged unless a neighbour's merge has changed it,
+        and the new pairs around the merged token are pushed.  (Hugging Face's Rust code does the same.)
+        So a pre-token of 16,000 random letters (think of a base64 blob) takes 0.15 s instead of 24 s.
+        """
+        ids = [self._byte_ids[byte] for byte in utf8_bytes(pretoken)]
+        end = len(ids)
+        following = list(range(1, end + 1))  # the position of the next live token; ``end`` after the last
+        preceding = list(range(-1, end - 1))  # the position of the previous live token; -1 before the first
+        merges = self._merges
+        heap = [(merges[pair][0], left, merges[pair][1]) for left, pair in enumerate(itertools.pairwise(ids))
+                if pair in merges]
+        heapq.heapify(heap)
+        while heap:
+            rank, left, merged_id = heapq.heappop(heap)
+            right = following[left]
+            if ids[left] is None or right == end or merges.get((ids[left], ids[right])) != (rank, merged_id):
+                continue  # merged away, or the pair changed since it was pushed
+            ids[left], ids[right] = merged_id, None
+            following[left] = following[right]
+            if following[left] != end:
+                preceding[following[left]] = left
+            for first, second in ((preceding[left], left), (left, following[left])):
+                merge = merges.get((ids[first], ids[second])) if first >= 0 and second != end else None
+                if merge is not None:
+                    heapq.heappush(heap, (merge[0], first, merge[1]))
+        return tuple(token_id for token_id in ids if token_id is not None)
+
+
+class BPETokenizer(ByteLevelBPE):
     """A byte-level BPE tokenizer defined by its list of merges.
 
     ``merges[rank] = (left_id, right_id)`` creates token ``256 + rank`` with the
@@ -87,11 +140,9 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(f"merges[{rank}] repeats merges[{ranks[pair]}] = {pair}")
             ranks[pair] = rank
             token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
-        super().__init__(token_bytes)
+        merged = {pair: (rank, NUM_BYTES + rank) for pair, rank in ranks.items()}
+        super().__init__(token_bytes, range(NUM_BYTES), merged)
         self.merges = tuple(ranks)
-        self._ranks = ranks
-        # Natural text repeats the same words over and over, so remember their encodings.
-        self._encode_chunk = functools.lru_cache(maxsize=65536)(self._merge_chunk)
 
     def __reduce__(self):
         # The cache cannot be pickled, so a pickle rebuilds the tokenizer from its merges.
@@ -107,8 +158,8 @@ class BPETokenizer(Tokenizer):
         pair with the smallest ids, so the same text always gives the same merges.
 
         Pair counts are kept up to date incrementally: a merge only recounts the
-        distinct chunks that contain the merged pair, weighted by how often each
-        chunk occurs in ``text``.
+        distinct pre-tokens that contain the merged pair, weighted by how often each
+        pre-token occurs in ``text``.
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -120,9 +171,9 @@ class BPETokenizer(Tokenizer):
                 f"vocab_size must be at least {smallest} (256 bytes + {len(SPECIAL_TOKENS)} "
                 f"special tokens), got {vocab_size}"
             )
-        chunk_counts = collections.Counter(split_into_chunks(text))
-        words = [list(utf8_bytes(chunk)) for chunk in chunk_counts]
-        word_counts = list(chunk_counts.values())
+        pretoken_counts = collections.Counter(pretokenize(text))
+        words = [list(utf8_bytes(pretoken)) for pretoken in pretoken_counts]
+        word_counts = list(pretoken_counts.values())
         pair_counts = collections.Counter()
         words_with_pair = collections.defaultdict(set)
         for index, word in enumerate(words):
@@ -149,22 +200,6 @@ class BPETokenizer(Tokenizer):
                     words_with_pair[pair].add(index)
         return cls(merges)
 
-    def _encode_text(self, text):
-        ids = []
-        for chunk in split_into_chunks(text):
-            ids.extend(self._encode_chunk(chunk))
-        return ids
-
-    def _merge_chunk(self, chunk):
-        """Return the token ids of one chunk (a tuple), applying merges by rank."""
-        tokens = list(utf8_bytes(chunk))
-        while len(tokens) > 1:
-            pair = min(zip(tokens, tokens[1:]), key=lambda pair: self._ranks.get(pair, len(self._ranks)))
-            if pair not in self._ranks:
-                break
-            tokens = merge_pair(tokens, pair, NUM_BYTES + self._ranks[pair])
-        return tuple(tokens)
-
     def save(self, path):
         """Write the merges to ``path`` as JSON.
 
@@ -180,6 +215,26 @@ class BPETokenizer(Tokenizer):
         with atomic_write(path, "w", encoding="utf-8") as file:
             json.dump(payload, file)
             file.write("\n")
+
+    def save_pretrained(self, directory):
+        """Write the tokenizer to ``directory`` in GPT-2's format (``vocab.json``, ``merges.txt``,
+        ``tokenizer_config.json``; see :mod:`minippo.text.gpt2_files`), so that Hugging Face's GPT-2
+        tokenizer (and :class:`minippo.text.gpt2.GPT2Tokenizer`) give the same ids as this one.
+
+        Token ``i`` keeps id ``i``; ``<pad>`` and ``<eos>`` are named in ``tokenizer_config.json``.  Raises
+        ValueError if two tokens have the same bytes, which one ``vocab.json`` entry cannot hold.
+        """
+        names = [gpt2_files.token_string(token) for token in self._token_bytes]
+        names += [self._special_names[token_id] for token_id in range(len(names), self.vocab_size)]
+        vocab = {name: token_id for token_id, name in enumerate(names)}
+        if len(vocab) < len(names):
+            first = next(token_id for token_id, name in enumerate(names) if vocab[name] != token_id)
+            raise ValueError(f"tokens {first} and {vocab[names[first]]} are both {names[first]!r}: "
+                             "GPT-2's vocab.json cannot hold two tokens with the same bytes")
+        merges = [(names[left], names[right]) for left, right in self.merges]
+        pad_token, eos_token = (self._special_names[token_id] for token_id in (self.pad_id, self.eos_id))
+        gpt2_files.write_pretrained(directory, gpt2_files.GPT2Files(vocab, merges, [pad_token, eos_token],
+                                                                    eos_token, pad_token))
 
     @classmethod
     def load(cls, path):

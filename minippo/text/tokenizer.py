@@ -8,12 +8,16 @@ encoded, whatever its script: ``"今天"`` is the six bytes ``e4 bb 8a e5 a4 a9`
 Only a lone surrogate (a code point in U+D800..U+DFFF that is not half of a
 pair), which UTF-8 cannot represent, makes ``encode`` raise ValueError.
 
-After the regular tokens come two *special tokens* that never come out of
+Besides the regular tokens there are *special tokens*, which never come out of
 ``encode(text)``, even if ``text`` contains the string ``"<eos>"``:
 
 - ``pad_id`` fills the unused positions of a batch (see :meth:`Tokenizer.pad_batch`);
 - ``eos_id`` ("end of sequence") marks where a text ends, so a language model can
   learn when to stop.
+
+minippo's own tokenizers put ``<pad>`` and ``<eos>`` right after the regular
+tokens; GPT-2 has the single special token ``<|endoftext|>`` (id 50256), which
+serves as both (Hugging Face users set pad = eos the same way).
 
 :class:`Tokenizer` holds everything that does not depend on how text is split
 into tokens; :class:`ByteTokenizer` uses one token per byte and
@@ -33,16 +37,23 @@ NUM_BYTES = 256
 class Tokenizer:
     """Maps text to ids and back through a table of token byte strings.
 
-    ``token_bytes[i]`` is the byte string of token ``i``; the special tokens take
-    the ids right after the last regular token.  Subclasses implement
-    :meth:`_encode_text`.
+    ``token_bytes[i]`` is the byte string of token ``i``.  ``special_tokens`` maps
+    the name of each special token to its id; by default the names of
+    :data:`SPECIAL_TOKENS` take the ids right after the last regular token.  A
+    special id may also lie among the regular ones (its entry of ``token_bytes``
+    is then never used).  ``pad_token`` and ``eos_token`` name the special tokens
+    that serve as ``pad_id`` and ``eos_id``; they may be the same.  Subclasses
+    implement :meth:`_encode_text`.
     """
 
-    def __init__(self, token_bytes):
+    def __init__(self, token_bytes, special_tokens=None, pad_token=SPECIAL_TOKENS[0], eos_token=SPECIAL_TOKENS[1]):
         self._token_bytes = tuple(token_bytes)
-        self.pad_id = len(self._token_bytes)
-        self.eos_id = self.pad_id + 1
-        self.vocab_size = self.pad_id + len(SPECIAL_TOKENS)
+        if special_tokens is None:
+            special_tokens = {name: len(self._token_bytes) + index for index, name in enumerate(SPECIAL_TOKENS)}
+        self._special_names = {token_id: name for name, token_id in special_tokens.items()}
+        self.pad_id = special_tokens[pad_token]
+        self.eos_id = special_tokens[eos_token]
+        self.vocab_size = max(len(self._token_bytes), max(self._special_names) + 1)
 
     def _encode_text(self, text):
         """Return the ids of the regular tokens that make up ``text`` (a list)."""
@@ -65,8 +76,8 @@ class Tokenizer:
     def decode(self, ids, skip_special=True):
         """Return the text of the token ids ``ids`` (a sequence or 1-D integer array).
 
-        Special tokens are dropped, or written as ``"<pad>"``/``"<eos>"`` when
-        ``skip_special=False``.  Bytes that are not valid UTF-8, such as the first
+        Special tokens are dropped, or written by name (``"<pad>"``, ``"<eos>"``)
+        when ``skip_special=False``.  Bytes that are not valid UTF-8, such as the first
         two bytes of a three-byte character cut off by a sampling model, become
         the replacement character U+FFFD instead of raising an error.
 
@@ -75,10 +86,11 @@ class Tokenizer:
         """
         pieces = []
         for token_id in self._check_ids(ids, "ids"):
-            if token_id < self.pad_id:
+            special_name = self._special_names.get(token_id)
+            if special_name is None:
                 pieces.append(self._token_bytes[token_id])
             elif not skip_special:
-                pieces.append(SPECIAL_TOKENS[token_id - self.pad_id].encode("ascii"))
+                pieces.append(special_name.encode("utf-8"))
         return b"".join(pieces).decode("utf-8", errors="replace")
 
     def pad_batch(self, sequences, pad_left=True):
