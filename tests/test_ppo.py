@@ -26,20 +26,17 @@ from minippo.rl.actor_critic import ActorCritic, sample_categorical
 from minippo.rl.advantages import generalized_advantages, whiten
 from minippo.rl.kl import AdaptiveKLController, FixedKLController
 from minippo.rl.losses import _weights, explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.evaluation import evaluate_policy
 from minippo.rl.ppo import (
-    Batch,
-    PPOConfig,
-    Rollout,
     Trainer,
-    evaluate_policy,
     find_wrapper,
-    gae_targets,
     load_policy,
     make_env,
     ppo_loss_and_gradients,
-    preset_for,
     reinforce_loss_and_gradients,
 )
+from minippo.rl.ppo_config import PPOConfig, preset_for
+from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 from tests.gradcheck import check_gradients
 
 OBS_DIM, N_ACTIONS, ACTION_DIM = 3, 4, 2
@@ -239,7 +236,7 @@ def naive_targets(rewards, values, terminations, truncations, final_values, last
 
 def synthetic_rollout(seed=0, T=12, N=3):
     rng = np.random.default_rng(seed)
-    rollout = Rollout(T, N, (OBS_DIM,), (), np.int64, np.float64)
+    rollout = RolloutBuffer(T, N, (OBS_DIM,), (), np.int64, np.float64)
     rollout.rewards[...] = rng.standard_normal((T, N))
     rollout.values[...] = rng.standard_normal((T, N))
     rollout.final_values[...] = rng.standard_normal((T, N))

@@ -98,11 +98,11 @@ def test_resume_refuses_changed_settings_but_allows_more_steps(tmp_path):
     path = str(tmp_path / "model.npz")
     config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)
     pretrain(tiny_model(), documents, config, checkpoint_path=path, log=quiet)
-    changed = PretrainConfig(steps=2, batch_size=3, warmup_steps=1, lr=1e-3)
+    changed = PretrainConfig(steps=2, batch_size=3, warmup_steps=1, learning_rate=1e-3)
     with pytest.raises(ValueError, match="settings") as error:
         pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)
     assert "batch_size: checkpoint 2, now 3" in str(error.value)
-    assert "lr: checkpoint 0.003, now 0.001" in str(error.value)
+    assert "learning_rate: checkpoint 0.003, now 0.001" in str(error.value)
     longer = PretrainConfig(steps=3, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=1)
     assert len(pretrain(tiny_model(), documents, longer, checkpoint_path=path, resume=True, log=quiet)) == 1
     # A checkpoint without the settings (not written by pretrain) is resumed without the check.
@@ -186,12 +186,12 @@ def test_print_samples_explains_when_the_prompts_fill_the_context():
         (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0, got -1"),
         (dict(seed=-1), "seed must be an integer >= 0, got -1"),
         (dict(seed=1.5), "seed must be an integer >= 0, got float 1.5"),
-        (dict(lr=float("inf")), "lr must be a finite number, got inf"),
-        (dict(lr=float("nan")), "lr must be a finite number, got nan"),
-        (dict(lr="0.1"), "lr must be a finite number, got str '0.1'"),
-        (dict(lr=1e-4), r"min_lr must be in \[0, lr\]"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite number, got inf"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number, got nan"),
+        (dict(learning_rate="0.1"), "learning_rate must be a finite number, got str '0.1'"),
+        (dict(learning_rate=1e-4), r"min_learning_rate must be in \[0, learning_rate\]"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0, got -0.1"),
-        (dict(grad_clip=0.0), "grad_clip must be > 0, got 0.0"),
+        (dict(max_grad_norm=0.0), "max_grad_norm must be > 0, got 0.0"),
     ],
 )
 def test_pretrain_config_rejects_bad_settings(settings, message):
@@ -201,9 +201,9 @@ def test_pretrain_config_rejects_bad_settings(settings, message):
 
 
 def test_pretrain_config_accepts_numpy_numbers_and_stores_python_ones():
-    config = PretrainConfig(steps=np.int64(5), lr=np.float32(0.5), seed=np.uint8(3))
-    assert (config.steps, config.lr, config.seed) == (5, 0.5, 3)
-    assert type(config.steps) is int and type(config.lr) is float and type(config.seed) is int
+    config = PretrainConfig(steps=np.int64(5), learning_rate=np.float32(0.5), seed=np.uint8(3))
+    assert (config.steps, config.learning_rate, config.seed) == (5, 0.5, 3)
+    assert type(config.steps) is int and type(config.learning_rate) is float and type(config.seed) is int
 
 
 def test_pretrain_command(tmp_path, capsys):

@@ -150,7 +150,7 @@ def test_ppo_first_step_is_the_advantage_weighted_policy_gradient():
 def test_ppo_iteration_first_ratio_is_exactly_one_and_reward_is_used(critic):
     model = tiny_policy(seed=2)
     config = RLHFConfig(batch_size=16, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH, critic=critic,
-                        update_epochs=2, lr=1e-2)
+                        update_epochs=2, learning_rate=1e-2)
     trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
     before = {k: v.copy() for k, v in model.params.items()}
     stats = trainer.iteration([PROMPT] * 16)
@@ -168,7 +168,7 @@ def test_training_raises_the_expected_reward(algo):
     model = tiny_policy(seed=4)
     start, _ = exact_expectation_and_gradient(model)
     config = RLHFConfig(algo=algo, batch_size=32, minibatch_size=16, max_new_tokens=RESPONSE_LENGTH,
-                        lr=3e-2, init_kl_coef=0.01, kl_target=None, rloo_k=4, seed=1)
+                        learning_rate=3e-2, init_kl_coef=0.01, kl_target=None, rloo_k=4, seed=1)
     trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
     for _ in range(15):
         trainer.iteration([PROMPT] * (32 // config.rloo_k if algo == "rloo" else 32))
@@ -252,7 +252,7 @@ def test_bradley_terry_gradient_matches_finite_differences():
 def test_reward_model_learns_the_shipped_preferences_and_normalises(tmp_path):
     trunk = GPT(GPTConfig(vocab_size=258, block_size=96, n_layer=1, n_head=2, n_embd=32), seed=0)
     model = RewardModel(trunk, seed=0)
-    train_reward_model(model, load_preferences("train"), steps=40, batch_size=16, lr=3e-3, seed=0,
+    train_reward_model(model, load_preferences("train"), steps=40, batch_size=16, learning_rate=3e-3, seed=0,
                        log=lambda line: None)
     assert preference_accuracy(model, load_preferences("test")) > 0.85
     prompts, chosen, rejected = pair_texts(load_preferences("test")[:40])
@@ -349,12 +349,12 @@ def test_a_critic_of_another_dtype_or_width_is_refused():
         ({"batch_size": 64.0}, TypeError, "batch_size must be an integer >= 1, got float 64.0"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
         ({"algo": "rloo", "rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
-        ({"lr": "1e-4"}, TypeError, "lr must be a finite number, got str '1e-4'"),
+        ({"learning_rate": "1e-4"}, TypeError, "learning_rate must be a finite number, got str '1e-4'"),
         ({"kl_target": 0.0}, ValueError, "kl_target must be > 0, got 0.0"),
         ({"max_grad_norm": math.inf}, ValueError, "max_grad_norm must be a finite number, got inf"),
-        ({"value_clip_coef": True}, TypeError, "value_clip_coef must be a number or None, got bool"),
+        ({"max_grad_norm": True}, TypeError, "max_grad_norm must be a number or None, got bool"),
         ({"ent_coef": -0.1}, ValueError, "ent_coef must be >= 0, got -0.1"),
-        ({"lam": 1.5}, ValueError, "lam must be in [0, 1], got 1.5"),
+        ({"gae_lambda": 1.5}, ValueError, "gae_lambda must be in [0, 1], got 1.5"),
         ({"missing_eos_penalty": math.nan}, ValueError, "missing_eos_penalty must be a finite number, got nan"),
         ({"algo": "rloo", "rloo_k": 3}, ValueError,
          "rloo needs rloo_k dividing batch_size, got rloo_k=3 and batch_size=64"),
@@ -367,11 +367,11 @@ def test_config_checks_every_field(settings, error, message):
 
 
 def test_config_accepts_numpy_numbers_and_none():
-    config = RLHFConfig(batch_size=np.int64(32), minibatch_size=np.int32(16), lr=np.float32(0.5),
-                        kl_target=None, max_grad_norm=None, value_clip_coef=None)
+    config = RLHFConfig(batch_size=np.int64(32), minibatch_size=np.int32(16),
+                        learning_rate=np.float32(0.5), kl_target=None, max_grad_norm=None, missing_eos_penalty=None)
     assert type(config.batch_size) is int and config.batch_size == 32 and config.minibatch_size == 16
-    assert type(config.lr) is float and config.lr == 0.5
-    assert config.kl_target is None and config.max_grad_norm is None and config.value_clip_coef is None
+    assert type(config.learning_rate) is float and config.learning_rate == 0.5
+    assert config.kl_target is None and config.max_grad_norm is None and config.missing_eos_penalty is None
     for seed in (None, np.random.default_rng(3)):  # as the trainer's as_generator takes them
         assert RLHFConfig(seed=seed).seed is seed
     assert RLHFConfig(algo="ppo", rloo_k=1).rloo_k == 1  # rloo_k is only read (and checked) by RLOO

@@ -12,7 +12,8 @@ import numpy as np
 
 from minippo import envs
 from minippo.commands import integer_option
-from minippo.rl.ppo import evaluate_policy, find_wrapper, load_policy, make_env
+from minippo.rl.evaluation import evaluate_policy
+from minippo.rl.ppo import find_wrapper, load_policy, make_env
 from minippo.seeding import spawn_seeds
 
 
