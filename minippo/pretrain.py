@@ -29,6 +29,8 @@ IGNORE_INDEX = -1
 
 # The settings a resumed run may change: the rest must match the checkpoint's.
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
+# Settings renamed since checkpoints of format 1 recorded them (old name: new name).
+RENAMED_SETTINGS = {"lr": "learning_rate", "min_lr": "min_learning_rate", "grad_clip": "max_grad_norm"}
 
 
 @dataclass
@@ -96,7 +98,9 @@ def format_duration(seconds):
 
 
 def check_same_settings(saved, config, checkpoint_path):
-    """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``."""
+    """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``
+    (whose names may be the old ones of RENAMED_SETTINGS)."""
+    saved = {RENAMED_SETTINGS.get(name, name): value for name, value in saved.items()}
     differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
                    for name, value in asdict(config).items()
                    if name not in RESUMABLE_CHANGES and saved.get(name) != value]
@@ -127,7 +131,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     start_step = 0
     window = []  # losses since the last progress line; saved, so a resumed run logs the same means
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
-        state = load_checkpoint(checkpoint_path)
+        state = load_checkpoint(checkpoint_path, kind="gpt")
         if state["config"] != model.config.to_dict():
             raise ValueError(f"checkpoint {checkpoint_path!r} holds a model with config {state['config']}, "
                              f"not {model.config.to_dict()}")
@@ -152,7 +156,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
         extra = {"pretrain": asdict(config), "pretrain_data": data_digest, "pretrain_window": window,
                  "tokenizer": "byte"}
         save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
-                        step, rng, extra=extra)
+                        step, rng, extra=extra, kind="gpt")
 
     losses = []
     tokens_seen, started = 0, time.perf_counter()
@@ -188,13 +192,8 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
 
 
 def load_model(path):
-    """The GPT stored in a checkpoint written by :func:`pretrain` (or any ``save_checkpoint`` of a GPT)."""
-    state = load_checkpoint(path)
-    if state["extra"].get("kind") == "reward_model":
-        raise ValueError(f"checkpoint {str(path)!r} holds a reward model (load it with RewardModel.load), not a GPT")
-    if "obs_rms" in state["extra"]:  # what Trainer.save writes
-        raise ValueError(f"checkpoint {str(path)!r} holds a control-task PPO policy (load it with load_policy), "
-                         f"not a GPT")
+    """The GPT stored in a checkpoint of kind "gpt": written by :func:`pretrain`, ``minippo rlhf`` or the demo."""
+    state = load_checkpoint(path, kind="gpt")
     if not isinstance(state["config"], dict):
         raise ValueError(f"checkpoint {str(path)!r} holds no model config")
     try:

@@ -1,4 +1,7 @@
 """Pretraining: the loss falls, checkpoints resume bit-identically, the command line works."""
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -6,7 +9,14 @@ from minippo.cli import main
 from minippo.commands.pretrain import print_samples
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
-from minippo.pretrain import IGNORE_INDEX, PretrainConfig, encode_documents, load_model, pretrain, sample_batch
+from minippo.pretrain import (
+    IGNORE_INDEX,
+    PretrainConfig,
+    encode_documents,
+    load_model,
+    pretrain,
+    sample_batch,
+)
 from minippo.text.corpus import load_corpus
 from minippo.text.tokenizer import ByteTokenizer
 
@@ -108,7 +118,8 @@ def test_resume_refuses_changed_settings_but_allows_more_steps(tmp_path):
     # A checkpoint without the settings (not written by pretrain) is resumed without the check.
     state = load_checkpoint(path)
     assert state["step"] == 3 and "pretrain" in state["extra"]
-    save_checkpoint(path, state["params"], state["config"], state["optimizer_state"], state["step"], state["rng"])
+    save_checkpoint(path, state["params"], state["config"], state["optimizer_state"], state["step"], state["rng"],
+                    kind="gpt")
     changed.steps = 4
     assert len(pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)) == 1
 
@@ -117,7 +128,7 @@ def test_resume_refuses_a_checkpoint_of_weights_only(tmp_path, capsys):
     """`minippo rlhf` writes OUT/policy.npz with weights only; moved to model.npz it cannot be resumed."""
     path = tmp_path / "model.npz"
     model = tiny_model()
-    save_checkpoint(path, model.params, model.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
+    save_checkpoint(path, model.params, model.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
     with pytest.raises(ValueError) as error:  # a pathlib path is shown as the plain path
         pretrain(tiny_model(), encode_documents(load_corpus()[:20], TOKENIZER, 96), PretrainConfig(steps=2),
                  checkpoint_path=path, resume=True, log=quiet)
@@ -247,3 +258,26 @@ def test_pretrain_command_rejects_bad_options(tmp_path, capsys, bad, problem):
         status = exit.code
     assert status == 2
     assert problem in capsys.readouterr().err
+
+
+def test_resume_reads_a_checkpoint_of_the_previous_format_with_the_old_setting_names(tmp_path):
+    """Format 1 recorded no kind and called learning_rate, min_learning_rate, max_grad_norm lr, min_lr, grad_clip."""
+    documents = encode_documents(load_corpus()[:50], TOKENIZER, 96)
+    path = tmp_path / "model.npz"
+    config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)
+    pretrain(tiny_model(), documents, config, checkpoint_path=path, log=quiet)
+    with np.load(path) as archive:
+        contents = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(contents["meta"]))
+    assert meta.pop("kind") == "gpt" and meta["format_version"] == 2
+    meta["format_version"] = 1
+    settings = meta["extra"]["pretrain"]
+    for old, new in [("lr", "learning_rate"), ("min_lr", "min_learning_rate"), ("grad_clip", "max_grad_norm")]:
+        settings[old] = settings.pop(new)
+    np.savez(path, **{**contents, "meta": np.array(json.dumps(meta))})
+    assert load_model(path).config == tiny_model().config
+    with pytest.raises(ValueError, match="learning_rate: checkpoint 0.003, now 0.001"):
+        pretrain(tiny_model(), documents, replace(config, steps=3, learning_rate=1e-3), checkpoint_path=path,
+                 resume=True, log=quiet)
+    assert len(pretrain(tiny_model(), documents, replace(config, steps=3), checkpoint_path=path, resume=True,
+                        log=quiet)) == 1

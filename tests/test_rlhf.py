@@ -17,9 +17,20 @@ from minippo.rewards.reward_model import (
     preference_accuracy,
     train_reward_model,
 )
-from minippo.rl.kl import AdaptiveKLController, FixedKLController
+from minippo.rl.kl import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    kl_estimate,
+    kl_penalty_rewards,
+)
 from minippo.rl.losses import ppo_policy_loss, reinforce_loss
-from minippo.rlhf.rollout import Rollout, generate_rollout, response_logprobs, response_logprobs_backward
+from minippo.rlhf.rollout import (
+    Rollout,
+    generate_rollout,
+    response_logprobs,
+    response_logprobs_backward,
+)
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rlhf.value import estimate_value
 from minippo.text.corpus import format_example, format_prompt, load_preferences
@@ -443,13 +454,13 @@ def test_loaders_name_the_file_and_the_kind_of_checkpoint_it_holds(tmp_path):
     with pytest.raises(ValueError, match=r"ppo.npz' holds a control-task PPO policy \(load it with load_policy\)"):
         load_model(ppo_path)
     state = load_checkpoint(reward_path)
-    for extra, message in [({"kind": "reward_model", "bias": 0.0}, "gain must be a finite number, got NoneType"),
-                           ({"kind": "reward_model", "gain": "x", "bias": 0.0}, "gain must be a finite number")]:
-        save_checkpoint(reward_path, state["params"], state["config"], extra=extra)
+    for extra, message in [({"bias": 0.0}, "gain must be a finite number, got NoneType"),
+                           ({"gain": "x", "bias": 0.0}, "gain must be a finite number")]:
+        save_checkpoint(reward_path, state["params"], state["config"], extra=extra, kind="reward_model")
         with pytest.raises(ValueError, match=rf"rm.npz' is not a valid reward-model checkpoint: {message}"):
             RewardModel.load(reward_path)
     state = load_checkpoint(ppo_path)
-    save_checkpoint(ppo_path, state["params"], state["config"], extra={"obs_rms": [1, 2]})
+    save_checkpoint(ppo_path, state["params"], state["config"], extra={"obs_rms": [1, 2]}, kind="ppo_policy")
     from minippo.rl.ppo import load_policy
     with pytest.raises(ValueError, match=r"ppo.npz': the saved observation statistics must be null or an object"):
         load_policy(ppo_path)
@@ -471,3 +482,59 @@ def test_rollout_prompts_that_are_empty_or_too_long_are_named():
     with pytest.raises(ValueError, match=r"prompt 0 \('aaaaaaa'\) must be at most 6 tokens \(block_size 8 - "
                                          r"max_new_tokens 2\), it has 7"):
         generate_rollout(policy, tokenizer, [long_prompt], 2, 1.0, np.random.default_rng(0))
+
+
+def test_kl_estimators_k1_and_k3_are_unbiased_and_k2_is_not():
+    """Tokens sampled from π over 5 ids; the exact KL(π ‖ π_ref) is enumerable."""
+    policy = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    reference = np.array([0.05, 0.1, 0.15, 0.2, 0.5])
+    exact = float(np.sum(policy * np.log(policy / reference)))
+    log_ratio = np.log(reference / policy)  # log r per id
+    exact_k2 = float(np.sum(policy * 0.5 * log_ratio ** 2))
+    tokens = np.random.default_rng(0).choice(5, size=(200, 100), p=policy)
+    logprobs, ref_logprobs = np.log(policy)[tokens], np.log(reference)[tokens]
+    mask = np.ones(tokens.shape, dtype=bool)
+    estimates = {name: kl_estimate(logprobs, ref_logprobs, mask, name) for name in KL_ESTIMATORS}
+    for name, expected in [("k1", exact), ("k2", exact_k2), ("k3", exact)]:
+        values = estimates[name]
+        assert abs(values.mean() - expected) < 4 * values.std() / np.sqrt(values.size), name
+    k2 = estimates["k2"]
+    assert abs(k2.mean() - exact) > 10 * k2.std() / np.sqrt(k2.size)  # biased: ½E[(log r)²] ≠ KL here
+    assert (estimates["k1"] < 0).any() and (k2 >= 0).all() and (estimates["k3"] >= 0).all()
+
+
+def test_kl_penalty_rewards_by_hand():
+    logprobs = np.array([[-1.0, -2.0, -0.5], [-0.3, -0.7, -9.0]])
+    ref_logprobs = np.array([[-1.5, -1.0, -0.5], [-0.2, -1.7, -1.0]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    scores, last, beta = np.array([2.0, -1.0]), np.array([2, 1]), 0.1
+    log_ratio = np.where(mask, logprobs - ref_logprobs, 0.0)
+    by_estimator = {"k1": log_ratio, "k2": 0.5 * log_ratio ** 2, "k3": np.expm1(-log_ratio) + log_ratio}
+    for estimator, kl in by_estimator.items():
+        expected = -beta * kl
+        expected[0, 2] += 2.0
+        expected[1, 1] -= 1.0
+        rewards = kl_penalty_rewards(logprobs, ref_logprobs, mask, scores, last, beta, estimator)
+        np.testing.assert_allclose(rewards, expected, rtol=1e-14, atol=1e-15, err_msg=estimator)
+        assert rewards[1, 2] == 0.0  # padding: no penalty, no score
+    float32 = kl_penalty_rewards(logprobs.astype(np.float32), ref_logprobs.astype(np.float32), mask, scores, last,
+                                 beta)
+    assert float32.dtype == np.float32
+    with pytest.raises(ValueError, match=r"^kl_estimator must be one of \('k1', 'k2', 'k3'\), got 'k4'$"):
+        RLHFConfig(kl_estimator="k4")
+
+
+def test_every_config_field_has_a_one_line_help_and_a_check():
+    """Later command lines generate --help from these declarations (issue 17)."""
+    import dataclasses
+
+    from minippo.pretrain import PretrainConfig
+    from minippo.rl.ppo_config import PPOConfig
+    from minippo.rlhf.pipeline import DemoConfig
+
+    for config in (PPOConfig, RLHFConfig, PretrainConfig, DemoConfig):
+        for spec in dataclasses.fields(config):
+            help_text = spec.metadata.get("help")
+            assert isinstance(help_text, str) and help_text and "\n" not in help_text, (config, spec.name)
+            check = spec.metadata.get("check")
+            assert check is None or isinstance(check.rule, str), (config, spec.name)

@@ -89,5 +89,5 @@ def run(args):
         print(progress_line(iteration, args.iterations, stats))
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
-    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
     print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")

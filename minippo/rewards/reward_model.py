@@ -122,14 +122,12 @@ class RewardModel:
     def save(self, path):
         params, _ = self.named_parameters()
         save_checkpoint(path, params, self.trunk.config.to_dict(),
-                        extra={"kind": "reward_model", "gain": self.gain, "bias": self.bias, "tokenizer": "byte"})
+                        extra={"gain": self.gain, "bias": self.bias, "tokenizer": "byte"}, kind="reward_model")
 
     @classmethod
     def load(cls, path):
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, kind="reward_model")
         extra = state["extra"]
-        if extra.get("kind") != "reward_model":
-            raise ValueError(f"{str(path)!r} is not a reward-model checkpoint (kind={extra.get('kind')!r})")
         try:
             gain, bias = finite_number(extra.get("gain"), "gain"), finite_number(extra.get("bias"), "bias")
             model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))

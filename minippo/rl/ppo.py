@@ -63,7 +63,12 @@ from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
 from minippo.rl.advantages import whiten
-from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.losses import (
+    explained_variance,
+    ppo_policy_loss,
+    reinforce_loss,
+    value_loss,
+)
 from minippo.rl.ppo_config import PPOConfig
 from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 
@@ -282,7 +287,7 @@ class Trainer:
         obs_rms = None if normalizer is None else {key: np.asarray(value).tolist()
                                                    for key, value in normalizer.obs_rms.state_dict().items()}
         save_checkpoint(path, self.agent.params, asdict(self.config), self.optimizer.state_dict(),
-                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms})
+                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms}, kind="ppo_policy")
 
 
 def load_policy(path, env=None):
@@ -294,9 +299,9 @@ def load_policy(path, env=None):
     ``obs_rms_state`` (None without observation normalisation) goes to
     ``NormalizeObservation.obs_rms.load_state_dict``.
     """
-    state = load_checkpoint(path)
-    if not isinstance(state["config"], dict) or "obs_rms" not in state["extra"]:
-        raise ValueError(f"{str(path)!r} is not a PPO checkpoint (it has no PPO config)")
+    state = load_checkpoint(path, kind="ppo_policy")
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"{str(path)!r} has no PPO config")
     config = PPOConfig(**state["config"])
     spaces_env = envs.make(config.env_id, num_envs=1, seed=0) if env is None else env
     agent = ActorCritic(spaces_env.single_observation_space, spaces_env.single_action_space,
@@ -312,7 +317,7 @@ def load_policy(path, env=None):
         source = f"{config.env_id!r} (config.env_id)" if env is None else "the env given"
         raise ValueError(f"{str(path)!r} does not fit the spaces of {source}; pass the environment the policy "
                          f"was trained on as env. {error}") from error
-    obs_rms = state["extra"]["obs_rms"]
+    obs_rms = state["extra"].get("obs_rms")
     if obs_rms is not None:
         if not (isinstance(obs_rms, dict) and set(obs_rms) == {"mean", "var", "count"}):
             raise ValueError(f"{str(path)!r}: the saved observation statistics must be null or an object with "

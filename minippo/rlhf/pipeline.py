@@ -24,11 +24,21 @@ from minippo.checks import check_settings, instance_of, integer, setting
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
-from minippo.rewards.reward_model import RewardModel, preference_accuracy, train_reward_model
+from minippo.rewards.reward_model import (
+    RewardModel,
+    preference_accuracy,
+    train_reward_model,
+)
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
-from minippo.text.corpus import format_prompt, is_preferred, load_corpus, load_preferences, load_prompts
+from minippo.text.corpus import (
+    format_prompt,
+    is_preferred,
+    load_corpus,
+    load_preferences,
+    load_prompts,
+)
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -179,7 +189,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     write_csv(rows, os.path.join(out_dir, "rlhf_log.csv"))
     plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"))
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(),
-                    extra={"kind": "policy", "tokenizer": "byte"})
+                    extra={"tokenizer": "byte"}, kind="gpt")
     reward_model.save(os.path.join(out_dir, "reward_model.npz"))
     summary = {
         "reward_before": before["reward"], "reward_after": after["reward"],

@@ -53,7 +53,12 @@ from minippo.rl.kl import (
     kl_estimate,
     kl_penalty_rewards,
 )
-from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.losses import (
+    explained_variance,
+    ppo_policy_loss,
+    reinforce_loss,
+    value_loss,
+)
 from minippo.rlhf.rollout import (
     generate_rollout,
     response_logits_gradient,
