@@ -23,7 +23,7 @@ of one update to ±20%, so β stays positive however many samples an update cove
 """
 import numpy as np
 
-from minippo.checks import finite_number, is_integer
+from minippo.checks import finite_number, integer_at_least, non_negative, positive
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -51,9 +51,7 @@ class FixedKLController:
     """β stays at its initial value; ``update`` ignores its arguments."""
 
     def __init__(self, beta):
-        if finite_number(beta, "beta") < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.beta = float(beta)
+        self.beta = non_negative(beta, "beta")
 
     def update(self, kl, n_samples):
         return self.beta
@@ -64,17 +62,12 @@ class AdaptiveKLController(FixedKLController):
 
     def __init__(self, beta, target, horizon):
         super().__init__(beta)
-        if not target > 0 or not horizon > 0:
-            raise ValueError(f"target and horizon must be positive, got target={target}, horizon={horizon}")
-        self.target, self.horizon = float(target), float(horizon)
+        self.target, self.horizon = positive(target, "target"), positive(horizon, "horizon")
 
     def update(self, kl, n_samples):
         """Move β after ``n_samples`` samples (an int >= 1) whose mean KL was ``kl`` (finite)."""
         kl = finite_number(kl, "kl")  # a Python float, so that β stays one
-        if not is_integer(n_samples):
-            raise TypeError(f"n_samples must be an int, got {type(n_samples).__name__}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        n_samples = integer_at_least(n_samples, "n_samples", 1)
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
         self.beta *= 1.0 + error * min(n_samples, self.horizon) / self.horizon
         return self.beta
