@@ -149,13 +149,10 @@ def instance_of(cls, described):
     return check
 
 
-def setting(default, help, check=None, factory=None):
+def setting(default=dataclasses.MISSING, help="", check=None, *, factory=dataclasses.MISSING):
     """A dataclass field with its one-line ``help`` and its ``check`` in the field's metadata
     (``factory`` instead of ``default`` for a mutable default)."""
-    metadata = {"help": help, "check": check}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help, "check": check})
 
 
 def check_settings(config):

@@ -35,8 +35,6 @@ def register(subparsers):
 
 
 def run(args):
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be positive, got {args.episodes}")
     agent, config, obs_rms = load_policy(args.load)
     config = replace(config, env_id=args.env or config.env_id)
     env = make_env(config, num_envs=args.episodes, seed=args.seed, training=False)

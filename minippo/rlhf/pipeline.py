@@ -56,10 +56,13 @@ class DemoConfig:
     n_head: int = setting(4, "attention heads")
     n_embd: int = setting(96, "embedding width")
     block_size: int = setting(96, "context length")
-    pretrain: PretrainConfig = setting(None, "pretraining settings", instance_of(PretrainConfig, "a PretrainConfig"),
-                                       factory=lambda: PretrainConfig(steps=800))
+    # a setting is a dataclasses.field, made fresh for each instance by its factory
+    pretrain: PretrainConfig = setting(  # noqa: RUF009
+        help="pretraining settings", check=instance_of(PretrainConfig, "a PretrainConfig"),
+        factory=lambda: PretrainConfig(steps=800))
     reward_steps: int = setting(60, "reward-model training steps", integer(1))
-    rlhf: RLHFConfig = setting(None, "RL settings", instance_of(RLHFConfig, "an RLHFConfig"), factory=RLHFConfig)
+    rlhf: RLHFConfig = setting(  # noqa: RUF009
+        help="RL settings", check=instance_of(RLHFConfig, "an RLHFConfig"), factory=RLHFConfig)
     iterations: int = setting(30, "RL iterations", integer(1))
     # eval_samples >= 2: the reward model is normalised to the standard deviation of these samples
     eval_samples: int = setting(256, "held-out samples of the before/after evaluation", integer(2))

@@ -4,11 +4,13 @@ One iteration:
 
 1. **Rollout** -- sample a response to each prompt from π_T (KV-cache generation).
 2. **Score** -- the judge (reward model or rule) gives each finished response a score s.
-3. **Per-token reward** -- on every response token
+3. **Per-token reward** (``minippo.rl.kl.kl_penalty_rewards``) -- on every response token
        r_t = −β (log π(a_t|s_t) − log π_ref(a_t|s_t)),   plus s at the last real token,
    where π_ref is a frozen copy of the starting policy; β is fixed or adapted so the KL tracks a target.
+   (``kl_estimator`` "k2" or "k3" replaces log π − log π_ref by another per-token estimate of the KL.)
 4. **Advantages** -- a critic V(s_t) (value head on the policy's trunk, or on its own copy) and GAE with
-   γ = 1, λ = 0.95 over response tokens only; advantages whitened over response tokens only.
+   γ = 1, λ = 0.95 over response tokens only, on the batch-major (B, T) arrays
+   (``generalized_advantages(..., time_axis=1)``); advantages whitened over response tokens only.
 5. **Update** -- several epochs of minibatches of the clipped surrogate + clipped value loss, with
    global gradient-norm clipping.  Before the first update the recomputed log-probabilities equal the
    rollout's, so the ratio ρ = π/π_old is exactly 1.
