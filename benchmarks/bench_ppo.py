@@ -45,7 +45,8 @@ def parse_args(argv=None):
 
 from dataclasses import replace
 
-from minippo.rl.ppo import RECENT_EPISODES, Trainer, make_env, preset_for
+from minippo.rl.ppo import RECENT_EPISODES, Trainer, make_env
+from minippo.rl.ppo_config import preset_for
 
 
 def time_to_target(config, target):

@@ -7,6 +7,7 @@ or ``ValueError`` (out of range) with a message that names the argument.
 ``bool`` is a subclass of ``int`` in Python, so ``True`` would pass a plain ``isinstance(x, int)``
 check as the number 1; these helpers accept Python and NumPy numbers and reject booleans.
 """
+import dataclasses
 import math
 import numbers
 
@@ -43,23 +44,19 @@ def integer_at_least(value, name, minimum):
     return int(value)
 
 
-def check_seed(seed):
+def check_seed(seed, name="seed"):
     """``seed`` if it is None, an int >= 0 or a ``numpy.random.Generator`` (what ``np.random.default_rng``
-    takes); otherwise a ``TypeError``/``ValueError`` naming ``seed``."""
+    takes); otherwise a ``TypeError``/``ValueError`` naming ``name``."""
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
     if not is_integer(seed):
-        raise TypeError(f"seed must be None, an int >= 0 or a numpy Generator, got {type(seed).__name__}")
+        raise TypeError(f"{name} must be None, an int >= 0 or a numpy Generator, got {type(seed).__name__}")
     if seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed}")
+        raise ValueError(f"{name} must be an integer >= 0, got {seed}")
     return seed
 
 
-def check_integer_fields(config, minimums):
-    """Check ``config.<name>`` with :func:`integer_at_least` for each ``{name: minimum}`` and store the
-    Python int back (for the ``__post_init__`` of configuration dataclasses)."""
-    for name, minimum in minimums.items():
-        setattr(config, name, integer_at_least(getattr(config, name), name, minimum))
+check_seed.rule = "None, an integer >= 0 or a numpy Generator"
 
 
 def some_names(names, shown=5, separator=", "):
@@ -82,3 +79,92 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+# -- declarative checks of configuration fields ---------------------------------------------------
+# A check is a function ``check(value, name) -> value`` that returns the value (as a plain Python number
+# where that matters) or raises; its ``rule`` says in words what it accepts ("> 0", "in [0, 1]"), for
+# error messages and generated help alike.  A config field declares its check and a one-line help with
+# :func:`setting`, and the config's ``__post_init__`` calls :func:`check_settings`.
+
+
+def number_rule(rule, accept):
+    """A check for a finite real number that ``accept(number)`` holds for; ``rule`` describes it."""
+    def check(value, name):
+        if not accept(finite_number(value, name)):
+            raise ValueError(f"{name} must be {rule}, got {value}")
+        return float(value)
+    check.rule = rule
+    return check
+
+
+positive = number_rule("> 0", lambda number: number > 0)
+non_negative = number_rule(">= 0", lambda number: number >= 0)
+fraction = number_rule("in [0, 1]", lambda number: 0 <= number <= 1)
+finite = number_rule("a finite number", lambda number: True)
+
+
+def integer(minimum):
+    """A check for an integer >= ``minimum`` (stored as a Python int)."""
+    def check(value, name):
+        return integer_at_least(value, name, minimum)
+    check.rule = f"an integer >= {minimum}"
+    return check
+
+
+def one_of(*choices):
+    """A check for one of ``choices`` (:func:`check_choice` as a declarative check)."""
+    def check(value, name):
+        return check_choice(value, name, choices)
+    check.rule = f"one of {', '.join(map(str, choices))}"
+    return check
+
+
+def optional(number_check):
+    """``number_check``, or None (which switches the setting off)."""
+    def check(value, name):
+        if value is None:
+            return None
+        if not is_real(value):
+            raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+        return number_check(value, name)
+    check.rule = f"{number_check.rule}, or None for off"
+    return check
+
+
+def flag(value, name):
+    """A check for True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+flag.rule = "True or False"
+
+
+text = check_str  # a check for a str, as a declarative check
+text.rule = "a str"
+
+
+def instance_of(cls, described):
+    """A check for an instance of ``cls``, ``described`` in words ("an RLHFConfig")."""
+    def check(value, name):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name} must be {described}, got {type(value).__name__}")
+        return value
+    check.rule = described
+    return check
+
+
+def setting(default=dataclasses.MISSING, help="", check=None, *, factory=dataclasses.MISSING):
+    """A dataclass field with its one-line ``help`` and its ``check`` in the field's metadata
+    (``factory`` instead of ``default`` for a mutable default)."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help, "check": check})
+
+
+def check_settings(config):
+    """Run each field's declared check on ``config`` and store the checked value back, in field order."""
+    for spec in dataclasses.fields(config):
+        check = spec.metadata.get("check")
+        if check is not None:
+            setattr(config, spec.name, check(getattr(config, spec.name), spec.name))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minippo.checks import check_integer_fields, finite_number
+from minippo.checks import check_settings, integer, non_negative, positive, setting
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
@@ -29,36 +29,30 @@ IGNORE_INDEX = -1
 
 # The settings a resumed run may change: the rest must match the checkpoint's.
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
+# Settings renamed since checkpoints of format 1 recorded them (old name: new name).
+RENAMED_SETTINGS = {"lr": "learning_rate", "min_lr": "min_learning_rate", "grad_clip": "max_grad_norm"}
 
 
 @dataclass
 class PretrainConfig:
     """Optimisation settings of :func:`pretrain` (model sizes live in ``GPTConfig``)."""
 
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 30
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = 25
-    checkpoint_every: int = 100
+    steps: int = setting(500, "optimizer steps", integer(1))
+    batch_size: int = setting(32, "documents per batch", integer(1))
+    learning_rate: float = setting(3e-3, "peak learning rate (after warmup)", positive)
+    min_learning_rate: float = setting(3e-4, "learning rate at the end of the cosine decay", non_negative)
+    warmup_steps: int = setting(30, "steps of linear warmup", integer(0))
+    weight_decay: float = setting(0.1, "AdamW weight decay of the matrices", non_negative)
+    max_grad_norm: float = setting(1.0, "global gradient-norm clip", positive)
+    seed: int = setting(0, "seed of the batch sampling", integer(0))
+    log_every: int = setting(25, "steps per progress line", integer(1))
+    checkpoint_every: int = setting(100, "steps per checkpoint", integer(1))
 
     def __post_init__(self):
-        check_integer_fields(self, {"steps": 1, "batch_size": 1, "warmup_steps": 0, "seed": 0,
-                                    "log_every": 1, "checkpoint_every": 1})
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            setattr(self, name, finite_number(getattr(self, name), name))
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"min_lr must be in [0, lr] = [0, {self.lr}], got {self.min_lr}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        check_settings(self)
+        if not self.min_learning_rate <= self.learning_rate:
+            raise ValueError(f"min_learning_rate must be in [0, learning_rate] = [0, {self.learning_rate}], "
+                             f"got {self.min_learning_rate}")
 
 
 def encode_documents(lines, tokenizer, block_size):
@@ -104,7 +98,9 @@ def format_duration(seconds):
 
 
 def check_same_settings(saved, config, checkpoint_path):
-    """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``."""
+    """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``
+    (whose names may be the old ones of RENAMED_SETTINGS)."""
+    saved = {RENAMED_SETTINGS.get(name, name): value for name, value in saved.items()}
     differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
                    for name, value in asdict(config).items()
                    if name not in RESUMABLE_CHANGES and saved.get(name) != value]
@@ -128,14 +124,14 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     """
     tokenizer = tokenizer or ByteTokenizer()
     checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)  # messages show a str
-    optimizer = AdamW(model.params, model.grads, lr=config.lr, betas=(0.9, 0.95),
+    optimizer = AdamW(model.params, model.grads, lr=config.learning_rate, betas=(0.9, 0.95),
                       weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     data_digest = documents_digest(documents)
     start_step = 0
     window = []  # losses since the last progress line; saved, so a resumed run logs the same means
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
-        state = load_checkpoint(checkpoint_path)
+        state = load_checkpoint(checkpoint_path, kind="gpt")
         if state["config"] != model.config.to_dict():
             raise ValueError(f"checkpoint {checkpoint_path!r} holds a model with config {state['config']}, "
                              f"not {model.config.to_dict()}")
@@ -160,7 +156,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
         extra = {"pretrain": asdict(config), "pretrain_data": data_digest, "pretrain_window": window,
                  "tokenizer": "byte"}
         save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
-                        step, rng, extra=extra)
+                        step, rng, extra=extra, kind="gpt")
 
     losses = []
     tokens_seen, started = 0, time.perf_counter()
@@ -173,11 +169,12 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
         model.zero_grad()
         model.backward(dlogits)
         try:
-            clip_grad_norm(model.grads, config.grad_clip)
+            clip_grad_norm(model.grads, config.max_grad_norm)
         except FloatingPointError as error:
             raise FloatingPointError(f"gradients became non-finite at step {step}; "
                                      "lower the learning rate") from error
-        optimizer.step(cosine_schedule(step, config.lr, config.warmup_steps, config.steps, config.min_lr))
+        optimizer.step(cosine_schedule(step, config.learning_rate, config.warmup_steps, config.steps,
+                                       config.min_learning_rate))
         losses.append(loss)
         window.append(loss)
         tokens_seen += int((targets != IGNORE_INDEX).sum())
@@ -195,13 +192,8 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
 
 
 def load_model(path):
-    """The GPT stored in a checkpoint written by :func:`pretrain` (or any ``save_checkpoint`` of a GPT)."""
-    state = load_checkpoint(path)
-    if state["extra"].get("kind") == "reward_model":
-        raise ValueError(f"checkpoint {str(path)!r} holds a reward model (load it with RewardModel.load), not a GPT")
-    if "obs_rms" in state["extra"]:  # what Trainer.save writes
-        raise ValueError(f"checkpoint {str(path)!r} holds a control-task PPO policy (load it with load_policy), "
-                         f"not a GPT")
+    """The GPT stored in a checkpoint of kind "gpt": written by :func:`pretrain`, ``minippo rlhf`` or the demo."""
+    state = load_checkpoint(path, kind="gpt")
     if not isinstance(state["config"], dict):
         raise ValueError(f"checkpoint {str(path)!r} holds no model config")
     try:

@@ -7,7 +7,15 @@ import stat
 import numpy as np
 import pytest
 
-from minippo.nn import GPT, AdamW, GPTConfig, ValueHead, clip_grad_norm, cosine_schedule, cross_entropy
+from minippo.nn import (
+    GPT,
+    AdamW,
+    GPTConfig,
+    ValueHead,
+    clip_grad_norm,
+    cosine_schedule,
+    cross_entropy,
+)
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import decay_groups, linear_schedule
 
@@ -289,7 +297,7 @@ def test_checkpoint_round_trip_resumes_identically(tmp_path, dtype):
     rng = np.random.default_rng(7)
     train_steps(model, optimizer, rng, 2)
     path = tmp_path / "ckpt" / "model.npz"  # parent directory is created
-    save_checkpoint(path, model.params, config=config.to_dict(), optimizer_state=optimizer.state_dict(),
+    save_checkpoint(path, model.params, kind="gpt", config=config.to_dict(), optimizer_state=optimizer.state_dict(),
                     step=2, rng=rng, extra={"note": "hello", "losses": [1.5, 1.25]})
     train_steps(model, optimizer, rng, 2)  # the uninterrupted run
 
@@ -312,7 +320,7 @@ def test_checkpoint_round_trip_resumes_identically(tmp_path, dtype):
 
 def test_checkpoint_without_optional_parts(tmp_path):
     params = {"w": np.arange(6.0).reshape(2, 3)}
-    save_checkpoint(tmp_path / "a.npz", params)
+    save_checkpoint(tmp_path / "a.npz", params, kind="gpt")
     loaded = load_checkpoint(str(tmp_path / "a.npz"))
     np.testing.assert_array_equal(loaded["params"]["w"], params["w"])
     assert loaded["optimizer_state"] == {} and loaded["rng"] is None and loaded["config"] is None
@@ -321,8 +329,8 @@ def test_checkpoint_without_optional_parts(tmp_path):
 
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "model.npz"
-    save_checkpoint(path, {"w": np.ones(3)}, step=1)
-    save_checkpoint(path, {"w": np.full(3, 2.0)}, step=2)  # overwrite
+    save_checkpoint(path, {"w": np.ones(3)}, step=1, kind="gpt")
+    save_checkpoint(path, {"w": np.full(3, 2.0)}, step=2, kind="gpt")  # overwrite
     assert os.listdir(tmp_path) == ["model.npz"]
     assert load_checkpoint(path)["step"] == 2
 
@@ -331,7 +339,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
             raise RuntimeError("cannot convert")
 
     with pytest.raises(RuntimeError, match="cannot convert"):
-        save_checkpoint(path, {"w": np.zeros(3), "bad": Unsavable()}, step=3)
+        save_checkpoint(path, {"w": np.zeros(3), "bad": Unsavable()}, step=3, kind="gpt")
     assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
     loaded = load_checkpoint(path)  # and the previous checkpoint is intact
     assert loaded["step"] == 2
@@ -344,7 +352,7 @@ def test_checkpoint_file_mode_follows_umask(tmp_path):
     tempfile.mkstemp creates 0o600 and the atomic rename keeps that mode."""
     umask = os.umask(0o022)
     os.umask(umask)
-    save_checkpoint(tmp_path / "model.npz", {"w": np.ones(3)})
+    save_checkpoint(tmp_path / "model.npz", {"w": np.ones(3)}, kind="gpt")
     np.save(tmp_path / "plain.npy", np.ones(3))
     expected = stat.S_IMODE(os.stat(tmp_path / "plain.npy").st_mode)
     assert expected == 0o666 & ~umask
@@ -376,7 +384,7 @@ def corrupt(path, how):
 @pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "flipped"])
 def test_checkpoint_corrupted_file_raises_value_error_naming_the_path(tmp_path, how):
     path = tmp_path / "model.npz"
-    save_checkpoint(path, {"w": np.ones((4, 4))}, step=5, extra={"x": 1})
+    save_checkpoint(path, {"w": np.ones((4, 4))}, step=5, extra={"x": 1}, kind="gpt")
     corrupt(path, how)
     with pytest.raises(ValueError, match="model.npz"):
         load_checkpoint(path)
@@ -400,7 +408,7 @@ def test_checkpoint_not_minippo_or_wrong_version(tmp_path):
     with pytest.raises(ValueError, match=r"array.npy.*not an .npz archive"):
         load_checkpoint(path)
     path = tmp_path / "badrng.npz"
-    save_checkpoint(path, {"w": np.ones(3)}, rng=np.random.default_rng(0))
+    save_checkpoint(path, {"w": np.ones(3)}, rng=np.random.default_rng(0), kind="gpt")
     with np.load(path) as archive:
         contents = dict(archive)
     meta = json.loads(str(contents["meta"]))
@@ -444,7 +452,41 @@ def test_checkpoint_keeps_any_numpy_bit_generator(tmp_path, bit_generator):
     """MT19937 and Philox states hold arrays; they go through the JSON metadata as lists."""
     rng = np.random.Generator(bit_generator(5))
     rng.random(3)
-    save_checkpoint(tmp_path / "rng.npz", {"w": np.ones(2)}, rng=rng)
+    save_checkpoint(tmp_path / "rng.npz", {"w": np.ones(2)}, rng=rng, kind="gpt")
     restored = load_checkpoint(tmp_path / "rng.npz")["rng"]
     assert type(restored.bit_generator) is bit_generator
     np.testing.assert_array_equal(restored.random(6), rng.random(6))
+
+
+def write_format_1(path, params, extra, config=None):
+    """A checkpoint as the previous minippo wrote it: format 1, no kind."""
+    meta = {"format_version": 1, "config": config, "step": 0, "rng_state": None, "extra": extra}
+    np.savez(path, **{f"params/{name}": value for name, value in params.items()}, meta=np.array(json.dumps(meta)))
+
+
+def test_checkpoints_record_their_kind_and_loaders_ask_for_theirs(tmp_path):
+    path = tmp_path / "rm.npz"
+    save_checkpoint(path, {"w": np.ones(2)}, kind="reward_model")
+    assert load_checkpoint(path)["kind"] == "reward_model" == load_checkpoint(path, kind="reward_model")["kind"]
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(path, kind="ppo_policy")
+    assert str(error.value) == (f"checkpoint {str(path)!r} holds a reward model (load it with RewardModel.load), "
+                                f"not a control-task PPO policy")
+    with pytest.raises(ValueError, match=r"^kind must be one of \('gpt', 'reward_model', 'ppo_policy'\), got 'policy'$"):
+        save_checkpoint(tmp_path / "x.npz", {"w": np.ones(2)}, kind="policy")
+    with pytest.raises(TypeError, match="kind"):
+        save_checkpoint(tmp_path / "x.npz", {"w": np.ones(2)})  # every checkpoint says what it holds
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_format_1_checkpoints_get_their_kind_from_one_legacy_rule(tmp_path):
+    for extra, kind in [({"kind": "reward_model", "gain": 1.0, "bias": 0.0}, "reward_model"),
+                        ({"obs_rms": None}, "ppo_policy"), ({"kind": "policy", "tokenizer": "byte"}, "gpt"), ({}, "gpt")]:
+        write_format_1(tmp_path / "old.npz", {"w": np.ones(2)}, extra)
+        state = load_checkpoint(tmp_path / "old.npz", kind=kind)
+        assert state["kind"] == kind and state["extra"] == extra
+        np.testing.assert_array_equal(state["params"]["w"], np.ones(2))
+    meta = {"format_version": 2, "kind": "mystery", "config": None, "step": 0, "rng_state": None, "extra": {}}
+    np.savez(tmp_path / "odd.npz", meta=np.array(json.dumps(meta)))
+    with pytest.raises(ValueError, match=r"odd.npz': unknown checkpoint kind 'mystery'"):
+        load_checkpoint(tmp_path / "odd.npz")

@@ -24,22 +24,25 @@ from minippo.nn.gpt import GPTConfig
 from minippo.nn.mlp import MLP
 from minippo.rl.actor_critic import ActorCritic, sample_categorical
 from minippo.rl.advantages import generalized_advantages, whiten
+from minippo.rl.evaluation import evaluate_policy
 from minippo.rl.kl import AdaptiveKLController, FixedKLController
-from minippo.rl.losses import _weights, explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.losses import (
+    _weights,
+    explained_variance,
+    ppo_policy_loss,
+    reinforce_loss,
+    value_loss,
+)
 from minippo.rl.ppo import (
-    Batch,
-    PPOConfig,
-    Rollout,
     Trainer,
-    evaluate_policy,
     find_wrapper,
-    gae_targets,
     load_policy,
     make_env,
     ppo_loss_and_gradients,
-    preset_for,
     reinforce_loss_and_gradients,
 )
+from minippo.rl.ppo_config import PPOConfig, preset_for
+from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 from tests.gradcheck import check_gradients
 
 OBS_DIM, N_ACTIONS, ACTION_DIM = 3, 4, 2
@@ -239,7 +242,7 @@ def naive_targets(rewards, values, terminations, truncations, final_values, last
 
 def synthetic_rollout(seed=0, T=12, N=3):
     rng = np.random.default_rng(seed)
-    rollout = Rollout(T, N, (OBS_DIM,), (), np.int64, np.float64)
+    rollout = RolloutBuffer(T, N, (OBS_DIM,), (), np.int64, np.float64)
     rollout.rewards[...] = rng.standard_normal((T, N))
     rollout.values[...] = rng.standard_normal((T, N))
     rollout.final_values[...] = rng.standard_normal((T, N))
@@ -257,6 +260,20 @@ def test_gae_targets_match_a_per_episode_loop(gamma, lam):
                              rollout.final_values, rollout.last_values, gamma, lam)
     np.testing.assert_allclose(advantages, expected[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(returns, expected[1], rtol=1e-12, atol=1e-12)
+
+
+def test_gae_batch_major_equals_time_major_bit_for_bit():
+    """RLHF passes (B, T) arrays with time_axis=1; the control tasks (T, N) with time along axis 0."""
+    rollout = synthetic_rollout(seed=3)
+    rng = np.random.default_rng(4)
+    time_major = (rollout.rewards, rollout.values, rng.standard_normal(rollout.values.shape),
+                  (rng.random(rollout.values.shape) > 0.2).astype(np.float64),
+                  (rng.random(rollout.values.shape) > 0.3).astype(np.float64))
+    expected = generalized_advantages(*time_major, 0.97, 0.9)
+    batch_major = generalized_advantages(*(np.ascontiguousarray(a.T) for a in time_major), 0.97, 0.9, time_axis=1)
+    for got, want in zip(batch_major, expected):
+        assert got.shape == want.T.shape
+        np.testing.assert_array_equal(got, want.T)
 
 
 def test_gae_keeps_the_rewards_dtype_and_checks_gamma_and_lam():
@@ -489,7 +506,7 @@ def test_load_policy_takes_the_environment_a_policy_was_trained_on(tmp_path):
         load_policy(tmp_path / "wide.npz", env=envs.make("CartPole-v1", num_envs=1, seed=0))
     state = load_checkpoint(tmp_path / "wide.npz")  # the right network, a broken value: no hint about spaces
     state["params"]["actor.layers.0.bias"][0] = np.nan
-    save_checkpoint(tmp_path / "nan.npz", state["params"], state["config"], extra=state["extra"])
+    save_checkpoint(tmp_path / "nan.npz", state["params"], state["config"], extra=state["extra"], kind="ppo_policy")
     with pytest.raises(ValueError) as error:
         load_policy(tmp_path / "nan.npz", env=WideCartPole(num_envs=1, seed=0))
     assert str(error.value) == (f"{str(tmp_path / 'nan.npz')!r}: cannot load state_dict: actor.layers.0.bias: "

@@ -1,4 +1,7 @@
 """Pretraining: the loss falls, checkpoints resume bit-identically, the command line works."""
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -6,7 +9,14 @@ from minippo.cli import main
 from minippo.commands.pretrain import print_samples
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
-from minippo.pretrain import IGNORE_INDEX, PretrainConfig, encode_documents, load_model, pretrain, sample_batch
+from minippo.pretrain import (
+    IGNORE_INDEX,
+    PretrainConfig,
+    encode_documents,
+    load_model,
+    pretrain,
+    sample_batch,
+)
 from minippo.text.corpus import load_corpus
 from minippo.text.tokenizer import ByteTokenizer
 
@@ -98,17 +108,18 @@ def test_resume_refuses_changed_settings_but_allows_more_steps(tmp_path):
     path = str(tmp_path / "model.npz")
     config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)
     pretrain(tiny_model(), documents, config, checkpoint_path=path, log=quiet)
-    changed = PretrainConfig(steps=2, batch_size=3, warmup_steps=1, lr=1e-3)
+    changed = PretrainConfig(steps=2, batch_size=3, warmup_steps=1, learning_rate=1e-3)
     with pytest.raises(ValueError, match="settings") as error:
         pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)
     assert "batch_size: checkpoint 2, now 3" in str(error.value)
-    assert "lr: checkpoint 0.003, now 0.001" in str(error.value)
+    assert "learning_rate: checkpoint 0.003, now 0.001" in str(error.value)
     longer = PretrainConfig(steps=3, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=1)
     assert len(pretrain(tiny_model(), documents, longer, checkpoint_path=path, resume=True, log=quiet)) == 1
     # A checkpoint without the settings (not written by pretrain) is resumed without the check.
     state = load_checkpoint(path)
     assert state["step"] == 3 and "pretrain" in state["extra"]
-    save_checkpoint(path, state["params"], state["config"], state["optimizer_state"], state["step"], state["rng"])
+    save_checkpoint(path, state["params"], state["config"], state["optimizer_state"], state["step"], state["rng"],
+                    kind="gpt")
     changed.steps = 4
     assert len(pretrain(tiny_model(), documents, changed, checkpoint_path=path, resume=True, log=quiet)) == 1
 
@@ -117,7 +128,7 @@ def test_resume_refuses_a_checkpoint_of_weights_only(tmp_path, capsys):
     """`minippo rlhf` writes OUT/policy.npz with weights only; moved to model.npz it cannot be resumed."""
     path = tmp_path / "model.npz"
     model = tiny_model()
-    save_checkpoint(path, model.params, model.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
+    save_checkpoint(path, model.params, model.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
     with pytest.raises(ValueError) as error:  # a pathlib path is shown as the plain path
         pretrain(tiny_model(), encode_documents(load_corpus()[:20], TOKENIZER, 96), PretrainConfig(steps=2),
                  checkpoint_path=path, resume=True, log=quiet)
@@ -186,12 +197,12 @@ def test_print_samples_explains_when_the_prompts_fill_the_context():
         (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0, got -1"),
         (dict(seed=-1), "seed must be an integer >= 0, got -1"),
         (dict(seed=1.5), "seed must be an integer >= 0, got float 1.5"),
-        (dict(lr=float("inf")), "lr must be a finite number, got inf"),
-        (dict(lr=float("nan")), "lr must be a finite number, got nan"),
-        (dict(lr="0.1"), "lr must be a finite number, got str '0.1'"),
-        (dict(lr=1e-4), r"min_lr must be in \[0, lr\]"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite number, got inf"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number, got nan"),
+        (dict(learning_rate="0.1"), "learning_rate must be a finite number, got str '0.1'"),
+        (dict(learning_rate=1e-4), r"min_learning_rate must be in \[0, learning_rate\]"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0, got -0.1"),
-        (dict(grad_clip=0.0), "grad_clip must be > 0, got 0.0"),
+        (dict(max_grad_norm=0.0), "max_grad_norm must be > 0, got 0.0"),
     ],
 )
 def test_pretrain_config_rejects_bad_settings(settings, message):
@@ -201,9 +212,9 @@ def test_pretrain_config_rejects_bad_settings(settings, message):
 
 
 def test_pretrain_config_accepts_numpy_numbers_and_stores_python_ones():
-    config = PretrainConfig(steps=np.int64(5), lr=np.float32(0.5), seed=np.uint8(3))
-    assert (config.steps, config.lr, config.seed) == (5, 0.5, 3)
-    assert type(config.steps) is int and type(config.lr) is float and type(config.seed) is int
+    config = PretrainConfig(steps=np.int64(5), learning_rate=np.float32(0.5), seed=np.uint8(3))
+    assert (config.steps, config.learning_rate, config.seed) == (5, 0.5, 3)
+    assert type(config.steps) is int and type(config.learning_rate) is float and type(config.seed) is int
 
 
 def test_pretrain_command(tmp_path, capsys):
@@ -247,3 +258,26 @@ def test_pretrain_command_rejects_bad_options(tmp_path, capsys, bad, problem):
         status = exit.code
     assert status == 2
     assert problem in capsys.readouterr().err
+
+
+def test_resume_reads_a_checkpoint_of_the_previous_format_with_the_old_setting_names(tmp_path):
+    """Format 1 recorded no kind and called learning_rate, min_learning_rate, max_grad_norm lr, min_lr, grad_clip."""
+    documents = encode_documents(load_corpus()[:50], TOKENIZER, 96)
+    path = tmp_path / "model.npz"
+    config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1)
+    pretrain(tiny_model(), documents, config, checkpoint_path=path, log=quiet)
+    with np.load(path) as archive:
+        contents = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(contents["meta"]))
+    assert meta.pop("kind") == "gpt" and meta["format_version"] == 2
+    meta["format_version"] = 1
+    settings = meta["extra"]["pretrain"]
+    for old, new in [("lr", "learning_rate"), ("min_lr", "min_learning_rate"), ("grad_clip", "max_grad_norm")]:
+        settings[old] = settings.pop(new)
+    np.savez(path, **{**contents, "meta": np.array(json.dumps(meta))})
+    assert load_model(path).config == tiny_model().config
+    with pytest.raises(ValueError, match="learning_rate: checkpoint 0.003, now 0.001"):
+        pretrain(tiny_model(), documents, replace(config, steps=3, learning_rate=1e-3), checkpoint_path=path,
+                 resume=True, log=quiet)
+    assert len(pretrain(tiny_model(), documents, replace(config, steps=3), checkpoint_path=path, resume=True,
+                        log=quiet)) == 1

@@ -16,9 +16,20 @@ from minippo.rewards.reward_model import (
     preference_accuracy,
     train_reward_model,
 )
-from minippo.rl.kl import AdaptiveKLController, FixedKLController
+from minippo.rl.kl import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    kl_estimate,
+    kl_penalty_rewards,
+)
 from minippo.rl.losses import ppo_policy_loss, reinforce_loss
-from minippo.rlhf.rollout import Rollout, generate_rollout, response_logprobs, response_logprobs_backward
+from minippo.rlhf.rollout import (
+    Rollout,
+    generate_rollout,
+    response_logprobs,
+    response_logprobs_backward,
+)
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rlhf.value import estimate_value
 from minippo.text.corpus import format_example, format_prompt, load_preferences
@@ -150,7 +161,7 @@ def test_ppo_first_step_is_the_advantage_weighted_policy_gradient():
 def test_ppo_iteration_first_ratio_is_exactly_one_and_reward_is_used(critic):
     model = tiny_policy(seed=2)
     config = RLHFConfig(batch_size=16, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH, critic=critic,
-                        update_epochs=2, lr=1e-2)
+                        update_epochs=2, learning_rate=1e-2)
     trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
     before = {k: v.copy() for k, v in model.params.items()}
     stats = trainer.iteration([PROMPT] * 16)
@@ -168,7 +179,7 @@ def test_training_raises_the_expected_reward(algo):
     model = tiny_policy(seed=4)
     start, _ = exact_expectation_and_gradient(model)
     config = RLHFConfig(algo=algo, batch_size=32, minibatch_size=16, max_new_tokens=RESPONSE_LENGTH,
-                        lr=3e-2, init_kl_coef=0.01, kl_target=None, rloo_k=4, seed=1)
+                        learning_rate=3e-2, init_kl_coef=0.01, kl_target=None, rloo_k=4, seed=1)
     trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
     for _ in range(15):
         trainer.iteration([PROMPT] * (32 // config.rloo_k if algo == "rloo" else 32))
@@ -252,7 +263,7 @@ def test_bradley_terry_gradient_matches_finite_differences():
 def test_reward_model_learns_the_shipped_preferences_and_normalises(tmp_path):
     trunk = GPT(GPTConfig(vocab_size=258, block_size=96, n_layer=1, n_head=2, n_embd=32), seed=0)
     model = RewardModel(trunk, seed=0)
-    train_reward_model(model, load_preferences("train"), steps=40, batch_size=16, lr=3e-3, seed=0,
+    train_reward_model(model, load_preferences("train"), steps=40, batch_size=16, learning_rate=3e-3, seed=0,
                        log=lambda line: None)
     assert preference_accuracy(model, load_preferences("test")) > 0.85
     prompts, chosen, rejected = pair_texts(load_preferences("test")[:40])
@@ -349,12 +360,12 @@ def test_a_critic_of_another_dtype_or_width_is_refused():
         ({"batch_size": 64.0}, TypeError, "batch_size must be an integer >= 1, got float 64.0"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
         ({"algo": "rloo", "rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
-        ({"lr": "1e-4"}, TypeError, "lr must be a finite number, got str '1e-4'"),
+        ({"learning_rate": "1e-4"}, TypeError, "learning_rate must be a finite number, got str '1e-4'"),
         ({"kl_target": 0.0}, ValueError, "kl_target must be > 0, got 0.0"),
         ({"max_grad_norm": math.inf}, ValueError, "max_grad_norm must be a finite number, got inf"),
-        ({"value_clip_coef": True}, TypeError, "value_clip_coef must be a number or None, got bool"),
+        ({"max_grad_norm": True}, TypeError, "max_grad_norm must be a number or None, got bool"),
         ({"ent_coef": -0.1}, ValueError, "ent_coef must be >= 0, got -0.1"),
-        ({"lam": 1.5}, ValueError, "lam must be in [0, 1], got 1.5"),
+        ({"gae_lambda": 1.5}, ValueError, "gae_lambda must be in [0, 1], got 1.5"),
         ({"missing_eos_penalty": math.nan}, ValueError, "missing_eos_penalty must be a finite number, got nan"),
         ({"algo": "rloo", "rloo_k": 3}, ValueError,
          "rloo needs rloo_k dividing batch_size, got rloo_k=3 and batch_size=64"),
@@ -367,11 +378,11 @@ def test_config_checks_every_field(settings, error, message):
 
 
 def test_config_accepts_numpy_numbers_and_none():
-    config = RLHFConfig(batch_size=np.int64(32), minibatch_size=np.int32(16), lr=np.float32(0.5),
-                        kl_target=None, max_grad_norm=None, value_clip_coef=None)
+    config = RLHFConfig(batch_size=np.int64(32), minibatch_size=np.int32(16),
+                        learning_rate=np.float32(0.5), kl_target=None, max_grad_norm=None, missing_eos_penalty=None)
     assert type(config.batch_size) is int and config.batch_size == 32 and config.minibatch_size == 16
-    assert type(config.lr) is float and config.lr == 0.5
-    assert config.kl_target is None and config.max_grad_norm is None and config.value_clip_coef is None
+    assert type(config.learning_rate) is float and config.learning_rate == 0.5
+    assert config.kl_target is None and config.max_grad_norm is None and config.missing_eos_penalty is None
     for seed in (None, np.random.default_rng(3)):  # as the trainer's as_generator takes them
         assert RLHFConfig(seed=seed).seed is seed
     assert RLHFConfig(algo="ppo", rloo_k=1).rloo_k == 1  # rloo_k is only read (and checked) by RLOO
@@ -443,13 +454,13 @@ def test_loaders_name_the_file_and_the_kind_of_checkpoint_it_holds(tmp_path):
     with pytest.raises(ValueError, match=r"ppo.npz' holds a control-task PPO policy \(load it with load_policy\)"):
         load_model(ppo_path)
     state = load_checkpoint(reward_path)
-    for extra, message in [({"kind": "reward_model", "bias": 0.0}, "gain must be a finite number, got NoneType"),
-                           ({"kind": "reward_model", "gain": "x", "bias": 0.0}, "gain must be a finite number")]:
-        save_checkpoint(reward_path, state["params"], state["config"], extra=extra)
+    for extra, message in [({"bias": 0.0}, "gain must be a finite number, got NoneType"),
+                           ({"gain": "x", "bias": 0.0}, "gain must be a finite number")]:
+        save_checkpoint(reward_path, state["params"], state["config"], extra=extra, kind="reward_model")
         with pytest.raises(ValueError, match=rf"rm.npz' is not a valid reward-model checkpoint: {message}"):
             RewardModel.load(reward_path)
     state = load_checkpoint(ppo_path)
-    save_checkpoint(ppo_path, state["params"], state["config"], extra={"obs_rms": [1, 2]})
+    save_checkpoint(ppo_path, state["params"], state["config"], extra={"obs_rms": [1, 2]}, kind="ppo_policy")
     from minippo.rl.ppo import load_policy
     with pytest.raises(ValueError, match=r"ppo.npz': the saved observation statistics must be null or an object"):
         load_policy(ppo_path)
@@ -471,3 +482,59 @@ def test_rollout_prompts_that_are_empty_or_too_long_are_named():
     with pytest.raises(ValueError, match=r"prompt 0 \('aaaaaaa'\) must be at most 6 tokens \(block_size 8 - "
                                          r"max_new_tokens 2\), it has 7"):
         generate_rollout(policy, tokenizer, [long_prompt], 2, 1.0, np.random.default_rng(0))
+
+
+def test_kl_estimators_k1_and_k3_are_unbiased_and_k2_is_not():
+    """Tokens sampled from π over 5 ids; the exact KL(π ‖ π_ref) is enumerable."""
+    policy = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    reference = np.array([0.05, 0.1, 0.15, 0.2, 0.5])
+    exact = float(np.sum(policy * np.log(policy / reference)))
+    log_ratio = np.log(reference / policy)  # log r per id
+    exact_k2 = float(np.sum(policy * 0.5 * log_ratio ** 2))
+    tokens = np.random.default_rng(0).choice(5, size=(200, 100), p=policy)
+    logprobs, ref_logprobs = np.log(policy)[tokens], np.log(reference)[tokens]
+    mask = np.ones(tokens.shape, dtype=bool)
+    estimates = {name: kl_estimate(logprobs, ref_logprobs, mask, name) for name in KL_ESTIMATORS}
+    for name, expected in [("k1", exact), ("k2", exact_k2), ("k3", exact)]:
+        values = estimates[name]
+        assert abs(values.mean() - expected) < 4 * values.std() / np.sqrt(values.size), name
+    k2 = estimates["k2"]
+    assert abs(k2.mean() - exact) > 10 * k2.std() / np.sqrt(k2.size)  # biased: ½E[(log r)²] ≠ KL here
+    assert (estimates["k1"] < 0).any() and (k2 >= 0).all() and (estimates["k3"] >= 0).all()
+
+
+def test_kl_penalty_rewards_by_hand():
+    logprobs = np.array([[-1.0, -2.0, -0.5], [-0.3, -0.7, -9.0]])
+    ref_logprobs = np.array([[-1.5, -1.0, -0.5], [-0.2, -1.7, -1.0]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    scores, last, beta = np.array([2.0, -1.0]), np.array([2, 1]), 0.1
+    log_ratio = np.where(mask, logprobs - ref_logprobs, 0.0)
+    by_estimator = {"k1": log_ratio, "k2": 0.5 * log_ratio ** 2, "k3": np.expm1(-log_ratio) + log_ratio}
+    for estimator, kl in by_estimator.items():
+        expected = -beta * kl
+        expected[0, 2] += 2.0
+        expected[1, 1] -= 1.0
+        rewards = kl_penalty_rewards(logprobs, ref_logprobs, mask, scores, last, beta, estimator)
+        np.testing.assert_allclose(rewards, expected, rtol=1e-14, atol=1e-15, err_msg=estimator)
+        assert rewards[1, 2] == 0.0  # padding: no penalty, no score
+    float32 = kl_penalty_rewards(logprobs.astype(np.float32), ref_logprobs.astype(np.float32), mask, scores, last,
+                                 beta)
+    assert float32.dtype == np.float32
+    with pytest.raises(ValueError, match=r"^kl_estimator must be one of \('k1', 'k2', 'k3'\), got 'k4'$"):
+        RLHFConfig(kl_estimator="k4")
+
+
+def test_every_config_field_has_a_one_line_help_and_a_check():
+    """Later command lines generate --help from these declarations (issue 17)."""
+    import dataclasses
+
+    from minippo.pretrain import PretrainConfig
+    from minippo.rl.ppo_config import PPOConfig
+    from minippo.rlhf.pipeline import DemoConfig
+
+    for config in (PPOConfig, RLHFConfig, PretrainConfig, DemoConfig):
+        for spec in dataclasses.fields(config):
+            help_text = spec.metadata.get("help")
+            assert isinstance(help_text, str) and help_text and "\n" not in help_text, (config, spec.name)
+            check = spec.metadata.get("check")
+            assert check is None or isinstance(check.rule, str), (config, spec.name)

@@ -12,7 +12,8 @@ import numpy as np
 
 from minippo import envs
 from minippo.commands import integer_option
-from minippo.rl.ppo import evaluate_policy, find_wrapper, load_policy, make_env
+from minippo.rl.evaluation import evaluate_policy
+from minippo.rl.ppo import find_wrapper, load_policy, make_env
 from minippo.seeding import spawn_seeds
 
 
@@ -34,8 +35,6 @@ def register(subparsers):
 
 
 def run(args):
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be positive, got {args.episodes}")
     agent, config, obs_rms = load_policy(args.load)
     config = replace(config, env_id=args.env or config.env_id)
     env = make_env(config, num_envs=args.episodes, seed=args.seed, training=False)

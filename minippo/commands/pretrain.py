@@ -29,7 +29,8 @@ def register(subparsers):
                         help=f"optimizer steps (default: {defaults.steps})")
     parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
                         help=f"documents per batch (default: {defaults.batch_size})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default: {defaults.lr})")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate,
+                        help=f"peak learning rate (default: {defaults.learning_rate})")
     parser.add_argument("--seed", type=integer_option(0), default=defaults.seed,
                         help="seed of the initial weights, the batches and the samples (default: 0)")
     parser.add_argument("--n-layer", type=integer_option(1), default=DEFAULT_MODEL["n_layer"],
@@ -63,8 +64,9 @@ def run(args):
     lines = load_corpus() if args.data is None else read_text(args.data).splitlines()
     model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                              n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            min_lr=min(args.lr, PretrainConfig.min_lr), seed=args.seed)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            min_learning_rate=min(args.learning_rate, PretrainConfig.min_learning_rate),
+                            seed=args.seed)
     try:
         documents = encode_documents(lines, tokenizer, model_config.block_size)
     except ValueError as error:

@@ -26,7 +26,7 @@ def register(subparsers):
     parser.add_argument("--out", default="runs/reward_model.npz", help="output checkpoint (default: runs/reward_model.npz)")
     parser.add_argument("--steps", type=integer_option(1), default=150, help="training steps (default: 150)")
     parser.add_argument("--batch-size", type=integer_option(1), default=32, help="pairs per step (default: 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="held-out fraction for --data (default: 0.15)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.set_defaults(func=run)
@@ -51,7 +51,8 @@ def run(args):
     else:
         train, test = load_preferences("train"), load_preferences("test")
     model = RewardModel.from_policy(load_model(args.policy), seed=head_seed)
-    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=order_seed)
+    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, seed=order_seed)
     print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
     model.save(args.out)
     print(f"wrote {args.out}")

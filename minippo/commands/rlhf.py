@@ -9,7 +9,7 @@ from minippo.pretrain import load_model
 from minippo.rewards.reward_model import RewardModel
 from minippo.rewards.rule_specs import RULE_REWARD_KINDS, parse_rule_reward
 from minippo.rlhf.pipeline import progress_line, write_csv
-from minippo.rlhf.trainer import ALGORITHMS, RLHFConfig, RLHFTrainer
+from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.files import read_text
@@ -44,7 +44,7 @@ def register(subparsers):
     )
     parser.add_argument("--policy", required=True, help="policy checkpoint (.npz)")
     parser.add_argument("--reward", required=True, help="reward-model checkpoint (.npz) or rule spec")
-    parser.add_argument("--algo", choices=ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
+    parser.add_argument("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
     parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
     parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
@@ -55,7 +55,7 @@ def register(subparsers):
     parser.add_argument("--max-new-tokens", type=integer_option(1), default=defaults.max_new_tokens,
                         help="response length limit")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate, help="learning rate")
     parser.add_argument("--kl-target", type=float, default=defaults.kl_target,
                         help=f"adaptive-KL target in nats per response (default: {defaults.kl_target})")
     parser.add_argument("--fixed-kl", type=float, default=None, help="use this fixed β instead of adaptive KL")
@@ -68,7 +68,8 @@ def register(subparsers):
 def run(args):
     rlhf_seed, prompt_seed = spawn_seeds(args.seed, 2)  # sampling in the trainer, picking prompts here
     config = RLHFConfig(algo=args.algo, batch_size=args.batch_size, minibatch_size=args.minibatch_size,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature, lr=args.lr,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        learning_rate=args.learning_rate,
                         critic=args.critic, seed=rlhf_seed,
                         kl_target=None if args.fixed_kl is not None else args.kl_target,
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
@@ -88,5 +89,5 @@ def run(args):
         print(progress_line(iteration, args.iterations, stats))
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
-    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"kind": "policy", "tokenizer": "byte"})
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
     print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")

@@ -19,7 +19,8 @@ from dataclasses import replace
 from minippo.atomic import atomic_write
 from minippo.commands import check_output_path, integer_option
 from minippo.pretrain import format_duration
-from minippo.rl.ppo import ALGORITHMS, PRESETS, RECENT_EPISODES, Trainer, preset_for
+from minippo.rl.ppo import RECENT_EPISODES, Trainer
+from minippo.rl.ppo_config import CONTROL_ALGORITHMS, PRESETS, preset_for
 
 EPISODE_COLUMNS = ("global_step", "episode_return", "episode_length")
 
@@ -36,11 +37,11 @@ def register(subparsers):
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="hyper-parameter preset (default: cartpole-fast for CartPole-v1, pendulum for "
                         "Pendulum-v1, CleanRL's CartPole defaults otherwise)")
-    parser.add_argument("--algo", choices=ALGORITHMS, help="algorithm (default: the preset's)")
+    parser.add_argument("--algo", choices=CONTROL_ALGORITHMS, help="algorithm (default: the preset's)")
     parser.add_argument("--num-envs", type=integer_option(1), help="parallel environments (default: the preset's)")
     parser.add_argument("--total-steps", type=integer_option(1),
                         help="environment steps in total (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
+    parser.add_argument("--learning-rate", "--lr", type=float, help="initial learning rate (default: the preset's)")
     parser.add_argument("--seed", type=integer_option(0),
                         help="seed of the environments, the networks and the sampling (default: the preset's, 1)")
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
@@ -53,7 +54,7 @@ def register(subparsers):
 def config_from_args(args):
     """The preset chosen by ``--env``/``--preset`` with the command-line overrides applied."""
     overrides = {"algo": args.algo, "num_envs": args.num_envs, "total_steps": args.total_steps,
-                 "learning_rate": args.lr, "seed": args.seed}
+                 "learning_rate": args.learning_rate, "seed": args.seed}
     return replace(preset_for(args.env, args.preset), **{k: v for k, v in overrides.items() if v is not None})
 
 

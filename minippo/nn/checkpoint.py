@@ -1,8 +1,13 @@
-"""One-file checkpoints: config, weights, optimizer state, step and RNG state.
+"""One-file checkpoints: what they hold (their kind), config, weights, optimizer state, step and RNG state.
 
 The file is a NumPy ``.npz`` (no pickle): arrays are stored under ``params/<name>`` and
-``optimizer/<key>``; everything else (the model config, the step, the bit-generator state, any extra
-JSON-friendly metadata) is one JSON document under ``meta``.
+``optimizer/<key>``; everything else (the kind, the model config, the step, the bit-generator state,
+any extra JSON-friendly metadata) is one JSON document under ``meta``.
+
+Every checkpoint records its ``kind`` (:data:`CHECKPOINT_KINDS`) and each loader asks for its own, so
+a file given to the wrong loader is refused with the name of the right one.  Format 1 files (written
+before kinds were recorded) are still read: their kind follows from their metadata by one legacy rule
+(:func:`legacy_kind`).
 
 Writing is atomic: the archive goes to a temporary file in the target directory, is flushed to disk,
 then renamed over the destination, so a crash never leaves a half-written checkpoint.  Loading checks
@@ -16,7 +21,14 @@ import numpy as np
 
 from minippo.atomic import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# kind: (what it holds, the function that loads it)
+CHECKPOINT_KINDS = {
+    "gpt": ("a GPT", "minippo.pretrain.load_model"),
+    "reward_model": ("a reward model", "RewardModel.load"),
+    "ppo_policy": ("a control-task PPO policy", "load_policy"),
+}
 
 
 def rng_state(rng):
@@ -37,12 +49,16 @@ def rng_from_state(state):
     return np.random.Generator(bit_generator)
 
 
-def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng=None, extra=None):
-    """Atomically write a checkpoint to ``path`` (parent directories are created)."""
+def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng=None, extra=None, *, kind):
+    """Atomically write a checkpoint of ``kind`` (a key of :data:`CHECKPOINT_KINDS`) to ``path`` (parent
+    directories are created)."""
+    if kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"kind must be one of {tuple(CHECKPOINT_KINDS)}, got {kind!r}")
     arrays = {f"params/{name}": value for name, value in params.items()}
     arrays.update({f"optimizer/{key}": value for key, value in (optimizer_state or {}).items()})
     meta = {
         "format_version": FORMAT_VERSION,
+        "kind": kind,
         "config": config,
         "step": int(step),
         "rng_state": None if rng is None else rng_state(rng),
@@ -53,11 +69,20 @@ def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng
         np.savez(file, **arrays)
 
 
-def load_checkpoint(path):
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def legacy_kind(extra):
+    """The kind of a format-1 checkpoint, which did not record it: a reward model said so in ``extra``,
+    a control-task policy kept its observation statistics there, anything else held a GPT."""
+    if extra.get("kind") == "reward_model":
+        return "reward_model"
+    return "ppo_policy" if "obs_rms" in extra else "gpt"
 
-    Returns a dict with ``params``, ``optimizer_state`` (possibly empty), ``config``, ``step``,
-    ``rng`` (a Generator, or None) and ``extra``.  Raises ``ValueError`` naming the file and the problem.
+
+def load_checkpoint(path, kind=None):
+    """Read a checkpoint written by :func:`save_checkpoint`; with ``kind``, only a checkpoint of that kind.
+
+    Returns a dict with ``kind``, ``params``, ``optimizer_state`` (possibly empty), ``config``, ``step``,
+    ``rng`` (a Generator, or None) and ``extra``.  Raises ``ValueError`` naming the file and the problem
+    (for a checkpoint of another kind: what it holds and which function loads it).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -78,15 +103,22 @@ def load_checkpoint(path):
     except json.JSONDecodeError as error:
         raise ValueError(f"{path!r}: the 'meta' entry is not valid JSON ({error})") from error
     version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(f"{path!r}: checkpoint format {version!r}, "
-                         f"this minippo reads format {FORMAT_VERSION}")
+                         f"this minippo reads formats {', '.join(map(str, READABLE_VERSIONS))}")
     missing = [key for key in ("config", "step", "rng_state", "extra") if key not in meta]
     if missing:
         raise ValueError(f"{path!r}: the checkpoint metadata lacks {missing}")
     if not isinstance(meta["extra"], dict):
         raise ValueError(f"{path!r}: the checkpoint's 'extra' metadata must be a JSON object, "
                          f"got {type(meta['extra']).__name__}")
+    saved_kind = legacy_kind(meta["extra"]) if version == 1 else meta.get("kind")
+    if saved_kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"{path!r}: unknown checkpoint kind {saved_kind!r}")
+    if kind is not None and saved_kind != kind:
+        holds, loader = CHECKPOINT_KINDS[saved_kind]
+        raise ValueError(f"checkpoint {path!r} holds {holds} (load it with {loader}), "
+                         f"not {CHECKPOINT_KINDS[kind][0]}")
     params = {key[len("params/"):]: value for key, value in contents.items() if key.startswith("params/")}
     optimizer_state = {key[len("optimizer/"):]: value for key, value in contents.items()
                        if key.startswith("optimizer/")}
@@ -98,6 +130,7 @@ def load_checkpoint(path):
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path!r}: the saved random-generator state is invalid ({error!r})") from error
     return {
+        "kind": saved_kind,
         "params": params,
         "optimizer_state": optimizer_state,
         "config": meta["config"],

@@ -7,7 +7,7 @@ AdamW (Loshchilov & Hutter), for each parameter θ with gradient g at step t:
     θ ← θ − lr · (m̂ / (√v̂ + ε) + λ θ)     (λ only for parameters in the decay group)
 
 Weight decay is *decoupled* (it is not added to g) and applies to matrices only: biases, LayerNorm
-gains and embeddings are not decayed.  Every parameter must land in exactly one of the two groups.
+gains and embeddings are not decayed.
 """
 import math
 
@@ -19,19 +19,15 @@ from minippo.parallel import map_array_groups
 EMBEDDING_MARKERS = ("wte", "wpe", "embed")
 
 
-def decay_groups(params):
-    """Split parameter names into (decay, no_decay): matrices decay; vectors and embeddings do not.
+def decays(name, value):
+    """The one rule: matrices decay; vectors (biases, LayerNorm gains) and embeddings do not."""
+    return value.ndim >= 2 and not any(marker in name for marker in EMBEDDING_MARKERS)
 
-    Raises if a name lands in neither or both groups.
-    """
-    decay = [name for name, value in params.items()
-             if value.ndim >= 2 and not any(marker in name for marker in EMBEDDING_MARKERS)]
-    no_decay = [name for name, value in params.items()
-                if value.ndim < 2 or any(marker in name for marker in EMBEDDING_MARKERS)]
-    overlap = set(decay) & set(no_decay)
-    orphans = set(params) - set(decay) - set(no_decay)
-    if overlap or orphans:
-        raise ValueError(f"parameters in both decay groups: {sorted(overlap)}; in neither: {sorted(orphans)}")
+
+def decay_groups(params):
+    """Split parameter names into (decay, no_decay) by :func:`decays`."""
+    decay = [name for name, value in params.items() if decays(name, value)]
+    no_decay = [name for name, value in params.items() if not decays(name, value)]
     return decay, no_decay
 
 
@@ -91,16 +87,12 @@ class AdamW:
         mismatched = [name for name in params if np.asarray(grads[name]).dtype != np.asarray(params[name]).dtype]
         if mismatched:
             raise TypeError(f"grads must have the dtypes of params; they differ for {mismatched}")
-        if not (is_real(lr) and 0 < lr < math.inf):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not (is_real(eps) and 0 < eps < math.inf):
-            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-        if not (is_real(weight_decay) and 0 <= weight_decay < math.inf):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        for name, value, zero_allowed in [("lr", lr, False), ("eps", eps, False), ("weight_decay", weight_decay, True)]:
+            if not (is_real(value) and math.isfinite(value) and (value >= 0 if zero_allowed else value > 0)):
+                raise ValueError(f"{name} must be a finite number {'>=' if zero_allowed else '>'} 0, got {value!r}")
         if not (len(betas) == 2 and all(is_real(beta) and 0 <= beta < 1 for beta in betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-        if decay is None:
-            decay, _ = decay_groups(params)
+        decay = decay_groups(params)[0] if decay is None else decay
         unknown = set(decay) - set(params)
         if unknown:
             raise ValueError(f"decay names unknown parameters: {sorted(unknown)}")

@@ -102,14 +102,12 @@ class RewardModel:
     def save(self, path):
         params, _ = self.named_parameters()
         save_checkpoint(path, params, self.trunk.config.to_dict(),
-                        extra={"kind": "reward_model", "gain": self.gain, "bias": self.bias, "tokenizer": "byte"})
+                        extra={"gain": self.gain, "bias": self.bias, "tokenizer": "byte"}, kind="reward_model")
 
     @classmethod
     def load(cls, path):
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, kind="reward_model")
         extra = state["extra"]
-        if extra.get("kind") != "reward_model":
-            raise ValueError(f"{str(path)!r} is not a reward-model checkpoint (kind={extra.get('kind')!r})")
         try:
             gain, bias = finite_number(extra.get("gain"), "gain"), finite_number(extra.get("bias"), "bias")
             model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))
@@ -154,8 +152,8 @@ def preference_accuracy(model, pairs, batch_size=64):
     return float(np.mean(model(prompts, chosen, batch_size) > model(prompts, rejected, batch_size)))
 
 
-def train_reward_model(model, pairs, steps=150, batch_size=32, lr=1e-3, weight_decay=0.0,
-                       grad_clip=1.0, seed=0, log=print, log_every=25):
+def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
+                       max_grad_norm=1.0, seed=0, log=print, log_every=25):
     """Minimise the Bradley–Terry loss with AdamW on random mini-batches of pairs; returns the losses.
 
     Each step scores the chosen and rejected responses of ``batch_size`` pairs in one forward pass.
@@ -164,7 +162,7 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, lr=1e-3, weight_d
         raise ValueError("pairs is empty; a reward model needs preference pairs to learn from")
     rng = as_generator(seed)
     params, grads = model.named_parameters()
-    optimizer = AdamW(params, grads, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    optimizer = AdamW(params, grads, lr=learning_rate, betas=(0.9, 0.95), weight_decay=weight_decay)
     losses, started = [], time.perf_counter()
     for step in range(steps):
         prompts, chosen, rejected = pair_texts([pairs[i] for i in rng.integers(0, len(pairs), batch_size)])
@@ -176,8 +174,8 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, lr=1e-3, weight_d
         model.trunk.zero_grad()
         model.head.zero_grad()
         model.backward(np.concatenate([dchosen, drejected]))
-        clip_grad_norm(grads, grad_clip)
-        optimizer.step(cosine_schedule(step, lr, max(1, steps // 10), steps, lr / 10))
+        clip_grad_norm(grads, max_grad_norm)
+        optimizer.step(cosine_schedule(step, learning_rate, max(1, steps // 10), steps, learning_rate / 10))
         losses.append(loss)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             elapsed = time.perf_counter() - started

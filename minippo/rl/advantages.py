@@ -1,6 +1,7 @@
 """Generalised advantage estimation (GAE) and whitening.
 
-With time running along axis 0 (arrays (T, N): T steps of N parallel episodes or sequences):
+With time running along one axis (control tasks: (T, N), T steps of N parallel episodes; RLHF: (B, T),
+B responses of T tokens):
 
     δ_t = r_t + γ · b_t · V'_t − V_t                  (V'_t: value of the next state)
     A_t = δ_t + γ λ · c_t · A_{t+1}                     returns R_t = A_t + V_t
@@ -13,22 +14,16 @@ one-step TD error.
 """
 import numpy as np
 
-from minippo.checks import is_real
+from minippo.checks import fraction
 
 
-def generalized_advantages(rewards, values, next_values, bootstrap, continues, gamma, lam):
-    """Return (advantages, returns), each shaped like ``rewards`` (T, N), in the rewards' dtype.
+def generalized_advantages(rewards, values, next_values, bootstrap, continues, gamma, gae_lambda, time_axis=0):
+    """Return (advantages, returns), each shaped like ``rewards``, in the rewards' dtype.
 
-    ``rewards`` must be floating; the other arrays and γ, λ are cast to its dtype.
+    Time runs along ``time_axis``: 0 for the control tasks' (T, N), 1 for RLHF's batch-major (B, T).
+    ``rewards`` must be floating; the other arrays (of its shape) and γ, λ are cast to its dtype.
     """
-    for name, value in (("gamma", gamma), ("lam", lam)):
-        if not is_real(value):
-            raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
-    shapes = {np.shape(a) for a in (rewards, values, next_values, bootstrap, continues)}
-    if len(shapes) != 1:
-        raise ValueError(f"rewards, values, next_values, bootstrap and continues must share one shape, got {shapes}")
+    gamma, gae_lambda = fraction(gamma, "gamma"), fraction(gae_lambda, "gae_lambda")
     rewards = np.asarray(rewards)
     dtype = rewards.dtype
     if dtype.kind != "f":
@@ -36,12 +31,14 @@ def generalized_advantages(rewards, values, next_values, bootstrap, continues, g
     values, next_values, bootstrap, continues = (np.asarray(a).astype(dtype, copy=False)
                                                  for a in (values, next_values, bootstrap, continues))
     deltas = rewards + dtype.type(gamma) * next_values * bootstrap - values
-    decay = dtype.type(gamma * lam) * continues
+    decay = dtype.type(gamma * gae_lambda) * continues
     advantages = np.empty_like(deltas)
-    running = np.zeros(deltas.shape[1:], dtype=dtype)
-    for t in reversed(range(deltas.shape[0])):  # a loop over time only; every episode at once
-        running = deltas[t] + decay[t] * running
-        advantages[t] = running
+    # views with time first: (T, ...) whatever the layout
+    deltas_t, decay_t, advantages_t = (np.moveaxis(a, time_axis, 0) for a in (deltas, decay, advantages))
+    running = np.zeros(deltas_t.shape[1:], dtype=dtype)
+    for t in reversed(range(deltas_t.shape[0])):  # a loop over time only; every episode at once
+        running = deltas_t[t] + decay_t[t] * running
+        advantages_t[t] = running
     return advantages, advantages + values
 
 

@@ -1,4 +1,16 @@
-"""Controllers for β, the weight of the KL penalty r_t = −β (log π(a_t|s_t) − log π_ref(a_t|s_t)).
+"""The KL penalty of RLHF: per-token KL estimators, the penalised reward, and controllers of its weight β.
+
+Samples a_t ~ π, with log r_t = log π_ref(a_t|s_t) − log π(a_t|s_t), estimate KL(π ‖ π_ref) per token
+(Schulman, "Approximating KL Divergence", 2020):
+
+    k1 = −log r                 unbiased, any sign (the sum over a response is log π(τ) − log π_ref(τ))
+    k2 = ½ (log r)²             biased, never negative, low variance
+    k3 = (r − 1) − log r        unbiased, never negative
+
+The per-token reward of RLHF (Ziegler et al.; TRL) penalises each token's estimate and adds the judge's
+score s at the last real token of the response:
+
+    r_t = −β · KL_t  + [t = last] · s          (KL_t = k1: r_t = −β (log π − log π_ref) + ...)
 
 The adaptive controller (Ziegler et al., "Fine-Tuning Language Models from Human Preferences") moves
 β so that the measured KL tracks a target:
@@ -9,16 +21,37 @@ where n is the number of samples since the last update.  Capping n at the horizo
 of one update to ±20%, so β stays positive however many samples an update covers (uncapped, n >
 5 · horizon would make β negative); updates with n <= horizon follow Ziegler et al.'s rule exactly.
 """
-from minippo.checks import finite_number, is_integer
+import numpy as np
+
+from minippo.checks import finite_number, integer_at_least, non_negative, positive
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logprobs, ref_logprobs, mask, estimator="k1"):
+    """Per-token estimates (B, T) of KL(π ‖ π_ref) from sampled tokens: k1 = −log r, k2 = ½ (log r)²
+    or k3 = (r − 1) − log r with log r = log π_ref − log π; 0 outside ``mask``, in the log-probs' dtype."""
+    log_ratio = np.where(mask, logprobs - ref_logprobs, 0.0)  # −log r = log π − log π_ref
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio * log_ratio
+    return np.where(mask, (np.exp(-log_ratio) - 1.0) + log_ratio, 0.0)  # k3
+
+
+def kl_penalty_rewards(logprobs, ref_logprobs, mask, scores, last_token_index, beta, estimator="k1"):
+    """Per-token rewards (B, T) r_t = −β · KL_t, plus the score s of each response (B,) at its last
+    token ``last_token_index`` (B,); KL_t is :func:`kl_estimate`'s ``estimator`` (k1: log π − log π_ref)."""
+    rewards = -beta * kl_estimate(logprobs, ref_logprobs, mask, estimator)
+    rewards[np.arange(len(scores)), last_token_index] += scores
+    return rewards
 
 
 class FixedKLController:
     """β stays at its initial value; ``update`` ignores its arguments."""
 
     def __init__(self, beta):
-        if finite_number(beta, "beta") < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.beta = float(beta)
+        self.beta = non_negative(beta, "beta")
 
     def update(self, kl, n_samples):
         return self.beta
@@ -29,17 +62,12 @@ class AdaptiveKLController(FixedKLController):
 
     def __init__(self, beta, target, horizon):
         super().__init__(beta)
-        if not target > 0 or not horizon > 0:
-            raise ValueError(f"target and horizon must be positive, got target={target}, horizon={horizon}")
-        self.target, self.horizon = float(target), float(horizon)
+        self.target, self.horizon = positive(target, "target"), positive(horizon, "horizon")
 
     def update(self, kl, n_samples):
         """Move β after ``n_samples`` samples (an int >= 1) whose mean KL was ``kl`` (finite)."""
         kl = finite_number(kl, "kl")  # a Python float, so that β stays one
-        if not is_integer(n_samples):
-            raise TypeError(f"n_samples must be an int, got {type(n_samples).__name__}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        n_samples = integer_at_least(n_samples, "n_samples", 1)
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
         self.beta *= 1.0 + error * min(n_samples, self.horizon) / self.horizon
         return self.beta

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minippo.checks import finite_number
+from minippo.checks import positive
 
 
 class PolicyLoss(NamedTuple):
@@ -40,11 +40,6 @@ def _check_same_shape(**arrays):
     for name, array in others:
         if np.shape(array) != np.shape(first):
             raise ValueError(f"{name} must have the shape of {first_name} {np.shape(first)}, got {np.shape(array)}")
-
-
-def _check_clip_coef(clip_coef):
-    if not finite_number(clip_coef, "clip_coef") > 0:
-        raise ValueError(f"clip_coef must be finite and > 0, got {clip_coef}")
 
 
 def _weights(shape, mask, dtype):
@@ -71,7 +66,7 @@ def reinforce_loss(logprobs, advantages, mask=None):
 def ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask=None):
     """The clipped surrogate objective (see the module docstring)."""
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
-    _check_clip_coef(clip_coef)
+    positive(clip_coef, "clip_coef")
     weights = _weights(logprobs.shape, mask, logprobs.dtype)
     log_ratio = logprobs - old_logprobs
     ratio = np.exp(log_ratio)
@@ -96,7 +91,7 @@ def value_loss(values, old_values, returns, clip_coef=None, mask=None):
     if clip_coef is None:
         return 0.5 * float(np.sum(error * error * weights)), (error * weights).astype(values.dtype, copy=False)
     _check_same_shape(values=values, old_values=old_values)
-    _check_clip_coef(clip_coef)
+    positive(clip_coef, "clip_coef")
     change = values - old_values
     clipped_error = old_values + np.clip(change, -clip_coef, clip_coef) - returns
     use_unclipped = error * error >= clipped_error * clipped_error

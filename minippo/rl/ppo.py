@@ -53,144 +53,27 @@ learning curve bit for bit.
 """
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from minippo import envs
 from minippo.blas import blas_threads
-from minippo.checks import check_integer_fields, finite_number, integer_at_least, is_integer
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
-from minippo.nn.module import check_dtype
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
-from minippo.rl.advantages import generalized_advantages, whiten
-from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.advantages import whiten
+from minippo.rl.losses import (
+    explained_variance,
+    ppo_policy_loss,
+    reinforce_loss,
+    value_loss,
+)
+from minippo.rl.ppo_config import PPOConfig
+from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 
-ALGORITHMS = ("ppo", "reinforce")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
-
-
-@dataclass
-class PPOConfig:
-    """Hyper-parameters; the defaults are CleanRL's ppo.py defaults for CartPole-v1."""
-
-    env_id: str = "CartPole-v1"
-    algo: str = "ppo"                # "ppo" or "reinforce"
-    total_steps: int = 500_000       # environment steps, summed over the sub-environments
-    seed: int = 1
-    num_envs: int = 4
-    num_steps: int = 128             # rollout length per sub-environment
-    learning_rate: float = 2.5e-4
-    anneal_lr: bool = True           # linear decay of the learning rate to 0
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    num_minibatches: int = 4
-    update_epochs: int = 4
-    norm_adv: bool = True            # normalise advantages per minibatch
-    clip_coef: float = 0.2           # ε of the surrogate (and of the value clipping)
-    clip_vloss: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: float | None = None
-    hidden_sizes: tuple = (64, 64)
-    normalize_obs: bool = False      # NormalizeObservation, then clip to ±obs_clip
-    obs_clip: float = 10.0
-    normalize_reward: bool = False   # NormalizeReward(γ), then clip to ±reward_clip
-    reward_clip: float = 10.0
-    reinforce_baseline: bool = True  # REINFORCE only: subtract V(s) and train the critic
-    blas_threads: int = 1            # 64-wide layers run faster on one BLAS thread (minippo.blas)
-    dtype: str = "float32"           # of the networks and the rollout buffers: float32 or float64
-
-    def __post_init__(self):
-        self.hidden_sizes = tuple(self.hidden_sizes)
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
-        if not isinstance(self.env_id, str):
-            raise TypeError(f"env_id must be a string, got {type(self.env_id).__name__}")
-        check_integer_fields(self, {"total_steps": 1, "num_envs": 1, "num_steps": 1, "num_minibatches": 1,
-                                    "update_epochs": 1, "blas_threads": 1, "seed": 0})
-        self.dtype = check_dtype(self.dtype).name  # any spelling GPTConfig takes; stored by name (JSON)
-        if self.total_steps < self.batch_size:
-            raise ValueError(f"total_steps={self.total_steps} is less than one rollout "
-                             f"(num_envs * num_steps = {self.batch_size})")
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(f"num_minibatches={self.num_minibatches} must divide "
-                             f"num_envs * num_steps = {self.batch_size}")
-        for name in ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-                     "target_kl", "obs_clip", "reward_clip"):
-            value = getattr(self, name)
-            if value is not None or name not in ("max_grad_norm", "target_kl"):  # these two may be None
-                # stored as a Python float: a NumPy float64 would make float32 arithmetic float64 (NEP 50)
-                setattr(self, name, finite_number(value, name))
-        for name in ("learning_rate", "clip_coef", "obs_clip", "reward_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_grad_norm", "target_kl"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive or None, got {getattr(self, name)}")
-        if any(not is_integer(n) or n < 1 for n in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes}")
-        whitened = self.batch_size if self.algo == "reinforce" else self.minibatch_size
-        if self.norm_adv and whitened == 1:  # (A − mean A)/(std A + ε) of one advantage is 0
-            what = "batches (num_envs * num_steps)" if self.algo == "reinforce" else "minibatches"
-            raise ValueError(f"norm_adv whitens the advantages of each of the {what}, which here hold one "
-                             f"sample: every advantage would be 0 and nothing learned; use more samples per "
-                             f"update or norm_adv=False")
-
-    @property
-    def batch_size(self):
-        return self.num_envs * self.num_steps
-
-    @property
-    def minibatch_size(self):
-        return self.batch_size // self.num_minibatches
-
-    @property
-    def num_updates(self):
-        return self.total_steps // self.batch_size
-
-
-PRESETS = {
-    # CleanRL ppo.py defaults.
-    "cartpole": PPOConfig(),
-    # Tuned for wall time: 4x the environments per step (cheap: one batched call), so 4x larger
-    # minibatches, and an 8x larger learning rate.
-    "cartpole-fast": PPOConfig(total_steps=300_000, num_envs=16, learning_rate=2e-3),
-    # REINFORCE with a learned baseline: one gradient step per 2,048-step rollout.
-    "cartpole-reinforce": PPOConfig(algo="reinforce", total_steps=300_000, num_envs=16, learning_rate=1e-2,
-                                    gae_lambda=1.0, ent_coef=0.0),
-    # CleanRL ppo_continuous_action.py defaults.
-    "pendulum": PPOConfig(env_id="Pendulum-v1", total_steps=1_000_000, num_envs=1, num_steps=2048,
-                          learning_rate=3e-4, num_minibatches=32, update_epochs=10, ent_coef=0.0,
-                          normalize_obs=True, normalize_reward=True),
-}
-DEFAULT_PRESET = {"CartPole-v1": "cartpole-fast", "Pendulum-v1": "pendulum"}
-
-
-def preset_for(env_id, name=None):
-    """The named preset (or the environment's default one) with ``env_id`` filled in.
-
-    Ids of the form ``gymnasium:CartPole-v1`` share the native environment's presets.
-    """
-    if not isinstance(env_id, str):
-        raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
-    if name is None:
-        name = DEFAULT_PRESET.get(env_id.removeprefix(envs.registry.GYMNASIUM_PREFIX))
-        if name is None:
-            return PPOConfig(env_id=env_id)
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-    return replace(PRESETS[name], env_id=env_id)
 
 
 def make_env(config, num_envs=None, seed=None, training=True):
@@ -222,50 +105,6 @@ def network_obs(agent, obs):
     """Observations from an environment converted to the network's dtype (an explicit cast: the
     networks refuse any other dtype)."""
     return np.asarray(obs, dtype=agent.dtype)
-
-
-class Rollout:
-    """Time-major buffers (T = num_steps, N = num_envs) of one rollout, allocated once."""
-
-    def __init__(self, num_steps, num_envs, obs_shape, action_shape, action_dtype, dtype):
-        T, N = num_steps, num_envs
-        self.obs = np.zeros((T, N, *obs_shape), dtype=dtype)
-        self.actions = np.zeros((T, N, *action_shape), dtype=action_dtype)
-        self.logprobs = np.zeros((T, N), dtype=dtype)
-        self.values = np.zeros((T, N), dtype=dtype)
-        self.rewards = np.zeros((T, N), dtype=dtype)
-        self.terminations = np.zeros((T, N), dtype=bool)
-        self.truncations = np.zeros((T, N), dtype=bool)
-        self.final_values = np.zeros((T, N), dtype=dtype)  # V(final_obs), where truncated
-        self.last_values = np.zeros(N, dtype=dtype)        # V(s_T), the state after the rollout
-
-
-class Batch(NamedTuple):
-    """Flat (T·N) samples for the loss functions."""
-
-    obs: np.ndarray
-    actions: np.ndarray
-    logprobs: np.ndarray    # log π_old(a|s)
-    values: np.ndarray      # V_old(s)
-    advantages: np.ndarray
-    returns: np.ndarray
-
-
-def gae_targets(rollout, gamma, lam, use_critic=True):
-    """(advantages, returns) (T, N) of a rollout: GAE with bootstrapping as in the module docstring.
-
-    ``use_critic=False`` takes V ≡ 0 (with λ = 1: the plain discounted returns-to-go).
-    """
-    values, final_values, last_values = rollout.values, rollout.final_values, rollout.last_values
-    if not use_critic:
-        values, final_values, last_values = (np.zeros_like(a) for a in (values, final_values, last_values))
-    next_values = np.empty_like(values)
-    next_values[:-1] = values[1:]  # where the episode ended, values[t+1] belongs to the next episode:
-    next_values[-1] = last_values  # replaced by V(final_obs) on truncation, ignored on termination
-    next_values = np.where(rollout.truncations, final_values, next_values)
-    bootstrap = np.logical_not(rollout.terminations).astype(values.dtype)
-    continues = np.logical_not(rollout.terminations | rollout.truncations).astype(values.dtype)
-    return generalized_advantages(rollout.rewards, values, next_values, bootstrap, continues, gamma, lam)
 
 
 def ppo_loss_and_gradients(agent, batch, config):
@@ -341,7 +180,7 @@ class Trainer:
                                betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
         action_space = self.env.single_action_space
         action_dtype = self.agent.dtype if self.agent.continuous else np.int64
-        self.rollout = Rollout(config.num_steps, config.num_envs, self.env.single_observation_space.shape,
+        self.rollout = RolloutBuffer(config.num_steps, config.num_envs, self.env.single_observation_space.shape,
                                action_space.shape, action_dtype, self.agent.dtype)
         self.history = History()
         self.global_step = 0
@@ -448,7 +287,7 @@ class Trainer:
         obs_rms = None if normalizer is None else {key: np.asarray(value).tolist()
                                                    for key, value in normalizer.obs_rms.state_dict().items()}
         save_checkpoint(path, self.agent.params, asdict(self.config), self.optimizer.state_dict(),
-                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms})
+                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms}, kind="ppo_policy")
 
 
 def load_policy(path, env=None):
@@ -460,9 +299,9 @@ def load_policy(path, env=None):
     ``obs_rms_state`` (None without observation normalisation) goes to
     ``NormalizeObservation.obs_rms.load_state_dict``.
     """
-    state = load_checkpoint(path)
-    if not isinstance(state["config"], dict) or "obs_rms" not in state["extra"]:
-        raise ValueError(f"{str(path)!r} is not a PPO checkpoint (it has no PPO config)")
+    state = load_checkpoint(path, kind="ppo_policy")
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"{str(path)!r} has no PPO config")
     config = PPOConfig(**state["config"])
     spaces_env = envs.make(config.env_id, num_envs=1, seed=0) if env is None else env
     agent = ActorCritic(spaces_env.single_observation_space, spaces_env.single_action_space,
@@ -478,35 +317,10 @@ def load_policy(path, env=None):
         source = f"{config.env_id!r} (config.env_id)" if env is None else "the env given"
         raise ValueError(f"{str(path)!r} does not fit the spaces of {source}; pass the environment the policy "
                          f"was trained on as env. {error}") from error
-    obs_rms = state["extra"]["obs_rms"]
+    obs_rms = state["extra"].get("obs_rms")
     if obs_rms is not None:
         if not (isinstance(obs_rms, dict) and set(obs_rms) == {"mean", "var", "count"}):
             raise ValueError(f"{str(path)!r}: the saved observation statistics must be null or an object with "
                              f"mean, var and count, got {str(obs_rms)[:80]}")
         obs_rms = {key: np.asarray(value) for key, value in obs_rms.items()}
     return agent, config, obs_rms
-
-
-def evaluate_policy(agent, env, rng, deterministic=False, max_steps=1_000_000):
-    """The return of the first episode of each of ``env.num_envs`` sub-environments, (num_envs,).
-
-    Counting only first episodes keeps the average unbiased (a fixed number of episodes collected
-    in parallel would favour short ones).  An episode still running after ``max_steps`` steps (an
-    environment without a time limit whose policy never ends it) is a RuntimeError, not a hang.
-    """
-    max_steps = integer_at_least(max_steps, "max_steps", 1)
-    returns = np.full(env.num_envs, np.nan)
-    obs, _ = env.reset()
-    for _ in range(max_steps):
-        if not np.isnan(returns).any():
-            return returns
-        actions, _, _ = agent.act(network_obs(agent, obs), rng, deterministic)
-        obs, _, _, _, infos = env.step(actions)
-        if infos:
-            first = infos["_episode"] & np.isnan(returns)
-            returns[first] = infos["episode"]["r"][first]
-    if np.isnan(returns).any():
-        running = np.flatnonzero(np.isnan(returns)).tolist()
-        raise RuntimeError(f"the episodes of sub-environments {running} did not end within max_steps={max_steps} "
-                           f"steps; give the environment a time limit or raise max_steps")
-    return returns

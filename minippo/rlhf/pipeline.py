@@ -15,20 +15,30 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from minippo.atomic import atomic_write
-from minippo.checks import check_integer_fields
+from minippo.checks import check_settings, instance_of, integer, setting
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
-from minippo.rewards.reward_model import RewardModel, preference_accuracy, train_reward_model
+from minippo.rewards.reward_model import (
+    RewardModel,
+    preference_accuracy,
+    train_reward_model,
+)
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
-from minippo.text.corpus import format_prompt, is_preferred, load_corpus, load_preferences, load_prompts
+from minippo.text.corpus import (
+    format_prompt,
+    is_preferred,
+    load_corpus,
+    load_preferences,
+    load_prompts,
+)
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -41,29 +51,29 @@ class DemoConfig:
     replaced by those derived seeds (the summary records the configuration actually run).
     """
 
-    seed: int = 0
-    n_layer: int = 2
-    n_head: int = 4
-    n_embd: int = 96
-    block_size: int = 96
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=800))
-    reward_steps: int = 60
-    rlhf: RLHFConfig = field(default_factory=RLHFConfig)
-    iterations: int = 30
-    eval_samples: int = 256
+    seed: int = setting(0, "seed of every stage", integer(0))
+    n_layer: int = setting(2, "transformer blocks of the policy (checked by GPTConfig)")
+    n_head: int = setting(4, "attention heads")
+    n_embd: int = setting(96, "embedding width")
+    block_size: int = setting(96, "context length")
+    # a setting is a dataclasses.field, made fresh for each instance by its factory
+    pretrain: PretrainConfig = setting(  # noqa: RUF009
+        help="pretraining settings", check=instance_of(PretrainConfig, "a PretrainConfig"),
+        factory=lambda: PretrainConfig(steps=800))
+    reward_steps: int = setting(60, "reward-model training steps", integer(1))
+    rlhf: RLHFConfig = setting(  # noqa: RUF009
+        help="RL settings", check=instance_of(RLHFConfig, "an RLHFConfig"), factory=RLHFConfig)
+    iterations: int = setting(30, "RL iterations", integer(1))
+    # eval_samples >= 2: the reward model is normalised to the standard deviation of these samples
+    eval_samples: int = setting(256, "held-out samples of the before/after evaluation", integer(2))
 
     def __post_init__(self):
         """Check the settings before any stage runs (the model sizes are checked by ``GPTConfig``, the
         pretraining and RL settings by ``PretrainConfig`` and ``RLHFConfig`` when they are made)."""
-        if not isinstance(self.pretrain, PretrainConfig):
-            raise TypeError(f"pretrain must be a PretrainConfig, got {type(self.pretrain).__name__}")
-        if not isinstance(self.rlhf, RLHFConfig):
-            raise TypeError(f"rlhf must be an RLHFConfig, got {type(self.rlhf).__name__}")
-        # eval_samples >= 2: the reward model is normalised to the standard deviation of these samples
-        check_integer_fields(self, {"seed": 0, "reward_steps": 1, "iterations": 1, "eval_samples": 2})
+        check_settings(self)
 
 
-def evaluate_policy(policy, reference, reward, tokenizer, prompts, config, seed):
+def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, seed):
     """Mean reward, mean KL(π ‖ π_ref) per response (Monte Carlo, Σ_t log π − log π_ref), the fraction
     of responses the corpus rule calls polite, and the samples themselves."""
     rollout = generate_rollout(policy, tokenizer, prompts, config.max_new_tokens, config.temperature,
@@ -153,7 +163,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
 
     test_prompts = [format_prompt(p) for p in load_prompts("test")]
     eval_prompts = [test_prompts[i % len(test_prompts)] for i in range(config.eval_samples)]
-    before = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
+    before = evaluate_on_prompts(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
     log(f"before PPO: mean reward {before['reward']:+.3f} (std {before['reward_std']:.3f}), "
         f"polite {before['polite_fraction']:.1%}")
 
@@ -166,7 +176,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
         log(progress_line(iteration, config.iterations, stats))
 
     log("== 4/4 evaluating on held-out prompts ==")
-    after = evaluate_policy(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
+    after = evaluate_on_prompts(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
     improvement = (after["reward"] - before["reward"]) / max(before["reward_std"], 1e-12)
     standard_error = np.hypot(before["reward_std"], after["reward_std"]) / np.sqrt(config.eval_samples)
     log(f"{'':24s}{'before':>10s}{'after':>10s}")
@@ -182,7 +192,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     write_csv(rows, os.path.join(out_dir, "rlhf_log.csv"))
     plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"))
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(),
-                    extra={"kind": "policy", "tokenizer": "byte"})
+                    extra={"tokenizer": "byte"}, kind="gpt")
     reward_model.save(os.path.join(out_dir, "reward_model.npz"))
     summary = {
         "reward_before": before["reward"], "reward_after": after["reward"],

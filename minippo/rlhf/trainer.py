@@ -4,11 +4,13 @@ One iteration:
 
 1. **Rollout** -- sample a response to each prompt from π_T (KV-cache generation).
 2. **Score** -- the judge (reward model or rule) gives each finished response a score s.
-3. **Per-token reward** -- on every response token
+3. **Per-token reward** (``minippo.rl.kl.kl_penalty_rewards``) -- on every response token
        r_t = −β (log π(a_t|s_t) − log π_ref(a_t|s_t)),   plus s at the last real token,
    where π_ref is a frozen copy of the starting policy; β is fixed or adapted so the KL tracks a target.
+   (``kl_estimator`` "k2" or "k3" replaces log π − log π_ref by another per-token estimate of the KL.)
 4. **Advantages** -- a critic V(s_t) (value head on the policy's trunk, or on its own copy) and GAE with
-   γ = 1, λ = 0.95 over response tokens only; advantages whitened over response tokens only.
+   γ = 1, λ = 0.95 over response tokens only, on the batch-major (B, T) arrays
+   (``generalized_advantages(..., time_axis=1)``); advantages whitened over response tokens only.
 5. **Update** -- several epochs of minibatches of the clipped surrogate + clipped value loss, with
    global gradient-norm clipping.  Before the first update the recomputed log-probabilities equal the
    rollout's, so the ratio ρ = π/π_old is exactly 1.
@@ -26,15 +28,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minippo.checks import check_integer_fields, check_seed, finite_number, is_real
+from minippo.checks import (
+    check_seed,
+    check_settings,
+    finite,
+    flag,
+    fraction,
+    integer,
+    integer_at_least,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    setting,
+)
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
 from minippo.nn.optim import AdamW, clip_grad_norm
 from minippo.rewards.rules import check_rewards
 from minippo.rl.advantages import generalized_advantages, whiten
-from minippo.rl.kl import AdaptiveKLController, FixedKLController
-from minippo.rl.losses import explained_variance, ppo_policy_loss, reinforce_loss, value_loss
+from minippo.rl.kl import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    kl_estimate,
+    kl_penalty_rewards,
+)
+from minippo.rl.losses import (
+    explained_variance,
+    ppo_policy_loss,
+    reinforce_loss,
+    value_loss,
+)
 from minippo.rlhf.rollout import (
     generate_rollout,
     response_logits_gradient,
@@ -42,7 +68,7 @@ from minippo.rlhf.rollout import (
     response_logprobs_backward,
 )
 
-ALGORITHMS = ("ppo", "reinforce", "rloo")
+RLHF_ALGORITHMS = ("ppo", "reinforce", "rloo")
 
 
 @dataclass
@@ -50,54 +76,36 @@ class RLHFConfig:
     """Settings of :class:`RLHFTrainer`.  The defaults follow OpenAI's lm-human-preferences, Hugging Face's
     TRL and "The N+ Implementation Details of RLHF with PPO" (γ = 1, λ = 0.95, adaptive KL control)."""
 
-    algo: str = "ppo"
-    batch_size: int = 64          # prompts per iteration (RLOO: responses per iteration)
-    max_new_tokens: int = 40
-    temperature: float = 1.0
-    lr: float = 1e-4
-    update_epochs: int = 4
-    minibatch_size: int = 16
-    clip_coef: float = 0.2
-    value_clip_coef: float = 0.2
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    max_grad_norm: float = 1.0
-    init_kl_coef: float = 0.2
-    kl_target: float = 6.0        # nats per response; None for a fixed β
-    kl_horizon: float = 500.0     # in responses; lm-human-preferences uses 10,000 with far larger batches
-    rloo_k: int = 4
-    missing_eos_penalty: float = None  # subtracted from the score of a response that never emits EOS
-    critic: str = "separate"      # "shared" (value head on the policy trunk) or "separate"
-    seed: int = 0
+    algo: str = setting("ppo", "algorithm", one_of(*RLHF_ALGORITHMS))
+    batch_size: int = setting(64, "prompts per iteration (RLOO: responses per iteration)", integer(1))
+    max_new_tokens: int = setting(40, "response length limit, in tokens", integer(1))
+    temperature: float = setting(1.0, "sampling temperature (divides the logits in every forward pass)", positive)
+    learning_rate: float = setting(1e-4, "AdamW learning rate", positive)
+    update_epochs: int = setting(4, "PPO passes over each batch", integer(1))
+    minibatch_size: int = setting(16, "responses per gradient step; must divide batch_size", integer(1))
+    clip_coef: float = setting(0.2, "ε of the clipped surrogate (and of the value clipping)", positive)
+    clip_vloss: bool = setting(True, "clip the value loss around the old values", flag)
+    vf_coef: float = setting(0.5, "weight of the value loss", non_negative)
+    ent_coef: float = setting(0.0, "weight of the entropy bonus", non_negative)
+    gamma: float = setting(1.0, "discount factor γ over response tokens", fraction)
+    gae_lambda: float = setting(0.95, "λ of generalised advantage estimation", fraction)
+    max_grad_norm: float = setting(1.0, "global gradient-norm clip (None: off)", optional(positive))
+    init_kl_coef: float = setting(0.2, "initial β of the KL penalty", non_negative)
+    kl_target: float = setting(6.0, "adaptive-KL target, nats per response (None: β stays fixed)",
+                               optional(positive))
+    kl_horizon: float = setting(500.0, "adaptive-KL horizon, in responses (lm-human-preferences: 10,000 with "
+                                "far larger batches)", positive)
+    kl_estimator: str = setting("k1", "per-token KL estimator in the reward: k1, k2 or k3 (minippo.rl.kl)",
+                                one_of(*KL_ESTIMATORS))
+    rloo_k: int = setting(4, "RLOO only: responses per prompt (>= 2, dividing batch_size)", integer(1))
+    missing_eos_penalty: float = setting(None, "subtracted from the score of a response that never emits EOS "
+                                         "(None: off)", optional(finite))
+    critic: str = setting("separate", "critic trunk: the policy's own (shared) or a copy (separate)",
+                          one_of("shared", "separate"))
+    seed: int = setting(0, "seed of the sampling and the minibatch order (or a numpy Generator)", check_seed)
 
     def __post_init__(self):
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
-        if self.critic not in ("shared", "separate"):
-            raise ValueError(f"critic must be 'shared' or 'separate', got {self.critic!r}")
-        check_integer_fields(self, {"batch_size": 1, "max_new_tokens": 1, "update_epochs": 1, "minibatch_size": 1})
-        check_seed(self.seed)  # None, an int >= 0 or a Generator, as the trainer's as_generator takes
-        positive = ("temperature", "lr", "clip_coef", "value_clip_coef", "max_grad_norm", "kl_target", "kl_horizon")
-        non_negative = ("vf_coef", "ent_coef", "init_kl_coef")
-        fractions = ("gamma", "lam")
-        # None switches these off: no value clipping, no gradient clipping, a fixed β, no EOS penalty.
-        optional = ("value_clip_coef", "max_grad_norm", "kl_target", "missing_eos_penalty")
-        for name in (*positive, *non_negative, *fractions, "missing_eos_penalty"):
-            value = getattr(self, name)
-            if value is None and name in optional:
-                continue
-            if name in optional and not is_real(value):
-                raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
-            number = finite_number(value, name)  # a float; the messages show the value as given
-            if name in positive and not number > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-            if name in non_negative and not number >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-            if name in fractions and not 0 <= number <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-            setattr(self, name, number)
+        check_settings(self)
         if self.batch_size % self.minibatch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
                              f"({self.minibatch_size})")
@@ -105,7 +113,7 @@ class RLHFConfig:
             raise ValueError("reinforce needs batch_size >= 2: its baseline is the batch's mean return, so one "
                              "response would get advantage 0 and teach nothing")
         if self.algo == "rloo":  # rloo_k is only read by RLOO
-            check_integer_fields(self, {"rloo_k": 2})
+            self.rloo_k = integer_at_least(self.rloo_k, "rloo_k", 2)
             if self.batch_size % self.rloo_k:
                 raise ValueError(f"rloo needs rloo_k dividing batch_size, got rloo_k={self.rloo_k} and "
                                  f"batch_size={self.batch_size}")
@@ -170,7 +178,7 @@ class RLHFTrainer:
                 raise TypeError(f"{argument} must have the policy's dtype {policy.config.dtype}, "
                                 f"got {sorted(str(dtype) for dtype in dtypes)}")
         self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
-        self.optimizer = AdamW(self.params, self.grads, lr=config.lr, betas=(0.9, 0.95), eps=1e-5)
+        self.optimizer = AdamW(self.params, self.grads, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
 
@@ -241,29 +249,24 @@ class RLHFTrainer:
             ref_logprobs[index] = response_logprobs(self.reference, part, config.temperature)[0]
             if config.algo == "ppo":
                 values[index] = self.critic.values(part, run_trunk=not self.critic.shared)
-        log_ratio = np.where(mask, old_logprobs - ref_logprobs, 0.0)  # log π − log π_ref per token
-        beta = self.kl_controller.beta
-        rewards = -beta * log_ratio
-        rows = np.arange(len(rollout))
-        rewards[rows, rollout.last_token_index] += scores
-        ratio_ref = np.exp(-log_ratio)  # π_ref / π; (ρ − 1) − log ρ ≥ 0 estimates KL without sign noise
+        rewards = kl_penalty_rewards(old_logprobs, ref_logprobs, mask, scores, rollout.last_token_index,
+                                     self.kl_controller.beta, config.kl_estimator)
         return {
             "old_logprobs": old_logprobs, "values": values, "rewards": rewards.astype(old_logprobs.dtype),
             "scores": scores,
-            "kl_per_response": log_ratio.sum(axis=1),
-            "kl_nonneg_per_response": np.where(mask, (ratio_ref - 1.0) + log_ratio, 0.0).sum(axis=1),
+            "kl_per_response": kl_estimate(old_logprobs, ref_logprobs, mask, "k1").sum(axis=1),
+            "kl_nonneg_per_response": kl_estimate(old_logprobs, ref_logprobs, mask, "k3").sum(axis=1),
         }
 
     def _ppo_update(self, rollout, batch):
         config = self.config
         mask = rollout.response_mask
         values = batch["values"]
-        # GAE over response tokens (time-major): the state after the last token has value 0
+        # GAE over response tokens (batch-major, time along axis 1): the state after the last token has value 0
         next_values = np.concatenate([values[:, 1:], np.zeros_like(values[:, :1])], axis=1)
         continues = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1).astype(values.dtype)
-        advantages, returns = generalized_advantages(
-            batch["rewards"].T, values.T, next_values.T, continues.T, continues.T, config.gamma, config.lam)
-        advantages, returns = advantages.T, returns.T
+        advantages, returns = generalized_advantages(batch["rewards"], values, next_values, continues, continues,
+                                                     config.gamma, config.gae_lambda, time_axis=1)
         advantages = whiten(advantages, mask)
         history = []
         for epoch in range(config.update_epochs):
@@ -288,7 +291,7 @@ class RLHFTrainer:
             dlogits += response_logits_gradient(entropy_backward(weights, log_probs_all, entropy),
                                                 part, config.temperature, log_probs_all.shape[-1])
         new_values = self.critic.values(part, run_trunk=not self.critic.shared)
-        vloss, dvalues = value_loss(new_values, old_values, returns, config.value_clip_coef, mask)
+        vloss, dvalues = value_loss(new_values, old_values, returns, config.clip_coef if config.clip_vloss else None, mask)
         dhidden = self.critic.hidden_gradient(dvalues * config.vf_coef, part)
         if self.critic.shared:
             self.policy.backward(dlogits, dhidden)

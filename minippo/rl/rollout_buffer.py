@@ -1,0 +1,54 @@
+"""What one rollout of PPO on control tasks stores, and its GAE targets.
+
+The buffers are time-major, (T, N) = (num_steps, num_envs), and allocated once per run.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from minippo.rl.advantages import generalized_advantages
+
+
+class RolloutBuffer:
+    """Time-major buffers (T = num_steps, N = num_envs) of one rollout, allocated once."""
+
+    def __init__(self, num_steps, num_envs, obs_shape, action_shape, action_dtype, dtype):
+        T, N = num_steps, num_envs
+        self.obs = np.zeros((T, N, *obs_shape), dtype=dtype)
+        self.actions = np.zeros((T, N, *action_shape), dtype=action_dtype)
+        self.logprobs = np.zeros((T, N), dtype=dtype)
+        self.values = np.zeros((T, N), dtype=dtype)
+        self.rewards = np.zeros((T, N), dtype=dtype)
+        self.terminations = np.zeros((T, N), dtype=bool)
+        self.truncations = np.zeros((T, N), dtype=bool)
+        self.final_values = np.zeros((T, N), dtype=dtype)  # V(final_obs), where truncated
+        self.last_values = np.zeros(N, dtype=dtype)        # V(s_T), the state after the rollout
+
+
+class Batch(NamedTuple):
+    """Flat (T·N) samples for the loss functions."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    logprobs: np.ndarray    # log π_old(a|s)
+    values: np.ndarray      # V_old(s)
+    advantages: np.ndarray
+    returns: np.ndarray
+
+
+def gae_targets(rollout, gamma, gae_lambda, use_critic=True):
+    """(advantages, returns) (T, N) of a rollout: GAE with bootstrapping as in ``minippo.rl.ppo``'s
+    docstring (step 2).
+
+    ``use_critic=False`` takes V ≡ 0 (with λ = 1: the plain discounted returns-to-go).
+    """
+    values, final_values, last_values = rollout.values, rollout.final_values, rollout.last_values
+    if not use_critic:
+        values, final_values, last_values = (np.zeros_like(a) for a in (values, final_values, last_values))
+    next_values = np.empty_like(values)
+    next_values[:-1] = values[1:]  # where the episode ended, values[t+1] belongs to the next episode:
+    next_values[-1] = last_values  # replaced by V(final_obs) on truncation, ignored on termination
+    next_values = np.where(rollout.truncations, final_values, next_values)
+    bootstrap = np.logical_not(rollout.terminations).astype(values.dtype)
+    continues = np.logical_not(rollout.terminations | rollout.truncations).astype(values.dtype)
+    return generalized_advantages(rollout.rewards, values, next_values, bootstrap, continues, gamma, gae_lambda)
