@@ -67,3 +67,31 @@ def some_names(names, shown=5, separator=", "):
     names = list(names)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return separator.join(map(str, names[:shown])) + more
+
+
+def number_in_interval(value, name, low, high):
+    """``value`` as a Python float if it is a real number with ``low <= value <= high``; otherwise a
+    ``TypeError`` (not a number) or ``ValueError`` (outside the interval, or NaN) that names ``name``."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a number in [{low}, {high}], got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def positive_number(value, name):
+    """``value`` as a Python float if it is a real number with ``0 < value < inf``; otherwise a ``TypeError``
+    (not a number) or ``ValueError`` (zero, negative, infinite or NaN) that names ``name``."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return float(value)
+
+
+def one_of(value, name, choices):
+    """``value`` if it equals one of ``choices``; otherwise a ``ValueError`` that names ``name`` and lists
+    the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
+    return value
