@@ -69,29 +69,31 @@ def some_names(names, shown=5, separator=", "):
     return separator.join(map(str, names[:shown])) + more
 
 
-def number_in_interval(value, name, low, high):
-    """``value`` as a Python float if it is a real number with ``low <= value <= high``; otherwise a
-    ``TypeError`` (not a number) or ``ValueError`` (outside the interval, or NaN) that names ``name``."""
-    if not is_real(value):
-        raise TypeError(f"{name} must be a number in [{low}, {high}], got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return float(value)
+# -- declarative checks of configuration fields ---------------------------------------------------
+# A check is a function ``check(value, name) -> value`` that returns the value (as a plain Python number
+# where that matters) or raises; its ``rule`` says in words what it accepts ("> 0", "in [0, 1]"), for
+# error messages and generated help alike.
 
 
-def positive_number(value, name):
-    """``value`` as a Python float if it is a real number with ``0 < value < inf``; otherwise a ``TypeError``
-    (not a number) or ``ValueError`` (zero, negative, infinite or NaN) that names ``name``."""
-    if not is_real(value):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return float(value)
+def number_rule(rule, accept):
+    """A check for a finite real number that ``accept(number)`` holds for; ``rule`` describes it."""
+    def check(value, name):
+        if not accept(finite_number(value, name)):
+            raise ValueError(f"{name} must be {rule}, got {value}")
+        return float(value)
+    check.rule = rule
+    return check
 
 
-def one_of(value, name, choices):
-    """``value`` if it equals one of ``choices``; otherwise a ``ValueError`` that names ``name`` and lists
-    the choices."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
-    return value
+positive = number_rule("> 0", lambda number: number > 0)
+fraction = number_rule("in [0, 1]", lambda number: 0 <= number <= 1)
+
+
+def one_of(*choices):
+    """A check for one of ``choices``."""
+    def check(value, name):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        return value
+    check.rule = f"one of {', '.join(map(str, choices))}"
+    return check

@@ -16,7 +16,8 @@ state whose rows are all zero, under every action, is terminal: the reward ``R[s
 collected and the episode terminates (the final observation is ``s`` itself).
 
 The observation is the one-hot vector of the state (float32, shape ``(S,)``), so that the same
-MLP policies as for CartPole apply; ``env.state`` holds the state indices ``(num_envs,)``.
+MLP policies as for CartPole apply; ``env.state`` holds the state indices ``(num_envs,)`` and
+``env.terminal`` the terminal-state mask ``(S,)``.
 
 All sub-environments move at once: the ``A·S`` rows are stacked into one ``(A·S, S)`` table (row
 ``a·S + s`` is ``P[a][s, ·]``) and ``minippo.mrp.tables.successor_sampler`` draws a successor

@@ -14,9 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse
 
-from minippo.checks import number_in_interval, one_of, positive_number
+from minippo.checks import fraction, positive
 from minippo.mrp.iteration import certified_value_iteration
-from minippo.mrp.reward_process import METHODS, MRP
+from minippo.mrp.reward_process import MRP, check_method
 from minippo.mrp.tables import (
     as_finite_array,
     as_float_array,
@@ -122,7 +122,7 @@ class MDP:
             rewards = as_finite_array(rewards, "R", (S,), f"one reward per state, or an ({S}, {A}) array")
             rewards = np.repeat(rewards[:, None], A, axis=1)  # [S] -> [S, A]
         self.R = as_finite_array(rewards, "R", (S, A), f"one reward per (state, action), or ({S},) per state")
-        self.gamma = number_in_interval(gamma, "gamma", 0, 1)
+        self.gamma = fraction(gamma, "gamma")
         if self.gamma == 1:
             require_proper_policies(self.P, self.terminal, self.states, self.actions)
 
@@ -147,14 +147,14 @@ class MDP:
             gamma=self.gamma,
             reward_bound=np.max(np.abs(self.R)),
             n_states=self.n_states,
-            tol=positive_number(tol, "tol"),
+            tol=positive(tol, "tol"),
         )
         return MDPSolution(values, self.action_values(values).argmax(axis=1))
 
     def policy_iteration(self, method="auto"):
         """Optimal values and policy by alternating exact evaluation and greedy improvement
         (``policy_iteration``; ``method`` is the ``MRP.solve`` method of each evaluation)."""
-        return policy_iteration(self.P, self.R, self.gamma, one_of(method, "method", METHODS))
+        return policy_iteration(self.P, self.R, self.gamma, check_method(method, "method"))
 
     def evaluate(self, policy):
         """The MRP a policy induces: P_π(s'|s) = Σ_a π(a|s) P_a(s'|s), R_π(s) = Σ_a π(a|s) R(s, a).

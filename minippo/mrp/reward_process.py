@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.sparse
 import scipy.sparse.linalg
 
-from minippo.checks import check_seed, integer_at_least, is_real, number_in_interval, one_of, positive_number
+from minippo.checks import check_seed, fraction, integer_at_least, is_real, one_of, positive
 from minippo.mrp.iteration import bellman_backup, certified_value_iteration
 from minippo.mrp.monte_carlo import default_max_steps, monte_carlo_values
 from minippo.mrp.tables import (
@@ -25,6 +25,7 @@ from minippo.mrp.tables import (
 )
 
 METHODS = ("auto", "direct", "iterative", "krylov")
+check_method = one_of(*METHODS)
 
 # solve("auto"): LU up to this many states whatever the structure.  A dense LU then takes
 # ~0.05 s, and a sparse LU ~0.1 s even when a random graph fills it in completely
@@ -60,7 +61,7 @@ class MRP:
         self.states = as_names(states, self.n_states, "states")
         self.terminal = terminal_states(self.P, "P", None if states is None else self.states)
         self.R = as_finite_array(R, "R", (self.n_states,), "one reward per state")
-        self.gamma = number_in_interval(gamma, "gamma", 0, 1)
+        self.gamma = fraction(gamma, "gamma")
         self._index = {name: i for i, name in enumerate(self.states)}
         if self.gamma == 1:
             require_termination(self.P, self.terminal, self.states)
@@ -149,8 +150,8 @@ class MRP:
             "auto"       the method ``auto_method()`` names.
         The achieved accuracy is ``residual(V)``.
         """
-        method = one_of(method, "method", METHODS)
-        tol = positive_number(tol, "tol")
+        method = check_method(method, "method")
+        tol = positive(tol, "tol")
         if method == "auto":
             method = self.auto_method()
         if method == "direct":
