@@ -25,7 +25,7 @@ from minippo.mrp.tables import (
 )
 
 METHODS = ("auto", "direct", "iterative", "krylov")
-check_method = one_of(*METHODS)
+check_method = one_of(*METHODS)  # check_method(method, "method"): the method, or a ValueError listing METHODS
 
 # solve("auto"): LU up to this many states whatever the structure.  A dense LU then takes
 # ~0.05 s, and a sparse LU ~0.1 s even when a random graph fills it in completely
