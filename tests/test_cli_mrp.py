@@ -7,6 +7,7 @@ import pytest
 from minippo.cli import main
 from minippo.commands.mrp import display_width, run_example
 
+
 def table_rows(output):
     """{state: [cells...]} for the table's state rows (the lines below the dashed rule)."""
     lines = output.splitlines()
@@ -97,8 +98,8 @@ def test_file_with_a_deterministic_chain(tmp_path, capsys):
         ('{"gamma": 0.8, "rewards": {"a": 1}}', r"missing key 'transitions'"),
         ('{"rewards": {"a": 1}, "transitions": {}}', r"missing key 'gamma'"),
         ('{"gamma": 0.8, "reward": {"a": 1}, "transitions": {}}', r"unexpected key 'reward'"),
-        ('{"gamma": "0.8", "rewards": {"a": 1}, "transitions": {"a": {}}}', r"gamma must be a number in \[0, 1\]; got str"),
-        ('{"gamma": 2, "rewards": {"a": 1}, "transitions": {"a": {}}}', r"gamma must be in \[0, 1\]; got 2"),
+        ('{"gamma": "0.8", "rewards": {"a": 1}, "transitions": {"a": {}}}', r"gamma must be a finite number, got str '0.8'"),
+        ('{"gamma": 2, "rewards": {"a": 1}, "transitions": {"a": {}}}', r"gamma must be in \[0, 1\], got 2"),
         ('{"gamma": 0.8, "rewards": {"a": 1, "b": 2}, "transitions": {"a": {"b": 0.7}}}', r"row 0 \(state 'a'\) of P sums to 0.7"),
         ('{"gamma": 0.8, "rewards": {"a": 1}, "transitions": {"a": {"b": 1}}}', r"rewards has no entry for state 'b'"),
         ('{"gamma": 0.8, "rewards": {"a": "one"}, "transitions": {"a": {}}}', r"rewards\['a'\] must be a number; got str"),

@@ -19,6 +19,7 @@ from minippo.envs import (
     RunningMeanStd,
     TabularMDPEnv,
 )
+from minippo.mrp import MDP
 
 THETA_LIMIT = 12 * 2 * np.pi / 360
 
@@ -270,7 +271,7 @@ def test_tabular_terminal_state_pays_its_reward_then_terminates():
     env = TabularMDPEnv(three_state_mdp(), num_envs=4, initial_state=[0.5, 0.0, 0.5], seed=1)
     obs, _ = env.reset()
     env.state[:] = [2, 2, 1, 0]
-    obs, rewards, terminated, truncated, infos = env.step([0, 1, 1, 1])
+    _, rewards, terminated, truncated, infos = env.step([0, 1, 1, 1])
     np.testing.assert_array_equal(rewards, [10.0, 20.0, 4.0, 2.0])
     np.testing.assert_array_equal(terminated, [True, True, False, False])
     assert not truncated.any()
@@ -332,6 +333,35 @@ def test_tabular_rejects_bad_initial_state_and_duck_type():
         TabularMDPEnv(three_state_mdp(), initial_state=[0.5, 0.1, 0.1])
     with pytest.raises(TypeError, match="n_actions"):
         TabularMDPEnv(SimpleNamespace(P=None, R=None, n_states=1))
+
+
+def with_P(P):
+    return SimpleNamespace(**{**vars(three_state_mdp()), "P": P})
+
+
+def test_tabular_tables_follow_the_one_rule_of_mrp_and_mdp():
+    # Row sums within max(1e-12, S·eps) of 1, as for MRP and MDP: 1 + 1e-9 is refused, rounding is not.
+    off = three_state_mdp().P.copy()
+    off[0, 0] = [0.2, 0.5, 0.3 + 1e-9]
+    with pytest.raises(ValueError, match=r"row 0 of mdp.P\[0\] sums to 1.000000001"):
+        TabularMDPEnv(with_P(off))
+    with pytest.raises(ValueError, match=r"row 0 of P\[0\] sums to 1.000000001"):
+        MDP(off, three_state_mdp().R, 0.9)
+    rounded = np.zeros((1, 10, 10))
+    rounded[0, :9, 9] = 1.0
+    rounded[0, 0, :] = 0.1  # sums to 0.9999999999999999
+    rounded[0, 9, :] = 0.0
+    env = TabularMDPEnv(SimpleNamespace(P=rounded, R=np.zeros((10, 1)), n_states=10, n_actions=1))
+    np.testing.assert_array_equal(env.terminal, np.arange(10) == 9)
+    # A terminal state has an all-zero row under every action.
+    one_action_ends = three_state_mdp().P.copy()
+    one_action_ends[1, 1] = 0.0
+    with pytest.raises(ValueError, match=r"state 1 has an all-zero \(terminal\) row in one of mdp.P\[0\], mdp.P\[1\]"):
+        TabularMDPEnv(with_P(one_action_ends))
+    with pytest.raises(ValueError, match=r"mdp.P\[0\]\[0, 0\] = -0.2 is negative"):
+        TabularMDPEnv(with_P(-three_state_mdp().P))
+    with pytest.raises(ValueError, match=r"mdp.R\[0, 0\] is nan; mdp.R must be finite"):
+        TabularMDPEnv(SimpleNamespace(**{**vars(three_state_mdp()), "R": np.full((3, 2), np.nan)}))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,8 +7,20 @@ import scipy.sparse
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import minippo.mrp
-from minippo.mrp import MDP, MRP, MonteCarloEstimate
+import minippo.mrp.reward_process
+from minippo.mrp import (
+    MDP,
+    MRP,
+    MonteCarloEstimate,
+    action_values,
+    bellman_backup,
+    bellman_optimality_backup,
+    plain_value_iteration,
+    policy_evaluation,
+    policy_tables,
+    solve_direct,
+)
+from minippo.mrp.tables import successor_sampler
 
 SOLVE_METHODS = ["direct", "iterative", "krylov", "auto"]
 
@@ -143,7 +155,7 @@ def test_iterative_meets_its_guaranteed_bound_on_slow_chains(gamma, tol):
 
 
 def test_auto_picks_by_size_and_structure(monkeypatch):
-    monkeypatch.setattr(minippo.mrp, "DIRECT_MAX_STATES", 100)  # keep the "large" problems small
+    monkeypatch.setattr(minippo.mrp.reward_process, "DIRECT_MAX_STATES", 100)  # keep the "large" problems small
     rng = np.random.default_rng(0)
     n = 400
     chain = scipy.sparse.diags_array([np.full(n - 1, 0.5), np.r_[0.5 * np.ones(n - 1), 0.0]], offsets=[1, 0]).tocsr()
@@ -210,6 +222,57 @@ def test_residual_is_relative_to_the_values():
     values = mrp.solve("direct")
     values[0] += 0.1368  # 1% too large in one state: residual 0.1368 / 13.8168
     assert mrp.residual(values) == pytest.approx(0.1368 / 13.8168)
+
+
+# --------------------------------------------------------------------- the equations, one function each
+def test_bellman_backup_and_plain_value_iteration_are_the_textbook_equations():
+    mrp = seed_example()
+    P, R, gamma = mrp.P, mrp.R, mrp.gamma
+    exact = solve_direct(P, R, gamma)
+    np.testing.assert_allclose(bellman_backup(P, R, gamma, exact), exact, rtol=0, atol=1e-14)  # V* = R + γPV*
+    np.testing.assert_array_equal(plain_value_iteration(P, R, gamma, 0), np.zeros(5))
+    np.testing.assert_allclose(plain_value_iteration(P, R, gamma, 2), R + gamma * (P @ R), rtol=0, atol=1e-15)
+    # Episodes last at most three steps, so three sweeps are exact.
+    np.testing.assert_allclose(plain_value_iteration(P, R, gamma, 3), exact, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_plain_value_iteration_converges_as_its_docstring_bounds(sparse):
+    mrp = random_mrp(seed=6, n_states=15, gamma=0.9, sparse=sparse)
+    exact = mrp.solve("direct")
+    sweeps = 50
+    bound = 0.9**sweeps * np.max(np.abs(mrp.R)) / (1 - 0.9)  # γ^k max|R| / (1 − γ)
+    error = np.max(np.abs(plain_value_iteration(mrp.P, mrp.R, mrp.gamma, sweeps) - exact))
+    assert 1e-6 * bound < error <= bound  # within the bound, and not far below it
+    np.testing.assert_allclose(mrp.solve("iterative", tol=1e-12), plain_value_iteration(mrp.P, mrp.R, mrp.gamma, 400),
+                               rtol=0, atol=1e-11)
+
+
+def test_bellman_optimality_backup_and_policy_evaluation():
+    mdp = random_mdp(seed=8, n_states=6, n_actions=3, gamma=0.9, sparse=True)
+    optimum = mdp.policy_iteration()
+    # V* = max_a Q*(s, a) is the fixed point of the optimality backup, and the policy is greedy for Q*.
+    np.testing.assert_allclose(bellman_optimality_backup(mdp.P, mdp.R, mdp.gamma, optimum.values), optimum.values,
+                               rtol=0, atol=1e-12)
+    q = action_values(mdp.P, mdp.R, mdp.gamma, optimum.values)
+    np.testing.assert_array_equal(q, mdp.action_values(optimum.values))
+    np.testing.assert_array_equal(q.argmax(axis=1)[~mdp.terminal], optimum.policy[~mdp.terminal])
+    mix = np.random.default_rng(1).dirichlet([1, 1, 1], size=6)
+    P_policy, R_policy = policy_tables(mdp.P, mdp.R, mix)
+    np.testing.assert_allclose(P_policy.toarray(), sum(mix[:, [a]] * mdp.P[a].toarray() for a in range(3)), atol=1e-15)
+    np.testing.assert_array_equal(R_policy, np.sum(mix * mdp.R, axis=1))
+    np.testing.assert_array_equal(policy_evaluation(mdp.P, mdp.R, mdp.gamma, mix), mdp.evaluate(mix).solve())
+
+
+def test_successor_sampler_inverts_each_rows_cdf():
+    # Rows 0 and 2 of a (3, 4) table, one terminal row between them: row 0 has P = (0.2, 0.3, 0.5)
+    # on columns 1, 2, 3, so u in [0, 0.2) picks 1, [0.2, 0.5) picks 2 and [0.5, 1) picks 3.
+    table = np.array([[0.0, 0.2, 0.3, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    sample = successor_sampler(table)
+    uniforms = np.array([0.0, 0.1999, 0.2, 0.4999, 0.5, 0.9999999])
+    np.testing.assert_array_equal(sample(np.zeros(6, dtype=np.int64), uniforms), [1, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(sample(np.full(6, 2), uniforms), np.zeros(6))
+    np.testing.assert_array_equal(sample(np.array([2, 0, 2]), np.array([0.3, 0.3, 0.99])), [0, 2, 0])
 
 
 # --------------------------------------------------------------------- Monte Carlo
@@ -357,11 +420,11 @@ GOOD_P = [[0.0, 1.0], [0.0, 0.0]]
         (GOOD_P, [1, 2, 3], 0.9, None, ValueError, r"R must have shape \(2,\) \(one reward per state\); got shape \(3,\)"),
         (GOOD_P, [1, np.nan], 0.9, None, ValueError, r"R\[1\] is nan; R must be finite"),
         (GOOD_P, [1, -np.inf], 0.9, None, ValueError, r"R\[1\] is -inf"),
-        (GOOD_P, [1, 2], 1.5, None, ValueError, r"gamma must be in \[0, 1\]; got 1.5"),
-        (GOOD_P, [1, 2], -0.1, None, ValueError, r"gamma must be in \[0, 1\]; got -0.1"),
-        (GOOD_P, [1, 2], float("nan"), None, ValueError, r"gamma must be in \[0, 1\]; got nan"),
-        (GOOD_P, [1, 2], "0.9", None, TypeError, r"gamma must be a number in \[0, 1\]; got str"),
-        (GOOD_P, [1, 2], True, None, TypeError, r"gamma must be a number"),
+        (GOOD_P, [1, 2], 1.5, None, ValueError, r"gamma must be in \[0, 1\], got 1.5"),
+        (GOOD_P, [1, 2], -0.1, None, ValueError, r"gamma must be in \[0, 1\], got -0.1"),
+        (GOOD_P, [1, 2], float("nan"), None, ValueError, r"gamma must be a finite number, got nan"),
+        (GOOD_P, [1, 2], "0.9", None, TypeError, r"gamma must be a finite number, got str '0.9'"),
+        (GOOD_P, [1, 2], True, None, TypeError, r"gamma must be a finite number, got bool True"),
         (GOOD_P, [1, 2], 0.9, ["a", "a"], ValueError, r"states must be unique; 'a' appears more than once"),
         (GOOD_P, [1, 2], 0.9, ["a", "b", "c"], ValueError, r"states has 3 names but P has 2 states"),
         (GOOD_P, [1, 2], 0.9, "ab", TypeError, r"states must be a list of 2 names; got str"),
@@ -398,13 +461,15 @@ def test_row_sum_tolerance_accepts_rounding():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda mrp: mrp.solve("lu"), ValueError, r"unknown method 'lu'; expected one of 'auto', 'direct', 'iterative', 'krylov'"),
-        (lambda mrp: mrp.solve("iterative", tol=0), ValueError, r"tol must be a positive finite number; got 0"),
-        (lambda mrp: mrp.solve("krylov", tol="small"), TypeError, r"tol must be a positive number; got str"),
-        (lambda mrp: mrp.monte_carlo(1), ValueError, r"n_episodes must be at least 2"),
-        (lambda mrp: mrp.monte_carlo(10.0), TypeError, r"n_episodes must be an integer; got float"),
-        (lambda mrp: mrp.monte_carlo(10, max_steps=0), ValueError, r"max_steps must be at least 1; got 0"),
+        (lambda mrp: mrp.solve("lu"), ValueError, r"method must be one of \('auto', 'direct', 'iterative', 'krylov'\), got 'lu'"),
+        (lambda mrp: mrp.solve("iterative", tol=0), ValueError, r"tol must be > 0, got 0"),
+        (lambda mrp: mrp.solve("krylov", tol="small"), TypeError, r"tol must be a finite number, got str 'small'"),
+        (lambda mrp: mrp.monte_carlo(1), ValueError, r"n_episodes must be an integer >= 2, got 1"),
+        (lambda mrp: mrp.monte_carlo(10.0), TypeError, r"n_episodes must be an integer >= 2, got float 10.0"),
+        (lambda mrp: mrp.monte_carlo(10, max_steps=0), ValueError, r"max_steps must be an integer >= 1, got 0"),
         (lambda mrp: mrp.residual([1.0]), ValueError, r"values must have shape \(5,\)"),
+        (lambda mrp: mrp.monte_carlo(10, seed=-1), ValueError, r"seed must be an integer >= 0, got -1"),
+        (lambda mrp: mrp.monte_carlo(10, seed=True), TypeError, r"seed must be None, an int >= 0 or a numpy Generator"),
     ],
 )
 def test_method_arguments_are_validated(call, error, message):
@@ -466,3 +531,16 @@ def test_evaluate_rejects_bad_policies(policy, error, message):
     mdp = random_mdp(seed=0, n_states=3, n_actions=2, gamma=0.9, sparse=False)
     with pytest.raises(error, match=message):
         mdp.evaluate(policy)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda mdp: mdp.policy_iteration("lu"), ValueError, r"method must be one of \('auto', 'direct', 'iterative', 'krylov'\), got 'lu'"),
+        (lambda mdp: mdp.value_iteration(tol=-1.0), ValueError, r"tol must be > 0, got -1.0"),
+        (lambda mdp: mdp.value_iteration(tol=None), TypeError, r"tol must be a finite number, got NoneType None"),
+    ],
+)
+def test_mdp_method_arguments_are_validated(call, error, message):
+    with pytest.raises(error, match=message):
+        call(random_mdp(seed=0, n_states=3, n_actions=2, gamma=0.9, sparse=False))

@@ -9,20 +9,20 @@ The MDP is any object with
 
 (``minippo.mrp.MDP`` is one; a ``types.SimpleNamespace`` with these attributes is another).
 
-One step from state ``s`` with action ``a`` pays ``R[s, a]`` and moves to ``s' ~ P[a][s, ·]``.  A
-row ``P[a][s, ·]`` that sums to 0 marks ``s`` as terminal for ``a``: the reward ``R[s, a]`` is
-collected and the episode terminates (the final observation is ``s`` itself).  Every other row
-must sum to 1.
+One step from state ``s`` with action ``a`` pays ``R[s, a]`` and moves to ``s' ~ P[a][s, ·]``.
+The tables follow the one rule of ``minippo.mrp.tables``, the same as ``MRP`` and ``MDP``:
+entries are finite and >= 0, and every row sums to 1 within max(1e-12, S·2.2e-16), or to 0.  A
+state whose rows are all zero, under every action, is terminal: the reward ``R[s, a]`` is
+collected and the episode terminates (the final observation is ``s`` itself).
 
 The observation is the one-hot vector of the state (float32, shape ``(S,)``), so that the same
-MLP policies as for CartPole apply; ``env.state`` holds the state indices ``(num_envs,)``.
+MLP policies as for CartPole apply; ``env.state`` holds the state indices ``(num_envs,)`` and
+``env.terminal`` the terminal-state mask ``(S,)``.
 
-**Sampling all sub-environments at once (inverse CDF).**  The ``A·S`` rows are stacked into one
-sparse matrix (row ``a·S + s``) whose non-zeros are laid out row after row; ``C`` is the running
-sum of all those probabilities, with ``C[0] = 0``.  Row ``r`` owns entries ``start..end-1``, so its
-CDF runs from ``C[start]`` to ``C[end]``.  With ``u ~ U[0, 1)``, the sampled entry is the ``k`` with
-``C[k] <= C[start] + u (C[end] - C[start]) < C[k+1]``: one ``searchsorted`` for every
-sub-environment, whatever its row, and dense and sparse MDPs share the code.
+All sub-environments move at once: the ``A·S`` rows are stacked into one ``(A·S, S)`` table (row
+``a·S + s`` is ``P[a][s, ·]``) and ``minippo.mrp.tables.successor_sampler`` draws a successor
+for every moving sub-environment with one ``searchsorted`` (inverse CDF), for dense and sparse
+MDPs alike.
 """
 import numpy as np
 import scipy.sparse
@@ -30,40 +30,30 @@ import scipy.sparse
 from minippo.checks import is_integer
 from minippo.envs.spaces import Box, Discrete
 from minippo.envs.vector_env import VectorEnv
-
-ROW_SUM_TOLERANCE = 1e-8
+from minippo.mrp.tables import (
+    as_finite_array,
+    as_transition_matrix,
+    common_terminal_states,
+    row_sum_tolerance,
+    successor_sampler,
+)
 
 
 def stack_transition_rows(P, n_states, n_actions):
-    """``P`` as one CSR matrix of shape ``(A·S, S)``: row ``a·S + s`` is ``P[a][s, ·]``.
-
-    Checks shapes, finiteness, non-negativity and that every row sums to 0 or 1.
-    """
+    """``P`` checked by the rule of ``minippo.mrp.tables``, as one CSR matrix of shape ``(A·S, S)``
+    (row ``a·S + s`` is ``P[a][s, ·]``), and the terminal-state mask ``(S,)``."""
     if len(P) != n_actions:
         raise ValueError(f"mdp.P must hold n_actions={n_actions} matrices, got {len(P)}")
-    blocks = []
-    for action, matrix in enumerate(P):
-        block = scipy.sparse.csr_array(matrix, dtype=np.float64)
-        if block.shape != (n_states, n_states):
+    matrices = [as_transition_matrix(matrix, f"mdp.P[{action}]") for action, matrix in enumerate(P)]
+    for action, matrix in enumerate(matrices):
+        if matrix.shape != (n_states, n_states):
             raise ValueError(
                 f"mdp.P[{action}] must have shape (n_states, n_states)=({n_states}, {n_states}), "
-                f"got {block.shape}"
+                f"got {matrix.shape}"
             )
-        blocks.append(block)
-    rows = scipy.sparse.vstack(blocks, format="csr")
-    if not np.isfinite(rows.data).all() or (rows.data < 0).any():
-        raise ValueError("mdp.P must contain finite, non-negative probabilities")
-    rows.eliminate_zeros()
-    rows.sort_indices()
-    row_sums = np.asarray(rows.sum(axis=1)).ravel()
-    bad = ~((row_sums == 0) | (np.abs(row_sums - 1) <= ROW_SUM_TOLERANCE))
-    if bad.any():
-        action, state = divmod(int(np.flatnonzero(bad)[0]), n_states)
-        raise ValueError(
-            f"each row mdp.P[a][s, :] must sum to 1 (or 0 for a terminal state); "
-            f"P[{action}][{state}, :] sums to {row_sums[bad][0]!r}"
-        )
-    return rows
+    terminal = common_terminal_states(matrices, None, argument="mdp.P")
+    rows = scipy.sparse.vstack([scipy.sparse.csr_array(matrix) for matrix in matrices], format="csr")
+    return rows, terminal
 
 
 def initial_distribution(initial_state, n_states):
@@ -88,7 +78,7 @@ def initial_distribution(initial_state, n_states):
         )
     if not np.isfinite(distribution).all() or (distribution < 0).any():
         raise ValueError("initial_state distribution must be finite and non-negative")
-    if abs(distribution.sum() - 1) > ROW_SUM_TOLERANCE:
+    if abs(distribution.sum() - 1) > row_sum_tolerance(n_states):
         raise ValueError(f"initial_state distribution must sum to 1, got {distribution.sum()!r}")
     return distribution / distribution.sum()
 
@@ -101,40 +91,27 @@ class TabularMDPEnv(VectorEnv):
         if missing:
             raise TypeError(f"mdp must have attributes P, R, n_states and n_actions; missing {missing}")
         n_states, n_actions = int(mdp.n_states), int(mdp.n_actions)
-        rewards = np.asarray(mdp.R, dtype=np.float64)
-        if rewards.shape != (n_states, n_actions):
-            raise ValueError(
-                f"mdp.R must have shape (n_states, n_actions)=({n_states}, {n_actions}), got {rewards.shape}"
-            )
-        if not np.isfinite(rewards).all():
-            raise ValueError("mdp.R must be finite")
+        rewards = as_finite_array(mdp.R, "mdp.R", (n_states, n_actions), "one reward per (state, action)")
         super().__init__(
             num_envs, Box(0.0, 1.0, shape=(n_states,)), Discrete(n_actions), seed, max_episode_steps
         )
         self.n_states = n_states
         self.rewards = rewards
         self.initial_distribution = initial_distribution(initial_state, n_states)
-        rows = stack_transition_rows(mdp.P, n_states, n_actions)
-        self._row_starts = rows.indptr
-        # A terminal row owns no entries; its gather in _advance reads entry start-1 (-1 when
-        # start is 0) and np.where discards it.  The spare last entry keeps that read in bounds
-        # even when every row is terminal (a bandit).
-        self._next_states = np.append(rows.indices, 0)
-        self._cumulative = np.concatenate([[0.0], np.cumsum(rows.data)])
+        rows, self.terminal = stack_transition_rows(mdp.P, n_states, n_actions)
+        self._sample_successors = successor_sampler(rows)
         self.state = np.zeros(self.num_envs, dtype=np.int64)
         self._env_index = np.arange(self.num_envs)
 
     def _advance(self, actions):
         rewards = self.rewards[self.state, actions]
-        row = actions * self.n_states + self.state
-        start, end = self._row_starts[row], self._row_starts[row + 1]
-        terminations = start == end
-        target = self._cumulative[start] + self.rng.random(self.num_envs) * (
-            self._cumulative[end] - self._cumulative[start]
-        )
-        entry = np.searchsorted(self._cumulative, target, side="right") - 1
-        entry = np.minimum(entry, end - 1)  # rounding can land a hair past the row's last entry
-        self.state = np.where(terminations, self.state, self._next_states[entry])
+        terminations = self.terminal[self.state]
+        uniforms = self.rng.random(self.num_envs)  # one per sub-environment; a terminating one ignores its own
+        moving = ~terminations
+        next_state = self.state.copy()
+        rows = actions[moving] * self.n_states + self.state[moving]  # row a·S + s of the stacked table
+        next_state[moving] = self._sample_successors(rows, uniforms[moving])
+        self.state = next_state
         return rewards, terminations, self._time_limit_reached()
 
     def _observe(self):
