@@ -90,7 +90,7 @@ KEY_MASK = np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]]
 
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("scale", [1.0, 12.0])  # 12: beyond SAFE_SCORE, the fast version subtracts the row max
-@pytest.mark.parametrize("blocking", [dict(causal=False), dict(causal=True, block_size=2)])
+@pytest.mark.parametrize("blocking", [{"causal": False}, {"causal": True, "block_size": 2}])
 def test_attention_twin_forward_and_backward(rng, padded, scale, blocking):
     q, k, v = qkv(rng, scale=scale)
     assert (max_norm(q / 2.0) * max_norm(k) >= SAFE_SCORE) == (scale > 1)
@@ -137,7 +137,7 @@ def test_cross_entropy_twin(rng, ignore_index):
 
 @pytest.mark.parametrize("vocab", [13, 257])
 @pytest.mark.parametrize("temperature", [0.0, 0.6, 1.0, 1.7])
-@pytest.mark.parametrize("truncation", [{}, dict(top_k=4), dict(top_p=0.7), dict(top_k=6, top_p=0.5)])
+@pytest.mark.parametrize("truncation", [{}, {"top_k": 4}, {"top_p": 0.7}, {"top_k": 6, "top_p": 0.5}])
 def test_sampler_twin_picks_the_same_tokens_for_the_same_seed(vocab, temperature, truncation):
     logits = 3.0 * np.random.default_rng(vocab).standard_normal((200, vocab))
     options = (temperature, truncation.get("top_k"), truncation.get("top_p"))

@@ -119,7 +119,7 @@ def init_parameters(config, rng):
     residual_std = 0.02 / math.sqrt(2 * config.n_layer)
     params = {}
     for name, shape in parameter_shapes(config).items():
-        if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
             params[name] = np.ones(shape, dtype=config.dtype)
         elif name.endswith(".bias"):
             params[name] = np.zeros(shape, dtype=config.dtype)
