@@ -27,8 +27,9 @@ class RowParallel:
     def forward(self, forward_rows, batch_size):
         """Run ``forward_rows(rows)`` on every shard of ``range(batch_size)`` (a slice each) and keep
         what each returns."""
-        self.shards = row_shards(batch_size)
-        self.activations = map_shards(lambda _, rows: forward_rows(rows), self.shards)
+        shards = row_shards(batch_size)
+        activations = map_shards(lambda _, rows: forward_rows(rows), shards)
+        self.shards, self.activations = shards, activations  # only after every shard succeeded
 
     def backward(self, backward_rows, grads):
         """Run ``backward_rows(rows, activations, grads_of_shard)`` on every shard of the last forward,
