@@ -87,6 +87,35 @@ def transposed_copy(x):
     return np.ascontiguousarray(x.swapaxes(-1, -2))
 
 
+def attention_forward_reference(q, k, v, bias):
+    """Textbook twin of :func:`attention_forward` and :func:`attention_decode`: Y = softmax(Q Kᵀ/√d + bias) V.
+
+    q (B, nh, T_q, hs), k and v (B, nh, T_k, hs), bias as for :func:`attention_forward` (or None).
+    Returns ``(y, att)`` with the whole attention matrix A (B, nh, T_q, T_k).  A query whose keys are
+    all masked (a pad query) attends to nothing: y = 0, as in the fast version.  The fast version
+    skips the masked blocks, the row max when it is safe, and the division of every entry of A.
+    """
+    scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # S: (B, nh, T_q, T_k)
+    if bias is not None:
+        scores = scores + bias
+    att = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    att /= att.sum(axis=-1, keepdims=True)  # A = softmax(S), row by row
+    if bias is not None:
+        att *= (bias == 0).any(axis=-1, keepdims=True)  # a query with no key to see gets A = 0
+    return att @ v, att
+
+
+def attention_backward_reference(dy, q, k, v, att):
+    """Textbook twin of :func:`attention_backward`: (dq, dk, dv) from dY and the A of
+    :func:`attention_forward_reference`, by the equations of the module docstring with D = rowsum(dA ⊙ A).
+    The fast version works on blocks of queries and on the unnormalised P = A · l."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    dv = att.swapaxes(-1, -2) @ dy  # dV = Aᵀ dY
+    datt = dy @ v.swapaxes(-1, -2)  # dA = dY Vᵀ
+    dscores = att * (datt - (datt * att).sum(axis=-1, keepdims=True))  # dS = A ⊙ (dA − D)
+    return dscores @ k * scale, dscores.swapaxes(-1, -2) @ q * scale, dv  # dQ = dS K/√d, dK = dSᵀ Q/√d
+
+
 def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BLOCK):
     """Y = softmax(Q Kᵀ/√d + bias) V for every batch row and head at once.
 
@@ -179,32 +208,3 @@ def attention_backward(dy, q, k, v, y, weights, out=None):
         out[2][...] = dv
         dk, dv = out[1], out[2]
     return dq, dk, dv
-
-
-def attention_forward_reference(q, k, v, bias):
-    """Textbook twin of :func:`attention_forward` and :func:`attention_decode`: Y = softmax(Q Kᵀ/√d + bias) V.
-
-    q (B, nh, T_q, hs), k and v (B, nh, T_k, hs), bias as for :func:`attention_forward` (or None).
-    Returns ``(y, att)`` with the whole attention matrix A (B, nh, T_q, T_k).  A query whose keys are
-    all masked (a pad query) attends to nothing: y = 0, as in the fast version.  The fast version
-    skips the masked blocks, the row max when it is safe, and the division of every entry of A.
-    """
-    scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # S: (B, nh, T_q, T_k)
-    if bias is not None:
-        scores = scores + bias
-    att = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    att /= att.sum(axis=-1, keepdims=True)  # A = softmax(S), row by row
-    if bias is not None:
-        att *= (bias == 0).any(axis=-1, keepdims=True)  # a query with no key to see gets A = 0
-    return att @ v, att
-
-
-def attention_backward_reference(dy, q, k, v, att):
-    """Textbook twin of :func:`attention_backward`: (dq, dk, dv) from dY and the A of
-    :func:`attention_forward_reference`, by the equations of the module docstring with D = rowsum(dA ⊙ A).
-    The fast version works on blocks of queries and on the unnormalised P = A · l."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    dv = att.swapaxes(-1, -2) @ dy  # dV = Aᵀ dY
-    datt = dy @ v.swapaxes(-1, -2)  # dA = dY Vᵀ
-    dscores = att * (datt - (datt * att).sum(axis=-1, keepdims=True))  # dS = A ⊙ (dA − D)
-    return dscores @ k * scale, dscores.swapaxes(-1, -2) @ q * scale, dv  # dQ = dS K/√d, dK = dSᵀ Q/√d

@@ -98,6 +98,20 @@ def entropy_backward(dentropy, log_probs_all, entropy):
     return dlogits
 
 
+def cross_entropy_reference(logits, targets, ignore_index=-1):
+    """Textbook twin of :func:`cross_entropy` (same arguments and results), for valid targets:
+    π = softmax(z), L = −mean over valid t of log π(y_t), dL/dz = (π − onehot(y)) / n on valid positions.
+    The fast version takes the log-softmax with matrix-vector sums and fills dlogits in place, in threads."""
+    valid = targets != ignore_index  # (...)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)  # π
+    y = targets[valid]
+    loss = -np.log(probs[valid, y]).mean()
+    dlogits = probs * valid[..., None]
+    dlogits[valid, y] -= 1.0  # π − onehot(y)
+    return float(loss), dlogits / valid.sum()
+
+
 def cross_entropy(logits, targets, ignore_index=-1):
     """Mean negative log-likelihood  L = −(1/n) Σ_{valid t} log π(y_t)  and its gradient.
 
@@ -125,17 +139,3 @@ def cross_entropy(logits, targets, ignore_index=-1):
 
     loss = sum(map_shards(shard_loss, row_shards(len(flat_logits))))
     return loss, dlogits.reshape(logits.shape)
-
-
-def cross_entropy_reference(logits, targets, ignore_index=-1):
-    """Textbook twin of :func:`cross_entropy` (same arguments and results), for valid targets:
-    π = softmax(z), L = −mean over valid t of log π(y_t), dL/dz = (π − onehot(y)) / n on valid positions.
-    The fast version takes the log-softmax with matrix-vector sums and fills dlogits in place, in threads."""
-    valid = targets != ignore_index  # (...)
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)  # π
-    y = targets[valid]
-    loss = -np.log(probs[valid, y]).mean()
-    dlogits = probs * valid[..., None]
-    dlogits[valid, y] -= 1.0  # π − onehot(y)
-    return float(loss), dlogits / valid.sum()

@@ -127,6 +127,20 @@ def decode_weights(model):
     return blocks
 
 
+def decode_step_reference(model, tokens, attention_mask):
+    """Textbook twin of :func:`decode_step`: the final hidden state (B, C) of the last position of
+    ``tokens`` (B, T), from the whole forward over the sequence so far (no cache, nothing folded).
+
+    :func:`decode_step` computes the same row from the cached keys and values of positions 0..T−2,
+    for the work of one position instead of T.  ``attention_mask`` (B, T): 0 for left padding.
+    """
+    B, T = tokens.shape
+    positions, bias = positions_and_bias(attention_mask, B, T, model.config.dtype)
+    hidden = np.empty((B, T, model.config.n_embd), dtype=model.config.dtype)
+    model.serial_forward(tokens, positions, bias, hidden)
+    return hidden[:, -1]
+
+
 def decode_step(model, token, position, bias, kv_caches, start, blocks):
     """The final hidden state (B, C) of one new token per row, at cache position ``start``.
 
@@ -152,17 +166,3 @@ def decode_step(model, token, position, bias, kv_caches, start, blocks):
         x += a  # h' = a + MLP(LN₂(a))
     hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
     return hidden
-
-
-def decode_step_reference(model, tokens, attention_mask):
-    """Textbook twin of :func:`decode_step`: the final hidden state (B, C) of the last position of
-    ``tokens`` (B, T), from the whole forward over the sequence so far (no cache, nothing folded).
-
-    :func:`decode_step` computes the same row from the cached keys and values of positions 0..T−2,
-    for the work of one position instead of T.  ``attention_mask`` (B, T): 0 for left padding.
-    """
-    B, T = tokens.shape
-    positions, bias = positions_and_bias(attention_mask, B, T, model.config.dtype)
-    hidden = np.empty((B, T, model.config.n_embd), dtype=model.config.dtype)
-    model.serial_forward(tokens, positions, bias, hidden)
-    return hidden[:, -1]

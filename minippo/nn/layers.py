@@ -14,7 +14,7 @@ All arrays are 2-D ``(N, C)`` where a layer acts on rows: the caller flattens ``
 constants are Python floats, which NumPy applies in the array's own dtype.
 
 Where the fast version is written for speed (in-place steps, sums as matrix products, a sort), a
-textbook twin ``<kernel>_reference`` stands right after it: the equation as code, with the same
+textbook twin ``<kernel>_reference`` stands right before it: the equation as code, with the same
 arguments and results, for reading and for the tests (it is not used on the hot path).
 """
 import math
@@ -60,6 +60,25 @@ def row_sums(x, scale=1.0):
 # ----------------------------------------------------------------------------------------------
 # LayerNorm:  y = γ ⊙ (x − μ) / sqrt(σ² + ε) + β   over the last axis
 # ----------------------------------------------------------------------------------------------
+def layernorm_forward_reference(x, weight, bias, eps=LAYERNORM_EPS):
+    """Textbook twin of :func:`layernorm_forward` (same arguments and results): the equation with
+    NumPy's mean and var.  The fast version takes the mean as a matrix-vector product, the variance
+    as an einsum, and normalises in place."""
+    rstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)  # 1/σ, (N, 1)
+    norm = (x - x.mean(axis=-1, keepdims=True)) * rstd  # x̂
+    return norm * weight + bias, norm, rstd
+
+
+def layernorm_backward_reference(dout, norm, rstd, weight, dweight, dbias):
+    """Textbook twin of :func:`layernorm_backward` (same arguments, results and ``+=``):
+    dx = (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)) · rstd with NumPy's mean and sum, no buffer reused."""
+    dweight += (dout * norm).sum(axis=0)
+    dbias += dout.sum(axis=0)
+    dnorm = dout * weight
+    return (dnorm - dnorm.mean(axis=-1, keepdims=True)
+            - norm * (dnorm * norm).mean(axis=-1, keepdims=True)) * rstd
+
+
 def layernorm_forward(x, weight, bias, eps=LAYERNORM_EPS):
     """Return ``(y, norm, rstd)``: the output, the normalised input x̂ = (x − μ)·rstd and rstd = 1/σ.
 
@@ -95,28 +114,25 @@ def layernorm_backward(dout, norm, rstd, weight, dweight, dbias):
     return dx
 
 
-def layernorm_forward_reference(x, weight, bias, eps=LAYERNORM_EPS):
-    """Textbook twin of :func:`layernorm_forward` (same arguments and results): the equation with
-    NumPy's mean and var.  The fast version takes the mean as a matrix-vector product, the variance
-    as an einsum, and normalises in place."""
-    rstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)  # 1/σ, (N, 1)
-    norm = (x - x.mean(axis=-1, keepdims=True)) * rstd  # x̂
-    return norm * weight + bias, norm, rstd
-
-
-def layernorm_backward_reference(dout, norm, rstd, weight, dweight, dbias):
-    """Textbook twin of :func:`layernorm_backward` (same arguments, results and ``+=``):
-    dx = (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)) · rstd with NumPy's mean and sum, no buffer reused."""
-    dweight += (dout * norm).sum(axis=0)
-    dbias += dout.sum(axis=0)
-    dnorm = dout * weight
-    return (dnorm - dnorm.mean(axis=-1, keepdims=True)
-            - norm * (dnorm * norm).mean(axis=-1, keepdims=True)) * rstd
-
-
 # ----------------------------------------------------------------------------------------------
 # GELU (GPT-2's tanh approximation):  y = x · s,  s = ½ (1 + tanh(√(2/π) (x + 0.044715 x³)))
 # ----------------------------------------------------------------------------------------------
+def gelu_forward_reference(x):
+    """Textbook twin of :func:`gelu_forward` (same results): y = ½ x (1 + tanh(√(2/π)(x + 0.044715 x³)))
+    in one expression, with the gate s = ½(1 + tanh(...)) that backward takes."""
+    gate = 0.5 * (1.0 + np.tanh(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x ** 3)))
+    return x * gate, gate
+
+
+def gelu_backward_reference(dout, x, out, gate):
+    """Textbook twin of :func:`gelu_backward` (same arguments and result): the derivative of
+    ½ x (1 + tanh u), u = √(2/π)(x + 0.044715 x³), written out from x alone (``out`` and ``gate``
+    are not used): dy/dx = ½(1 + tanh u) + ½ x (1 − tanh² u) √(2/π)(1 + 3·0.044715 x²)."""
+    t = np.tanh(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x ** 3))
+    du_dx = GELU_SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+
+
 def gelu_forward(x):
     """Return ``(y, gate)`` with the gate s = ½(1 + t), t = tanh(√(2/π)(x + 0.044715 x³)).
 
@@ -148,21 +164,6 @@ def gelu_backward(dout, x, out, gate):
     return slope
 
 
-def gelu_forward_reference(x):
-    """Textbook twin of :func:`gelu_forward` (same results): y = ½ x (1 + tanh(√(2/π)(x + 0.044715 x³)))
-    in one expression, with the gate s = ½(1 + tanh(...)) that backward takes."""
-    gate = 0.5 * (1.0 + np.tanh(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x ** 3)))
-    return x * gate, gate
-
-
-def gelu_backward_reference(dout, x, out, gate):
-    """Textbook twin of :func:`gelu_backward` (same arguments and result): the derivative of
-    ½ x (1 + tanh u), u = √(2/π)(x + 0.044715 x³), written out from x alone (``out`` and ``gate``
-    are not used): dy/dx = ½(1 + tanh u) + ½ x (1 − tanh² u) √(2/π)(1 + 3·0.044715 x²)."""
-    t = np.tanh(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x ** 3))
-    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x))
-
-
 # ----------------------------------------------------------------------------------------------
 # tanh (the hidden nonlinearity of the PPO actor-critic MLPs):  y = tanh(x),  dy/dx = 1 − y²
 # ----------------------------------------------------------------------------------------------
@@ -184,6 +185,13 @@ def embedding_forward(ids, table):
     return table[ids]
 
 
+def embedding_backward_reference(dout, ids, dtable):
+    """Textbook twin of :func:`embedding_backward` (same arguments and ``+=``): dE[ids[n]] += dy[n],
+    one row at a time with ``np.add.at``, which adds repeated ids once each (``dtable[ids] += dy``
+    would keep only the last)."""
+    np.add.at(dtable, ids.reshape(-1), dout.reshape(-1, dtable.shape[1]))
+
+
 def embedding_backward(dout, ids, dtable):
     """Scatter-add: dE[v] += Σ_{n: ids[n] = v} dy[n].  Repeated ids accumulate.
 
@@ -197,10 +205,3 @@ def embedding_backward(dout, ids, dtable):
     group_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
     dout = dout.reshape(-1, dtable.shape[1])
     dtable[sorted_ids[group_starts]] += np.add.reduceat(dout[order], group_starts, axis=0)
-
-
-def embedding_backward_reference(dout, ids, dtable):
-    """Textbook twin of :func:`embedding_backward` (same arguments and ``+=``): dE[ids[n]] += dy[n],
-    one row at a time with ``np.add.at``, which adds repeated ids once each (``dtable[ids] += dy``
-    would keep only the last)."""
-    np.add.at(dtable, ids.reshape(-1), dout.reshape(-1, dtable.shape[1]))
