@@ -2,9 +2,9 @@
 
 NumPy runs every element-wise operation (GELU, LayerNorm, softmax) and every stacked matrix product
 (attention's per-head QKᵀ and AV) on one core; only large 2-D matrix products use BLAS's threads.  On
-a transformer train step that leaves most of a second core idle.  So a model splits a batch of B
-rows into contiguous shards, ``B/threads`` rows each, and runs the same forward or backward code on
-every shard in its own thread.  NumPy releases the GIL inside its loops and inside BLAS, so the
+a transformer train step that leaves most of a second core idle.  So a model's serial forward and
+backward run on contiguous shards of a batch of B rows, ``B/threads`` rows each, every shard in its
+own thread (``minippo.nn.data_parallel.RowParallel`` does it for the GPT).  NumPy releases the GIL inside its loops and inside BLAS, so the
 threads really run at once.  Meanwhile BLAS is held at one thread (``minippo.blas``): two shards each
 running a one-thread product already use both cores, and OpenBLAS serialises concurrent callers when
 it runs several threads itself.

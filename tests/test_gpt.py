@@ -9,7 +9,7 @@ import pytest
 
 from minippo.nn import GPT, GPTConfig, ScoreHead, ValueHead, cross_entropy
 from minippo.nn.categorical import log_softmax
-from minippo.nn.gpt import TokenSampler, first_above
+from minippo.nn.sampling import TokenSampler, first_above
 from tests.gradcheck import check_gradients
 
 VOCAB, BLOCK = 13, 8

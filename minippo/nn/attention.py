@@ -18,6 +18,10 @@ over heads.  Masked scores get ``MASKED_SCORE``, finite, so that exp gives exact
 without any NaN; a query with every key masked (a pad query in a left-padded batch) gets P = 0,
 output y = 0 and no gradient, whichever shift c the softmax uses (below).
 
+Read :func:`attention_forward_reference` and :func:`attention_backward_reference` first: the
+equations above as code, a few lines each.  :func:`attention_forward`, :func:`attention_backward` and
+:func:`attention_decode` compute the same, with less work.
+
 How the work is kept small (the T×T score arrays are the only big ones here):
 
 * Causal blocks: queries go in blocks of ``QUERY_BLOCK``, and a block stops at its last query's key
@@ -83,6 +87,35 @@ def transposed_copy(x):
     return np.ascontiguousarray(x.swapaxes(-1, -2))
 
 
+def attention_forward_reference(q, k, v, bias):
+    """Textbook twin of :func:`attention_forward` and :func:`attention_decode`: Y = softmax(Q Kᵀ/√d + bias) V.
+
+    q (B, nh, T_q, hs), k and v (B, nh, T_k, hs), bias as for :func:`attention_forward` (or None).
+    Returns ``(y, att)`` with the whole attention matrix A (B, nh, T_q, T_k).  A query whose keys are
+    all masked (a pad query) attends to nothing: y = 0, as in the fast version.  The fast version
+    skips the masked blocks, the row max when it is safe, and the division of every entry of A.
+    """
+    scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # S: (B, nh, T_q, T_k)
+    if bias is not None:
+        scores = scores + bias
+    att = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    att /= att.sum(axis=-1, keepdims=True)  # A = softmax(S), row by row
+    if bias is not None:
+        att *= (bias == 0).any(axis=-1, keepdims=True)  # a query with no key to see gets A = 0
+    return att @ v, att
+
+
+def attention_backward_reference(dy, q, k, v, att):
+    """Textbook twin of :func:`attention_backward`: (dq, dk, dv) from dY and the A of
+    :func:`attention_forward_reference`, by the equations of the module docstring with D = rowsum(dA ⊙ A).
+    The fast version works on blocks of queries and on the unnormalised P = A · l."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    dv = att.swapaxes(-1, -2) @ dy  # dV = Aᵀ dY
+    datt = dy @ v.swapaxes(-1, -2)  # dA = dY Vᵀ
+    dscores = att * (datt - (datt * att).sum(axis=-1, keepdims=True))  # dS = A ⊙ (dA − D)
+    return dscores @ k * scale, dscores.swapaxes(-1, -2) @ q * scale, dv  # dQ = dS K/√d, dK = dSᵀ Q/√d
+
+
 def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BLOCK):
     """Y = softmax(Q Kᵀ/√d + bias) V for every batch row and head at once.
 
@@ -95,6 +128,7 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
     queries: P (B, nh, rows, keys) the unnormalised weights and 1/l (B, nh, rows, 1), so A = P · (1/l).
     ``out`` may be a (B, nh, T_q, hs) view of the caller's buffer (e.g. of a (B, T, C) array), so that
     the heads are merged by the matrix product itself instead of a transpose copy.
+    Textbook twin: :func:`attention_forward_reference`.
     """
     q = q * (1.0 / math.sqrt(q.shape[-1]))  # Q/√d: (B, nh, T_q, hs)
     if out is None:
@@ -125,6 +159,7 @@ def attention_decode(q, keys, values, bias=None):
     may see every key, else broadcastable to (B, nh, 1, T_k) (padding).  Returns y (B, nh, hs).
     Decoding is inference only: nothing is kept for a backward pass.  The products read each cached
     key and value once, in place (a copy of Kᵀ would cost as much as the product).
+    Textbook twin: :func:`attention_forward_reference` with one query.
     """
     scores = (q[:, :, None, :] * (1.0 / math.sqrt(q.shape[-1]))) @ keys.swapaxes(-1, -2)  # (B, nh, 1, T_k)
     if bias is not None:
@@ -145,6 +180,7 @@ def attention_backward(dy, q, k, v, y, weights, out=None):
     """Return (dq, dk, dv) given dY (B, nh, T_q, hs) and the forward's q, k, v, output Y and weights.
 
     ``out`` may be three views (dq, dk, dv) of the caller's buffer to write the gradients into.
+    Textbook twin: :func:`attention_backward_reference`.
     """
     dq = np.empty_like(q) if out is None else out[0]
     # every block of queries adds into the keys it saw; contiguous sums (adding into strided views

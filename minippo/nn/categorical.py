@@ -98,12 +98,27 @@ def entropy_backward(dentropy, log_probs_all, entropy):
     return dlogits
 
 
+def cross_entropy_reference(logits, targets, ignore_index=-1):
+    """Textbook twin of :func:`cross_entropy` (same arguments and results), for valid targets:
+    π = softmax(z), L = −mean over valid t of log π(y_t), dL/dz = (π − onehot(y)) / n on valid positions.
+    The fast version takes the log-softmax with matrix-vector sums and fills dlogits in place, in threads."""
+    valid = targets != ignore_index  # (...)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)  # π
+    y = targets[valid]
+    loss = -np.log(probs[valid, y]).mean()
+    dlogits = probs * valid[..., None]
+    dlogits[valid, y] -= 1.0  # π − onehot(y)
+    return float(loss), dlogits / valid.sum()
+
+
 def cross_entropy(logits, targets, ignore_index=-1):
     """Mean negative log-likelihood  L = −(1/n) Σ_{valid t} log π(y_t)  and its gradient.
 
     logits (..., V); targets (...) integers, where ``ignore_index`` marks positions that do not count
     (padding).  Returns ``(loss, dlogits)`` with dlogits = (π − onehot(y)) / n on valid positions and
-    0 elsewhere, in the logits' dtype.  Shards of rows run in parallel threads (``minippo.parallel``).
+    0 elsewhere, in the logits' dtype.  Shards of rows run in parallel threads (``minippo.parallel``),
+    each writing its dlogits in place.  Textbook twin: :func:`cross_entropy_reference`.
     """
     targets = _check_tokens(targets, logits.shape[-1], "targets", allowed_extra=ignore_index)
     if targets.shape != logits.shape[:-1]:

@@ -1,0 +1,168 @@
+"""Sampling text from a GPT with a KV cache: ``generate`` (called as ``GPT.generate``).
+
+A sequence grows one token at a time.  Recomputing the whole forward for every new token
+(:func:`decode_step_reference`, the textbook version) repeats the work of every earlier position;
+instead the keys and values of earlier positions are kept in a cache (B, nh, T_max, hs) per layer, so
+a new token costs one position of attention (:func:`decode_step`):
+
+1. prefill: the prompt runs through the ordinary forward (``GPT.serial_forward``), and every layer's
+   keys and values are copied into the cache;
+2. decode: the newest token alone runs through the blocks, its query attending to every cached key;
+   only the last position goes through the LM head, and the sampler (``minippo.nn.sampling``) draws.
+
+The decode step is the forward specialised to one position per row, with the LayerNorm gains folded
+into the weights after them (:func:`decode_weights`); it keeps nothing for a backward pass.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from minippo.nn.attention import attention_bias, attention_decode
+from minippo.nn.gpt import positions_and_bias
+from minippo.nn.inputs import check_generate
+from minippo.nn.layers import gelu_forward, layernorm_forward, layernorm_normalize, linear_forward
+from minippo.nn.module import as_generator
+from minippo.nn.sampling import TokenSampler
+
+
+class Generation(NamedTuple):
+    """Output of :meth:`GPT.generate`.
+
+    tokens:   (B, T + max_new_tokens) prompt followed by the sampled tokens (pad after a row's EOS);
+    logprobs: (B, max_new_tokens) log π(token) under the temperature-scaled distribution, 0 where masked;
+    mask:     (B, max_new_tokens) True for sampled tokens up to and including a row's EOS.
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    mask: np.ndarray
+
+
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             eos_token_id=None, attention_mask=None, rng=None, pad_token_id=None):
+    """Sample ``max_new_tokens`` tokens after the (left-padded) prompts ``idx`` (B, T) of ``model``.
+
+    Sampling uses π_T = softmax(z / T); ``temperature=0`` is greedy (logprobs then under T = 1).
+    ``top_k`` keeps the k most likely tokens and ``top_p`` the smallest set with probability ≥ p; the
+    returned logprobs are under the full temperature-scaled distribution, so they equal a forward pass
+    over the finished sequence.  After a row samples ``eos_token_id`` it is filled with
+    ``pad_token_id`` (default: the EOS id).  ``rng``: a Generator or a seed.  Returns a :class:`Generation`.
+    """
+    config = model.config
+    idx, mask, pad_token_id = check_generate(config, idx, max_new_tokens, attention_mask, eos_token_id,
+                                             pad_token_id)
+    sampler = TokenSampler(temperature, top_k, top_p, config.vocab_size, as_generator(rng))
+    B, T0 = idx.shape
+    total = T0 + max_new_tokens
+    kv_shape = (B, config.n_head, total, config.head_size)
+    kv_caches = [(np.empty(kv_shape, config.dtype), np.empty(kv_shape, config.dtype))
+                 for _ in range(config.n_layer)]
+    key_mask = np.ones((B, total), dtype=np.int64)
+    key_mask[:, :T0] = mask
+    prompt_unpadded = bool(mask.all())
+    tokens = np.full((B, total), pad_token_id, dtype=np.int64)
+    tokens[:, :T0] = idx
+    logprobs = np.zeros((B, max_new_tokens), dtype=config.dtype)
+    sampled_mask = np.zeros((B, max_new_tokens), dtype=bool)
+    finished = np.zeros(B, dtype=bool)
+
+    # prefill: the whole prompt at once, its keys and values into the cache
+    positions, bias = positions_and_bias(None if prompt_unpadded else mask, B, T0, config.dtype)
+    hidden = np.empty((B, T0, config.n_embd), dtype=config.dtype)
+    prompt = model.serial_forward(idx, positions, bias, hidden)
+    for (keys, values), block in zip(kv_caches, prompt.blocks):
+        keys[:, :, :T0] = block.k
+        values[:, :, :T0] = block.v
+    last_hidden = hidden[:, -1]  # (B, C): only the last position goes through the LM head
+    next_position = positions[:, -1] + 1  # (B,)
+    blocks = decode_weights(model)
+    for step in range(max_new_tokens):
+        # (V, C) @ (C, B) -> (V, B): with few rows, BLAS is about 2x faster with the big matrix on
+        # the left than with xᵀ-times-transposed-embedding; then one copy to (B, V) rows, because
+        # the sampler's row-wise passes over a transposed view cost more than the copy
+        logits = np.ascontiguousarray((model.params["transformer.wte.weight"] @ last_hidden.T).T)
+        token, logprob = sampler.sample(logits)
+        sampled_mask[:, step] = ~finished
+        tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
+        logprobs[:, step] = np.where(finished, 0.0, logprob)
+        if eos_token_id is not None:
+            finished |= token == eos_token_id
+        if step == max_new_tokens - 1 or finished.all():
+            break
+        # decode: one new query attends to every cached key
+        start = T0 + step
+        # the newest query may see every cached key, so only padding needs a mask
+        bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
+                                                           key_mask[:, :start + 1], config.dtype)
+        last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start, blocks)
+        next_position = next_position + 1
+    return Generation(tokens, logprobs, sampled_mask)
+
+
+def decode_weights(model):
+    """Each block's linear layers as (weight, bias) pairs for decoding, LayerNorm gains folded in.
+
+    LN₁ feeds only c_attn and LN₂ only c_fc, and for a LayerNorm with gain γ and bias β
+
+        LN(x) W + b = (x̂ ⊙ γ + β) W + b = x̂ (γ ⊙ W) + (β W + b),   x̂ = (x − μ)/σ,
+
+    where γ ⊙ W scales row i of W by γ_i.  So a decode step only normalises x: two passes over its
+    rows fewer per LayerNorm, every step, for one pass over these weights per ``generate`` call.
+    Returns per block: (c_attn, c_proj, c_fc, mlp c_proj), each a (weight, bias) pair.
+    """
+    p = model.params
+
+    def folded(prefix, norm, linear):
+        gain, shift = p[prefix + norm + ".weight"], p[prefix + norm + ".bias"]
+        weight, bias = p[prefix + linear + ".weight"], p[prefix + linear + ".bias"]
+        return gain[:, None] * weight, shift @ weight + bias  # (C, out), (out,)
+
+    blocks = []
+    for layer in range(model.config.n_layer):
+        prefix = f"transformer.h.{layer}."
+        blocks.append((folded(prefix, "ln_1", "attn.c_attn"),
+                       (p[prefix + "attn.c_proj.weight"], p[prefix + "attn.c_proj.bias"]),
+                       folded(prefix, "ln_2", "mlp.c_fc"),
+                       (p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])))
+    return blocks
+
+
+def decode_step_reference(model, tokens, attention_mask):
+    """Textbook twin of :func:`decode_step`: the final hidden state (B, C) of the last position of
+    ``tokens`` (B, T), from the whole forward over the sequence so far (no cache, nothing folded).
+
+    :func:`decode_step` computes the same row from the cached keys and values of positions 0..T−2,
+    for the work of one position instead of T.  ``attention_mask`` (B, T): 0 for left padding.
+    """
+    B, T = tokens.shape
+    positions, bias = positions_and_bias(attention_mask, B, T, model.config.dtype)
+    hidden = np.empty((B, T, model.config.n_embd), dtype=model.config.dtype)
+    model.serial_forward(tokens, positions, bias, hidden)
+    return hidden[:, -1]
+
+
+def decode_step(model, token, position, bias, kv_caches, start, blocks):
+    """The final hidden state (B, C) of one new token per row, at cache position ``start``.
+
+    ``GPT.block_forward`` specialised to one position: rows are (B, C), the heads need no transpose
+    ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode`, the LayerNorm
+    gains sit in the weights ``blocks`` (from :func:`decode_weights`), and nothing is kept for
+    backward.  The new keys and values are written into ``kv_caches``.  Textbook twin:
+    :func:`decode_step_reference`.
+    """
+    p = model.params
+    B, nh, hs = len(token), model.config.n_head, model.config.head_size
+    x = model.embed(token, position)  # (B, C)
+    for (c_attn, c_proj, c_fc, mlp_proj), (keys, values) in zip(blocks, kv_caches):
+        qkv = linear_forward(layernorm_normalize(x)[0], *c_attn)  # LN₁(x) W_attn + b_attn: (B, 3C)
+        qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
+        keys[:, :, start] = qkv[:, 1]
+        values[:, :, start] = qkv[:, 2]
+        y = attention_decode(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
+        a = linear_forward(y.reshape(B, -1), *c_proj)  # (B, nh, hs) -> (B, C) is a view
+        a += x  # a = x + Attn(LN₁(x))
+        fc = linear_forward(layernorm_normalize(a)[0], *c_fc)  # (B, 4C)
+        x = linear_forward(gelu_forward(fc)[0], *mlp_proj)
+        x += a  # h' = a + MLP(LN₂(a))
+    hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
+    return hidden
