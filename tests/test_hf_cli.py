@@ -23,7 +23,7 @@ PROMPTS = ["Q: Where is the bank? A:", "Q: Hi? A:"]
 def checkpoints(tmp_path):
     policy = GPT(GPTConfig(vocab_size=258, block_size=48, n_layer=1, n_head=2, n_embd=16), seed=0)
     save_checkpoint(tmp_path / "policy.npz", policy.params, policy.config.to_dict(),
-                    extra={"kind": "policy", "tokenizer": "byte"})
+                    extra={"tokenizer": "byte"}, kind="gpt")
     reward = RewardModel.from_policy(policy, seed=1)
     reward.head.params["weight"][...] = np.random.default_rng(2).standard_normal((16, 1))
     reward.head.params["bias"][...] = 0.25

@@ -49,6 +49,7 @@ class GPT2Tokenizer(ByteLevelBPE):
             pad_token,
             eos_token,
         )
+        self.merges = tuple(sorted(merged, key=lambda pair: merged[pair][0]))  # id pairs, by rank
         self._files = GPT2Files(dict(vocab), [tuple(pair) for pair in merges], special_tokens, eos_token, pad_token)
 
     @classmethod
@@ -65,10 +66,9 @@ class GPT2Tokenizer(ByteLevelBPE):
         except (TypeError, ValueError) as error:
             raise ValueError(f"{directory} is not a valid GPT-2 tokenizer: {error}") from None
 
-    def save_pretrained(self, directory):
-        """Write ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` to ``directory`` (created if
-        needed), each atomically; ``transformers.GPT2Tokenizer.from_pretrained(directory)`` reads them."""
-        gpt2_files.write_pretrained(directory, self._files)
+    def gpt2_files(self):
+        """The files this tokenizer was made from (``save_pretrained`` writes them)."""
+        return self._files
 
     def __reduce__(self):
         # The cache cannot be pickled, so a pickle rebuilds the tokenizer from its files.
