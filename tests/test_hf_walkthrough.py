@@ -53,6 +53,8 @@ def walkthrough(request, tmp_path_factory):
          "--out", path("runs/rlhf")],
         ["export", "--policy", path("runs/rlhf/policy.npz"), "--reward", path("runs/reward_model.npz"),
          "--out", path("runs/hf")],
+        ["value", "--policy", path("runs/hf"), "--reward", path("runs/hf/reward_model"), "--prompt", PROMPTS[1],
+         "--samples", "2", "--max-new-tokens", "4"],
     ]
     for command in commands:
         assert main(command) == 0, command

@@ -12,7 +12,10 @@ A directory holds ``config.json`` (see :mod:`minippo.hf.config`) and the weights
   into it on saving (r = h·w + b becomes h·w, with bias ← gain · b + bias), so other libraries read
   the plain ``GPT2ForSequenceClassification`` score and minippo the same reward as before;
 * a value head saved beside a policy goes to ``value_head.safetensors``, named as TRL names it:
-  ``v_head.summary.weight`` (1, n_embd) and ``v_head.summary.bias`` (1,).
+  ``v_head.summary.weight`` (1, n_embd) and ``v_head.summary.bias`` (1,);
+* the tokenizer goes beside the model as GPT-2's files (``vocab.json``, ``merges.txt``,
+  ``tokenizer_config.json``), which transformers reads with the same ids; :func:`directory_tokenizer`
+  reads a directory's tokenizer back.
 
 Weights that the file holds in the model's dtype are memory-mapped copy-on-write, so a loaded model
 shares the file's pages until it is trained (see :mod:`minippo.hf.safetensors`).  Do not overwrite the
