@@ -1,6 +1,7 @@
 """Tokenizers with Hugging Face model directories: written beside the model in GPT-2's format, read back
 by minippo and by transformers with the same ids, recorded in minippo checkpoints; and reward models
 whose padding token is their EOS (GPT-2's case) scoring alike in minippo and transformers."""
+import functools
 import json
 import pathlib
 
@@ -23,14 +24,16 @@ PROMPTS = ["Q: hi A:", "Q: where is it? A:", "Q: 今天 A:"]
 RESPONSES = [" hello", " No.", " 好"]
 
 
-def tokenizers():
-    """The three kinds of tokenizer minippo has, each by name."""
-    return {"byte": ByteTokenizer(),
-            "bpe": BPETokenizer.train("\n".join(load_corpus()[:300]), vocab_size=300),
-            "gpt2": GPT2Tokenizer.from_pretrained(GPT2_TOKENIZER)}
+TOKENIZERS = ("byte", "bpe", "gpt2")  # the three kinds of tokenizer minippo has
 
 
-TOKENIZERS = tokenizers()
+@functools.cache
+def make_tokenizer(name):
+    if name == "byte":
+        return ByteTokenizer()
+    if name == "bpe":
+        return BPETokenizer.train("\n".join(load_corpus()[:300]), vocab_size=300)
+    return GPT2Tokenizer.from_pretrained(GPT2_TOKENIZER)
 
 
 def random_model(vocab_size, seed=0, dtype=np.float32):
@@ -52,7 +55,7 @@ def random_reward_model(tokenizer, dtype=np.float32):
 # -- NumPy alone ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", TOKENIZERS)
 def test_a_saved_model_directory_brings_its_tokenizer(tmp_path, name):
-    tokenizer = TOKENIZERS[name]
+    tokenizer = make_tokenizer(name)
     random_model(tokenizer.vocab_size).save_pretrained(tmp_path, tokenizer=tokenizer)
     assert {"vocab.json", "merges.txt", "tokenizer_config.json"} <= {p.name for p in tmp_path.iterdir()}
     config = json.loads((tmp_path / "config.json").read_text())
@@ -68,7 +71,7 @@ def test_a_saved_model_directory_brings_its_tokenizer(tmp_path, name):
 
 @pytest.mark.parametrize("name", TOKENIZERS)
 def test_checkpoints_record_the_tokenizer_they_were_trained_with(tmp_path, name):
-    tokenizer = TOKENIZERS[name]
+    tokenizer = make_tokenizer(name)
     record = json.loads(json.dumps(tokenizer_record(tokenizer)))  # JSON-friendly
     assert (record == "byte") == (name == "byte")
     for text in TEXTS:
@@ -90,18 +93,18 @@ def test_checkpoint_tokenizer_errors_and_default(tmp_path):
     assert isinstance(checkpoint_tokenizer(tmp_path / "old.npz"), ByteTokenizer)  # recorded none: bytes
     with pytest.raises(ValueError, match="the recorded tokenizer must be 'byte' or an object with the keys"):
         tokenizer_from_record("bpe", "somewhere")
-    broken = dict(tokenizer_record(TOKENIZERS["gpt2"]), merges=[["Ġ", "nonsense"]])
+    broken = dict(tokenizer_record(make_tokenizer("gpt2")), merges=[["Ġ", "nonsense"]])
     with pytest.raises(ValueError, match="somewhere: the recorded tokenizer is not valid: merge 0"):
         tokenizer_from_record(broken, "somewhere")
     small = random_model(300)  # fewer ids than the GPT-2 tokenizer's 800
     save_checkpoint(tmp_path / "small.npz", small.params, small.config.to_dict(),
-                    extra={"tokenizer": tokenizer_record(TOKENIZERS["gpt2"])}, kind="gpt")
+                    extra={"tokenizer": tokenizer_record(make_tokenizer("gpt2"))}, kind="gpt")
     with pytest.raises(ValueError, match="the tokenizer has 800 tokens, more than the model's vocabulary of 300"):
         load_policy_and_tokenizer(str(tmp_path / "small.npz"))
 
 
 def test_a_reward_model_whose_eos_is_padding_reads_the_last_response_token():
-    tokenizer = TOKENIZERS["gpt2"]
+    tokenizer = make_tokenizer("gpt2")
     assert tokenizer.eos_id == tokenizer.pad_id
     model = random_reward_model(tokenizer, np.float64)
     ids, mask = model.encode(PROMPTS, RESPONSES)
@@ -133,7 +136,7 @@ def hf_ids(hf_tokenizer, texts):
 def test_transformers_reads_an_exported_directory_with_minippo_ids_and_logits(transformers, tmp_path, name):
     import torch
 
-    tokenizer = TOKENIZERS[name]
+    tokenizer = make_tokenizer(name)
     model = random_model(tokenizer.vocab_size, dtype=np.float64)
     model.save_pretrained(tmp_path, tokenizer=tokenizer)
     for hf_tokenizer in (transformers.AutoTokenizer.from_pretrained(tmp_path),
@@ -151,7 +154,7 @@ def test_transformers_reads_an_exported_directory_with_minippo_ids_and_logits(tr
 def test_reward_model_with_eos_as_padding_scores_alike_both_ways(transformers, tmp_path):
     import torch
 
-    tokenizer = TOKENIZERS["gpt2"]
+    tokenizer = make_tokenizer("gpt2")
     model = random_reward_model(tokenizer, np.float64)
     model.save_pretrained(tmp_path / "ours")
     config = json.loads((tmp_path / "ours" / "config.json").read_text())
