@@ -23,6 +23,7 @@ from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
+from minippo.text.gpt2 import tokenizer_record
 from minippo.text.tokenizer import ByteTokenizer
 
 IGNORE_INDEX = -1
@@ -154,7 +155,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
 
     def save(step):
         extra = {"pretrain": asdict(config), "pretrain_data": data_digest, "pretrain_window": window,
-                 "tokenizer": "byte"}
+                 "tokenizer": tokenizer_record(tokenizer)}
         save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
                         step, rng, extra=extra, kind="gpt")
 

@@ -55,7 +55,7 @@ def token_batch(seed=0, B=3, T=9):
 # -- NumPy alone -------------------------------------------------------------------------------------
 def test_fixture_is_what_save_pretrained_writes(tmp_path):
     write_fixture(tmp_path)
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"):
         assert (tmp_path / name).read_bytes() == (FIXTURE / name).read_bytes(), name
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from minippo.commands import check_output_path, integer_option
-from minippo.pretrain import load_model
+from minippo.commands.models import load_policy_and_tokenizer
 from minippo.rewards.reward_model import (
     RewardModel,
     preference_accuracy,
@@ -22,7 +22,7 @@ def register(subparsers):
         "--test-fraction is held out to report preference accuracy.",
     )
     parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
-    parser.add_argument("--policy", required=True, help="policy checkpoint whose trunk initialises the model")
+    parser.add_argument("--policy", required=True, help="policy checkpoint or Hugging Face GPT-2 directory whose trunk (and tokenizer) the model starts from")
     parser.add_argument("--out", default="runs/reward_model.npz", help="output checkpoint (default: runs/reward_model.npz)")
     parser.add_argument("--steps", type=integer_option(1), default=150, help="training steps (default: 150)")
     parser.add_argument("--batch-size", type=integer_option(1), default=32, help="pairs per step (default: 32)")
@@ -50,7 +50,8 @@ def run(args):
         test, train = [pairs[i] for i in order[:n_test]], [pairs[i] for i in order[n_test:]]
     else:
         train, test = load_preferences("train"), load_preferences("test")
-    model = RewardModel.from_policy(load_model(args.policy), seed=head_seed)
+    policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
     train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, seed=order_seed)
     print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")

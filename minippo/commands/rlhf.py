@@ -4,23 +4,14 @@ import os
 import numpy as np
 
 from minippo.commands import integer_option
+from minippo.commands.models import load_policy_and_tokenizer, load_reward
 from minippo.nn.checkpoint import save_checkpoint
-from minippo.pretrain import load_model
-from minippo.rewards.reward_model import RewardModel
-from minippo.rewards.rule_specs import RULE_REWARD_KINDS, parse_rule_reward
 from minippo.rlhf.pipeline import progress_line, write_csv
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.files import read_text
-from minippo.text.tokenizer import ByteTokenizer
-
-
-def load_reward(spec):
-    """A reward callable from a rule spec such as ``rouge:refs.txt`` or a reward-model checkpoint (``*.npz``)."""
-    if spec.endswith(".npz") and spec.partition(":")[0].strip().lower() not in RULE_REWARD_KINDS:
-        return RewardModel.load(spec)
-    return parse_rule_reward(spec)
+from minippo.text.gpt2 import tokenizer_record
 
 
 def read_prompts(path):
@@ -39,11 +30,13 @@ def register(subparsers):
         "rlhf",
         help="fine-tune a policy checkpoint with PPO/REINFORCE/RLOO against a reward",
         description="RL fine-tuning of a GPT checkpoint (from `minippo pretrain` or `minippo demo`) with a "
-        "KL penalty to its starting point. The reward is a reward-model checkpoint (*.npz, from "
-        "`minippo reward-model`) or a rule: bleu:REFS, rouge:REFS, keyword:W1,W2, length:N.",
+        "KL penalty to its starting point. The policy and a reward model may also be Hugging Face GPT-2 "
+        "directories. The reward is a reward-model checkpoint (*.npz, from `minippo reward-model`) or a "
+        "rule: bleu:REFS, rouge:REFS, keyword:W1,W2, length:N.",
     )
-    parser.add_argument("--policy", required=True, help="policy checkpoint (.npz)")
-    parser.add_argument("--reward", required=True, help="reward-model checkpoint (.npz) or rule spec")
+    parser.add_argument("--policy", required=True, help="policy checkpoint (.npz) or Hugging Face GPT-2 directory")
+    parser.add_argument("--reward", required=True,
+                        help="reward-model checkpoint (.npz), Hugging Face reward-model directory, or rule spec")
     parser.add_argument("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
     parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
@@ -73,10 +66,9 @@ def run(args):
                         critic=args.critic, seed=rlhf_seed,
                         kl_target=None if args.fixed_kl is not None else args.kl_target,
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
-    policy = load_model(args.policy)
+    policy, tokenizer = load_policy_and_tokenizer(args.policy)
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
-    tokenizer = ByteTokenizer()
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
     rng = np.random.default_rng(prompt_seed)
     os.makedirs(args.out, exist_ok=True)
@@ -89,5 +81,6 @@ def run(args):
         print(progress_line(iteration, args.iterations, stats))
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
-    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": tokenizer_record(tokenizer)},
+                    kind="gpt")
     print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")

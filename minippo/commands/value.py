@@ -1,7 +1,6 @@
 """``minippo value``: Monte Carlo estimate of a prompt's value E_π[R] under a policy and a reward."""
 from minippo.commands import integer_option
-from minippo.commands.rlhf import load_reward
-from minippo.pretrain import load_model
+from minippo.commands.models import load_policy_and_tokenizer, load_reward
 from minippo.rlhf.value import estimate_value
 
 
@@ -15,9 +14,9 @@ def register(subparsers):
     parser.add_argument("--prompt", required=True, help="the prompt text, used verbatim (e.g. 'Q: Where is the bank? A:')")
     parser.add_argument("--samples", type=integer_option(2), default=64,
                         help="number of sampled responses, at least 2 (default: 64)")
-    parser.add_argument("--policy", default="runs/demo/policy.npz", help="policy checkpoint (default: runs/demo/policy.npz)")
+    parser.add_argument("--policy", default="runs/demo/policy.npz", help="policy checkpoint or Hugging Face GPT-2 directory (default: runs/demo/policy.npz)")
     parser.add_argument("--reward", default="runs/demo/reward_model.npz",
-                        help="reward-model checkpoint or rule spec (default: runs/demo/reward_model.npz)")
+                        help="reward-model checkpoint or directory, or rule spec (default: runs/demo/reward_model.npz)")
     parser.add_argument("--max-new-tokens", type=integer_option(1), default=40,
                         help="response length limit (default: 40)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
@@ -27,8 +26,8 @@ def register(subparsers):
 
 
 def run(args):
-    policy = load_model(args.policy)
-    result = estimate_value(policy, args.prompt, load_reward(args.reward), args.samples,
+    policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    result = estimate_value(policy, args.prompt, load_reward(args.reward), args.samples, tokenizer,
                             max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     for response, reward, logprob in list(zip(result.responses, result.rewards, result.logprobs))[:args.show]:
         print(f"  R = {reward:+.3f}  log P = {logprob:8.2f}  {response}")

@@ -12,7 +12,10 @@ A directory holds ``config.json`` (see :mod:`minippo.hf.config`) and the weights
   into it on saving (r = h·w + b becomes h·w, with bias ← gain · b + bias), so other libraries read
   the plain ``GPT2ForSequenceClassification`` score and minippo the same reward as before;
 * a value head saved beside a policy goes to ``value_head.safetensors``, named as TRL names it:
-  ``v_head.summary.weight`` (1, n_embd) and ``v_head.summary.bias`` (1,).
+  ``v_head.summary.weight`` (1, n_embd) and ``v_head.summary.bias`` (1,);
+* the tokenizer goes beside the model as GPT-2's files (``vocab.json``, ``merges.txt``,
+  ``tokenizer_config.json``), which transformers reads with the same ids; :func:`directory_tokenizer`
+  reads a directory's tokenizer back.
 
 Weights that the file holds in the model's dtype are memory-mapped copy-on-write, so a loaded model
 shares the file's pages until it is trained (see :mod:`minippo.hf.safetensors`).  Do not overwrite the
@@ -36,16 +39,17 @@ from minippo.hf.weights import SAFETENSORS_FILE, load_weights
 from minippo.nn.gpt import CHECKPOINT_BUFFER_SUFFIXES, GPT, parameter_shapes
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import check_dtype, finite_as
+from minippo.text.gpt2 import GPT2Tokenizer
 from minippo.text.tokenizer import ByteTokenizer
 
 TRUNK_PREFIX = "transformer."
 TRUNK_PARTS = ("wte.", "wpe.", "h.", "ln_f.")  # the first part of a GPT2Model tensor name
 SCORE_WEIGHT = "score.weight"
 NORMALIZATION_KEY = "reward_normalization"
-TOKENIZER_KEY = "minippo_tokenizer"  # "byte": minippo's ByteTokenizer (ids 0-255 bytes, 256 pad, 257 EOS)
 VALUE_HEAD_FILE = "value_head.safetensors"
 VALUE_HEAD_NAMES = ("v_head.summary.weight", "v_head.summary.bias")
 SAFETENSORS_METADATA = {"format": "pt"}  # transformers refuses a file without it
+BYTE_TOKENIZER_FILES = ByteTokenizer().gpt2_files()
 
 
 def trunk_tensors(tensors, source):
@@ -119,7 +123,9 @@ def load_gpt2(directory, dtype=np.float32, mmap_file=True):
 
 def save_gpt2(model, directory, tokenizer=None):
     """Write ``model`` as a ``GPT2LMHeadModel`` directory: ``config.json`` and ``model.safetensors``
-    in the model's dtype, each atomically.  ``tokenizer`` (optional) is recorded, see :func:`save_tokenizer`."""
+    in the model's dtype, each atomically.  ``tokenizer`` (optional) writes its files beside them in GPT-2's
+    format (:meth:`minippo.text.tokenizer.Tokenizer.save_pretrained`) and its EOS and padding ids into
+    ``config.json``."""
     save_model_files(directory, model.params, model.config, "GPT2LMHeadModel", tokenizer, {})
 
 
@@ -130,35 +136,19 @@ def save_model_files(directory, tensors, config, architecture, tokenizer, extra_
     values = {**gpt_config_to_hf(config, architecture, **ids), **extra_config}
     save_safetensors(os.path.join(directory, SAFETENSORS_FILE), tensors, SAFETENSORS_METADATA)
     if tokenizer is not None:
-        values.update(save_tokenizer(tokenizer, directory))
+        tokenizer.save_pretrained(directory)
     with atomic_write(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as file:
         json.dump(values, file, indent=2)
         file.write("\n")
 
 
-def save_tokenizer(tokenizer, directory):
-    """Save ``tokenizer`` with a model; returns what ``config.json`` records about it.
-
-    A tokenizer with a ``save_pretrained`` method writes its own files into ``directory``; a
-    :class:`~minippo.text.tokenizer.ByteTokenizer` needs no file and is recorded as ``minippo_tokenizer: "byte"``.
-    """
-    if type(tokenizer) is ByteTokenizer:
-        return {TOKENIZER_KEY: "byte"}
-    if not hasattr(tokenizer, "save_pretrained"):
-        raise TypeError(f"cannot save a {type(tokenizer).__name__} in a model directory: it has no "
-                        f"save_pretrained method")
-    tokenizer.save_pretrained(directory)
-    return {}
-
-
 def directory_tokenizer(directory):
-    """The tokenizer a model directory brings: the one its ``config.json`` records
-    (``minippo_tokenizer: "byte"``), or an error saying what the directory lacks."""
-    values = read_config(directory)
-    if values.get(TOKENIZER_KEY) == "byte":
-        return ByteTokenizer()
-    raise ValueError(f"{directory}: {CONFIG_FILE} records no minippo tokenizer ({TOKENIZER_KEY}); "
-                     f"pass the tokenizer to use with this model")
+    """The tokenizer a model directory brings: its GPT-2 tokenizer files (``vocab.json`` + ``merges.txt``, or
+    ``tokenizer.json``) read by :meth:`GPT2Tokenizer.from_pretrained`.  Files that describe minippo's
+    :class:`~minippo.text.tokenizer.ByteTokenizer` (what exporting a byte-level model writes) give a
+    ByteTokenizer, which computes the same ids without BPE."""
+    tokenizer = GPT2Tokenizer.from_pretrained(directory)
+    return ByteTokenizer() if tokenizer.gpt2_files() == BYTE_TOKENIZER_FILES else tokenizer
 
 
 def save_reward_model(reward_model, directory):

@@ -7,11 +7,13 @@ Bradley–Terry model says P(y_c ≻ y_r) = σ(r(x, y_c) − r(x, y_r)), so trai
 
 over pairs in the JSONL format most RLHF tools use: ``{"prompt": ..., "chosen": ..., "rejected": ...}``.
 
-The score r is read by a :class:`~minippo.nn.heads.ScoreHead` at the last real token of the text
-``prompt + response + <EOS>``: the prompt exactly as the policy saw it and the response exactly as the
-policy wrote it, which is what the RLHF trainer passes to any reward.  For the shipped corpus that text
-is ``"Q: <question> A: <answer><EOS>"``: the policy is given ``"Q: <question> A:"`` and its response
-starts with a space.  Preference pairs store the bare question and answers, so :func:`pair_texts`
+The score r is read by a :class:`~minippo.nn.heads.ScoreHead` at the last token that is not padding --
+the rule of Hugging Face's ``GPT2ForSequenceClassification`` -- of the text ``prompt + response + <EOS>``:
+the prompt exactly as the policy saw it and the response exactly as the policy wrote it, which is what
+the RLHF trainer passes to any reward.  For the shipped corpus that text is
+``"Q: <question> A: <answer><EOS>"``: the policy is given ``"Q: <question> A:"`` and its response starts
+with a space.  When the tokenizer's EOS is its padding token (GPT-2's ``<|endoftext|>``), that reader
+would skip an EOS, so none is appended and the score is read at the last token of the response.  Preference pairs store the bare question and answers, so :func:`pair_texts`
 turns them into that same text before the model sees them.
 
 After training, :meth:`RewardModel.normalize` sets a gain and bias so that responses sampled from the
@@ -33,6 +35,7 @@ from minippo.nn.heads import ScoreHead
 from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.text.corpus import format_prompt
+from minippo.text.gpt2 import BYTE_RECORD, tokenizer_from_record, tokenizer_record
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -52,13 +55,14 @@ class RewardModel:
 
     # -- scoring ---------------------------------------------------------------------------------
     def encode(self, prompts, responses):
-        """Token ids and mask (B, T) of the texts prompt + response + EOS, left-padded.
+        """Token ids and mask (B, T) of the texts prompt + response + EOS, left-padded; without the EOS when
+        it is the padding token, which the score reader skips (see the module docstring).
 
         A text longer than the trunk's context keeps its last block_size tokens, where the score is
         read, and a warning says so (texts that differ only in the cut-off beginning then score alike).
         """
         texts = [prompt + response for prompt, response in zip(prompts, responses)]
-        ids, mask = self.tokenizer.encode_batch(texts, add_eos=True)
+        ids, mask = self.tokenizer.encode_batch(texts, add_eos=self.tokenizer.eos_id != self.tokenizer.pad_id)
         block = self.trunk.config.block_size
         if ids.shape[1] > block:
             warnings.warn(f"RewardModel: some prompt + response texts are longer than the reward model's "
@@ -102,7 +106,8 @@ class RewardModel:
     def save(self, path):
         params, _ = self.named_parameters()
         save_checkpoint(path, params, self.trunk.config.to_dict(),
-                        extra={"gain": self.gain, "bias": self.bias, "tokenizer": "byte"}, kind="reward_model")
+                        extra={"gain": self.gain, "bias": self.bias, "tokenizer": tokenizer_record(self.tokenizer)},
+                        kind="reward_model")
 
     @classmethod
     def load(cls, path):
@@ -110,7 +115,8 @@ class RewardModel:
         extra = state["extra"]
         try:
             gain, bias = finite_number(extra.get("gain"), "gain"), finite_number(extra.get("bias"), "bias")
-            model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0))
+            tokenizer = tokenizer_from_record(extra.get("tokenizer", BYTE_RECORD), "tokenizer")
+            model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0), tokenizer)
             model.trunk.load_state_dict(unprefixed(state["params"], "trunk"))
             model.head.load_state_dict(unprefixed(state["params"], "head"))
         except (TypeError, ValueError) as error:

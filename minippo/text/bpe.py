@@ -18,7 +18,7 @@ Encoding a pre-token applies the learned merges in the order they were learned (
 *rank*): find the adjacent pair with the lowest rank, merge it everywhere, repeat.
 :class:`ByteLevelBPE` does this for any table of ranked merges; it serves
 :class:`BPETokenizer` and :class:`minippo.text.gpt2.GPT2Tokenizer` alike, so a
-BPETokenizer saved with :meth:`BPETokenizer.save_pretrained` gives the same ids in
+BPETokenizer saved with :meth:`~minippo.text.tokenizer.Tokenizer.save_pretrained` gives the same ids in
 Hugging Face's GPT-2 tokenizer as in minippo.
 """
 import collections
@@ -29,7 +29,6 @@ import json
 
 from minippo.atomic import atomic_write
 from minippo.checks import is_integer
-from minippo.text import gpt2_files
 from minippo.text.pretokenize import pretokenize
 from minippo.text.tokenizer import NUM_BYTES, SPECIAL_TOKENS, Tokenizer, utf8_bytes
 
@@ -215,26 +214,6 @@ class BPETokenizer(ByteLevelBPE):
         with atomic_write(path, "w", encoding="utf-8") as file:
             json.dump(payload, file)
             file.write("\n")
-
-    def save_pretrained(self, directory):
-        """Write the tokenizer to ``directory`` in GPT-2's format (``vocab.json``, ``merges.txt``,
-        ``tokenizer_config.json``; see :mod:`minippo.text.gpt2_files`), so that Hugging Face's GPT-2
-        tokenizer (and :class:`minippo.text.gpt2.GPT2Tokenizer`) give the same ids as this one.
-
-        Token ``i`` keeps id ``i``; ``<pad>`` and ``<eos>`` are named in ``tokenizer_config.json``.  Raises
-        ValueError if two tokens have the same bytes, which one ``vocab.json`` entry cannot hold.
-        """
-        names = [gpt2_files.token_string(token) for token in self._token_bytes]
-        names += [self._special_names[token_id] for token_id in range(len(names), self.vocab_size)]
-        vocab = {name: token_id for token_id, name in enumerate(names)}
-        if len(vocab) < len(names):
-            first = next(token_id for token_id, name in enumerate(names) if vocab[name] != token_id)
-            raise ValueError(f"tokens {first} and {vocab[names[first]]} are both {names[first]!r}: "
-                             "GPT-2's vocab.json cannot hold two tokens with the same bytes")
-        merges = [(names[left], names[right]) for left, right in self.merges]
-        pad_token, eos_token = (self._special_names[token_id] for token_id in (self.pad_id, self.eos_id))
-        gpt2_files.write_pretrained(directory, gpt2_files.GPT2Files(vocab, merges, [pad_token, eos_token],
-                                                                    eos_token, pad_token))
 
     @classmethod
     def load(cls, path):

@@ -18,9 +18,14 @@ Where minippo differs from Hugging Face, on purpose:
   unless called with ``split_special_tokens=True``, which gives minippo's ids;
 - ``decode`` drops special tokens unless ``skip_special=False`` (Hugging Face keeps them by default).
 """
+import dataclasses
+
 from minippo.text import gpt2_files
 from minippo.text.bpe import ByteLevelBPE
 from minippo.text.gpt2_files import BYTE_TO_UNICODE, ENDOFTEXT, GPT2Files, token_bytes
+from minippo.text.tokenizer import ByteTokenizer
+
+BYTE_RECORD = "byte"  # what a checkpoint records for a ByteTokenizer, and what older checkpoints mean
 
 
 class GPT2Tokenizer(ByteLevelBPE):
@@ -49,6 +54,7 @@ class GPT2Tokenizer(ByteLevelBPE):
             pad_token,
             eos_token,
         )
+        self.merges = tuple(sorted(merged, key=lambda pair: merged[pair][0]))  # id pairs, by rank
         self._files = GPT2Files(dict(vocab), [tuple(pair) for pair in merges], special_tokens, eos_token, pad_token)
 
     @classmethod
@@ -65,10 +71,9 @@ class GPT2Tokenizer(ByteLevelBPE):
         except (TypeError, ValueError) as error:
             raise ValueError(f"{directory} is not a valid GPT-2 tokenizer: {error}") from None
 
-    def save_pretrained(self, directory):
-        """Write ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` to ``directory`` (created if
-        needed), each atomically; ``transformers.GPT2Tokenizer.from_pretrained(directory)`` reads them."""
-        gpt2_files.write_pretrained(directory, self._files)
+    def gpt2_files(self):
+        """The files this tokenizer was made from (``save_pretrained`` writes them)."""
+        return self._files
 
     def __reduce__(self):
         # The cache cannot be pickled, so a pickle rebuilds the tokenizer from its files.
@@ -123,3 +128,28 @@ def check_merges(vocab, merges):
         merged[ids] = (rank, vocab[pair[0] + pair[1]])
         made.add(pair[0] + pair[1])
     return merged
+
+
+def tokenizer_record(tokenizer):
+    """What a minippo checkpoint records about the tokenizer its model was trained with (JSON-friendly):
+    ``"byte"`` for a :class:`~minippo.text.tokenizer.ByteTokenizer`, otherwise the tokenizer's GPT-2 files
+    (``{"vocab", "merges", "special_tokens", "eos_token", "pad_token"}``, see :meth:`Tokenizer.gpt2_files`)."""
+    if type(tokenizer) is ByteTokenizer:
+        return BYTE_RECORD
+    return dataclasses.asdict(tokenizer.gpt2_files())
+
+
+def tokenizer_from_record(record, source):
+    """The tokenizer :func:`tokenizer_record` recorded (a :class:`GPT2Tokenizer` for recorded files, with the
+    same ids as the tokenizer saved); ValueError naming ``source`` if ``record`` is neither."""
+    if record == BYTE_RECORD:
+        return ByteTokenizer()
+    fields = [field.name for field in dataclasses.fields(GPT2Files)]
+    if not isinstance(record, dict) or sorted(record) != sorted(fields):
+        raise ValueError(f"{source}: the recorded tokenizer must be {BYTE_RECORD!r} or an object with the keys "
+                         f"{fields}, got {str(record)[:80]}")
+    try:
+        return GPT2Tokenizer(record["vocab"], record["merges"], record["eos_token"], record["pad_token"],
+                             record["special_tokens"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: the recorded tokenizer is not valid: {error}") from None

@@ -26,6 +26,7 @@ into tokens; :class:`ByteTokenizer` uses one token per byte and
 import numpy as np
 
 from minippo.checks import is_integer
+from minippo.text import gpt2_files
 
 # Names of the special tokens, in id order after the regular tokens.
 SPECIAL_TOKENS = ("<pad>", "<eos>")
@@ -45,6 +46,8 @@ class Tokenizer:
     that serve as ``pad_id`` and ``eos_id``; they may be the same.  Subclasses
     implement :meth:`_encode_text`.
     """
+
+    merges = ()  # (left_id, right_id) pairs merged into longer tokens, lowest rank first: none by default
 
     def __init__(self, token_bytes, special_tokens=None, pad_token=SPECIAL_TOKENS[0], eos_token=SPECIAL_TOKENS[1]):
         self._token_bytes = tuple(token_bytes)
@@ -141,6 +144,32 @@ class Tokenizer:
                 raise ValueError(f"{name} holds id {token_id}, outside the vocabulary 0..{self.vocab_size - 1}")
             checked.append(int(token_id))
         return checked
+
+    def gpt2_files(self):
+        """This tokenizer in GPT-2's file layout (a :class:`~minippo.text.gpt2_files.GPT2Files`): token ``i``
+        keeps id ``i``, each written in GPT-2's byte-level alphabet, the special tokens by name, and
+        :attr:`merges` as pairs of tokens.  Hugging Face's GPT-2 tokenizer reading these files gives this
+        tokenizer's ids: a byte tokenizer is a GPT-2 vocabulary with no merges.
+
+        Raises ValueError if two tokens have the same bytes, which one ``vocab.json`` entry cannot hold.
+        """
+        names = [gpt2_files.token_string(token) for token in self._token_bytes]
+        names += [self._special_names[token_id] for token_id in range(len(names), self.vocab_size)]
+        vocab = {name: token_id for token_id, name in enumerate(names)}
+        if len(vocab) < len(names):
+            first = next(token_id for token_id, name in enumerate(names) if vocab[name] != token_id)
+            raise ValueError(f"tokens {first} and {vocab[names[first]]} are both {names[first]!r}: "
+                             "GPT-2's vocab.json cannot hold two tokens with the same bytes")
+        merges = [(names[left], names[right]) for left, right in self.merges]
+        pad_token, eos_token = (self._special_names[token_id] for token_id in (self.pad_id, self.eos_id))
+        return gpt2_files.GPT2Files(vocab, merges, list(dict.fromkeys([eos_token, pad_token])), eos_token, pad_token)
+
+    def save_pretrained(self, directory):
+        """Write the tokenizer to ``directory`` in GPT-2's format (``vocab.json``, ``merges.txt``,
+        ``tokenizer_config.json``, each atomically; see :meth:`gpt2_files`), which Hugging Face's
+        ``GPT2TokenizerFast.from_pretrained`` and :class:`minippo.text.gpt2.GPT2Tokenizer` read, giving
+        this tokenizer's ids."""
+        gpt2_files.write_pretrained(directory, self.gpt2_files())
 
     def __repr__(self):
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
