@@ -66,6 +66,8 @@ def test_reward_refuses_a_prompt_that_poses_no_problem_and_a_bad_format_reward()
     with pytest.raises(ValueError, match="'Q: 37\\*48= A:' is not an arithmetic problem"):
         ArithmeticReward()(["Q: 37*48= A:"], [" 85"])
     with pytest.raises(ValueError, match="not an arithmetic problem"):
+        arithmetic_reward("Q: 37*48= A:", "")  # the prompt is checked even when the response is malformed
+    with pytest.raises(ValueError, match="not an arithmetic problem"):
         parse_prompt("Q: ３7+48= A:")  # a full-width digit in the prompt
     with pytest.raises(ValueError, match="not an arithmetic problem"):
         parse_prompt("Q: 137+48= A:")  # operands have at most two digits
@@ -85,8 +87,11 @@ def test_problems_answers_and_prompts():
     assert all(parse_prompt(problem.prompt) == problem for problem in problems)
     assert Problem(37, "+", 48).prompt == PROMPT and Problem(37, "+", 48).answer == 85
     assert len(all_problems()) == 10_000 and all(problem.op == "+" for problem in all_problems())
-    for bad in ("+", ("*",), (), ("+", "+")):
+    for bad in (("*",), (), ("+", "+")):
         with pytest.raises(ValueError, match="operations"):
+            all_problems(bad)
+    for bad in ("+", 5, {"+"}):
+        with pytest.raises(TypeError, match="operations must be a list or tuple"):
             all_problems(bad)
 
 

@@ -45,10 +45,11 @@ def parse_answer(response):
 def arithmetic_reward(prompt, response, format_reward=0.0):
     """1 for the exact answer to the prompt's problem, ``format_reward`` for a wrong but well-formed
     number, 0 for anything else."""
+    problem = parse_prompt(prompt)
     answer = parse_answer(response)
     if answer is None:
         return 0.0
-    return 1.0 if answer == parse_prompt(prompt).answer else format_reward
+    return 1.0 if answer == problem.answer else format_reward
 
 
 class ArithmeticReward(RuleReward):

@@ -15,8 +15,9 @@ The pretraining corpus is the work of a sloppy student, who makes two kinds of m
 with a carry (or a borrow) the student forgets it with probability ``forget_carry`` (37+48 -> 75,
 52-17 -> 45); otherwise, on any problem, the student misses by one or by ten (±1 or ±10, drawn at
 random) with probability ``miss``.  A model that learns this corpus is partly right: decoding greedily
-it writes the forgotten carry, which it has seen more often than the right answer, and sampling at
-temperature 1 it is right on about (1 − miss)(1 − forget_carry · P(carry)) of the problems.  The
+it is right where there is no carry, but where there is one it writes the forgotten carry, which it
+has seen more often than the right answer; sampling at temperature 1 it is right on about
+(1 − miss)(1 − forget_carry · P(carry)) of the problems.  The
 reward (:mod:`minippo.rewards.arithmetic`) tells right from wrong, so RL can teach what the corpus
 got wrong: to carry, and to stop missing.
 """
@@ -50,7 +51,9 @@ class Problem(NamedTuple):
 
 def check_operations(operations):
     """``operations`` as a tuple, if it is a non-empty sequence of distinct members of OPERATIONS."""
-    if isinstance(operations, str) or not all(op in OPERATIONS for op in operations):
+    if not isinstance(operations, (list, tuple)):
+        raise TypeError(f"operations must be a list or tuple of {OPERATIONS}, got {type(operations).__name__}")
+    if not all(op in OPERATIONS for op in operations):
         raise ValueError(f"operations must be a sequence of {OPERATIONS}, got {operations!r}")
     if not operations or len(set(operations)) != len(operations):
         raise ValueError(f"operations must be non-empty and without repeats, got {operations!r}")
