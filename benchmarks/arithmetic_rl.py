@@ -18,6 +18,7 @@ from minippo.blas import blas_threads
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.arithmetic import ArithmeticReward
+from minippo.rlhf.rollout import generate_rollout
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.tasks.arithmetic import (
@@ -28,18 +29,17 @@ from minippo.tasks.arithmetic import (
 )
 from minippo.text.tokenizer import ByteTokenizer
 
+MAX_NEW_TOKENS = 6  # " 198" and EOS fit with room to spare
 
-def held_out_accuracy(policy, tokenizer, problems, reward, temperature, max_new_tokens, seed):
-    """Mean exact-answer reward on ``problems`` (one response each), and on those with a carry."""
-    prompts = [problem.prompt for problem in problems]
-    ids, mask = tokenizer.encode_batch(prompts)
-    generation = policy.generate(ids, max_new_tokens, temperature=temperature, eos_token_id=tokenizer.eos_id,
-                                 pad_token_id=tokenizer.pad_id, attention_mask=mask, rng=seed)
-    responses = [tokenizer.decode(row[keep]) for row, keep in
-                 zip(generation.tokens[:, ids.shape[1]:], generation.mask)]
-    scores = reward(prompts, responses) == 1.0
+
+def held_out_accuracy(policy, tokenizer, problems, reward, temperature, seed):
+    """Mean exact-answer reward on ``problems`` (one response each; temperature 0 is greedy), the same on
+    those with a carry, and the responses."""
+    rollout = generate_rollout(policy, tokenizer, [problem.prompt for problem in problems], MAX_NEW_TOKENS,
+                               temperature, np.random.default_rng(seed))
+    right = reward(rollout.prompts, rollout.responses) == 1.0
     carry = np.array([has_carry(problem) for problem in problems])
-    return float(scores.mean()), float(scores[carry].mean()), responses
+    return float(right.mean()), float(right[carry].mean()), rollout.responses
 
 
 def main():
@@ -83,8 +83,8 @@ def main():
     def report(label):
         nonlocal eval_seconds
         clock = time.perf_counter()
-        greedy, greedy_carry, _ = held_out_accuracy(policy, tokenizer, test, reward, 0.0, 6, eval_seed)
-        sampled, sampled_carry, responses = held_out_accuracy(policy, tokenizer, test, reward, 1.0, 6, eval_seed)
+        greedy, greedy_carry, _ = held_out_accuracy(policy, tokenizer, test, reward, 0.0, eval_seed)
+        sampled, sampled_carry, responses = held_out_accuracy(policy, tokenizer, test, reward, 1.0, eval_seed)
         eval_seconds += time.perf_counter() - clock
         train_seconds = time.perf_counter() - started - eval_seconds
         print(f"{label:>12s}  train {train_seconds:6.1f}s  held-out greedy {greedy:.3f} (carry {greedy_carry:.3f})  "
@@ -99,7 +99,7 @@ def main():
         report("pretrained")
         batch = args.prompts * args.group
         config = RLHFConfig(algo="rloo", batch_size=batch, minibatch_size=args.minibatch or batch,
-                            max_new_tokens=6, lr=args.lr, rloo_k=args.group, init_kl_coef=args.beta,
+                            max_new_tokens=MAX_NEW_TOKENS, lr=args.lr, rloo_k=args.group, init_kl_coef=args.beta,
                             kl_target=None, seed=rl_seed)
         trainer = RLHFTrainer(policy, reward, tokenizer, config)
         prompt_rng = np.random.default_rng(prompt_seed)
