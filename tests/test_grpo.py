@@ -316,3 +316,26 @@ def test_every_online_trainer_logs_the_diagnostics(algo, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(lines) == config.batch_size + 1 and lines[-1]["iteration"] == 3
     assert set(lines[0]) == {"iteration", "prompt", "response", "reward", "length", "truncated"}
+
+
+def test_rlhf_command_runs_grpo_and_writes_samples(tmp_path, capsys):
+    from minippo.cli import main
+    from minippo.nn.checkpoint import save_checkpoint
+    from minippo.nn.gpt import GPT, GPTConfig
+
+    policy = GPT(GPTConfig(vocab_size=258, block_size=64, n_layer=1, n_head=2, n_embd=16), seed=0)
+    path = tmp_path / "policy.npz"
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
+    out = tmp_path / "grpo"
+    assert main(["rlhf", "--policy", str(path), "--reward", "length:3", "--algo", "grpo", "--iterations", "2",
+                 "--batch-size", "8", "--minibatch-size", "4", "--num-generations", "4", "--max-new-tokens", "6",
+                 "--loss-type", "dr_grpo", "--clip-coef-high", "0.3", "--fixed-kl", "0.04", "--samples-every", "2",
+                 "--out", str(out)]) == 0
+    assert "iter   2/2" in capsys.readouterr().out
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and {sample["iteration"] for sample in samples} == {2}
+    header = (out / "rlhf_log.csv").read_text().splitlines()[0].split(",")
+    assert "frac_reward_zero_std" in header and "policy/clipfrac_high" in header
+    assert main(["rlhf", "--policy", str(path), "--reward", "length:3", "--algo", "grpo", "--batch-size", "16",
+                 "--num-generations", "3"]) == 2
+    assert "num_generations (3) must divide batch_size (16)" in capsys.readouterr().err
