@@ -339,3 +339,29 @@ def test_rlhf_command_runs_grpo_and_writes_samples(tmp_path, capsys):
     assert main(["rlhf", "--policy", str(path), "--reward", "length:3", "--algo", "grpo", "--batch-size", "16",
                  "--num-generations", "3"]) == 2
     assert "num_generations (3) must divide batch_size (16)" in capsys.readouterr().err
+
+
+def test_a_dict_of_rewards_is_summed_with_weights_and_each_is_logged():
+    def count_b(prompts, responses):
+        return np.array([r.count("b") for r in responses], dtype=np.float64)
+
+    config = grpo_config(reward_weights=[1.0, -0.5])
+    trainer = RLHFTrainer(tiny_policy(), {"a": count_a, "b": count_b}, TinyTokenizer(), config)
+    stats = trainer.iteration([PROMPT] * 4)
+    samples = trainer.last_samples
+    a = np.array([s["rewards"]["a"] for s in samples])
+    b = np.array([s["rewards"]["b"] for s in samples])
+    np.testing.assert_array_equal(a, [s["response"].count("a") for s in samples])
+    np.testing.assert_array_equal([s["reward"] for s in samples], a - 0.5 * b)
+    assert stats["reward/a/mean"] == pytest.approx(a.mean()) and stats["reward/b/std"] == pytest.approx(b.std())
+    assert stats["reward/mean"] == pytest.approx(np.mean(a - 0.5 * b))
+    with pytest.raises(ValueError, match=r"^reward_weights has 2 weights for 1 rewards \(a\)"):
+        RLHFTrainer(tiny_policy(), {"a": count_a}, TinyTokenizer(), config)
+    with pytest.raises(ValueError, match=r"^reward_weights has 2 weights for 0 rewards \(one callable\)"):
+        RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), config)
+    with pytest.raises(TypeError, match=r"^reward_weights\[1\] must be a finite number, got str"):
+        grpo_config(reward_weights=[1.0, "x"])
+    broken = RLHFTrainer(tiny_policy(), {"a": count_a, "nan": lambda p, r: np.full(len(r), np.nan)}, TinyTokenizer(),
+                         grpo_config())
+    with pytest.raises(ValueError, match=r"^reward 'nan': rewards must be finite"):
+        broken.iteration([PROMPT] * 4)

@@ -16,6 +16,7 @@ from minippo.checks import (
     check_seed,
     check_settings,
     finite,
+    finite_number,
     flag,
     fraction,
     integer,
@@ -40,6 +41,18 @@ def algorithm_default(choices, default):
         return None if value is None else check_choice(value, name, choices)
     check.rule = f"one of {', '.join(choices)}, or None for {default}"
     return check
+
+
+def weights_rule(value, name):
+    """A check for None or a sequence of finite numbers (stored as a tuple of floats)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of numbers or None, got {type(value).__name__}")
+    return tuple(finite_number(weight, f"{name}[{index}]") for index, weight in enumerate(value))
+
+
+weights_rule.rule = "a sequence of finite numbers, or None for all 1"
 
 
 @dataclass
@@ -76,6 +89,8 @@ class RLHFConfig:
                                  "none (Dr. GRPO)", one_of(*SCALE_REWARDS))
     loss_type: str = setting(None, "how token losses are summed (minippo.rl.losses.loss_weights)",
                              algorithm_default(LOSS_TYPES, "grpo for grpo, dapo (token mean) otherwise"))
+    reward_weights: tuple = setting(None, "weights of the judges when the reward is a dict of them, in its order "
+                                    "(None: all 1)", weights_rule)
     missing_eos_penalty: float = setting(None, "subtracted from the score of a response that never emits EOS "
                                          "(None: off)", optional(finite))
     mask_truncated_completions: bool = setting(False, "leave responses cut at max_new_tokens out of the loss",

@@ -4,6 +4,7 @@ Names are grouped by prefix, as TRL and CleanRL group them; every trainer iterat
 the command line writes them as CSV columns):
 
     reward/mean, reward/std                 the judge's score of the responses (after missing_eos_penalty)
+    reward/<name>/mean, reward/<name>/std   each judge's, when the reward is a dict of judges summed with weights
     completions/mean_length, min_length,    response length in tokens (EOS included), and the share of
       max_length, clipped_ratio             responses cut at max_new_tokens (they never emitted EOS)
     objective/kl_k1, kl_k2, kl_k3, beta     KL(π ‖ π_ref) per response by each estimator (minippo.rl.kl; k1 can
@@ -29,9 +30,13 @@ from minippo.atomic import atomic_write
 from minippo.rl.kl import KL_ESTIMATORS, kl_estimate
 
 
-def reward_stats(scores):
-    """reward/mean and reward/std of the scores (B,)."""
-    return {"reward/mean": float(np.mean(scores)), "reward/std": float(np.std(scores))}
+def reward_stats(scores, parts=None, names=()):
+    """reward/mean and reward/std of the scores (B,), and reward/<name>/mean and /std of each column of
+    ``parts`` (B, K), the scores of K judges that were summed with weights."""
+    stats = {"reward/mean": float(np.mean(scores)), "reward/std": float(np.std(scores))}
+    for name, column in zip(names, np.asarray(parts).T if len(names) else ()):
+        stats.update({f"reward/{name}/mean": float(column.mean()), f"reward/{name}/std": float(column.std())})
+    return stats
 
 
 def completion_stats(rollout, truncated):

@@ -109,11 +109,21 @@ class RLHFTrainer:
     """Runs :meth:`iteration` on batches of prompts; see the module docstring for the algorithm."""
 
     def __init__(self, policy, reward, tokenizer, config=None, critic_trunk=None, value_head=None):
-        """``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
+        """``reward(prompts, responses) -> (B,)`` is the judge, or a dict of judges by name whose scores are
+        summed with ``config.reward_weights`` (each is logged as ``reward/<name>/mean`` and ``/std``).
+        ``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
         and a zero value head; :func:`critic_from_reward_model` starts it from the reward model instead).
         REINFORCE, RLOO and GRPO need no critic."""
         self.config = config = config or RLHFConfig()
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
+        self.reward_names = list(reward) if isinstance(reward, dict) else []
+        if isinstance(reward, dict) and not reward:
+            raise ValueError("reward is an empty dict: give at least one judge")
+        if config.reward_weights is not None and len(config.reward_weights) != len(self.reward_names):
+            raise ValueError(f"reward_weights has {len(config.reward_weights)} weights for "
+                             f"{len(self.reward_names)} rewards ({', '.join(self.reward_names) or 'one callable'})"
+                             f"; give one weight per entry of a dict of rewards")
+        self.reward_weights = np.array(config.reward_weights or [1.0] * len(self.reward_names))
         if config.mask_truncated_completions and tokenizer.eos_id is None:
             raise ValueError("mask_truncated_completions needs a tokenizer with an EOS token: without one every "
                              "response is cut at max_new_tokens and nothing would be left to train on")
@@ -160,17 +170,20 @@ class RLHFTrainer:
             prompts = [p for p in prompts for _ in range(config.num_generations)]
         timings = dict.fromkeys(("generate", "score", "forward", "train"), 0.0)
         # 1. generate, 2. score
-        rollout, scores = self._sample(prompts, timings)
+        rollout, scores, parts = self._sample(prompts, timings)
         group_stats = {}
         if grouped:
             group_stats["frac_reward_zero_std"] = float(zero_std_groups(scores, config.num_generations).mean())
             if config.dynamic_sampling_tries:
-                rollout, scores, resampling = self._dynamic_sampling(rollout, scores, timings)
+                rollout, scores, parts, resampling = self._dynamic_sampling(rollout, scores, parts, timings)
                 group_stats.update(resampling)
         truncated = ~rollout.ended_with(self.tokenizer.eos_id)
         lengths = rollout.response_mask.sum(axis=1)
-        self.last_samples = [{"prompt": p, "response": r, "reward": float(s), "length": int(n), "truncated": bool(t)}
-                             for p, r, s, n, t in zip(rollout.prompts, rollout.responses, scores, lengths, truncated)]
+        self.last_samples = [{"prompt": p, "response": r, "reward": float(s), "length": int(n), "truncated": bool(t),
+                              **({"rewards": dict(zip(self.reward_names, map(float, part)))} if self.reward_names
+                                 else {})}
+                             for p, r, s, n, t, part in zip(rollout.prompts, rollout.responses, scores, lengths,
+                                                            truncated, parts)]
 
         # 3. old and reference log-probabilities, per-token rewards
         started = time.perf_counter()
@@ -193,26 +206,42 @@ class RLHFTrainer:
         if batch["ref_logprobs"] is not None:  # at β = 0 there is no KL to track (and β stays 0)
             self.kl_controller.update(kl["objective/kl_k1"], len(rollout))
         return {
-            **reward_stats(scores), **kl, "objective/beta": self.kl_controller.beta,
+            **reward_stats(scores, parts, self.reward_names), **kl, "objective/beta": self.kl_controller.beta,
             **completion_stats(rollout, truncated), **group_stats, **stats,
             **{f"time/{name}": value for name, value in timings.items()},
         }
 
     def _sample(self, prompts, timings):
-        """A rollout of ``prompts`` and its scores (after the missing-EOS penalty); adds to ``timings``."""
+        """A rollout of ``prompts``, its scores (B,) (after the missing-EOS penalty) and, for a dict of
+        rewards, each one's scores (B, K) (K = 0 for one callable); adds to ``timings``."""
         config = self.config
         started = time.perf_counter()
         rollout = generate_rollout(self.policy, self.tokenizer, prompts, config.max_new_tokens,
                                    config.temperature, self.rng)
         timings["generate"] += time.perf_counter() - started
         started = time.perf_counter()
-        scores = check_rewards(self.reward(rollout.prompts, rollout.responses), rollout.responses)
+        if self.reward_names:
+            parts = np.stack([self._judge(self.reward[name], rollout, f"reward {name!r}: ")
+                              for name in self.reward_names], axis=1)  # (B, K)
+            scores = (parts * self.reward_weights).sum(axis=1)  # s = Σ_k w_k s_k
+        else:
+            scores, parts = self._judge(self.reward, rollout), np.zeros((len(rollout), 0))
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * ~rollout.ended_with(self.tokenizer.eos_id)
         timings["score"] += time.perf_counter() - started
-        return rollout, scores
+        return rollout, scores, parts
 
-    def _dynamic_sampling(self, rollout, scores, timings):
+    @staticmethod
+    def _judge(reward, rollout, name=""):
+        """The checked scores (B,) of one judge; an error names the judge (``name``) when there are several."""
+        try:
+            return check_rewards(reward(rollout.prompts, rollout.responses), rollout.responses)
+        except (TypeError, ValueError) as error:
+            if not name:
+                raise
+            raise type(error)(f"{name}{error}") from None
+
+    def _dynamic_sampling(self, rollout, scores, parts, timings):
         """DAPO's dynamic sampling: sample the groups whose scores are all equal again, up to
         ``dynamic_sampling_tries`` times, then drop those still all equal -- unless every group is, in which
         case the batch is kept (all its advantages are 0).  Groups stay G consecutive rows."""
@@ -222,17 +251,17 @@ class RLHFTrainer:
             flat = np.repeat(zero_std_groups(scores, group), group)  # (B,) rows of the all-equal groups
             if not flat.any():
                 break
-            retry, retry_scores = self._sample([p for p, f in zip(rollout.prompts, flat) if f], timings)
+            retry, retry_scores, retry_parts = self._sample([p for p, f in zip(rollout.prompts, flat) if f], timings)
             resampled += int(flat.sum()) // group
             keep = np.flatnonzero(~flat)
             rollout = concatenate_rollouts([rollout.rows(keep), retry], self.tokenizer.pad_id)
-            scores = np.concatenate([scores[keep], retry_scores])
+            scores, parts = np.concatenate([scores[keep], retry_scores]), np.concatenate([parts[keep], retry_parts])
         flat = np.repeat(zero_std_groups(scores, group), group)
         dropped = int(flat.sum()) // group if not flat.all() else 0
         if dropped:
             keep = np.flatnonzero(~flat)
-            rollout, scores = rollout.rows(keep), scores[keep]
-        return rollout, scores, {"dynamic_sampling/resampled_groups": resampled,
+            rollout, scores, parts = rollout.rows(keep), scores[keep], parts[keep]
+        return rollout, scores, parts, {"dynamic_sampling/resampled_groups": resampled,
                                  "dynamic_sampling/dropped_groups": dropped}
 
     def _minibatches(self, size, shuffle):
