@@ -261,8 +261,8 @@ class RLHFTrainer:
         if dropped:
             keep = np.flatnonzero(~flat)
             rollout, scores, parts = rollout.rows(keep), scores[keep], parts[keep]
-        return rollout, scores, parts, {"dynamic_sampling/resampled_groups": resampled,
-                                 "dynamic_sampling/dropped_groups": dropped}
+        counts = {"dynamic_sampling/resampled_groups": resampled, "dynamic_sampling/dropped_groups": dropped}
+        return rollout, scores, parts, counts
 
     def _minibatches(self, size, shuffle):
         order = self.rng.permutation(size) if shuffle else np.arange(size)
