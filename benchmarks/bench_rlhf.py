@@ -74,7 +74,7 @@ def measure(name, iterations, seed=0):
         stats = trainer.iteration(prompts)
         totals.append(time.perf_counter() - started)
         for phase in timings:
-            timings[phase].append(stats[f"seconds_{phase}"])
+            timings[phase].append(stats[f"time/{phase}"])
     total = statistics.median(totals)
     B, T = config.batch_size, spec["prompt_length"] + config.max_new_tokens
     tokens = {"generate": B * config.max_new_tokens, "score": B, "forward": 3 * B * T,

@@ -165,12 +165,13 @@ def test_ppo_iteration_first_ratio_is_exactly_one_and_reward_is_used(critic):
     trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
     before = {k: v.copy() for k, v in model.params.items()}
     stats = trainer.iteration([PROMPT] * 16)
-    assert stats["first_ratio_max_error"] == 0.0
-    assert stats["kl"] == pytest.approx(0.0, abs=1e-12)  # the first rollout is sampled from π = π_ref
-    assert 0 <= stats["score"] <= RESPONSE_LENGTH
+    assert stats["policy/first_ratio_max_error"] == 0.0
+    assert stats["objective/kl_k1"] == pytest.approx(0.0, abs=1e-12)  # the first rollout is sampled from π = π_ref
+    assert 0 <= stats["reward/mean"] <= RESPONSE_LENGTH
     assert any(not np.array_equal(before[k], v) for k, v in model.params.items())
-    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "seconds_generate",
-                "seconds_score", "seconds_forward", "seconds_train", "beta", "kl_nonneg", "response_length"):
+    for key in ("policy/loss", "value/loss", "policy/entropy", "policy/approx_kl", "policy/clipfrac_low",
+                "policy/clipfrac_high", "time/generate", "time/score", "time/forward", "time/train", "objective/beta",
+                "objective/kl_k3", "completions/mean_length"):
         assert math.isfinite(stats[key]), key
 
 
@@ -179,10 +180,10 @@ def test_training_raises_the_expected_reward(algo):
     model = tiny_policy(seed=4)
     start, _ = exact_expectation_and_gradient(model)
     config = RLHFConfig(algo=algo, batch_size=32, minibatch_size=16, max_new_tokens=RESPONSE_LENGTH,
-                        learning_rate=3e-2, init_kl_coef=0.01, kl_target=None, rloo_k=4, seed=1)
+                        learning_rate=3e-2, init_kl_coef=0.01, kl_target=None, num_generations=4, seed=1)
     trainer = RLHFTrainer(model, count_a, TinyTokenizer(), config)
     for _ in range(15):
-        trainer.iteration([PROMPT] * (32 // config.rloo_k if algo == "rloo" else 32))
+        trainer.iteration([PROMPT] * config.prompts_per_iteration)
     end, _ = exact_expectation_and_gradient(model)
     assert end > start + 0.5, (start, end)
 
@@ -308,7 +309,7 @@ def test_missing_eos_penalty_lowers_the_score_of_unfinished_responses():
     np.testing.assert_array_equal(ended, (rollout.tokens[:, rollout.prompt_length:] == 2).any(axis=1))
     trainer.rng = np.random.default_rng(0)
     stats = trainer.iteration([PROMPT] * 32)
-    assert stats["score"] == pytest.approx(-10.0 * (1 - ended.mean()))
+    assert stats["reward/mean"] == pytest.approx(-10.0 * (1 - ended.mean()))
 
 
 def test_critic_can_start_from_the_reward_model():
@@ -359,7 +360,7 @@ def test_a_critic_of_another_dtype_or_width_is_refused():
         ({"clip_coef": -1}, ValueError, "clip_coef must be > 0, got -1"),
         ({"batch_size": 64.0}, TypeError, "batch_size must be an integer >= 1, got float 64.0"),
         ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
-        ({"algo": "rloo", "rloo_k": 1}, ValueError, "rloo_k must be an integer >= 2, got 1"),
+        ({"algo": "rloo", "num_generations": 1}, ValueError, "num_generations must be an integer >= 2, got 1"),
         ({"learning_rate": "1e-4"}, TypeError, "learning_rate must be a finite number, got str '1e-4'"),
         ({"kl_target": 0.0}, ValueError, "kl_target must be > 0, got 0.0"),
         ({"max_grad_norm": math.inf}, ValueError, "max_grad_norm must be a finite number, got inf"),
@@ -367,8 +368,8 @@ def test_a_critic_of_another_dtype_or_width_is_refused():
         ({"ent_coef": -0.1}, ValueError, "ent_coef must be >= 0, got -0.1"),
         ({"gae_lambda": 1.5}, ValueError, "gae_lambda must be in [0, 1], got 1.5"),
         ({"missing_eos_penalty": math.nan}, ValueError, "missing_eos_penalty must be a finite number, got nan"),
-        ({"algo": "rloo", "rloo_k": 3}, ValueError,
-         "rloo needs rloo_k dividing batch_size, got rloo_k=3 and batch_size=64"),
+        ({"algo": "rloo", "num_generations": 3}, ValueError,
+         "rloo samples num_generations responses per prompt, so num_generations (3) must divide batch_size (64)"),
     ],
 )
 def test_config_checks_every_field(settings, error, message):
@@ -385,7 +386,7 @@ def test_config_accepts_numpy_numbers_and_none():
     assert config.kl_target is None and config.max_grad_norm is None and config.missing_eos_penalty is None
     for seed in (None, np.random.default_rng(3)):  # as the trainer's as_generator takes them
         assert RLHFConfig(seed=seed).seed is seed
-    assert RLHFConfig(algo="ppo", rloo_k=1).rloo_k == 1  # rloo_k is only read (and checked) by RLOO
+    assert RLHFConfig(algo="ppo", num_generations=1).num_generations == 1  # read (and checked) by RLOO and GRPO
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
 """Reinforcement-learning pieces shared by PPO on control tasks and PPO on text.
 
-- ``advantages``     generalised advantage estimation (time-major or batch-major) and whitening
-- ``losses``         REINFORCE, the clipped surrogate, the clipped value loss, with their gradients
-- ``kl``             KL estimators (k1, k2, k3), the KL-penalised per-token reward, the β controllers
+- ``advantages``     generalised advantage estimation (time-major or batch-major), whitening, RLOO's and
+                     GRPO's group advantages
+- ``losses``         REINFORCE, the clipped surrogate, GRPO's loss, the clipped value loss, with their gradients;
+                     the loss aggregations (grpo, dr_grpo, dapo)
+- ``kl``             KL estimators (k1, k2, k3) and their derivatives, the KL-penalised per-token reward, the β
+                     controllers
 - ``gaussian``       the diagonal Gaussian policy head for continuous actions
 - ``actor_critic``   MLP policy and value networks for control tasks
 - ``ppo_config``     ``PPOConfig`` (every field with its help and check) and the named presets

@@ -1,4 +1,4 @@
-"""Generalised advantage estimation (GAE) and whitening.
+"""Advantages: generalised advantage estimation (GAE), whitening, and the group baselines of RLOO and GRPO.
 
 With time running along one axis (control tasks: (T, N), T steps of N parallel episodes; RLHF: (B, T),
 B responses of T tokens):
@@ -11,10 +11,21 @@ B responses of T tokens):
 ``c_t`` (continues) is 0 whenever the episode ended at t for any reason, so advantages never leak
 from one episode into the next.  λ = 1 gives Monte Carlo returns minus the baseline; λ = 0 the
 one-step TD error.
+
+Grouped methods sample G responses to each prompt (consecutive rows of the batch) and judge each
+response against the others in its group, with no critic:
+
+    RLOO (leave-one-out)   A_i = R_i − (1/(G−1)) Σ_{j≠i} R_j
+    GRPO (group-relative)  Â_i = (r_i − mean(r)) / (std(r) + ε)
+
+Since r_i − mean(r) = (G−1)/G · (r_i − mean_{j≠i} r_j), GRPO without the division by the std
+(``scale_rewards="none"``, Dr. GRPO) is RLOO's advantage times (G−1)/G.
 """
 import numpy as np
 
 from minippo.checks import fraction
+
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 def generalized_advantages(rewards, values, next_values, bootstrap, continues, gamma, gae_lambda, time_axis=0):
@@ -56,3 +67,37 @@ def whiten(values, mask=None, shift_mean=True, eps=1e-8):
     std = values[mask].std()
     centred = values - mean if shift_mean else values
     return np.where(mask, centred / (std + eps), 0.0)
+
+
+def leave_one_out_advantages(returns, num_generations):
+    """RLOO: A_i = R_i − (1/(G−1)) Σ_{j≠i} R_j, the mean return of the other G − 1 responses of sample i's
+    group as its baseline.  ``returns`` (B,) holds B/G groups of G = ``num_generations`` consecutive rows."""
+    groups = returns.reshape(-1, num_generations)  # (B,) -> (B/G, G)
+    baseline = (groups.sum(axis=1, keepdims=True) - groups) / (num_generations - 1)
+    return (groups - baseline).reshape(-1)
+
+
+def group_advantages(rewards, num_generations, scale_rewards="group", eps=1e-4):
+    """GRPO: Â_i = (r_i − mean(r)) / (std(r) + ε), the mean over sample i's group of G = ``num_generations``
+    consecutive rows of ``rewards`` (B,), float64.
+
+    ``scale_rewards`` picks the std: ``"group"`` the group's (DeepSeekMath), ``"batch"`` the whole batch's
+    (the mean stays the group's), ``"none"`` no division, Â_i = r_i − mean(r) (Dr. GRPO: dividing by
+    the group's std weights the prompts that are almost always right or wrong up).  std is the sample
+    standard deviation (ddof = 1, as TRL's torch.std); a group whose rewards are all equal gets Â = 0.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = rewards.reshape(-1, num_generations)  # (B,) -> (B/G, G)
+    centred = groups - groups.mean(axis=1, keepdims=True)
+    if scale_rewards == "group":
+        centred = centred / (groups.std(axis=1, ddof=1, keepdims=True) + eps)
+    elif scale_rewards == "batch":
+        centred = centred / (rewards.std(ddof=1) + eps)
+    return centred.reshape(-1)
+
+
+def zero_std_groups(rewards, num_generations):
+    """(B/G,) True for each group of G = ``num_generations`` consecutive rewards that are all equal: its
+    group-relative advantages are all 0, so it carries no learning signal."""
+    groups = np.asarray(rewards).reshape(-1, num_generations)  # (B,) -> (B/G, G)
+    return groups.max(axis=1) == groups.min(axis=1)

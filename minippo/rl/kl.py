@@ -7,6 +7,13 @@ Samples a_t ~ π, with log r_t = log π_ref(a_t|s_t) − log π(a_t|s_t), estima
     k2 = ½ (log r)²             biased, never negative, low variance
     k3 = (r − 1) − log r        unbiased, never negative
 
+Their derivatives with respect to log π (log r = log π_ref − log π), for a KL term in the loss (GRPO):
+
+    ∂k1/∂log π = 1      ∂k2/∂log π = −log r      ∂k3/∂log π = 1 − r
+
+(the k1 term's gradient is 1 on every sampled token: its expectation E_π[∇ log π] is 0, so k1 in the
+loss pulls toward π_ref only through noise; k2's gradient is exactly the gradient of the KL on policy).
+
 The per-token reward of RLHF (Ziegler et al.; TRL) penalises each token's estimate and adds the judge's
 score s at the last real token of the response:
 
@@ -37,6 +44,17 @@ def kl_estimate(logprobs, ref_logprobs, mask, estimator="k1"):
     if estimator == "k2":
         return 0.5 * log_ratio * log_ratio
     return np.where(mask, (np.exp(-log_ratio) - 1.0) + log_ratio, 0.0)  # k3
+
+
+def kl_estimate_backward(logprobs, ref_logprobs, mask, estimator="k1"):
+    """∂KL_t/∂log π(a_t|s_t) (B, T) of :func:`kl_estimate`'s ``estimator``: 1 (k1), log π − log π_ref (k2) or
+    1 − π_ref/π (k3); 0 outside ``mask``, in the log-probs' dtype."""
+    log_ratio = np.where(mask, logprobs - ref_logprobs, 0.0)  # −log r
+    if estimator == "k1":
+        return mask.astype(log_ratio.dtype)
+    if estimator == "k2":
+        return log_ratio
+    return np.where(mask, 1.0 - np.exp(-log_ratio), 0.0)  # k3
 
 
 def kl_penalty_rewards(logprobs, ref_logprobs, mask, scores, last_token_index, beta, estimator="k1"):

@@ -10,8 +10,15 @@ REINFORCE (the policy-gradient identity ∇E[R] = E[R(τ) ∇log P(τ)]):
 
 PPO's clipped surrogate, with ratio ρ_t = exp(log π − log π_old):
 
-    L = −mean( min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) )
+    L = −mean( min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε_high) A_t) )        (ε_high = ε unless DAPO's clip-higher)
     ∂L/∂log π = −A_t ρ_t / n  where the unclipped term is the minimum, 0 where the clipped one is
+
+GRPO's loss adds a KL term to the frozen reference, with a per-token estimator KL_t (``minippo.rl.kl``):
+
+    L = Σ_{i,t} w_{i,t} [ −min(ρ A, clip(ρ, 1−ε, 1+ε_high) A) + β KL_t ]
+
+How per-token losses ℓ_{i,t} of a batch of B responses o_i are summed into one number is the
+``loss_type`` (:func:`loss_weights`); "dapo" is the token mean every loss here uses by default.
 
 PPO's clipped value loss, with v_clip = v_old + clip(v − v_old, −ε_v, ε_v):
 
@@ -25,13 +32,28 @@ from typing import NamedTuple
 import numpy as np
 
 from minippo.checks import positive
+from minippo.rl.kl import kl_estimate, kl_estimate_backward
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+
+
+class RatioStats(NamedTuple):
+    approx_kl: float      # mean((ρ − 1) − log ρ), a non-negative estimate of KL(π_old ‖ π)
+    clipfrac_low: float   # fraction of entries with ρ < 1 − ε
+    clipfrac_high: float  # fraction of entries with ρ > 1 + ε_high
 
 
 class PolicyLoss(NamedTuple):
     loss: float
     dlogprobs: np.ndarray
-    approx_kl: float  # mean((ρ − 1) − log ρ), a non-negative estimate of KL(π_old ‖ π)
-    clipfrac: float   # fraction of entries with |ρ − 1| > ε
+    approx_kl: float
+    clipfrac_low: float
+    clipfrac_high: float
+
+    @property
+    def clipfrac(self):
+        """Fraction of entries outside the clip range [1 − ε, 1 + ε_high]."""
+        return self.clipfrac_low + self.clipfrac_high
 
 
 def _check_same_shape(**arrays):
@@ -42,42 +64,98 @@ def _check_same_shape(**arrays):
             raise ValueError(f"{name} must have the shape of {first_name} {np.shape(first)}, got {np.shape(array)}")
 
 
-def _weights(shape, mask, dtype):
-    """1/n on the n counted entries, 0 elsewhere."""
+def _weights(shape, mask, dtype, loss_type="dapo", max_length=None):
+    """:func:`loss_weights` of ``mask`` (all entries when None), checked against ``shape``."""
     mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != tuple(shape):
         raise ValueError(f"mask must have shape {tuple(shape)}, got {mask.shape}")
-    count = int(mask.sum())
-    if count == 0:
+    if not mask.any():
         raise ValueError("the mask selects no entries; there is nothing to average")
+    return loss_weights(mask, loss_type, max_length, dtype)
+
+
+def loss_weights(mask, loss_type="dapo", max_length=None, dtype=np.float64):
+    """Weights w (B, T) that sum the per-token losses ℓ_{i,t} of B responses o_i into L = Σ_{i,t} w_{i,t} ℓ_{i,t},
+    0 outside ``mask`` (for ``"dapo"`` any shape of mask will do):
+
+        grpo      w = 1 / (B · |o_i|)          mean over each response's tokens, then over the responses
+        dr_grpo   w = 1 / (B · max_length)     token sum over a constant (max_length: the length limit)
+        dapo      w = 1 / Σ_i |o_i|            mean over all tokens of the batch
+
+    Length bias: "grpo" gives each response the same total weight, so a token of a long response counts
+    less -- a wrong (A < 0) answer is penalised less per token the longer it is and a right one rewarded
+    more the shorter it is, which lengthens wrong answers (Dr. GRPO, Liu et al. 2025).  "dr_grpo" weighs
+    every token alike whatever the lengths (no length bias; the gradient's scale falls when responses
+    are short).  "dapo" also weighs every token alike within a batch, but the normaliser is the batch's
+    token count, so a batch of long responses gets smaller steps per token.
+    """
     weights = mask.astype(dtype)
-    weights *= 1.0 / count  # a Python float: the weights stay in dtype
+    if loss_type == "dapo":
+        weights *= 1.0 / int(mask.sum())  # a Python float: the weights stay in dtype
+    elif loss_type == "grpo":
+        weights *= (1.0 / (len(mask) * np.maximum(mask.sum(axis=1), 1)))[:, None]  # in place: dtype kept
+    else:  # dr_grpo
+        weights *= 1.0 / (len(mask) * (mask.shape[1] if max_length is None else max_length))
     return weights
 
 
-def reinforce_loss(logprobs, advantages, mask=None):
-    """L = −mean(A · log π); returns (loss, dL/dlog π)."""
-    _check_same_shape(logprobs=logprobs, advantages=advantages)
+def ratio_stats(logprobs, old_logprobs, clip_coef, clip_coef_high=None, mask=None):
+    """Diagnostics of the ratio ρ = exp(log π − log π_old), means over ``mask``: approx_kl = mean((ρ − 1) − log ρ)
+    and the fractions of entries below 1 − ε (clipfrac_low) and above 1 + ε_high (clipfrac_high)."""
     weights = _weights(logprobs.shape, mask, logprobs.dtype)
+    log_ratio = logprobs - old_logprobs
+    ratio = np.exp(log_ratio)
+    high = clip_coef if clip_coef_high is None else clip_coef_high
+    return RatioStats(float(np.sum(((ratio - 1.0) - log_ratio) * weights)),
+                      float(np.sum((ratio < 1.0 - clip_coef) * weights)),
+                      float(np.sum((ratio > 1.0 + high) * weights)))
+
+
+def reinforce_loss(logprobs, advantages, mask=None, loss_type="dapo", max_length=None):
+    """L = −Σ w A log π, the mean of −A · log π aggregated by ``loss_type`` (:func:`loss_weights`);
+    returns (loss, dL/dlog π)."""
+    _check_same_shape(logprobs=logprobs, advantages=advantages)
+    weights = _weights(logprobs.shape, mask, logprobs.dtype, loss_type, max_length)
     dlogprobs = -advantages * weights
     return float(np.sum(dlogprobs * logprobs)), dlogprobs.astype(logprobs.dtype, copy=False)
 
 
-def ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask=None):
-    """The clipped surrogate objective (see the module docstring)."""
+def ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask=None, clip_coef_high=None,
+                    loss_type="dapo", max_length=None):
+    """The clipped surrogate objective (see the module docstring), ε_high = ``clip_coef_high`` (None: ε),
+    aggregated by ``loss_type`` (:func:`loss_weights`); the diagnostics are token means."""
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
     positive(clip_coef, "clip_coef")
-    weights = _weights(logprobs.shape, mask, logprobs.dtype)
-    log_ratio = logprobs - old_logprobs
-    ratio = np.exp(log_ratio)
+    high = clip_coef if clip_coef_high is None else positive(clip_coef_high, "clip_coef_high")
+    weights = _weights(logprobs.shape, mask, logprobs.dtype, loss_type, max_length)
+    ratio = np.exp(logprobs - old_logprobs)
     unclipped = ratio * advantages
-    clipped = np.clip(ratio, 1.0 - clip_coef, 1.0 + clip_coef) * advantages
+    clipped = np.clip(ratio, 1.0 - clip_coef, 1.0 + high) * advantages
     unclipped_is_min = unclipped <= clipped
     loss = -float(np.sum(np.minimum(unclipped, clipped) * weights))
     dlogprobs = np.where(unclipped_is_min, -unclipped * weights, 0.0).astype(logprobs.dtype, copy=False)
-    approx_kl = float(np.sum(((ratio - 1.0) - log_ratio) * weights))
-    clipfrac = float(np.sum((np.abs(ratio - 1.0) > clip_coef) * weights))
-    return PolicyLoss(loss, dlogprobs, approx_kl, clipfrac)
+    return PolicyLoss(loss, dlogprobs, *ratio_stats(logprobs, old_logprobs, clip_coef, high, mask))
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_coef, mask=None, clip_coef_high=None,
+              beta=0.0, kl_estimator="k3", loss_type="grpo", max_length=None):
+    """L = Σ_{i,t} w_{i,t} [ −min(ρ A, clip(ρ, 1−ε, 1+ε_high) A) + β KL_t ] with the weights of ``loss_type``
+    (:func:`loss_weights`) and KL_t the ``kl_estimator`` of KL(π ‖ π_ref) (k3 in DeepSeekMath's GRPO).
+
+    Returns a :class:`PolicyLoss` whose loss and gradient include the KL term; ``ref_logprobs`` is only
+    read when β ≠ 0 (it may be None at β = 0).
+    """
+    policy = ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask, clip_coef_high, loss_type,
+                             max_length)
+    if not beta:
+        return policy
+    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    mask = np.ones(logprobs.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    weights = beta * loss_weights(mask, loss_type, max_length, logprobs.dtype)
+    kl = kl_estimate(logprobs, ref_logprobs, mask, kl_estimator)
+    dlogprobs = policy.dlogprobs + weights * kl_estimate_backward(logprobs, ref_logprobs, mask, kl_estimator)
+    return policy._replace(loss=policy.loss + float(np.sum(weights * kl)),
+                           dlogprobs=dlogprobs.astype(logprobs.dtype, copy=False))
 
 
 def value_loss(values, old_values, returns, clip_coef=None, mask=None):

@@ -11,7 +11,6 @@
 Outputs in ``out_dir``: ``summary.json``, ``rlhf_log.csv`` (one row per PPO iteration), checkpoints of
 the policy and reward model, and ``rlhf.png`` (reward and KL per iteration) when matplotlib is present.
 """
-import csv
 import json
 import os
 import time
@@ -29,6 +28,7 @@ from minippo.rewards.reward_model import (
     preference_accuracy,
     train_reward_model,
 )
+from minippo.rlhf.diagnostics import progress_line, write_csv
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
@@ -87,24 +87,6 @@ def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, s
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
 
 
-def progress_line(iteration, total, stats):
-    """One line per RL iteration: reward, KL, β, length, and where the time went."""
-    line = (f"iter {iteration:3d}/{total}  reward {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
-            f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  ")
-    if "clipfrac" in stats:
-        line += f"clipfrac {stats['clipfrac']:.3f}  "
-    return line + (f"gen/score/forward/train {stats['seconds_generate']:.1f}/{stats['seconds_score']:.1f}/"
-                   f"{stats['seconds_forward']:.1f}/{stats['seconds_train']:.1f}s")
-
-
-def write_csv(rows, path):
-    """The per-iteration statistics, one row per iteration."""
-    with atomic_write(path, "w", encoding="utf-8", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot_curves(rows, path):
     """Reward and KL per iteration to a PNG, if matplotlib is installed; returns whether it wrote."""
     try:
@@ -114,9 +96,9 @@ def plot_curves(rows, path):
     except ImportError:
         return False
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    top.plot([r["iteration"] for r in rows], [r["score"] for r in rows])
+    top.plot([r["iteration"] for r in rows], [r["reward/mean"] for r in rows])
     top.set_ylabel("mean reward (std units)")
-    bottom.plot([r["iteration"] for r in rows], [r["kl"] for r in rows], label="KL")
+    bottom.plot([r["iteration"] for r in rows], [r["objective/kl_k1"] for r in rows], label="KL")
     bottom.axhline(rows[0]["kl_target"], color="gray", linestyle="--", label="target")
     bottom.set_ylabel("KL to reference (nats)")
     bottom.set_xlabel("PPO iteration")
@@ -170,7 +152,8 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     log("== 3/4 PPO against the reward model ==")
     rows = []
     for iteration in range(1, config.iterations + 1):
-        prompts = [train_prompts[i] for i in prompt_rng.integers(0, len(train_prompts), config.rlhf.batch_size)]
+        prompts = [train_prompts[i] for i in prompt_rng.integers(0, len(train_prompts),
+                                                                config.rlhf.prompts_per_iteration)]
         stats = trainer.iteration(prompts)
         rows.append({"iteration": iteration, "kl_target": config.rlhf.kl_target, **stats})
         log(progress_line(iteration, config.iterations, stats))

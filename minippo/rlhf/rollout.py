@@ -47,6 +47,27 @@ class Rollout:
         return self.response_mask.sum(axis=1) - 1
 
 
+def concatenate_rollouts(rollouts, pad_id):
+    """One Rollout of the rows of ``rollouts``, in order: prompts left-padded and responses right-padded
+    with ``pad_id`` to the longest of each (attention and response masks 0 there), so every row's tokens,
+    positions and log-probabilities are unchanged."""
+    prompt_length = max(r.prompt_length for r in rollouts)
+    response_length = max(r.response_mask.shape[1] for r in rollouts)
+
+    def padded(array, rollout, value, prompt=True):
+        """``array`` (B, T_prompt + T_response) or, with ``prompt=False``, (B, T_response), widened."""
+        left = prompt_length - rollout.prompt_length if prompt else 0
+        right = response_length - (array.shape[1] - (rollout.prompt_length if prompt else 0))
+        return np.pad(array, ((0, 0), (left, right)), constant_values=value)
+
+    return Rollout([p for r in rollouts for p in r.prompts], [t for r in rollouts for t in r.responses],
+                   np.concatenate([padded(r.tokens, r, pad_id) for r in rollouts]),
+                   np.concatenate([padded(r.attention_mask, r, 0) for r in rollouts]),
+                   np.concatenate([padded(r.response_mask, r, False, prompt=False) for r in rollouts]),
+                   np.concatenate([padded(r.sampled_logprobs, r, 0.0, prompt=False) for r in rollouts]),
+                   prompt_length)
+
+
 def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):
     """Sample one response per prompt with the KV-cache generator and package it as a Rollout.
 

@@ -1,13 +1,15 @@
-"""PPO (and REINFORCE, RLOO) for a language model, with a KL penalty to a frozen reference model.
+"""PPO, REINFORCE, RLOO and GRPO for a language model, with a KL penalty to a frozen reference model.
 
 One iteration:
 
-1. **Rollout** -- sample a response to each prompt from π_T (KV-cache generation).
+1. **Rollout** -- sample a response to each prompt from π_T (KV-cache generation); RLOO and GRPO sample
+   G = ``num_generations`` responses to each prompt.
 2. **Score** -- the judge (reward model or rule) gives each finished response a score s.
 3. **Per-token reward** (``minippo.rl.kl.kl_penalty_rewards``) -- on every response token
        r_t = −β (log π(a_t|s_t) − log π_ref(a_t|s_t)),   plus s at the last real token,
    where π_ref is a frozen copy of the starting policy; β is fixed or adapted so the KL tracks a target.
    (``kl_estimator`` "k2" or "k3" replaces log π − log π_ref by another per-token estimate of the KL.)
+   At β = 0 the reference model is not run at all.
 4. **Advantages** -- a critic V(s_t) (value head on the policy's trunk, or on its own copy) and GAE with
    γ = 1, λ = 0.95 over response tokens only, on the batch-major (B, T) arrays
    (``generalized_advantages(..., time_axis=1)``); advantages whitened over response tokens only.
@@ -16,107 +18,62 @@ One iteration:
    rollout's, so the ratio ρ = π/π_old is exactly 1.
 
 REINFORCE uses the same rollouts with the sequence return R = s − β Σ_t KL_t minus a baseline (the
-batch mean), and RLOO samples k responses per prompt and uses the mean return of the other k − 1 as
-each one's baseline.  Both estimate ∇E[R] = E[(R − b) ∇ log π(τ)] with ∇ log π(τ) = Σ_t ∇ log π(a_t|s_t):
+batch mean), and RLOO uses the mean return of the other G − 1 responses to the same prompt as each one's
+baseline.  Both estimate ∇E[R] = E[(R − b) ∇ log π(τ)] with ∇ log π(τ) = Σ_t ∇ log π(a_t|s_t):
 every response token of a minibatch carries its response's R − b, and the loss −mean((R − b) log π(a_t|s_t))
 averages over the minibatch's response tokens.  One pass over the batch, one optimizer step per
 minibatch (so only the first minibatch is exactly on-policy).
+
+GRPO (DeepSeekMath; ``minippo.rl.losses.grpo_loss``) has no critic and no KL in the reward: each response's
+score is compared with the others of its group, Â_i = (s_i − mean(s)) / (std(s) + ε)
+(``minippo.rl.advantages.group_advantages``), every token of response i carries Â_i, and the KL to π_ref
+enters the loss, β · KL_t with the k3 estimator by default.  The update is PPO's: ``update_epochs`` (μ)
+passes of minibatches of the clipped surrogate, optionally with DAPO's ε_high, summed over tokens as
+``loss_type`` says.  Groups whose scores are all equal carry no signal; ``dynamic_sampling_tries``
+resamples them (DAPO) and drops those still equal.  ``mask_truncated_completions`` leaves the responses
+cut at the length limit out of every algorithm's loss.  The statistics an iteration returns are
+described in ``minippo.rlhf.diagnostics``.
 """
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
-from minippo.checks import (
-    check_seed,
-    check_settings,
-    finite,
-    flag,
-    fraction,
-    integer,
-    integer_at_least,
-    non_negative,
-    one_of,
-    optional,
-    positive,
-    setting,
-)
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
 from minippo.nn.optim import AdamW, clip_grad_norm
 from minippo.rewards.rules import check_rewards
-from minippo.rl.advantages import generalized_advantages, whiten
-from minippo.rl.kl import (
-    KL_ESTIMATORS,
-    AdaptiveKLController,
-    FixedKLController,
-    kl_estimate,
-    kl_penalty_rewards,
+from minippo.rl.advantages import (
+    generalized_advantages,
+    group_advantages,
+    leave_one_out_advantages,
+    whiten,
+    zero_std_groups,
 )
+from minippo.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty_rewards
 from minippo.rl.losses import (
     explained_variance,
-    ppo_policy_loss,
+    grpo_loss,
+    ratio_stats,
     reinforce_loss,
     value_loss,
 )
+from minippo.rlhf.config import GROUPED_ALGORITHMS, RLHF_ALGORITHMS, RLHFConfig  # noqa: F401 (RLHF_ALGORITHMS: re-exported)
+from minippo.rlhf.diagnostics import (
+    completion_stats,
+    kl_stats,
+    mean_stats,
+    reward_stats,
+)
 from minippo.rlhf.rollout import (
+    concatenate_rollouts,
     generate_rollout,
     response_logits_gradient,
     response_logprobs,
     response_logprobs_backward,
 )
-
-RLHF_ALGORITHMS = ("ppo", "reinforce", "rloo")
-
-
-@dataclass
-class RLHFConfig:
-    """Settings of :class:`RLHFTrainer`.  The defaults follow OpenAI's lm-human-preferences, Hugging Face's
-    TRL and "The N+ Implementation Details of RLHF with PPO" (γ = 1, λ = 0.95, adaptive KL control)."""
-
-    algo: str = setting("ppo", "algorithm", one_of(*RLHF_ALGORITHMS))
-    batch_size: int = setting(64, "prompts per iteration (RLOO: responses per iteration)", integer(1))
-    max_new_tokens: int = setting(40, "response length limit, in tokens", integer(1))
-    temperature: float = setting(1.0, "sampling temperature (divides the logits in every forward pass)", positive)
-    learning_rate: float = setting(1e-4, "AdamW learning rate", positive)
-    update_epochs: int = setting(4, "PPO passes over each batch", integer(1))
-    minibatch_size: int = setting(16, "responses per gradient step; must divide batch_size", integer(1))
-    clip_coef: float = setting(0.2, "ε of the clipped surrogate (and of the value clipping)", positive)
-    clip_vloss: bool = setting(True, "clip the value loss around the old values", flag)
-    vf_coef: float = setting(0.5, "weight of the value loss", non_negative)
-    ent_coef: float = setting(0.0, "weight of the entropy bonus", non_negative)
-    gamma: float = setting(1.0, "discount factor γ over response tokens", fraction)
-    gae_lambda: float = setting(0.95, "λ of generalised advantage estimation", fraction)
-    max_grad_norm: float = setting(1.0, "global gradient-norm clip (None: off)", optional(positive))
-    init_kl_coef: float = setting(0.2, "initial β of the KL penalty", non_negative)
-    kl_target: float = setting(6.0, "adaptive-KL target, nats per response (None: β stays fixed)",
-                               optional(positive))
-    kl_horizon: float = setting(500.0, "adaptive-KL horizon, in responses (lm-human-preferences: 10,000 with "
-                                "far larger batches)", positive)
-    kl_estimator: str = setting("k1", "per-token KL estimator in the reward: k1, k2 or k3 (minippo.rl.kl)",
-                                one_of(*KL_ESTIMATORS))
-    rloo_k: int = setting(4, "RLOO only: responses per prompt (>= 2, dividing batch_size)", integer(1))
-    missing_eos_penalty: float = setting(None, "subtracted from the score of a response that never emits EOS "
-                                         "(None: off)", optional(finite))
-    critic: str = setting("separate", "critic trunk: the policy's own (shared) or a copy (separate)",
-                          one_of("shared", "separate"))
-    seed: int = setting(0, "seed of the sampling and the minibatch order (or a numpy Generator)", check_seed)
-
-    def __post_init__(self):
-        check_settings(self)
-        if self.batch_size % self.minibatch_size:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of minibatch_size "
-                             f"({self.minibatch_size})")
-        if self.algo == "reinforce" and self.batch_size == 1:  # the baseline, the batch mean, is R itself
-            raise ValueError("reinforce needs batch_size >= 2: its baseline is the batch's mean return, so one "
-                             "response would get advantage 0 and teach nothing")
-        if self.algo == "rloo":  # rloo_k is only read by RLOO
-            self.rloo_k = integer_at_least(self.rloo_k, "rloo_k", 2)
-            if self.batch_size % self.rloo_k:
-                raise ValueError(f"rloo needs rloo_k dividing batch_size, got rloo_k={self.rloo_k} and "
-                                 f"batch_size={self.batch_size}")
 
 
 class Critic:
@@ -152,13 +109,29 @@ class RLHFTrainer:
     """Runs :meth:`iteration` on batches of prompts; see the module docstring for the algorithm."""
 
     def __init__(self, policy, reward, tokenizer, config=None, critic_trunk=None, value_head=None):
-        """``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
+        """``reward(prompts, responses) -> (B,)`` is the judge, or a dict of judges by name whose scores are
+        summed with ``config.reward_weights`` (each is logged as ``reward/<name>/mean`` and ``/std``).
+        ``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
         and a zero value head; :func:`critic_from_reward_model` starts it from the reward model instead).
-        REINFORCE and RLOO need no critic."""
+        REINFORCE, RLOO and GRPO need no critic."""
         self.config = config = config or RLHFConfig()
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
+        self.reward_names = list(reward) if isinstance(reward, dict) else []
+        if isinstance(reward, dict) and not reward:
+            raise ValueError("reward is an empty dict: give at least one judge")
+        if config.reward_weights is not None and len(config.reward_weights) != len(self.reward_names):
+            raise ValueError(f"reward_weights has {len(config.reward_weights)} weights for "
+                             f"{len(self.reward_names)} rewards ({', '.join(self.reward_names) or 'one callable'})"
+                             f"; give one weight per entry of a dict of rewards")
+        self.reward_weights = np.array(config.reward_weights or [1.0] * len(self.reward_names))
+        if config.mask_truncated_completions and tokenizer.eos_id is None:
+            raise ValueError("mask_truncated_completions needs a tokenizer with an EOS token: without one every "
+                             "response is cut at max_new_tokens and nothing would be left to train on")
+        self.kl_estimator = config.kl_estimator or ("k3" if config.algo == "grpo" else "k1")
+        self.loss_type = config.loss_type or ("grpo" if config.algo == "grpo" else "dapo")
         self.reference = copy.deepcopy(policy)  # frozen π_ref
         self.rng = as_generator(config.seed)
+        self.last_samples = []  # the prompts, responses and rewards of the last iteration (see iteration)
         modules = {"policy": policy}
         self.critic = None
         if config.algo == "ppo":
@@ -188,44 +161,108 @@ class RLHFTrainer:
 
     # -- one iteration ---------------------------------------------------------------------------
     def iteration(self, prompts):
-        """One rollout + update on ``prompts`` (formatted prompt texts); returns a dict of statistics."""
+        """One rollout + update on ``prompts`` (formatted prompt texts, ``config.prompts_per_iteration`` of
+        them); returns a dict of statistics (``minippo.rlhf.diagnostics``).  ``last_samples`` then holds one
+        dict per response: prompt, response, reward, length (tokens) and truncated."""
         config = self.config
-        if config.algo == "rloo":
-            prompts = [p for p in prompts for _ in range(config.rloo_k)]
-        timings = {}
-        started = time.perf_counter()
-        rollout = generate_rollout(self.policy, self.tokenizer, prompts, config.max_new_tokens,
-                                   config.temperature, self.rng)
-        timings["generate"] = time.perf_counter() - started
+        grouped = config.algo in GROUPED_ALGORITHMS
+        if grouped:
+            prompts = [p for p in prompts for _ in range(config.num_generations)]
+        timings = dict.fromkeys(("generate", "score", "forward", "train"), 0.0)
+        # 1. generate, 2. score
+        rollout, scores, parts = self._sample(prompts, timings)
+        group_stats = {}
+        if grouped:
+            group_stats["frac_reward_zero_std"] = float(zero_std_groups(scores, config.num_generations).mean())
+            if config.dynamic_sampling_tries:
+                rollout, scores, parts, resampling = self._dynamic_sampling(rollout, scores, parts, timings)
+                group_stats.update(resampling)
+        truncated = ~rollout.ended_with(self.tokenizer.eos_id)
+        lengths = rollout.response_mask.sum(axis=1)
+        self.last_samples = [{"prompt": p, "response": r, "reward": float(s), "length": int(n), "truncated": bool(t),
+                              **({"rewards": dict(zip(self.reward_names, map(float, part)))} if self.reward_names
+                                 else {})}
+                             for p, r, s, n, t, part in zip(rollout.prompts, rollout.responses, scores, lengths,
+                                                            truncated, parts)]
 
-        started = time.perf_counter()
-        scores = check_rewards(self.reward(rollout.prompts, rollout.responses), rollout.responses)
-        if config.missing_eos_penalty is not None:
-            scores = scores - config.missing_eos_penalty * ~rollout.ended_with(self.tokenizer.eos_id)
-        timings["score"] = time.perf_counter() - started
-
+        # 3. old and reference log-probabilities, per-token rewards
         started = time.perf_counter()
         batch = self._score_tokens(rollout, scores)
         timings["forward"] = time.perf_counter() - started
 
+        # 4. advantages, 5. update
         started = time.perf_counter()
-        if config.algo == "ppo":
-            stats = self._ppo_update(rollout, batch)
+        trained = rollout
+        if config.mask_truncated_completions:  # cut responses count in no loss (their scores did in the groups)
+            trained = replace(rollout, response_mask=rollout.response_mask & ~truncated[:, None])
+        advantages, returns = self._advantages(trained, batch)
+        if config.algo in ("ppo", "grpo"):
+            stats = self._ppo_update(trained, batch, advantages, returns)
         else:
-            stats = self._reinforce_update(rollout, batch)
+            stats = self._reinforce_update(trained, batch, advantages)
         timings["train"] = time.perf_counter() - started
 
-        self.kl_controller.update(batch["kl_per_response"].mean(), len(rollout))
-        lengths = rollout.response_mask.sum(axis=1)
+        kl = kl_stats(batch["old_logprobs"], batch["ref_logprobs"], rollout.response_mask)
+        if batch["ref_logprobs"] is not None:  # at β = 0 there is no KL to track (and β stays 0)
+            self.kl_controller.update(kl["objective/kl_k1"], len(rollout))
         return {
-            "score": float(scores.mean()),
-            "kl": float(batch["kl_per_response"].mean()),
-            "kl_nonneg": float(batch["kl_nonneg_per_response"].mean()),
-            "beta": self.kl_controller.beta,
-            "response_length": float(lengths.mean()),
-            **stats,
-            **{f"seconds_{name}": value for name, value in timings.items()},
+            **reward_stats(scores, parts, self.reward_names), **kl, "objective/beta": self.kl_controller.beta,
+            **completion_stats(rollout, truncated), **group_stats, **stats,
+            **{f"time/{name}": value for name, value in timings.items()},
         }
+
+    def _sample(self, prompts, timings):
+        """A rollout of ``prompts``, its scores (B,) (after the missing-EOS penalty) and, for a dict of
+        rewards, each one's scores (B, K) (K = 0 for one callable); adds to ``timings``."""
+        config = self.config
+        started = time.perf_counter()
+        rollout = generate_rollout(self.policy, self.tokenizer, prompts, config.max_new_tokens,
+                                   config.temperature, self.rng)
+        timings["generate"] += time.perf_counter() - started
+        started = time.perf_counter()
+        if self.reward_names:
+            parts = np.stack([self._judge(self.reward[name], rollout, f"reward {name!r}: ")
+                              for name in self.reward_names], axis=1)  # (B, K)
+            scores = (parts * self.reward_weights).sum(axis=1)  # s = Σ_k w_k s_k
+        else:
+            scores, parts = self._judge(self.reward, rollout), np.zeros((len(rollout), 0))
+        if config.missing_eos_penalty is not None:
+            scores = scores - config.missing_eos_penalty * ~rollout.ended_with(self.tokenizer.eos_id)
+        timings["score"] += time.perf_counter() - started
+        return rollout, scores, parts
+
+    @staticmethod
+    def _judge(reward, rollout, name=""):
+        """The checked scores (B,) of one judge; an error names the judge (``name``) when there are several."""
+        try:
+            return check_rewards(reward(rollout.prompts, rollout.responses), rollout.responses)
+        except (TypeError, ValueError) as error:
+            if not name:
+                raise
+            raise type(error)(f"{name}{error}") from None
+
+    def _dynamic_sampling(self, rollout, scores, parts, timings):
+        """DAPO's dynamic sampling: sample the groups whose scores are all equal again, up to
+        ``dynamic_sampling_tries`` times, then drop those still all equal -- unless every group is, in which
+        case the batch is kept (all its advantages are 0).  Groups stay G consecutive rows."""
+        group = self.config.num_generations
+        resampled = 0
+        for _ in range(self.config.dynamic_sampling_tries):
+            flat = np.repeat(zero_std_groups(scores, group), group)  # (B,) rows of the all-equal groups
+            if not flat.any():
+                break
+            retry, retry_scores, retry_parts = self._sample([p for p, f in zip(rollout.prompts, flat) if f], timings)
+            resampled += int(flat.sum()) // group
+            keep = np.flatnonzero(~flat)
+            rollout = concatenate_rollouts([rollout.rows(keep), retry], self.tokenizer.pad_id)
+            scores, parts = np.concatenate([scores[keep], retry_scores]), np.concatenate([parts[keep], retry_parts])
+        flat = np.repeat(zero_std_groups(scores, group), group)
+        dropped = int(flat.sum()) // group if not flat.all() else 0
+        if dropped:
+            keep = np.flatnonzero(~flat)
+            rollout, scores, parts = rollout.rows(keep), scores[keep], parts[keep]
+        counts = {"dynamic_sampling/resampled_groups": resampled, "dynamic_sampling/dropped_groups": dropped}
+        return rollout, scores, parts, counts
 
     def _minibatches(self, size, shuffle):
         order = self.rng.permutation(size) if shuffle else np.arange(size)
@@ -233,98 +270,127 @@ class RLHFTrainer:
         return [order[i:i + step] for i in range(0, size, step)]
 
     def _score_tokens(self, rollout, scores):
-        """Old and reference log-probabilities, values, per-token rewards and KL of a rollout.
+        """Old and reference log-probabilities, values and per-token rewards of a rollout.
 
         Log-probabilities are recomputed by the same forward pass, on the same minibatches, as the
-        first update epoch, so the first ratio is exactly 1.
+        first update epoch, so the first ratio is exactly 1.  At β = 0 the reference is not run
+        (``ref_logprobs`` is None).
         """
         config = self.config
         mask = rollout.response_mask
         old_logprobs = np.zeros(mask.shape, dtype=self.policy.config.dtype)
-        ref_logprobs = np.zeros_like(old_logprobs)
+        ref_logprobs = np.zeros_like(old_logprobs) if self.kl_controller.beta else None
         values = np.zeros_like(old_logprobs)
         for index in self._minibatches(len(rollout), shuffle=False):
             part = rollout.rows(index)
             old_logprobs[index] = response_logprobs(self.policy, part, config.temperature)[0]
-            ref_logprobs[index] = response_logprobs(self.reference, part, config.temperature)[0]
+            if ref_logprobs is not None:
+                ref_logprobs[index] = response_logprobs(self.reference, part, config.temperature)[0]
             if config.algo == "ppo":
                 values[index] = self.critic.values(part, run_trunk=not self.critic.shared)
-        rewards = kl_penalty_rewards(old_logprobs, ref_logprobs, mask, scores, rollout.last_token_index,
-                                     self.kl_controller.beta, config.kl_estimator)
-        return {
-            "old_logprobs": old_logprobs, "values": values, "rewards": rewards.astype(old_logprobs.dtype),
-            "scores": scores,
-            "kl_per_response": kl_estimate(old_logprobs, ref_logprobs, mask, "k1").sum(axis=1),
-            "kl_nonneg_per_response": kl_estimate(old_logprobs, ref_logprobs, mask, "k3").sum(axis=1),
-        }
+        batch = {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "values": values, "scores": scores}
+        if config.algo != "grpo":  # GRPO puts the KL in its loss, not in the reward
+            rewards = kl_penalty_rewards(old_logprobs, old_logprobs if ref_logprobs is None else ref_logprobs,
+                                         mask, scores, rollout.last_token_index, self.kl_controller.beta,
+                                         self.kl_estimator)  # β = 0: the reference does not matter
+            batch["rewards"] = rewards.astype(old_logprobs.dtype)
+        return batch
 
-    def _ppo_update(self, rollout, batch):
+    def _advantages(self, rollout, batch):
+        """(advantages (B, T), returns (B, T) or None): GAE on the critic's values for PPO, otherwise each
+        response's advantage on every one of its tokens."""
         config = self.config
         mask = rollout.response_mask
-        values = batch["values"]
-        # GAE over response tokens (batch-major, time along axis 1): the state after the last token has value 0
-        next_values = np.concatenate([values[:, 1:], np.zeros_like(values[:, :1])], axis=1)
-        continues = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1).astype(values.dtype)
-        advantages, returns = generalized_advantages(batch["rewards"], values, next_values, continues, continues,
-                                                     config.gamma, config.gae_lambda, time_axis=1)
-        advantages = whiten(advantages, mask)
+        if config.algo == "ppo":
+            values = batch["values"]
+            # GAE over response tokens (batch-major, time along axis 1): the state after the last token has value 0
+            next_values = np.concatenate([values[:, 1:], np.zeros_like(values[:, :1])], axis=1)
+            continues = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1).astype(values.dtype)
+            advantages, returns = generalized_advantages(batch["rewards"], values, next_values, continues, continues,
+                                                         config.gamma, config.gae_lambda, time_axis=1)
+            return whiten(advantages, mask), returns
+        if config.algo == "grpo":
+            per_response = group_advantages(batch["scores"], config.num_generations, config.scale_rewards)
+        else:
+            returns = batch["rewards"].sum(axis=1).astype(np.float64)  # R = s − β Σ_t KL_t
+            per_response = (leave_one_out_advantages(returns, config.num_generations) if config.algo == "rloo"
+                            else returns - returns.mean())
+        dtype = batch["old_logprobs"].dtype
+        return np.repeat(per_response[:, None], mask.shape[1], axis=1).astype(dtype), None
+
+    def _ppo_update(self, rollout, batch, advantages, returns):
+        """The clipped-surrogate updates of PPO (with its critic) and GRPO (with β · KL in the loss)."""
+        config = self.config
         history = []
         for epoch in range(config.update_epochs):
             for index in self._minibatches(len(rollout), shuffle=epoch > 0):
-                history.append(self._ppo_minibatch(rollout.rows(index), batch["old_logprobs"][index],
-                                                   advantages[index], returns[index], values[index]))
-        stats = {key: float(np.mean([h[key] for h in history])) for key in history[0] if key != "ratio_max_error"}
-        stats["first_ratio_max_error"] = history[0]["ratio_max_error"]  # 0: the first ratio is exactly 1
-        stats["explained_variance"] = explained_variance(values, returns, mask)
+                part = rollout.rows(index)
+                if not part.response_mask.any():  # every response here is left out of the loss
+                    continue
+                history.append(self._ppo_minibatch(
+                    part, batch["old_logprobs"][index],
+                    None if batch["ref_logprobs"] is None else batch["ref_logprobs"][index], advantages[index],
+                    None if returns is None else returns[index], batch["values"][index]))
+        stats = mean_stats([{k: v for k, v in h.items() if k != "ratio_max_error"} for h in history])
+        if history:
+            stats["policy/first_ratio_max_error"] = history[0]["ratio_max_error"]  # 0: the first ratio is exactly 1
+        if self.critic is not None:
+            stats["value/explained_variance"] = explained_variance(batch["values"], returns, rollout.response_mask)
         return stats
 
-    def _ppo_minibatch(self, part, old_logprobs, advantages, returns, old_values):
+    def _ppo_minibatch(self, part, old_logprobs, ref_logprobs, advantages, returns, old_values):
         config = self.config
         mask = part.response_mask
         self._zero_grad()
         logprobs, log_probs_all = response_logprobs(self.policy, part, config.temperature)
-        policy = ppo_policy_loss(logprobs, old_logprobs, advantages, config.clip_coef, mask)
+        beta = self.kl_controller.beta if config.algo == "grpo" else 0.0  # PPO's KL is in the reward
+        policy = grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, config.clip_coef, mask,
+                           config.clip_coef_high, beta, self.kl_estimator, self.loss_type, config.max_new_tokens)
         dlogits = response_logprobs_backward(policy.dlogprobs, part, log_probs_all, config.temperature)
         entropy = entropy_forward(log_probs_all)
         if config.ent_coef:
             weights = (mask / mask.sum()).astype(entropy.dtype) * -config.ent_coef
             dlogits += response_logits_gradient(entropy_backward(weights, log_probs_all, entropy),
                                                 part, config.temperature, log_probs_all.shape[-1])
-        new_values = self.critic.values(part, run_trunk=not self.critic.shared)
-        vloss, dvalues = value_loss(new_values, old_values, returns, config.clip_coef if config.clip_vloss else None, mask)
-        dhidden = self.critic.hidden_gradient(dvalues * config.vf_coef, part)
-        if self.critic.shared:
-            self.policy.backward(dlogits, dhidden)
-        else:
+        stats = {}
+        if self.critic is None:
             self.policy.backward(dlogits)
-            self.critic.trunk.backward(dhidden=dhidden)
+        else:
+            new_values = self.critic.values(part, run_trunk=not self.critic.shared)
+            vloss, dvalues = value_loss(new_values, old_values, returns, config.clip_coef if config.clip_vloss else None,
+                                        mask)
+            dhidden = self.critic.hidden_gradient(dvalues * config.vf_coef, part)
+            if self.critic.shared:
+                self.policy.backward(dlogits, dhidden)
+            else:
+                self.policy.backward(dlogits)
+                self.critic.trunk.backward(dhidden=dhidden)
+            stats["value/loss"] = vloss
         grad_norm = clip_grad_norm(self.grads, config.max_grad_norm)
         self.optimizer.step()
         ratio = np.exp(logprobs - old_logprobs)
-        return {"policy_loss": policy.loss, "value_loss": vloss, "entropy": float(entropy[mask].mean()),
-                "approx_kl": policy.approx_kl, "clipfrac": policy.clipfrac, "grad_norm": grad_norm,
+        return {"policy/loss": policy.loss, "policy/entropy": float(entropy[mask].mean()),
+                "policy/approx_kl": policy.approx_kl, "policy/clipfrac_low": policy.clipfrac_low,
+                "policy/clipfrac_high": policy.clipfrac_high, **stats, "grad_norm": grad_norm,
                 "ratio_max_error": float(np.abs(ratio - 1.0)[mask].max())}
 
-    def _reinforce_update(self, rollout, batch):
+    def _reinforce_update(self, rollout, batch, advantages):
+        """REINFORCE and RLOO: one shuffled pass, one optimizer step per minibatch."""
         config = self.config
-        mask = rollout.response_mask
-        returns = batch["rewards"].sum(axis=1).astype(np.float64)  # R = s − β Σ_t KL_t
-        if config.algo == "rloo":
-            groups = returns.reshape(-1, config.rloo_k)
-            baseline = (groups.sum(axis=1, keepdims=True) - groups) / (config.rloo_k - 1)
-            baseline = baseline.reshape(-1)
-        else:
-            baseline = np.full_like(returns, returns.mean())
-        advantages = np.repeat((returns - baseline)[:, None], mask.shape[1], axis=1).astype(batch["rewards"].dtype)
         history = []
         for index in self._minibatches(len(rollout), shuffle=True):
             part = rollout.rows(index)
+            mask = part.response_mask
+            if not mask.any():  # every response here is left out of the loss
+                continue
             self._zero_grad()
             logprobs, log_probs_all = response_logprobs(self.policy, part, config.temperature)
-            loss, dlogprobs = reinforce_loss(logprobs, advantages[index], part.response_mask)
+            loss, dlogprobs = reinforce_loss(logprobs, advantages[index], mask, self.loss_type, config.max_new_tokens)
             self.policy.backward(response_logprobs_backward(dlogprobs, part, log_probs_all, config.temperature))
             grad_norm = clip_grad_norm(self.grads, config.max_grad_norm)
             self.optimizer.step()
-            history.append({"policy_loss": loss, "grad_norm": grad_norm,
-                            "entropy": float(entropy_forward(log_probs_all)[part.response_mask].mean())})
-        return {key: float(np.mean([h[key] for h in history])) for key in history[0]}
+            ratio = ratio_stats(logprobs, batch["old_logprobs"][index], config.clip_coef, config.clip_coef_high, mask)
+            history.append({"policy/loss": loss, "policy/entropy": float(entropy_forward(log_probs_all)[mask].mean()),
+                            "policy/approx_kl": ratio.approx_kl, "policy/clipfrac_low": ratio.clipfrac_low,
+                            "policy/clipfrac_high": ratio.clipfrac_high, "grad_norm": grad_norm})
+        return mean_stats(history)
