@@ -57,7 +57,7 @@ def main():
     add("--pretrain-lr", type=float, default=3e-3)
     add("--iterations", type=int, default=150)
     add("--prompts", type=int, default=64, help="prompts per RL iteration")
-    add("--group", type=int, default=8, help="rloo_k: samples per prompt (GRPO's G)")
+    add("--group", type=int, default=8, help="num_generations: samples per prompt (GRPO's G)")
     add("--minibatch", type=int, default=0, help="RL minibatch size (default: the whole batch, one step)")
     add("--lr", type=float, default=4e-4)
     add("--beta", type=float, default=0.0, help="fixed KL coefficient")
@@ -94,20 +94,20 @@ def main():
 
     with blas_threads(args.threads):
         pretrain(policy, documents, PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch,
-                                                   lr=args.pretrain_lr, min_lr=args.pretrain_lr / 10,
+                                                   learning_rate=args.pretrain_lr, min_learning_rate=args.pretrain_lr / 10,
                                                    seed=pretrain_seed, log_every=200), tokenizer)
         report("pretrained")
         batch = args.prompts * args.group
         config = RLHFConfig(algo="rloo", batch_size=batch, minibatch_size=args.minibatch or batch,
-                            max_new_tokens=MAX_NEW_TOKENS, lr=args.lr, rloo_k=args.group, init_kl_coef=args.beta,
+                            max_new_tokens=MAX_NEW_TOKENS, learning_rate=args.lr, num_generations=args.group, init_kl_coef=args.beta,
                             kl_target=None, seed=rl_seed)
         trainer = RLHFTrainer(policy, reward, tokenizer, config)
         prompt_rng = np.random.default_rng(prompt_seed)
         for iteration in range(1, args.iterations + 1):
             stats = trainer.iteration([train[i].prompt for i in prompt_rng.integers(0, len(train), args.prompts)])
             if iteration % args.eval_every == 0:
-                print(f"  iter {iteration}: train reward {stats['score']:.3f}  kl {stats['kl']:.3f}  "
-                      f"entropy {stats['entropy']:.3f}  len {stats['response_length']:.2f}")
+                print(f"  iter {iteration}: train reward {stats['reward/mean']:.3f}  kl {stats['objective/kl_k1']:.3f}  "
+                      f"entropy {stats['policy/entropy']:.3f}  len {stats['completions/mean_length']:.2f}")
                 report(f"rl {iteration}")
     print(f"total {time.perf_counter() - started:.0f}s of which evaluation {eval_seconds:.0f}s")
 
