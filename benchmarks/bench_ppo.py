@@ -22,8 +22,12 @@ measured separately (benchmarks of ``minippo.envs``).
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 
 from _options import finite_float, non_negative_int, positive_int
+
+from minippo.rl.ppo import RECENT_EPISODES, Trainer, make_env
+from minippo.rl.ppo_config import preset_for
 
 TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0}
 DEFAULT_STEPS = {"Pendulum-v1": 500_000}
@@ -41,12 +45,6 @@ def parse_args(argv=None):
     parser.add_argument("--total-steps", type=positive_int, help="step budget per run (default: the preset's)")
     parser.add_argument("--threads", type=positive_int, default=1, help="BLAS threads during training (default: 1)")
     return parser.parse_args(argv)
-
-
-from dataclasses import replace
-
-from minippo.rl.ppo import RECENT_EPISODES, Trainer, make_env
-from minippo.rl.ppo_config import preset_for
 
 
 def time_to_target(config, target):

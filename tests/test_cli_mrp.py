@@ -93,18 +93,23 @@ def test_file_with_a_deterministic_chain(tmp_path, capsys):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"gamma": 0.8, "rewards": {', r"not valid JSON \(Expecting property name enclosed in double quotes: line 1 column 28 \(char 27\)\)"),
+        ('{"gamma": 0.8, "rewards": {',
+         r"not valid JSON \(Expecting property name enclosed in double quotes: line 1 column 28 \(char 27\)\)"),
         ('[1, 2]', r"expected a JSON object with keys \"gamma\", \"rewards\" and \"transitions\"; got list"),
         ('{"gamma": 0.8, "rewards": {"a": 1}}', r"missing key 'transitions'"),
         ('{"rewards": {"a": 1}, "transitions": {}}', r"missing key 'gamma'"),
         ('{"gamma": 0.8, "reward": {"a": 1}, "transitions": {}}', r"unexpected key 'reward'"),
-        ('{"gamma": "0.8", "rewards": {"a": 1}, "transitions": {"a": {}}}', r"gamma must be a finite number, got str '0.8'"),
+        ('{"gamma": "0.8", "rewards": {"a": 1}, "transitions": {"a": {}}}',
+         r"gamma must be a finite number, got str '0.8'"),
         ('{"gamma": 2, "rewards": {"a": 1}, "transitions": {"a": {}}}', r"gamma must be in \[0, 1\], got 2"),
-        ('{"gamma": 0.8, "rewards": {"a": 1, "b": 2}, "transitions": {"a": {"b": 0.7}}}', r"row 0 \(state 'a'\) of P sums to 0.7"),
+        ('{"gamma": 0.8, "rewards": {"a": 1, "b": 2}, "transitions": {"a": {"b": 0.7}}}',
+         r"row 0 \(state 'a'\) of P sums to 0.7"),
         ('{"gamma": 0.8, "rewards": {"a": 1}, "transitions": {"a": {"b": 1}}}', r"rewards has no entry for state 'b'"),
-        ('{"gamma": 0.8, "rewards": {"a": "one"}, "transitions": {"a": {}}}', r"rewards\['a'\] must be a number; got str"),
+        ('{"gamma": 0.8, "rewards": {"a": "one"}, "transitions": {"a": {}}}',
+         r"rewards\['a'\] must be a number; got str"),
         ('{"gamma": 0.8, "rewards": {"a": 1}, "transitions": {"a": [1]}}', r"transitions\['a'\] must be a dict"),
-        ('{"gamma": 1, "rewards": {"a": 1}, "transitions": {"a": {"a": 1}}}', r"gamma = 1 requires every state to reach a terminal state"),
+        ('{"gamma": 1, "rewards": {"a": 1}, "transitions": {"a": {"a": 1}}}',
+         r"gamma = 1 requires every state to reach a terminal state"),
     ],
 )
 def test_malformed_file_is_a_clean_error(tmp_path, capsys, content, message):

@@ -597,7 +597,8 @@ def test_config_errors():
     from_numpy = make_config(vocab_size=np.int64(13))  # NumPy integers become ints, so to_dict is JSON
     assert type(from_numpy.vocab_size) is int and json.loads(json.dumps(from_numpy.to_dict())) == config.to_dict()
     for bad in ({k: v for k, v in config.to_dict().items() if k != "n_head"}, {**config.to_dict(), "bias": 1}):
-        with pytest.raises(ValueError, match=r"missing: \['n_head'\]; unknown: \[\]|missing: \[\]; unknown: \['bias'\]"):
+        with pytest.raises(ValueError,
+                           match=r"missing: \['n_head'\]; unknown: \[\]|missing: \[\]; unknown: \['bias'\]"):
             GPTConfig.from_dict(bad)
     assert GPTConfig.from_dict(types.MappingProxyType(config.to_dict())) == config
 

@@ -137,7 +137,8 @@ def test_real_gpt2_ids_equal_openais_python_encoder(gpt2, text):
 @functools.cache
 def unicode_tables():
     """The code points of minippo's letter and number tables, as two sets."""
-    return [set().union(*(range(first, last + 1) for first, last in parse_ranges(table))) for table in (LETTERS, NUMBERS)]
+    return [set().union(*(range(first, last + 1) for first, last in parse_ranges(table)))
+            for table in (LETTERS, NUMBERS)]
 
 
 def classes_differ(regex, character):
@@ -170,7 +171,8 @@ def test_unicode_tables_regenerate_and_extend_pythons_own_unicode(tmp_path):
     for name, pinned_code_points in zip(("LETTERS", "NUMBERS"), unicode_tables()):
         code_points = set().union(*(range(first, last + 1) for first, last in parse_ranges(generated[name])))
         assert code_points <= pinned_code_points
-        assert all(unicodedata.category(chr(c))[0] == name[0] for c in random.Random(0).sample(sorted(code_points), 500))
+        sampled = random.Random(0).sample(sorted(code_points), 500)
+        assert all(unicodedata.category(chr(c))[0] == name[0] for c in sampled)
     if unicodedata.unidata_version == UNICODE_VERSION:
         assert (tmp_path / "tables.py").read_text() == Path(unicode_tables_module.__file__).read_text()
 
@@ -404,7 +406,8 @@ def test_harmless_variants_of_the_files_load_alike(fixture_tokenizer, tmp_path):
     assert GPT2Tokenizer.from_pretrained(directory) == fixture_tokenizer
     directory = copy_fixture(tmp_path, "tokenizer-json")
     edit_json(directory / "tokenizer.json", lambda p: p.update(post_processor=None))
-    edit_json(directory / "tokenizer.json", lambda p: p["model"].update(merges=[" ".join(m) for m in p["model"]["merges"]]))
+    edit_json(directory / "tokenizer.json",
+              lambda p: p["model"].update(merges=[" ".join(m) for m in p["model"]["merges"]]))
     assert GPT2Tokenizer.from_pretrained(directory) == fixture_tokenizer
 
 

@@ -128,13 +128,16 @@ def test_missing_extra_misshaped_and_untied_tensors_are_named(tmp_path):
     tensors = load_safetensors(FIXTURE / "model.safetensors", mmap_file=False)
     weights = str(tmp_path / "model.safetensors")
     cases = [
-        ({k: v for k, v in tensors.items() if k != "transformer.ln_f.bias"}, "tensor 'transformer.ln_f.bias' is missing"),
-        ({**tensors, "v_head.summary.bias": np.zeros(1, np.float32)}, "tensor 'v_head.summary.bias' is not part of the model"),
+        ({k: v for k, v in tensors.items() if k != "transformer.ln_f.bias"},
+         "tensor 'transformer.ln_f.bias' is missing"),
+        ({**tensors, "v_head.summary.bias": np.zeros(1, np.float32)},
+         "tensor 'v_head.summary.bias' is not part of the model"),
         ({**tensors, "transformer.wpe.weight": np.zeros((8, 8), np.float32)},
          r"tensor 'transformer.wpe.weight' has shape \(8, 8\), the config needs \(16, 8\)"),
         ({**tensors, "lm_head.weight": tensors["transformer.wte.weight"] + 1},
          "tensor 'lm_head.weight' differs from 'transformer.wte.weight'"),
-        ({**tensors, "transformer.ln_f.bias": np.full(8, np.nan, np.float32)}, "tensor 'transformer.ln_f.bias' holds NaN"),
+        ({**tensors, "transformer.ln_f.bias": np.full(8, np.nan, np.float32)},
+         "tensor 'transformer.ln_f.bias' holds NaN"),
     ]
     for changed, message in cases:
         copy_fixture(tmp_path, tensors=changed)

@@ -38,7 +38,8 @@ def walkthrough(request, tmp_path_factory):
     else:
         gpt2_bpe_directory(root / "gpt2")
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
-    pairs = [{"prompt": "Hi?", "chosen": "Yes.", "rejected": "No."}, {"prompt": "Bye?", "chosen": "Ok.", "rejected": "Go."}]
+    pairs = [{"prompt": "Hi?", "chosen": "Yes.", "rejected": "No."},
+             {"prompt": "Bye?", "chosen": "Ok.", "rejected": "Go."}]
     (root / "prefs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs * 4), encoding="utf-8")
 
     def path(name):

@@ -75,7 +75,8 @@ def test_seed_example_reads_like_the_math():
     np.testing.assert_array_equal(mrp.R, [6, 3, 5, 10, 4])
     assert mrp.P[0, 1] == mrp.P[0, 2] == 0.5 and mrp.P[1, 3] == 1.0
     assert mrp.index("喝茶") == 2
-    assert mrp.values_by_name() == pytest.approx({"吃饭": 13.68, "喝酒": 11.0, "喝茶": 8.2, "醉": 10.0, "醒": 4.0}, abs=1e-12)
+    expected = {"吃饭": 13.68, "喝酒": 11.0, "喝茶": 8.2, "醉": 10.0, "醒": 4.0}
+    assert mrp.values_by_name() == pytest.approx(expected, abs=1e-12)
     assert mrp.auto_method() == "direct"
 
 
@@ -163,7 +164,8 @@ def test_auto_picks_by_size_and_structure(monkeypatch):
     chain_mrp = MRP(chain, rng.normal(size=n), 0.95)
     assert chain_mrp.auto_method() == "direct"
     successors = rng.integers(n, size=(n, 5))
-    random_graph = scipy.sparse.csr_array((np.full(5 * n, 0.2), successors.ravel(), np.arange(0, 5 * n + 1, 5)), shape=(n, n))
+    random_graph = scipy.sparse.csr_array((np.full(5 * n, 0.2), successors.ravel(), np.arange(0, 5 * n + 1, 5)),
+                                          shape=(n, n))
     random_mrp_ = MRP(random_graph, rng.normal(size=n), 0.95)
     assert random_mrp_.auto_method() == "krylov"
     dense_mrp = MRP(random_graph.toarray(), random_mrp_.R, 0.95)
@@ -302,7 +304,8 @@ def test_monte_carlo_samples_successors_with_the_right_frequencies():
     mrp = MRP(P, [0.0, 1.0, 1000.0, 10.0, 100.0], 1.0)
     estimate = mrp.monte_carlo(20000, seed=0)
     assert abs(estimate.values[0] - 53.2) <= 4 * estimate.stderr[0]
-    assert estimate.stderr[0] == pytest.approx(np.sqrt(0.2 * 1 + 0.3 * 100 + 0.5 * 10000 - 53.2**2) / np.sqrt(20000), rel=0.03)
+    return_std = np.sqrt(0.2 * 1 + 0.3 * 100 + 0.5 * 10000 - 53.2**2)
+    assert estimate.stderr[0] == pytest.approx(return_std / np.sqrt(20000), rel=0.03)
 
 
 def test_monte_carlo_truncation():
@@ -358,7 +361,8 @@ def test_mdp_with_gamma_one_when_every_policy_terminates(seed, n_states, n_actio
     by_policy = mdp.policy_iteration()
     assume_unique_optimum(mdp, by_policy.values)
     by_value = mdp.value_iteration(tol=1e-9)
-    np.testing.assert_allclose(by_value.values, by_policy.values, rtol=0, atol=1e-9 + 1e-12 * np.max(np.abs(by_policy.values)))
+    np.testing.assert_allclose(by_value.values, by_policy.values, rtol=0,
+                               atol=1e-9 + 1e-12 * np.max(np.abs(by_policy.values)))
     np.testing.assert_array_equal(by_value.policy[1:], by_policy.policy[1:])
 
 
@@ -409,15 +413,19 @@ GOOD_P = [[0.0, 1.0], [0.0, 0.0]]
 @pytest.mark.parametrize(
     "P, R, gamma, states, error, message",
     [
-        ([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], [1, 2], 0.9, None, ValueError, r"P must be a square \(S, S\) matrix.*got shape \(2, 3\)"),
+        ([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], [1, 2], 0.9, None, ValueError,
+         r"P must be a square \(S, S\) matrix.*got shape \(2, 3\)"),
         (np.zeros((0, 0)), [], 0.9, None, ValueError, r"got shape \(0, 0\)"),
         ([[1.1, -0.1], [0.0, 0.0]], [1, 2], 0.9, None, ValueError, r"P\[0, 1\] = -0.1 is negative"),
-        ([[np.nan, 1.0], [0.0, 0.0]], [1, 2], 0.9, None, ValueError, r"P\[0, 0\] is nan; transition probabilities must be finite"),
+        ([[np.nan, 1.0], [0.0, 0.0]], [1, 2], 0.9, None, ValueError,
+         r"P\[0, 0\] is nan; transition probabilities must be finite"),
         ([[np.inf, 1.0], [0.0, 0.0]], [1, 2], 0.9, None, ValueError, r"P\[0, 0\] is inf"),
-        ([[0.5, 0.2], [0.0, 0.0]], [1, 2], 0.9, None, ValueError, r"row 0 of P sums to 0.7; each row must sum to 1, or 0 for a terminal state"),
+        ([[0.5, 0.2], [0.0, 0.0]], [1, 2], 0.9, None, ValueError,
+         r"row 0 of P sums to 0.7; each row must sum to 1, or 0 for a terminal state"),
         ([[0.5, 0.2], [0.0, 0.0]], [1, 2], 0.9, ["a", "b"], ValueError, r"row 0 \(state 'a'\) of P sums to 0.7"),
         ([[0.5, 0.5 + 1e-9], [0.0, 0.0]], [1, 2], 0.9, None, ValueError, r"row 0 of P sums to 1.000000001"),
-        (GOOD_P, [1, 2, 3], 0.9, None, ValueError, r"R must have shape \(2,\) \(one reward per state\); got shape \(3,\)"),
+        (GOOD_P, [1, 2, 3], 0.9, None, ValueError,
+         r"R must have shape \(2,\) \(one reward per state\); got shape \(3,\)"),
         (GOOD_P, [1, np.nan], 0.9, None, ValueError, r"R\[1\] is nan; R must be finite"),
         (GOOD_P, [1, -np.inf], 0.9, None, ValueError, r"R\[1\] is -inf"),
         (GOOD_P, [1, 2], 1.5, None, ValueError, r"gamma must be in \[0, 1\], got 1.5"),
@@ -433,8 +441,10 @@ GOOD_P = [[0.0, 1.0], [0.0, 0.0]]
         ([[0.5, "x"], [0, 0]], [1, 2], 0.9, None, TypeError, r"P must be"),
         ([[1.0], [0.0, 0.0]], [1, 2], 0.9, None, ValueError, r"P must be a square"),
         (GOOD_P, ["a", "b"], 0.9, None, TypeError, r"R must be"),
-        ([[0.0, 1.0], [0.0, 1.0]], [1, 2], 1.0, ["a", "b"], ValueError, r"gamma = 1 requires every state to reach a terminal state, but state 'a' never does"),
-        ([[0.5, 0.5], [0.5, 0.5]], [1, 2], 1, None, ValueError, r"state 0 never does \(2 of 2 states cannot\), so its value is not finite"),
+        ([[0.0, 1.0], [0.0, 1.0]], [1, 2], 1.0, ["a", "b"], ValueError,
+         r"gamma = 1 requires every state to reach a terminal state, but state 'a' never does"),
+        ([[0.5, 0.5], [0.5, 0.5]], [1, 2], 1, None, ValueError,
+         r"state 0 never does \(2 of 2 states cannot\), so its value is not finite"),
     ],
 )
 def test_mrp_rejects_bad_input(P, R, gamma, states, error, message):
@@ -461,7 +471,8 @@ def test_row_sum_tolerance_accepts_rounding():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda mrp: mrp.solve("lu"), ValueError, r"method must be one of \('auto', 'direct', 'iterative', 'krylov'\), got 'lu'"),
+        (lambda mrp: mrp.solve("lu"), ValueError,
+         r"method must be one of \('auto', 'direct', 'iterative', 'krylov'\), got 'lu'"),
         (lambda mrp: mrp.solve("iterative", tol=0), ValueError, r"tol must be > 0, got 0"),
         (lambda mrp: mrp.solve("krylov", tol="small"), TypeError, r"tol must be a finite number, got str 'small'"),
         (lambda mrp: mrp.monte_carlo(1), ValueError, r"n_episodes must be an integer >= 2, got 1"),
@@ -481,10 +492,13 @@ def test_method_arguments_are_validated(call, error, message):
     "transitions, rewards, error, message",
     [
         ({"a": {"b": 0.7}}, {"a": 1, "b": 2}, ValueError, r"row 0 \(state 'a'\) of P sums to 0.7"),
-        ({"a": {"b": -0.5, "c": 1.5}}, {"a": 1, "b": 2, "c": 3}, ValueError, r"P\[0, 1\] \(from 'a' to 'b'\) = -0.5 is negative"),
+        ({"a": {"b": -0.5, "c": 1.5}}, {"a": 1, "b": 2, "c": 3}, ValueError,
+         r"P\[0, 1\] \(from 'a' to 'b'\) = -0.5 is negative"),
         ({"a": {"b": 1.0}}, {"a": 1}, ValueError, r"rewards has no entry for state 'b'"),
-        ({"a": {"b": 1.0}}, {"a": 1, "b": 2, "c": 3}, ValueError, r"rewards names state 'c', which does not appear in transitions"),
-        ({"a": {"b": "half"}}, {"a": 1, "b": 2}, TypeError, r"transitions\['a'\]\['b'\] must be a probability; got str"),
+        ({"a": {"b": 1.0}}, {"a": 1, "b": 2, "c": 3}, ValueError,
+         r"rewards names state 'c', which does not appear in transitions"),
+        ({"a": {"b": "half"}}, {"a": 1, "b": 2}, TypeError,
+         r"transitions\['a'\]\['b'\] must be a probability; got str"),
         ({"a": ["b"]}, {"a": 1, "b": 2}, TypeError, r"transitions\['a'\] must be a dict"),
         ([("a", "b")], {"a": 1, "b": 2}, TypeError, r"transitions must be a dict"),
         ({"a": {"b": 1.0}}, [1, 2], TypeError, r"rewards must be a dict"),
@@ -499,17 +513,21 @@ def test_from_dict_rejects_bad_input(transitions, rewards, error, message):
 @pytest.mark.parametrize(
     "P, R, actions, error, message",
     [
-        (np.full((2, 2, 2), 0.5)[:, :, :1], [1, 2], None, ValueError, r"P must be an \(A, S, S\) array.*got shape \(2, 2, 1\)"),
+        (np.full((2, 2, 2), 0.5)[:, :, :1], [1, 2], None, ValueError,
+         r"P must be an \(A, S, S\) array.*got shape \(2, 2, 1\)"),
         (np.full((2, 2), 0.5), [1, 2], None, ValueError, r"got shape \(2, 2\)"),
-        (np.array([[[0.5, 0.5], [0, 0]], [[0.5, 0.2], [0, 0]]]), [1, 2], None, ValueError, r"row 0 of P\[1\] sums to 0.7"),
-        (np.array([[[0.5, 0.5], [0, 0]], [[0.5, 0.5], [0, 1]]]), [1, 2], None, ValueError, r"state 1 has an all-zero \(terminal\) row in one of P\[0\], P\[1\]"),
+        (np.array([[[0.5, 0.5], [0, 0]], [[0.5, 0.2], [0, 0]]]), [1, 2], None, ValueError,
+         r"row 0 of P\[1\] sums to 0.7"),
+        (np.array([[[0.5, 0.5], [0, 0]], [[0.5, 0.5], [0, 1]]]), [1, 2], None, ValueError,
+         r"state 1 has an all-zero \(terminal\) row in one of P\[0\], P\[1\]"),
         (np.full((2, 2, 2), 0.5), [[1, 2, 3], [1, 2, 3]], None, ValueError, r"R must have shape \(2, 2\)"),
         (np.full((2, 2, 2), 0.5), [1, 2, 3], None, ValueError, r"R must have shape \(2,\)"),
         (np.full((2, 2, 2), 0.5), [[1, np.nan], [1, 2]], None, ValueError, r"R\[0, 1\] is nan"),
         (np.full((2, 2, 2), 0.5), [1, 2], ["left"], ValueError, r"actions has 1 names but P has 2 actions"),
         (scipy.sparse.csr_array(np.full((2, 2), 0.5)), [1, 2], None, TypeError, r"got a single sparse matrix"),
         ([scipy.sparse.csr_array(np.eye(2)), np.eye(2)], [1, 2], None, TypeError, r"a list mixing sparse and dense"),
-        ([scipy.sparse.csr_array(np.eye(2)), scipy.sparse.csr_array(np.eye(3))], [1, 2], None, ValueError, r"P\[1\] has shape \(3, 3\) but P\[0\] has shape \(2, 2\)"),
+        ([scipy.sparse.csr_array(np.eye(2)), scipy.sparse.csr_array(np.eye(3))], [1, 2], None, ValueError,
+         r"P\[1\] has shape \(3, 3\) but P\[0\] has shape \(2, 2\)"),
     ],
 )
 def test_mdp_rejects_bad_input(P, R, actions, error, message):
@@ -524,7 +542,8 @@ def test_mdp_rejects_bad_input(P, R, actions, error, message):
         ([0.0, 1.0, 1.0], TypeError, r"policy must be an int array of shape \(3,\)"),
         ([0, 1], ValueError, r"policy must have shape \(3, 2\)"),
         ([[0.5, 0.5], [1.2, -0.2], [0, 1]], ValueError, r"policy\[1, 1\] = -0.2 is negative"),
-        ([[0.5, 0.5], [0.5, 0.4], [0, 1]], ValueError, r"row 1 of policy sums to 0.9; action probabilities must sum to 1"),
+        ([[0.5, 0.5], [0.5, 0.4], [0, 1]], ValueError,
+         r"row 1 of policy sums to 0.9; action probabilities must sum to 1"),
     ],
 )
 def test_evaluate_rejects_bad_policies(policy, error, message):
@@ -536,7 +555,8 @@ def test_evaluate_rejects_bad_policies(policy, error, message):
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda mdp: mdp.policy_iteration("lu"), ValueError, r"method must be one of \('auto', 'direct', 'iterative', 'krylov'\), got 'lu'"),
+        (lambda mdp: mdp.policy_iteration("lu"), ValueError,
+         r"method must be one of \('auto', 'direct', 'iterative', 'krylov'\), got 'lu'"),
         (lambda mdp: mdp.value_iteration(tol=-1.0), ValueError, r"tol must be > 0, got -1.0"),
         (lambda mdp: mdp.value_iteration(tol=None), TypeError, r"tol must be a finite number, got NoneType None"),
     ],

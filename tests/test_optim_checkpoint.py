@@ -443,7 +443,8 @@ def test_load_state_dict_refuses_non_numbers_and_keeps_long_key_lists_short():
     with pytest.raises(ValueError) as error:
         model.load_state_dict(wider.state_dict())
     message = str(error.value)
-    assert message.startswith("cannot load state_dict: transformer.wte.weight: shape (5, 4) in state_dict, expected (5, 2)")
+    assert message.startswith("cannot load state_dict: "
+                              "transformer.wte.weight: shape (5, 4) in state_dict, expected (5, 2)")
     assert f"and {len(model.params) - 5} more" in message and len(message) < 500
 
 
@@ -472,7 +473,8 @@ def test_checkpoints_record_their_kind_and_loaders_ask_for_theirs(tmp_path):
         load_checkpoint(path, kind="ppo_policy")
     assert str(error.value) == (f"checkpoint {str(path)!r} holds a reward model (load it with RewardModel.load), "
                                 f"not a control-task PPO policy")
-    with pytest.raises(ValueError, match=r"^kind must be one of \('gpt', 'reward_model', 'ppo_policy'\), got 'policy'$"):
+    with pytest.raises(ValueError,
+                       match=r"^kind must be one of \('gpt', 'reward_model', 'ppo_policy'\), got 'policy'$"):
         save_checkpoint(tmp_path / "x.npz", {"w": np.ones(2)}, kind="policy")
     with pytest.raises(TypeError, match="kind"):
         save_checkpoint(tmp_path / "x.npz", {"w": np.ones(2)})  # every checkpoint says what it holds
@@ -481,7 +483,8 @@ def test_checkpoints_record_their_kind_and_loaders_ask_for_theirs(tmp_path):
 
 def test_format_1_checkpoints_get_their_kind_from_one_legacy_rule(tmp_path):
     for extra, kind in [({"kind": "reward_model", "gain": 1.0, "bias": 0.0}, "reward_model"),
-                        ({"obs_rms": None}, "ppo_policy"), ({"kind": "policy", "tokenizer": "byte"}, "gpt"), ({}, "gpt")]:
+                        ({"obs_rms": None}, "ppo_policy"), ({"kind": "policy", "tokenizer": "byte"}, "gpt"),
+                        ({}, "gpt")]:
         write_format_1(tmp_path / "old.npz", {"w": np.ones(2)}, extra)
         state = load_checkpoint(tmp_path / "old.npz", kind=kind)
         assert state["kind"] == kind and state["extra"] == extra

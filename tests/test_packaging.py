@@ -44,6 +44,6 @@ print("ok")
 def test_core_imports_and_runs_without_optional_packages():
     """minippo imports, builds its command line and loads and runs a Hugging Face directory with
     numpy and scipy alone: the optional packages are hidden from a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True, check=False,
-                            env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}, timeout=120)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True,
+                            check=False, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

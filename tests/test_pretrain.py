@@ -208,7 +208,8 @@ def test_print_samples_explains_when_the_prompts_fill_the_context():
 def test_pretrain_config_rejects_bad_settings(settings, message):
     with pytest.raises((TypeError, ValueError), match=message) as raised:
         PretrainConfig(**settings)
-    assert raised.type is (TypeError if any(f"got {kind}" in message for kind in ("bool", "float", "str")) else ValueError)
+    wrong_kind = any(f"got {kind}" in message for kind in ("bool", "float", "str"))
+    assert raised.type is (TypeError if wrong_kind else ValueError)
 
 
 def test_pretrain_config_accepts_numpy_numbers_and_stores_python_ones():

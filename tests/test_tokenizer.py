@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minippo.text import BPETokenizer, ByteTokenizer
-from minippo.text.pretokenize import pretokenize
 from minippo.text.corpus import load_corpus
+from minippo.text.pretokenize import pretokenize
 
 CHINESE = "今天的天气怎么样?"
 MIXED_TEXT = "Hi, 世界! 今天的天气怎么样? Café ☕ 🎉 tab\there\n\nnew  line_2024."

@@ -22,12 +22,16 @@ def register(subparsers):
         "--test-fraction is held out to report preference accuracy.",
     )
     parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
-    parser.add_argument("--policy", required=True, help="policy checkpoint or Hugging Face GPT-2 directory whose trunk (and tokenizer) the model starts from")
-    parser.add_argument("--out", default="runs/reward_model.npz", help="output checkpoint (default: runs/reward_model.npz)")
+    parser.add_argument("--policy", required=True,
+                        help="policy checkpoint or Hugging Face GPT-2 directory whose trunk (and tokenizer) the model "
+                        "starts from")
+    parser.add_argument("--out", default="runs/reward_model.npz",
+                        help="output checkpoint (default: runs/reward_model.npz)")
     parser.add_argument("--steps", type=integer_option(1), default=150, help="training steps (default: 150)")
     parser.add_argument("--batch-size", type=integer_option(1), default=32, help="pairs per step (default: 32)")
     parser.add_argument("--learning-rate", "--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    parser.add_argument("--test-fraction", type=float, default=0.15, help="held-out fraction for --data (default: 0.15)")
+    parser.add_argument("--test-fraction", type=float, default=0.15,
+                        help="held-out fraction for --data (default: 0.15)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.set_defaults(func=run)
 

@@ -11,10 +11,12 @@ def register(subparsers):
         description="Sample --samples responses to --prompt from the policy, score each with the reward, and "
         "print the mean (the Monte Carlo value V_π(prompt) = Σ_τ R(τ) P_π(τ)) with its standard error.",
     )
-    parser.add_argument("--prompt", required=True, help="the prompt text, used verbatim (e.g. 'Q: Where is the bank? A:')")
+    parser.add_argument("--prompt", required=True,
+                        help="the prompt text, used verbatim (e.g. 'Q: Where is the bank? A:')")
     parser.add_argument("--samples", type=integer_option(2), default=64,
                         help="number of sampled responses, at least 2 (default: 64)")
-    parser.add_argument("--policy", default="runs/demo/policy.npz", help="policy checkpoint or Hugging Face GPT-2 directory (default: runs/demo/policy.npz)")
+    parser.add_argument("--policy", default="runs/demo/policy.npz",
+                        help="policy checkpoint or Hugging Face GPT-2 directory (default: runs/demo/policy.npz)")
     parser.add_argument("--reward", default="runs/demo/reward_model.npz",
                         help="reward-model checkpoint or directory, or rule spec (default: runs/demo/reward_model.npz)")
     parser.add_argument("--max-new-tokens", type=integer_option(1), default=40,

@@ -26,8 +26,8 @@ gymnasium's own per-step ``infos`` are not forwarded (``reset`` does forward its
 """
 import numpy as np
 
-from minippo.envs.spaces import Box, Discrete
 from minippo.checks import check_seed, integer_at_least
+from minippo.envs.spaces import Box, Discrete
 from minippo.envs.vector_env import VectorEnv
 
 INSTALL_HINT = 'install it with  pip install "minippo[bench]"  (or  pip install gymnasium)'

@@ -56,11 +56,11 @@ class PendulumEnv(VectorEnv):
 
     def _advance(self, actions):
         theta, theta_dot = self.state  # views: the updates below write into self.state
-        g, m, l, dt = self.g, self.m, self.l, self.dt
+        g, m, length, dt = self.g, self.m, self.l, self.dt
         u = actions[:, 0]  # float32, already clipped into [-max_torque, max_torque], as in gymnasium
         costs = angle_normalize(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * (u**2)
 
-        new_theta_dot = theta_dot + (3 * g / (2 * l) * np.sin(theta) + 3.0 / (m * l**2) * u) * dt
+        new_theta_dot = theta_dot + (3 * g / (2 * length) * np.sin(theta) + 3.0 / (m * length**2) * u) * dt
         theta_dot[:] = np.minimum(np.maximum(new_theta_dot, -self.max_speed), self.max_speed)
         theta += theta_dot * dt
         return -costs, np.zeros(self.num_envs, dtype=bool), self._time_limit_reached()

@@ -46,7 +46,7 @@ def load_pytorch_weights(path):
                           f"transformers)") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:  # what torch.load raises on a bad file
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:  # what torch.load raises on bad files
         raise ValueError(f"{path}: not a readable PyTorch state dict ({type(error).__name__}: {error})") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"{path}: must hold a dict of tensor names to tensors")

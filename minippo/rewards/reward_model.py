@@ -13,8 +13,9 @@ the prompt exactly as the policy saw it and the response exactly as the policy w
 the RLHF trainer passes to any reward.  For the shipped corpus that text is
 ``"Q: <question> A: <answer><EOS>"``: the policy is given ``"Q: <question> A:"`` and its response starts
 with a space.  When the tokenizer's EOS is its padding token (GPT-2's ``<|endoftext|>``), that reader
-would skip an EOS, so none is appended and the score is read at the last token of the response.  Preference pairs store the bare question and answers, so :func:`pair_texts`
-turns them into that same text before the model sees them.
+would skip an EOS, so none is appended and the score is read at the last token of the response.
+Preference pairs store the bare question and answers, so :func:`pair_texts` turns them into that same
+text before the model sees them.
 
 After training, :meth:`RewardModel.normalize` sets a gain and bias so that responses sampled from the
 reference policy score mean 0 and standard deviation 1; a policy's improvement is then measured in
@@ -80,7 +81,8 @@ class RewardModel:
     def __call__(self, prompts, responses, batch_size=64):
         """Normalised scores gain · r + bias for each (prompt, response), as a float64 array (B,)."""
         if len(prompts) != len(responses):
-            raise ValueError(f"prompts and responses must have the same length, got {len(prompts)} and {len(responses)}")
+            raise ValueError("prompts and responses must have the same length, "
+                             f"got {len(prompts)} and {len(responses)}")
         scores = []
         for start in range(0, len(prompts), batch_size):
             ids, mask = self.encode(prompts[start:start + batch_size], responses[start:start + batch_size])

@@ -236,7 +236,8 @@ class BPETokenizer(ByteLevelBPE):
         for key, value in expected.items():
             # The type check rejects "version": true, which equals 1 in Python.
             if type(payload.get(key)) is not type(value) or payload.get(key) != value:
-                raise ValueError(f"{path} is not a BPE tokenizer file: {key!r} must be {value!r}, got {payload.get(key)!r}")
+                raise ValueError(f"{path} is not a BPE tokenizer file: {key!r} must be {value!r}, "
+                                 f"got {payload.get(key)!r}")
         if not isinstance(payload.get("merges"), list):
             raise ValueError(f"{path} is not a BPE tokenizer file: 'merges' must be a list of id pairs")
         try:

@@ -260,6 +260,7 @@ def write_pretrained(directory, files):
     with atomic_write(path(VOCAB_FILE), "w", encoding="utf-8") as file:
         file.write(json.dumps(files.vocab, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     with atomic_write(path(MERGES_FILE), "w", encoding="utf-8") as file:
-        file.write("".join(f"{line}\n" for line in [MERGES_HEADER, *(f"{left} {right}" for left, right in files.merges)]))
+        merge_lines = [MERGES_HEADER, *(f"{left} {right}" for left, right in files.merges)]
+        file.write("".join(f"{line}\n" for line in merge_lines))
     with atomic_write(path(CONFIG_FILE), "w", encoding="utf-8") as file:
         file.write(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

@@ -103,7 +103,8 @@ def format_table(ranges):
 def write_unicode_tables(unicodedata_module, path=TABLES_MODULE):
     """Write the letter and number tables of ``unicodedata_module`` to ``path`` as a Python module."""
     source = (
-        'r"""Unicode letter (\\p{L}) and number (\\p{N}) classes for GPT-2\'s pre-tokenisation: generated, do not edit.\n\n'
+        'r"""Unicode letter (\\p{L}) and number (\\p{N}) classes for GPT-2\'s pre-tokenisation: '
+        "generated, do not edit.\n\n"
         "Written by ``python -m minippo.text.pretokenize`` from the Unicode Character Database\n"
         f"{unicodedata_module.unidata_version}. Each string lists code-point ranges in hexadecimal, "
         '"first-last" or a single code point.\n"""\n'
