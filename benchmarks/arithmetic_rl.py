@@ -93,21 +93,23 @@ def main():
         return sampled
 
     with blas_threads(args.threads):
-        pretrain(policy, documents, PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch,
-                                                   learning_rate=args.pretrain_lr, min_learning_rate=args.pretrain_lr / 10,
-                                                   seed=pretrain_seed, log_every=200), tokenizer)
+        pretrain_config = PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch,
+                                         learning_rate=args.pretrain_lr, min_learning_rate=args.pretrain_lr / 10,
+                                         seed=pretrain_seed, log_every=200)
+        pretrain(policy, documents, pretrain_config, tokenizer)
         report("pretrained")
         batch = args.prompts * args.group
         config = RLHFConfig(algo="rloo", batch_size=batch, minibatch_size=args.minibatch or batch,
-                            max_new_tokens=MAX_NEW_TOKENS, learning_rate=args.lr, num_generations=args.group, init_kl_coef=args.beta,
-                            kl_target=None, seed=rl_seed)
+                            max_new_tokens=MAX_NEW_TOKENS, learning_rate=args.lr, num_generations=args.group,
+                            init_kl_coef=args.beta, kl_target=None, seed=rl_seed)
         trainer = RLHFTrainer(policy, reward, tokenizer, config)
         prompt_rng = np.random.default_rng(prompt_seed)
         for iteration in range(1, args.iterations + 1):
             stats = trainer.iteration([train[i].prompt for i in prompt_rng.integers(0, len(train), args.prompts)])
             if iteration % args.eval_every == 0:
-                print(f"  iter {iteration}: train reward {stats['reward/mean']:.3f}  kl {stats['objective/kl_k1']:.3f}  "
-                      f"entropy {stats['policy/entropy']:.3f}  len {stats['completions/mean_length']:.2f}")
+                print(f"  iter {iteration}: train reward {stats['reward/mean']:.3f}  "
+                      f"kl {stats['objective/kl_k1']:.3f}  entropy {stats['policy/entropy']:.3f}  "
+                      f"len {stats['completions/mean_length']:.2f}")
                 report(f"rl {iteration}")
     print(f"total {time.perf_counter() - started:.0f}s of which evaluation {eval_seconds:.0f}s")
 

@@ -157,8 +157,8 @@ def test_pretraining_corpus_is_reproducible_and_follows_the_student():
 def test_rloo_trainer_runs_on_the_task_with_the_reward():
     tokenizer = ByteTokenizer()
     policy = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=16), seed=0)
-    config = RLHFConfig(algo="rloo", batch_size=8, minibatch_size=8, num_generations=4, max_new_tokens=6, kl_target=None,
-                        seed=0)
+    config = RLHFConfig(algo="rloo", batch_size=8, minibatch_size=8, num_generations=4, max_new_tokens=6,
+                        kl_target=None, seed=0)
     trainer = RLHFTrainer(policy, ArithmeticReward(format_reward=0.1), tokenizer, config)
     stats = trainer.iteration([PROMPT, "Q: 52-17= A:"])
     assert 0.0 <= stats["reward/mean"] <= 1.0 and np.isfinite(stats["policy/loss"])

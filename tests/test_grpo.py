@@ -60,7 +60,8 @@ def loss_inputs(seed=0, shape=(4, 6)):
 def test_group_advantages_by_hand():
     rewards = np.array([1.0, 0.0, 0.0, 0.0, 2.0, 4.0, 6.0, 8.0])  # two groups of G = 4
     first, second = rewards[:4], rewards[4:]
-    expected = np.concatenate([(first - 0.25) / (first.std(ddof=1) + 1e-4), (second - 5.0) / (second.std(ddof=1) + 1e-4)])
+    expected = np.concatenate([(first - 0.25) / (first.std(ddof=1) + 1e-4),
+                               (second - 5.0) / (second.std(ddof=1) + 1e-4)])
     np.testing.assert_allclose(group_advantages(rewards, 4), expected, rtol=1e-14)
     np.testing.assert_allclose(group_advantages(rewards, 4, "batch"),
                                np.concatenate([first - 0.25, second - 5.0]) / (rewards.std(ddof=1) + 1e-4), rtol=1e-14)
@@ -259,8 +260,8 @@ def test_concatenated_rollouts_keep_every_rows_log_probabilities():
     recomputed = response_logprobs(policy, merged, 1.0)[0]
     for rows, part in ((slice(0, 2), short), (slice(2, 4), long)):
         width = part.response_mask.shape[1]
-        np.testing.assert_allclose(recomputed[rows, :width][part.response_mask], part.sampled_logprobs[part.response_mask],
-                                   atol=1e-12)
+        mask = part.response_mask
+        np.testing.assert_allclose(recomputed[rows, :width][mask], part.sampled_logprobs[mask], atol=1e-12)
         assert not merged.response_mask[rows, width:].any()
 
 

@@ -255,8 +255,10 @@ def test_bradley_terry_gradient_matches_finite_differences():
     for i in range(5):
         bump = np.zeros(5)
         bump[i] = h
-        numeric_c = (bradley_terry_loss(chosen + bump, rejected)[0] - bradley_terry_loss(chosen - bump, rejected)[0]) / (2 * h)
-        numeric_r = (bradley_terry_loss(chosen, rejected + bump)[0] - bradley_terry_loss(chosen, rejected - bump)[0]) / (2 * h)
+        numeric_c = (bradley_terry_loss(chosen + bump, rejected)[0]
+                     - bradley_terry_loss(chosen - bump, rejected)[0]) / (2 * h)
+        numeric_r = (bradley_terry_loss(chosen, rejected + bump)[0]
+                     - bradley_terry_loss(chosen, rejected - bump)[0]) / (2 * h)
         assert dchosen[i] == pytest.approx(numeric_c, rel=1e-6)
         assert drejected[i] == pytest.approx(numeric_r, rel=1e-6)
 
@@ -475,7 +477,8 @@ def test_rollout_prompts_that_are_empty_or_too_long_are_named():
     tokenizer = TinyTokenizer()
     with pytest.raises(ValueError, match=r"prompt 1 \(''\) must be at least one token"):
         generate_rollout(policy, tokenizer, [PROMPT, ""], 2, 1.0, np.random.default_rng(0))
-    for bad, error, message in [(8, ValueError, r"max_new_tokens \(8\) must be less than the policy's block_size \(8\)"),
+    too_long = r"max_new_tokens \(8\) must be less than the policy's block_size \(8\)"
+    for bad, error, message in [(8, ValueError, too_long),
                                 (2.0, TypeError, "max_new_tokens must be an integer >= 1, got float")]:
         with pytest.raises(error, match=message):
             generate_rollout(policy, tokenizer, [PROMPT], bad, 1.0, np.random.default_rng(0))

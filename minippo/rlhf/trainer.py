@@ -357,8 +357,8 @@ class RLHFTrainer:
             self.policy.backward(dlogits)
         else:
             new_values = self.critic.values(part, run_trunk=not self.critic.shared)
-            vloss, dvalues = value_loss(new_values, old_values, returns, config.clip_coef if config.clip_vloss else None,
-                                        mask)
+            value_clip = config.clip_coef if config.clip_vloss else None
+            vloss, dvalues = value_loss(new_values, old_values, returns, value_clip, mask)
             dhidden = self.critic.hidden_gradient(dvalues * config.vf_coef, part)
             if self.critic.shared:
                 self.policy.backward(dlogits, dhidden)
