@@ -32,6 +32,7 @@ import traceback
 
 import numpy as np
 
+from minippo import parallel
 from minippo.seeding import spawn_seeds
 
 # Variables a launcher sets to the number of processes it started.
@@ -91,6 +92,17 @@ class World:
         """Every rank's list ``items`` concatenated, in rank order."""
         return items
 
+    def mean_weight(self, count):
+        """``(w, total)``: ``total`` is the sum of every rank's ``count`` (of tokens, say) and
+        w = N · count / total the factor that turns this rank's mean over its ``count`` items into a
+        term whose average over the N ranks is the mean over all ``total`` items.  (1.0, count) in one
+        process."""
+        return 1.0, count
+
+    def on_root(self, function):
+        """``function`` on rank 0; on the other ranks a function that does nothing (for ``log``)."""
+        return function
+
     def abort(self, status):
         """End the whole job with exit ``status`` (one process: exit)."""
         sys.exit(status)
@@ -105,6 +117,8 @@ class MPIWorld(World):
         self.MPI, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._buffers = {}  # (length, dtype) -> a flat buffer reused by every step
+        ranks_here = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()  # on this machine
+        parallel.set_num_threads(max(1, parallel.get_num_threads() // ranks_here))  # ranks x threads = cores
 
     def _flat(self, arrays, extra=()):
         """A reused flat buffer holding ``arrays`` (a dict) then the numbers ``extra``."""
@@ -163,10 +177,21 @@ class MPIWorld(World):
     def gather_list(self, items):
         return [item for rank_items in self.comm.allgather(items) for item in rank_items]
 
+    def mean_weight(self, count):
+        total = self.comm.allreduce(count)
+        return (self.size * count / total if total else 0.0), total
+
+    def on_root(self, function):
+        return function if self.is_root else _ignore
+
     def abort(self, status):
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(status)
+
+
+def _ignore(*args, **kwargs):
+    """What :meth:`World.on_root` gives the ranks other than 0."""
 
 
 LOCAL = World()

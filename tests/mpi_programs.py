@@ -5,16 +5,20 @@
 Each program computes on its rank's share of one fixed global batch and rank 0 writes what the test
 compares (one process: the whole batch) to OUT.npz.
 """
+import os
 import sys
 
 import numpy as np
 
 from minippo.distributed import world
 from minippo.envs.wrappers import RunningMeanStd
+from minippo.nn.gpt import GPT, GPTConfig
+from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rl.advantages import whiten
 from minippo.rl.ppo import Trainer, ppo_loss_and_gradients
 from minippo.rl.ppo_config import PPOConfig
 from minippo.rl.rollout_buffer import Batch
+from minippo.text.tokenizer import ByteTokenizer
 
 BATCH, MINIBATCHES = 64, 4
 
@@ -77,6 +81,32 @@ def statistics(out):
                    updates=len(history.updates), global_step=trainer.global_step,
                    episodes=len(history.episodes))
     return results
+
+
+def pretraining(out, steps=6, checkpoint_path=None, resume=False):
+    """A few float64 GPT pretraining steps on documents of unequal lengths (so ranks hold unequal
+    token counts); the losses and the parameters."""
+    tokenizer = ByteTokenizer()
+    lines = [("ab" * (3 + i % 5)) + " the end" * (i % 3) for i in range(12)]
+    documents = encode_documents(lines, tokenizer, block_size=24)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=16,
+                          dtype="float64"), seed=5)
+    # a constant learning rate after warmup, so that a 3-step run is the start of a 6-step one
+    config = PretrainConfig(steps=steps, batch_size=4, learning_rate=1e-2, min_learning_rate=1e-2,
+                            warmup_steps=1, log_every=2, checkpoint_every=3, seed=7)
+    losses = pretrain(model, documents, config, tokenizer, checkpoint_path, resume, log=lambda line: None)
+    return {"losses": np.array(losses), **{f"param/{name}": value for name, value in model.params.items()}}
+
+
+def pretraining_first_half(out):
+    """Three of the six steps of :func:`pretraining_resumed`, checkpointed next to ``out``."""
+    return pretraining(out, steps=3, checkpoint_path=os.path.join(os.path.dirname(out), "checkpoint.npz"))
+
+
+def pretraining_resumed(out):
+    """Six steps, resumed from the checkpoint :func:`pretraining_first_half` wrote next to ``out``."""
+    return pretraining(out, steps=6, checkpoint_path=os.path.join(os.path.dirname(out), "checkpoint.npz"),
+                       resume=True)
 
 
 def fail(out):

@@ -81,6 +81,32 @@ def test_global_statistics_equal_the_single_process_ones(tmp_path, mpiexec):
     assert single["obs_count"] == 4 * (2 * 32 + 1) and single["global_step"] == 256
 
 
+def test_two_ranks_pretrain_like_one_process(tmp_path, mpiexec):
+    """GPT pretraining loss in float64, the ranks holding unequal numbers of tokens: six AdamW steps."""
+    single, double = one_and_two_ranks("pretraining", tmp_path, mpiexec)
+    for name in single:
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+    assert single["losses"][-1] < single["losses"][0] - 0.3
+
+
+def test_a_run_on_two_ranks_resumes_on_one(tmp_path, mpiexec):
+    """Pretraining checkpointed after 3 steps on two ranks, resumed to 6 in one process, equals 6 steps in one."""
+    for program, ranks in [("pretraining-first-half", 2), ("pretraining-resumed", None)]:
+        completed = run_program(program, tmp_path / f"{program}.npz", ranks, mpiexec)
+        assert completed.returncode == 0, completed.stderr
+    (tmp_path / "straight").mkdir()
+    completed = run_program("pretraining", tmp_path / "straight" / "out.npz")
+    assert completed.returncode == 0, completed.stderr
+    half, resumed, straight = (dict(np.load(tmp_path / name)) for name in
+                               ("pretraining-first-half.npz", "pretraining-resumed.npz", "straight/out.npz"))
+    assert len(half["losses"]) == len(resumed["losses"]) == 3
+    np.testing.assert_allclose(np.concatenate([half["losses"], resumed["losses"]]), straight["losses"],
+                               rtol=0, atol=1e-10)
+    for name in straight:
+        if name.startswith("param/"):
+            np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-10, err_msg=name)
+
+
 def test_a_rank_that_raises_stops_the_job_with_its_message(mpiexec):
     completed = run_program("fail", ranks=2, mpiexec=mpiexec)
     assert completed.returncode != 0
