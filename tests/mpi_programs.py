@@ -14,6 +14,7 @@ from minippo.distributed import world
 from minippo.envs.wrappers import RunningMeanStd
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
+from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rl.advantages import whiten
 from minippo.rl.ppo import Trainer, ppo_loss_and_gradients
 from minippo.rl.ppo_config import PPOConfig
@@ -107,6 +108,19 @@ def pretraining_resumed(out):
     """Six steps, resumed from the checkpoint :func:`pretraining_first_half` wrote next to ``out``."""
     return pretraining(out, steps=6, checkpoint_path=os.path.join(os.path.dirname(out), "checkpoint.npz"),
                        resume=True)
+
+
+def reward_model(out):
+    """Four Bradley-Terry steps of a float64 reward model; the losses and the parameters."""
+    trunk = GPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16,
+                          dtype="float64"), seed=2)
+    model = RewardModel.from_policy(trunk, seed=3)
+    pairs = [{"prompt": f"question {i}", "chosen": "thank you" + "!" * (i % 3), "rejected": "no" + "." * (i % 4)}
+             for i in range(10)]
+    losses = train_reward_model(model, pairs, steps=4, batch_size=4, learning_rate=1e-2, seed=4,
+                                log=lambda line: None)
+    params, _ = model.named_parameters()
+    return {"losses": np.array(losses), **{f"param/{name}": value for name, value in params.items()}}
 
 
 def fail(out):
