@@ -77,12 +77,17 @@ class World:
         """Raise RuntimeError naming ``where`` (e.g. "update 7") unless the dict ``arrays`` holds the
         same values on every rank (compared by a hash of their bytes)."""
 
-    def mean_std(self, values):
-        """Mean and standard deviation (ddof=0) of the 1-D ``values`` of every rank together, in their
-        dtype; ValueError when no rank has any."""
+    def mean(self, values):
+        """Mean of the ``values`` (an array) of every rank together, in their dtype; ValueError when no
+        rank has any."""
         if values.size == 0:
-            raise ValueError("mean_std needs at least one value")
-        return values.mean(), values.std()
+            raise ValueError("a mean needs at least one value")
+        return values.mean()
+
+    def mean_std(self, values):
+        """Mean and standard deviation (ddof=0) of the ``values`` of every rank together, in their
+        dtype; ValueError when no rank has any."""
+        return self.mean(values), values.std()
 
     def gather_rows(self, rows):
         """Every rank's array ``rows`` concatenated along axis 0, in rank order."""
@@ -163,11 +168,18 @@ class MPIWorld(World):
             raise RuntimeError(f"the parameters of ranks {differing} differ from rank 0's at {where}: the "
                                f"replicas diverged (a rank computed something the others did not)")
 
-    def mean_std(self, values):
+    def _count_and_mean(self, values):
         count, total = self.comm.allreduce(np.array([values.size, values.sum(dtype=np.float64)]))
         if count == 0:
-            raise ValueError("mean_std needs at least one value")
-        mean = total / count
+            raise ValueError("a mean needs at least one value")
+        return count, total / count
+
+    def mean(self, values):
+        dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float64)  # as NumPy's mean
+        return dtype.type(self._count_and_mean(values)[1])
+
+    def mean_std(self, values):
+        count, mean = self._count_and_mean(values)
         squares = self.comm.allreduce(np.square(values - mean, dtype=np.float64).sum())
         return values.dtype.type(mean), values.dtype.type(np.sqrt(squares / count))
 

@@ -5,6 +5,7 @@
 Each program computes on its rank's share of one fixed global batch and rank 0 writes what the test
 compares (one process: the whole batch) to OUT.npz.
 """
+import itertools
 import os
 import sys
 
@@ -16,6 +17,8 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rl.advantages import whiten
+from minippo.rlhf import trainer as rlhf_trainer
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rl.ppo import Trainer, ppo_loss_and_gradients
 from minippo.rl.ppo_config import PPOConfig
 from minippo.rl.rollout_buffer import Batch
@@ -121,6 +124,43 @@ def reward_model(out):
                                 log=lambda line: None)
     params, _ = model.named_parameters()
     return {"losses": np.array(losses), **{f"param/{name}": value for name, value in params.items()}}
+
+
+def rank_order(items, blocks):
+    """``items`` reordered so that rank r's contiguous share holds the r-th N-th of each of ``blocks``
+    equal blocks: global minibatch k is then the union of the ranks' minibatches k."""
+    size = world().size
+    order = np.arange(len(items)).reshape(blocks, size, -1).transpose(1, 0, 2).reshape(-1)  # (N, blocks, m/N)
+    return [items[i] for i in order]
+
+
+def rlhf(out):
+    """Two float64 RLHF PPO iterations (adaptive KL, separate critic, four optimiser steps each) with the
+    rollouts fixed: each is the same whole batch, sampled alike in every process, cut to the rank's
+    prompts."""
+    tokenizer = ByteTokenizer()
+    policy = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16,
+                           dtype="float64"), seed=6)
+    prompts = [f"Q{i} A:" for i in range(8)]
+    sample, seeds = rlhf_trainer.generate_rollout, itertools.count()
+
+    def fixed_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):
+        whole = sample(policy, tokenizer, prompts, max_new_tokens, temperature, np.random.default_rng(next(seeds)))
+        return whole.rows(np.array([prompts.index(prompt) for prompt in prompt_texts]))
+
+    def reward(prompt_texts, responses):
+        return np.array([response.count("a") - 0.1 * len(response) for response in responses], dtype=np.float64)
+
+    rlhf_trainer.generate_rollout = fixed_rollout
+    config = RLHFConfig(batch_size=8, minibatch_size=2, update_epochs=1, max_new_tokens=6, learning_rate=3e-3,
+                        kl_target=0.5, kl_horizon=10.0, init_kl_coef=0.3, seed=1)
+    trainer = RLHFTrainer(policy, reward, tokenizer, config)
+    results = {}
+    for iteration in range(2):
+        stats = trainer.iteration(rank_order(prompts, blocks=4))
+        results.update({f"{iteration}/{name}": value for name, value in stats.items()
+                        if not name.startswith(("seconds_", "first_ratio"))})
+    return {**results, **{f"param/{name}": value for name, value in trainer.params.items()}}
 
 
 def fail(out):

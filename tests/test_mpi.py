@@ -96,6 +96,15 @@ def test_two_ranks_train_a_reward_model_like_one_process(tmp_path, mpiexec):
     assert single["losses"][-1] < single["losses"][0]
 
 
+def test_two_ranks_run_rlhf_ppo_iterations_like_one_process(tmp_path, mpiexec):
+    """Two RLHF PPO iterations with the rollouts fixed: gradients, whitening over response tokens, the
+    adaptive KL controller (global KL) and every returned figure."""
+    single, double = one_and_two_ranks("rlhf", tmp_path, mpiexec)
+    for name in single:
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+    assert single["1/beta"] != single["0/beta"] and single["1/kl"] != 0 and single["0/grad_norm"] > 1.0
+
+
 def test_a_run_on_two_ranks_resumes_on_one(tmp_path, mpiexec):
     """Pretraining checkpointed after 3 steps on two ranks, resumed to 6 in one process, equals 6 steps in one."""
     for program, ranks in [("pretraining-first-half", 2), ("pretraining-resumed", None)]:

@@ -78,8 +78,10 @@ def run(args):
     prompts = read_prompts(args.prompts)
     tokenizer = ByteTokenizer()
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
-    rng = np.random.default_rng(prompt_seed)
+    rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
+    print(f"{config.algo}: {args.iterations} iterations of {config.batch_size} responses, "
+          f"{trainer.world.describe()}")
     rows = []
     for iteration in range(1, args.iterations + 1):
         batch_prompts = [prompts[i] for i in rng.integers(0, len(prompts), config.batch_size // (
@@ -87,6 +89,8 @@ def run(args):
         stats = trainer.iteration(batch_prompts)
         rows.append({"iteration": iteration, **stats})
         print(progress_line(iteration, args.iterations, stats))
+    if not trainer.world.is_root:  # the other ranks hold the same policy and figures
+        return
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
     save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")

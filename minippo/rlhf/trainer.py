@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minippo import distributed
 from minippo.checks import (
     check_seed,
     check_settings,
@@ -154,11 +155,17 @@ class RLHFTrainer:
     def __init__(self, policy, reward, tokenizer, config=None, critic_trunk=None, value_head=None):
         """``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
         and a zero value head; :func:`critic_from_reward_model` starts it from the reward model instead).
-        REINFORCE and RLOO need no critic."""
+        REINFORCE and RLOO need no critic.
+
+        Under ``mpiexec -n N`` (``minippo.distributed``) each rank samples and trains on its N-th of the
+        prompts of an iteration and of each minibatch, with its own sampling stream (from an int seed);
+        gradients, whitening, the KL controller and the returned figures are global."""
         self.config = config = config or RLHFConfig()
+        self.world = distributed.world()
+        self.minibatch_size = self.world.share(config.minibatch_size, "minibatch_size")  # this rank's
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
         self.reference = copy.deepcopy(policy)  # frozen π_ref
-        self.rng = as_generator(config.seed)
+        self.rng = as_generator(self.world.rank_seed(config.seed))
         modules = {"policy": policy}
         self.critic = None
         if config.algo == "ppo":
@@ -178,6 +185,7 @@ class RLHFTrainer:
                 raise TypeError(f"{argument} must have the policy's dtype {policy.config.dtype}, "
                                 f"got {sorted(str(dtype) for dtype in dtypes)}")
         self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
+        self.world.broadcast_(self.params)
         self.optimizer = AdamW(self.params, self.grads, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
@@ -186,10 +194,24 @@ class RLHFTrainer:
         for gradient in self.grads.values():
             gradient.fill(0.0)
 
+    def _average_gradients(self, mask, stats):
+        """The gradients and token-mean ``stats`` of this rank's minibatch (response tokens ``mask``)
+        made those of every rank's minibatches together: weighted by the rank's share of the tokens,
+        then averaged over the ranks.  Returns the averaged stats."""
+        weight, _ = self.world.mean_weight(int(mask.sum()))
+        if weight != 1.0:
+            for gradient in self.grads.values():
+                gradient *= weight
+            stats = {name: value * weight for name, value in stats.items()}
+        return self.world.average_gradients(self.grads, stats)
+
     # -- one iteration ---------------------------------------------------------------------------
     def iteration(self, prompts):
         """One rollout + update on ``prompts`` (formatted prompt texts); returns a dict of statistics."""
         config = self.config
+        share = self.world.share(len(prompts), "the number of prompts")
+        prompts = prompts[self.world.rank * share:(self.world.rank + 1) * share]  # this rank's
+        mean = self.world.mean  # over every rank's responses
         if config.algo == "rloo":
             prompts = [p for p in prompts for _ in range(config.rloo_k)]
         timings = {}
@@ -215,21 +237,21 @@ class RLHFTrainer:
             stats = self._reinforce_update(rollout, batch)
         timings["train"] = time.perf_counter() - started
 
-        self.kl_controller.update(batch["kl_per_response"].mean(), len(rollout))
+        self.kl_controller.update(mean(batch["kl_per_response"]), len(rollout) * self.world.size)
         lengths = rollout.response_mask.sum(axis=1)
         return {
-            "score": float(scores.mean()),
-            "kl": float(batch["kl_per_response"].mean()),
-            "kl_nonneg": float(batch["kl_nonneg_per_response"].mean()),
+            "score": float(mean(scores)),
+            "kl": float(mean(batch["kl_per_response"])),
+            "kl_nonneg": float(mean(batch["kl_nonneg_per_response"])),
             "beta": self.kl_controller.beta,
-            "response_length": float(lengths.mean()),
+            "response_length": float(mean(lengths)),
             **stats,
             **{f"seconds_{name}": value for name, value in timings.items()},
         }
 
     def _minibatches(self, size, shuffle):
         order = self.rng.permutation(size) if shuffle else np.arange(size)
-        step = self.config.minibatch_size
+        step = self.minibatch_size
         return [order[i:i + step] for i in range(0, size, step)]
 
     def _score_tokens(self, rollout, scores):
@@ -267,7 +289,7 @@ class RLHFTrainer:
         continues = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1).astype(values.dtype)
         advantages, returns = generalized_advantages(batch["rewards"], values, next_values, continues, continues,
                                                      config.gamma, config.gae_lambda, time_axis=1)
-        advantages = whiten(advantages, mask)
+        advantages = whiten(advantages, mask, world=self.world)
         history = []
         for epoch in range(config.update_epochs):
             for index in self._minibatches(len(rollout), shuffle=epoch > 0):
@@ -275,7 +297,8 @@ class RLHFTrainer:
                                                    advantages[index], returns[index], values[index]))
         stats = {key: float(np.mean([h[key] for h in history])) for key in history[0] if key != "ratio_max_error"}
         stats["first_ratio_max_error"] = history[0]["ratio_max_error"]  # 0: the first ratio is exactly 1
-        stats["explained_variance"] = explained_variance(values, returns, mask)
+        stats["explained_variance"] = explained_variance(self.world.gather_rows(values[mask]),
+                                                         self.world.gather_rows(returns[mask]))
         return stats
 
     def _ppo_minibatch(self, part, old_logprobs, advantages, returns, old_values):
@@ -298,12 +321,13 @@ class RLHFTrainer:
         else:
             self.policy.backward(dlogits)
             self.critic.trunk.backward(dhidden=dhidden)
+        stats = self._average_gradients(mask, {
+            "policy_loss": policy.loss, "value_loss": vloss, "entropy": float(entropy[mask].mean()),
+            "approx_kl": policy.approx_kl, "clipfrac": policy.clipfrac})
         grad_norm = clip_grad_norm(self.grads, config.max_grad_norm)
         self.optimizer.step()
         ratio = np.exp(logprobs - old_logprobs)
-        return {"policy_loss": policy.loss, "value_loss": vloss, "entropy": float(entropy[mask].mean()),
-                "approx_kl": policy.approx_kl, "clipfrac": policy.clipfrac, "grad_norm": grad_norm,
-                "ratio_max_error": float(np.abs(ratio - 1.0)[mask].max())}
+        return {**stats, "grad_norm": grad_norm, "ratio_max_error": float(np.abs(ratio - 1.0)[mask].max())}
 
     def _reinforce_update(self, rollout, batch):
         config = self.config
@@ -314,7 +338,7 @@ class RLHFTrainer:
             baseline = (groups.sum(axis=1, keepdims=True) - groups) / (config.rloo_k - 1)
             baseline = baseline.reshape(-1)
         else:
-            baseline = np.full_like(returns, returns.mean())
+            baseline = np.full_like(returns, self.world.mean(returns))  # of every rank's responses
         advantages = np.repeat((returns - baseline)[:, None], mask.shape[1], axis=1).astype(batch["rewards"].dtype)
         history = []
         for index in self._minibatches(len(rollout), shuffle=True):
@@ -323,8 +347,9 @@ class RLHFTrainer:
             logprobs, log_probs_all = response_logprobs(self.policy, part, config.temperature)
             loss, dlogprobs = reinforce_loss(logprobs, advantages[index], part.response_mask)
             self.policy.backward(response_logprobs_backward(dlogprobs, part, log_probs_all, config.temperature))
+            stats = self._average_gradients(part.response_mask, {
+                "policy_loss": loss, "entropy": float(entropy_forward(log_probs_all)[part.response_mask].mean())})
             grad_norm = clip_grad_norm(self.grads, config.max_grad_norm)
             self.optimizer.step()
-            history.append({"policy_loss": loss, "grad_norm": grad_norm,
-                            "entropy": float(entropy_forward(log_probs_all)[part.response_mask].mean())})
+            history.append({"policy_loss": stats["policy_loss"], "grad_norm": grad_norm, "entropy": stats["entropy"]})
         return {key: float(np.mean([h[key] for h in history])) for key in history[0]}
