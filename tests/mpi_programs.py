@@ -17,11 +17,11 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rl.advantages import whiten
-from minippo.rlhf import trainer as rlhf_trainer
-from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.rl.ppo import Trainer, ppo_loss_and_gradients
 from minippo.rl.ppo_config import PPOConfig
 from minippo.rl.rollout_buffer import Batch
+from minippo.rlhf import trainer as rlhf_trainer
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.text.tokenizer import ByteTokenizer
 
 BATCH, MINIBATCHES = 64, 4
