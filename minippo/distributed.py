@@ -108,10 +108,6 @@ class World:
         """``function`` on rank 0; on the other ranks a function that does nothing (for ``log``)."""
         return function
 
-    def abort(self, status):
-        """End the whole job with exit ``status`` (one process: exit)."""
-        sys.exit(status)
-
 
 class MPIWorld(World):
     """The ranks of an MPI communicator (default: all the processes ``mpiexec`` started)."""
@@ -197,6 +193,7 @@ class MPIWorld(World):
         return function if self.is_root else _ignore
 
     def abort(self, status):
+        """End every rank of the job with exit ``status``."""
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(status)
