@@ -87,7 +87,8 @@ def make_env(config, num_envs=None, seed=None, training=True, statistics_world=L
     env = envs.make(config.env_id, num_envs=config.num_envs if num_envs is None else num_envs,
                     seed=config.seed if seed is None else seed)
     if config.normalize_obs:
-        env = envs.NormalizeObservation(env, clip=config.obs_clip, dtype=config.dtype, world=statistics_world)  # statistics in float64
+        env = envs.NormalizeObservation(env, clip=config.obs_clip, dtype=config.dtype,  # statistics in float64
+                                        world=statistics_world)
     if config.normalize_reward and training:
         env = envs.NormalizeReward(env, gamma=config.gamma, clip=config.reward_clip, world=statistics_world)
     return env
