@@ -7,6 +7,7 @@ compares (one process: the whole batch) to OUT.npz.
 """
 import itertools
 import os
+import signal
 import sys
 
 import numpy as np
@@ -168,6 +169,14 @@ def fail(out):
     comm = world()
     if comm.rank == 1:
         raise ValueError("rank 1 failed on purpose")
+    comm.mean_std(np.ones(3))
+
+
+def killed(out):
+    """Rank 1 is killed (SIGKILL) while rank 0 waits in a collective."""
+    comm = world()
+    if comm.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
     comm.mean_std(np.ones(3))
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,16 @@ def test_a_run_on_two_ranks_resumes_on_one(tmp_path, mpiexec):
 
 
 def test_a_rank_that_raises_stops_the_job_with_its_message(mpiexec):
+    started = time.perf_counter()
     completed = run_program("fail", ranks=2, mpiexec=mpiexec)
-    assert completed.returncode != 0
+    assert completed.returncode != 0 and time.perf_counter() - started < 20
     assert "[rank 1] ValueError: rank 1 failed on purpose" in completed.stderr
+
+
+def test_a_killed_rank_stops_the_job(mpiexec):
+    started = time.perf_counter()
+    completed = run_program("killed", ranks=2, mpiexec=mpiexec)
+    assert completed.returncode != 0 and time.perf_counter() - started < 20
 
 
 def test_diverged_parameters_stop_the_run_naming_the_step(mpiexec):
