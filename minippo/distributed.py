@@ -67,7 +67,8 @@ class World:
 
     def average_gradients(self, grads, stats=None):
         """Replace every array of ``grads`` by its mean over the ranks, in place; return the dict of
-        floats ``stats`` averaged over the ranks too (one ``Allreduce`` for both)."""
+        floats ``stats`` averaged over the ranks too (one ``Allreduce`` for both, in the gradients'
+        dtype)."""
         return stats
 
     def broadcast_(self, arrays):
