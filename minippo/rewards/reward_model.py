@@ -189,6 +189,7 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-
         optimizer.step(cosine_schedule(step, learning_rate, max(1, steps // 10), steps, learning_rate / 10))
         losses.append(loss)
         if (step + 1) % log_every == 0 or step + 1 == steps:
+            world.check_identical(params, f"reward model step {step + 1}")
             elapsed = time.perf_counter() - started
             log(f"reward model step {step + 1:4d}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
                 f"batch accuracy {accuracy:.2f}  {elapsed:.0f}s")

@@ -186,6 +186,7 @@ class RLHFTrainer:
                                 f"got {sorted(str(dtype) for dtype in dtypes)}")
         self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
         self.world.broadcast_(self.params)
+        self.iterations_done = 0
         self.optimizer = AdamW(self.params, self.grads, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
@@ -236,6 +237,8 @@ class RLHFTrainer:
         else:
             stats = self._reinforce_update(rollout, batch)
         timings["train"] = time.perf_counter() - started
+        self.iterations_done += 1
+        self.world.check_identical(self.params, f"RLHF iteration {self.iterations_done}")
 
         self.kl_controller.update(mean(batch["kl_per_response"]), len(rollout) * self.world.size)
         lengths = rollout.response_mask.sum(axis=1)
