@@ -6,8 +6,10 @@ the function that runs it.  ``main`` only wires them together.
 """
 import argparse
 import importlib
+import os
 import sys
 
+from minippo import distributed
 from minippo.memory import keep_freed_memory
 
 # Sub-command modules, in the order ``minippo --help`` lists them.
@@ -45,13 +47,23 @@ def main(argv=None):
     should be, no permission), a missing optional dependency (gymnasium for a
     ``gymnasium:`` environment) and a diverging run are reported on stderr as
     ``minippo <command>: error: ...`` with status 2, not as a traceback.
+
+    Under ``mpiexec -n N`` (``minippo.distributed``) only rank 0 writes to stdout, and an error on any
+    rank ends every rank (with that rank's message), so that none waits forever for the others.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
+    world = distributed.LOCAL
     try:
+        world = distributed.world()
+        if not world.is_root:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         status = args.func(args)
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as error:
-        print(f"minippo {args.command}: error: {error}", file=sys.stderr)
+        rank = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
+        print(f"minippo {args.command}: error{rank}: {error}", file=sys.stderr, flush=True)
+        if world.size > 1:
+            world.abort(2)
         return 2
     return 0 if status is None else status

@@ -9,6 +9,11 @@ gradient-norm clipping.
 
 Everything a run needs to continue is in one checkpoint (weights, optimizer moments, step, the
 batch-sampling RNG, the tokenizer), so a resumed run is bit-identical to an uninterrupted one.
+
+Under ``mpiexec -n N`` (``minippo.distributed``) every rank draws the same batch of documents and
+trains on its N-th of the rows; its mean loss is weighted by its share of the batch's tokens, so that
+the averaged gradient is the whole batch's and a run takes the same steps for every N (up to rounding),
+and can be resumed with another N.
 """
 import hashlib
 import math
@@ -18,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from minippo import distributed
 from minippo.checks import check_settings, integer, non_negative, positive, setting
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -80,13 +86,14 @@ def documents_digest(documents):
     return digest.hexdigest()
 
 
-def sample_batch(documents, batch_size, pad_id, rng):
-    """Pick ``batch_size`` documents; return inputs (B, T) and targets (B, T) shifted by one, right-
-    padded to the longest, with IGNORE_INDEX targets on padding."""
-    chosen = [documents[i] for i in rng.integers(0, len(documents), batch_size)]
+def sample_batch(documents, batch_size, pad_id, rng, rows=slice(None)):
+    """Pick ``batch_size`` documents and keep the ``rows`` of them (a slice: all by default); return
+    inputs (b, T) and targets (b, T) shifted by one, right-padded to the longest, with IGNORE_INDEX
+    targets on padding."""
+    chosen = [documents[i] for i in rng.integers(0, len(documents), batch_size)[rows]]
     T = max(len(doc) for doc in chosen) - 1
-    inputs = np.full((batch_size, T), pad_id, dtype=np.int64)
-    targets = np.full((batch_size, T), IGNORE_INDEX, dtype=np.int64)
+    inputs = np.full((len(chosen), T), pad_id, dtype=np.int64)
+    targets = np.full((len(chosen), T), IGNORE_INDEX, dtype=np.int64)
     for row, doc in enumerate(chosen):
         inputs[row, :len(doc) - 1] = doc[:-1]
         targets[row, :len(doc) - 1] = doc[1:]
@@ -125,6 +132,11 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     """
     tokenizer = tokenizer or ByteTokenizer()
     checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)  # messages show a str
+    world = distributed.world()
+    rows_per_rank = world.share(config.batch_size, "batch_size")
+    rows = slice(world.rank * rows_per_rank, (world.rank + 1) * rows_per_rank)
+    log = world.on_root(log)
+    world.broadcast_(model.params)
     optimizer = AdamW(model.params, model.grads, lr=config.learning_rate, betas=(0.9, 0.95),
                       weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
@@ -154,6 +166,8 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
             return []
 
     def save(step):
+        if not world.is_root:
+            return
         extra = {"pretrain": asdict(config), "pretrain_data": data_digest, "pretrain_window": window,
                  "tokenizer": tokenizer_record(tokenizer)}
         save_checkpoint(checkpoint_path, model.params, model.config.to_dict(), optimizer.state_dict(),
@@ -162,13 +176,17 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     losses = []
     tokens_seen, started = 0, time.perf_counter()
     for step in range(start_step, config.steps):
-        inputs, targets = sample_batch(documents, config.batch_size, tokenizer.pad_id, rng)
+        inputs, targets = sample_batch(documents, config.batch_size, tokenizer.pad_id, rng, rows)
+        weight, tokens = world.mean_weight(int((targets != IGNORE_INDEX).sum()))
         logits = model.forward(inputs)
         loss, dlogits = cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
+        if weight != 1.0:  # this rank's part of the whole batch's mean
+            loss, dlogits = loss * weight, dlogits * dlogits.dtype.type(weight)
         model.zero_grad()
         model.backward(dlogits)
+        loss = world.average_gradients(model.grads, {"loss": loss})["loss"]
         try:
             clip_grad_norm(model.grads, config.max_grad_norm)
         except FloatingPointError as error:
@@ -178,9 +196,10 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
                                        config.min_learning_rate))
         losses.append(loss)
         window.append(loss)
-        tokens_seen += int((targets != IGNORE_INDEX).sum())
+        tokens_seen += tokens
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
+            world.check_identical(model.params, f"step {done}")
             elapsed = time.perf_counter() - started
             rate = tokens_seen / elapsed
             eta = elapsed / (done - start_step) * (config.steps - done)

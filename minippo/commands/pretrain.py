@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from minippo.commands import integer_option
+from minippo.distributed import world
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rlhf.rollout import generate_rollout
@@ -75,11 +76,11 @@ def run(args):
     init_seed, sample_seed = spawn_seeds(args.seed, 2)  # independent of the batches' stream (config.seed)
     model = GPT(model_config, seed=init_seed)
     print(f"pretraining a {model.num_parameters():,}-parameter GPT on {len(documents):,} documents "
-          f"for {config.steps} steps")
+          f"for {config.steps} steps, {world().describe()}")
     checkpoint = os.path.join(args.out, "model.npz")
     if pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume):
         print(f"wrote {checkpoint}")
-    if args.samples > 0:
+    if args.samples > 0 and world().is_root:
         prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if args.data is None \
             else [line[:8] for line in lines if line.strip()][:args.samples]
         print_samples(model, tokenizer, prompts, sample_seed)

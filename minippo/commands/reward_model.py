@@ -3,6 +3,7 @@ import numpy as np
 
 from minippo.commands import check_output_path, integer_option
 from minippo.commands.models import load_policy_and_tokenizer
+from minippo.distributed import world
 from minippo.rewards.reward_model import (
     RewardModel,
     preference_accuracy,
@@ -56,8 +57,10 @@ def run(args):
         train, test = load_preferences("train"), load_preferences("test")
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
+    print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")
     train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, seed=order_seed)
     print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
-    model.save(args.out)
+    if world().is_root:
+        model.save(args.out)
     print(f"wrote {args.out}")

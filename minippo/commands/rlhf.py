@@ -105,16 +105,20 @@ def run(args):
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
-    rng = np.random.default_rng(prompt_seed)
+    rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
     samples = SampleLog(os.path.join(args.out, "samples.jsonl"))
+    print(f"{config.algo}: {args.iterations} iterations of {config.batch_size} responses, "
+          f"{trainer.world.describe()}")
     rows = []
     for iteration in range(1, args.iterations + 1):
         stats = trainer.iteration([prompts[i] for i in rng.integers(0, len(prompts), config.prompts_per_iteration)])
         rows.append({"iteration": iteration, **stats})
         print(progress_line(iteration, args.iterations, stats))
-        if args.samples_every and iteration % args.samples_every == 0:
-            samples.add(iteration, trainer.last_samples)
+        if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
+            samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
+    if not trainer.world.is_root:  # the other ranks hold the same policy and figures
+        return
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
     save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": tokenizer_record(tokenizer)},

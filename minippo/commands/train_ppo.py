@@ -104,7 +104,7 @@ def run(args):
             check_output_path(path, option)
     trainer = Trainer(config)
     print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
-          f"{config.num_steps} steps, seed {config.seed}")
+          f"{config.num_steps} steps, seed {config.seed}, {trainer.world.describe()}")
 
     def progress(trainer, stats):
         eta = stats["time"] / stats["update"] * (config.num_updates - stats["update"])
@@ -118,6 +118,8 @@ def run(args):
     if args.save:
         trainer.save(args.save)
         print(f"wrote {args.save}")
+    if not trainer.world.is_root:  # the other ranks hold the same history
+        return
     if args.log_csv:
         write_episodes_csv(args.log_csv, history.episodes)
         print(f"wrote {args.log_csv}")

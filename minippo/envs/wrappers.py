@@ -25,6 +25,7 @@ statistics are saved and restored with ``rms.state_dict()`` / ``rms.load_state_d
 import numpy as np
 
 from minippo.checks import finite_number, is_real
+from minippo.distributed import LOCAL
 from minippo.envs.spaces import Box, as_shape
 
 
@@ -39,11 +40,13 @@ class RunningMeanStd:
     """Mean ``mean`` and variance ``var`` (ddof=0) of ``count`` samples of shape ``shape``.
 
     Before any sample, ``mean = 0`` and ``var = 1`` so that normalising is the identity.  ``shape``
-    is a tuple of non-negative ints (an int ``k`` means ``(k,)``; ``()`` for scalars).
+    is a tuple of non-negative ints (an int ``k`` means ``(k,)``; ``()`` for scalars).  Each update
+    merges the batches of every rank of ``world`` (``minippo.distributed``), in rank order.
     """
 
-    def __init__(self, shape=()):
+    def __init__(self, shape=(), world=LOCAL):
         self.shape = as_shape(shape)
+        self.world = world
         self.mean = np.zeros(self.shape)
         self.var = np.ones(self.shape)
         self.count = 0
@@ -58,6 +61,7 @@ class RunningMeanStd:
             batch = batch[None]
         if batch.shape[1:] != self.shape:
             raise ValueError(f"batch must have shape (n, *{self.shape}), got {batch.shape}")
+        batch = self.world.gather_rows(batch)
         batch_count = batch.shape[0]
         if batch_count == 0:
             return
@@ -141,9 +145,9 @@ def clip_if(values, clip):
 class NormalizeObservation(VectorWrapper):
     """Observations standardised by running statistics (see the module docstring)."""
 
-    def __init__(self, env, epsilon=1e-8, clip=None, dtype=None):
+    def __init__(self, env, epsilon=1e-8, clip=None, dtype=None, world=LOCAL):
         """``dtype``: of the normalised observations (a floating dtype); by default the wrapped
-        environment's observation dtype."""
+        environment's observation dtype.  ``world``: the ranks whose observations the statistics merge."""
         if not isinstance(env.single_observation_space, Box):
             raise TypeError(f"NormalizeObservation needs Box observations, got {env.single_observation_space}")
         super().__init__(env)
@@ -153,7 +157,7 @@ class NormalizeObservation(VectorWrapper):
         dtype = env.single_observation_space.dtype if dtype is None else dtype
         self.single_observation_space = Box(-bound, bound, env.single_observation_space.shape, dtype=dtype)
         self.observation_space = self.single_observation_space.batch(self.num_envs)
-        self.obs_rms = RunningMeanStd(env.single_observation_space.shape)
+        self.obs_rms = RunningMeanStd(env.single_observation_space.shape, world)
         self.update_stats = True
 
     def normalize(self, obs):
@@ -182,7 +186,8 @@ class NormalizeReward(VectorWrapper):
     """Rewards divided by the running standard deviation of the discounted return (see the module
     docstring)."""
 
-    def __init__(self, env, gamma=0.99, epsilon=1e-8, clip=None):
+    def __init__(self, env, gamma=0.99, epsilon=1e-8, clip=None, world=LOCAL):
+        """``world``: the ranks whose returns the statistics merge (``minippo.distributed``)."""
         super().__init__(env)
         if not is_real(gamma):
             raise TypeError(f"gamma must be a number in [0, 1], got {type(gamma).__name__}")
@@ -191,7 +196,7 @@ class NormalizeReward(VectorWrapper):
         self.gamma = float(gamma)
         self.epsilon = check_positive(epsilon, "epsilon")
         self.clip = None if clip is None else check_positive(clip, "clip")
-        self.return_rms = RunningMeanStd()
+        self.return_rms = RunningMeanStd(world=world)
         self.discounted_returns = np.zeros(self.num_envs)
         self.update_stats = True
 

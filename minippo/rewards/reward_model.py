@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 
+from minippo import distributed
 from minippo.checks import finite_number
 from minippo.hf.gpt2 import load_reward_model, save_reward_model
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -165,27 +166,38 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-
     """Minimise the Bradley–Terry loss with AdamW on random mini-batches of pairs; returns the losses.
 
     Each step scores the chosen and rejected responses of ``batch_size`` pairs in one forward pass.
+    Under ``mpiexec -n N`` (``minippo.distributed``) every rank draws the same pairs and scores its N-th
+    of them; the gradients and the logged figures are averaged over the ranks.
     """
     if not pairs:
         raise ValueError("pairs is empty; a reward model needs preference pairs to learn from")
+    world = distributed.world()
+    rows_per_rank = world.share(batch_size, "batch_size")
+    rows = slice(world.rank * rows_per_rank, (world.rank + 1) * rows_per_rank)
+    log = world.on_root(log)
     rng = as_generator(seed)
     params, grads = model.named_parameters()
+    world.broadcast_(params)
     optimizer = AdamW(params, grads, lr=learning_rate, betas=(0.9, 0.95), weight_decay=weight_decay)
     losses, started = [], time.perf_counter()
     for step in range(steps):
-        prompts, chosen, rejected = pair_texts([pairs[i] for i in rng.integers(0, len(pairs), batch_size)])
+        indices = rng.integers(0, len(pairs), batch_size)[rows]  # the same draw on every rank: its rows
+        prompts, chosen, rejected = pair_texts([pairs[i] for i in indices])
         ids, mask = model.encode(prompts * 2, chosen + rejected)
-        scores = model.raw_scores(ids, mask)  # (2·batch,): chosen then rejected
-        loss, dchosen, drejected, accuracy = bradley_terry_loss(scores[:batch_size], scores[batch_size:])
+        scores = model.raw_scores(ids, mask)  # (2·rows,): chosen then rejected
+        loss, dchosen, drejected, accuracy = bradley_terry_loss(scores[:len(indices)], scores[len(indices):])
         if not math.isfinite(loss):
             raise FloatingPointError(f"reward-model loss became {loss} at step {step}; lower the learning rate")
         model.trunk.zero_grad()
         model.head.zero_grad()
         model.backward(np.concatenate([dchosen, drejected]))
+        stats = world.average_gradients(grads, {"loss": loss, "accuracy": accuracy})
+        loss, accuracy = stats["loss"], stats["accuracy"]
         clip_grad_norm(grads, max_grad_norm)
         optimizer.step(cosine_schedule(step, learning_rate, max(1, steps // 10), steps, learning_rate / 10))
         losses.append(loss)
         if (step + 1) % log_every == 0 or step + 1 == steps:
+            world.check_identical(params, f"reward model step {step + 1}")
             elapsed = time.perf_counter() - started
             log(f"reward model step {step + 1:4d}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
                 f"batch accuracy {accuracy:.2f}  {elapsed:.0f}s")

@@ -24,6 +24,7 @@ Since r_i − mean(r) = (G−1)/G · (r_i − mean_{j≠i} r_j), GRPO without th
 import numpy as np
 
 from minippo.checks import fraction
+from minippo.distributed import LOCAL
 
 SCALE_REWARDS = ("group", "batch", "none")
 
@@ -53,18 +54,18 @@ def generalized_advantages(rewards, values, next_values, bootstrap, continues, g
     return advantages, advantages + values
 
 
-def whiten(values, mask=None, shift_mean=True, eps=1e-8):
+def whiten(values, mask=None, shift_mean=True, eps=1e-8, world=LOCAL):
     """(x − mean) / std over the entries where ``mask`` is true (all entries without a mask).
 
-    Entries outside the mask are set to 0.  With ``shift_mean=False`` only the scale changes.
+    Entries outside the mask are set to 0.  With ``shift_mean=False`` only the scale changes.  The mean
+    and std are those of the entries of every rank of ``world`` (``minippo.distributed``).
     """
     values = np.asarray(values)
     mask = np.ones(values.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    count = mask.sum()
-    if count == 0:
-        raise ValueError("whiten needs at least one entry inside the mask")
-    mean = values[mask].mean()
-    std = values[mask].std()
+    try:
+        mean, std = world.mean_std(values[mask])
+    except ValueError:
+        raise ValueError("whiten needs at least one entry inside the mask") from None
     centred = values - mean if shift_mean else values
     return np.where(mask, centred / (std + eps), 0.0)
 

@@ -59,6 +59,7 @@ import numpy as np
 
 from minippo import envs
 from minippo.blas import blas_threads
+from minippo.distributed import LOCAL, world
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
@@ -76,18 +77,20 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
 
 
-def make_env(config, num_envs=None, seed=None, training=True):
+def make_env(config, num_envs=None, seed=None, training=True, statistics_world=LOCAL):
     """The vector environment ``config`` describes, with its normalisation wrappers.
 
     Reward scaling is only applied when ``training``; observation normalisation always (its
-    statistics are part of the policy).
+    statistics are part of the policy).  The wrappers' running statistics merge the observations and
+    returns of every rank of ``statistics_world`` (``minippo.distributed``).
     """
     env = envs.make(config.env_id, num_envs=config.num_envs if num_envs is None else num_envs,
                     seed=config.seed if seed is None else seed)
     if config.normalize_obs:
-        env = envs.NormalizeObservation(env, clip=config.obs_clip, dtype=config.dtype)  # statistics in float64
+        env = envs.NormalizeObservation(env, clip=config.obs_clip, dtype=config.dtype,  # statistics in float64
+                                        world=statistics_world)
     if config.normalize_reward and training:
-        env = envs.NormalizeReward(env, gamma=config.gamma, clip=config.reward_clip)
+        env = envs.NormalizeReward(env, gamma=config.gamma, clip=config.reward_clip, world=statistics_world)
     return env
 
 
@@ -107,12 +110,13 @@ def network_obs(agent, obs):
     return np.asarray(obs, dtype=agent.dtype)
 
 
-def ppo_loss_and_gradients(agent, batch, config):
+def ppo_loss_and_gradients(agent, batch, config, world=LOCAL):
     """PPO's loss on a minibatch (module docstring, step 3); adds its gradient into ``agent.grads``.
 
-    Returns the loss terms and diagnostics as floats.
+    Returns the loss terms and diagnostics as floats.  Advantages are whitened with the statistics of
+    the minibatches of every rank of ``world``.
     """
-    advantages = whiten(batch.advantages) if config.norm_adv else batch.advantages
+    advantages = whiten(batch.advantages, world=world) if config.norm_adv else batch.advantages
     logprobs, entropy, values = agent.evaluate(batch.obs, batch.actions)
     policy = ppo_policy_loss(logprobs, batch.logprobs, advantages, config.clip_coef)
     v_loss, dvalues = value_loss(values, batch.values, batch.returns,
@@ -125,9 +129,9 @@ def ppo_loss_and_gradients(agent, batch, config):
             "approx_kl": policy.approx_kl, "clipfrac": policy.clipfrac}
 
 
-def reinforce_loss_and_gradients(agent, batch, config):
+def reinforce_loss_and_gradients(agent, batch, config, world=LOCAL):
     """REINFORCE's loss on a batch (module docstring); adds its gradient into ``agent.grads``."""
-    advantages = whiten(batch.advantages) if config.norm_adv else batch.advantages
+    advantages = whiten(batch.advantages, world=world) if config.norm_adv else batch.advantages
     logprobs, entropy, values = agent.evaluate(batch.obs, batch.actions)
     policy_loss, dlogprobs = reinforce_loss(logprobs, advantages)
     if config.reinforce_baseline:
@@ -159,28 +163,40 @@ class Trainer:
 
     ``env`` defaults to ``make_env(config)``; ``agent`` to a new :class:`ActorCritic` in
     ``config.dtype`` (a given agent must have that dtype).  Observations are converted to it.
+
+    Under ``mpiexec -n N`` (``minippo.distributed``) each rank steps ``config.num_envs / N`` of the
+    environments (a given ``env`` is this rank's share), seeded from ``config.seed`` and the rank; the
+    networks start as rank 0's, every optimiser step averages the gradients of all ranks, advantages
+    are whitened over all ranks, and the history (episodes, diagnostics) is the global one on every
+    rank.  Only rank 0 writes checkpoints.
     """
 
     def __init__(self, config, env=None, agent=None):
         if not isinstance(config, PPOConfig):
             raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
         self.config = config
-        self.env = make_env(config) if env is None else env
-        if self.env.num_envs != config.num_envs:
-            raise ValueError(f"env has {self.env.num_envs} sub-environments, config.num_envs is {config.num_envs}")
-        init_seed, action_seed, shuffle_seed = np.random.SeedSequence(config.seed).spawn(3)
+        self.world = world()
+        num_envs = self.world.share(config.num_envs, "num_envs")
+        self.env_seed = self.world.rank_seed(config.seed)
+        self.env = make_env(config, num_envs, self.env_seed, statistics_world=self.world) if env is None else env
+        if self.env.num_envs != num_envs:
+            raise ValueError(f"env has {self.env.num_envs} sub-environments, config.num_envs is {config.num_envs}"
+                             + (f" over {self.world.size} MPI ranks" if self.world.size > 1 else ""))
+        init_seed = np.random.SeedSequence(config.seed).spawn(3)[0]  # the same on every rank
+        action_seed, shuffle_seed = np.random.SeedSequence(self.env_seed).spawn(3)[1:]  # the rank's own
         self.agent = agent if agent is not None else ActorCritic(
             self.env.single_observation_space, self.env.single_action_space, config.hidden_sizes,
             dtype=config.dtype, seed=np.random.default_rng(init_seed))
         if self.agent.dtype != config.dtype:
             raise ValueError(f"agent has dtype {self.agent.dtype}, config.dtype is {config.dtype}")
+        self.world.broadcast_(self.agent.params)
         self.action_rng = np.random.default_rng(action_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.optimizer = AdamW(self.agent.params, self.agent.grads, lr=config.learning_rate,
                                betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
         action_space = self.env.single_action_space
         action_dtype = self.agent.dtype if self.agent.continuous else np.int64
-        self.rollout = RolloutBuffer(config.num_steps, config.num_envs, self.env.single_observation_space.shape,
+        self.rollout = RolloutBuffer(config.num_steps, num_envs, self.env.single_observation_space.shape,
                                action_space.shape, action_dtype, self.agent.dtype)
         self.history = History()
         self.global_step = 0
@@ -190,15 +206,16 @@ class Trainer:
         """Fill ``self.rollout`` with ``num_steps`` steps of every sub-environment (step 1)."""
         rollout, agent, env = self.rollout, self.agent, self.env
         if self.next_obs is None:
-            self.next_obs = network_obs(agent, env.reset(seed=self.config.seed)[0])
+            self.next_obs = network_obs(agent, env.reset(seed=self.env_seed)[0])
         rollout.final_values.fill(0.0)
+        episodes = []
         for t in range(self.config.num_steps):
             rollout.obs[t] = self.next_obs
             actions, rollout.logprobs[t], rollout.values[t] = agent.act(self.next_obs, self.action_rng)
             rollout.actions[t] = actions
             obs, rewards, terminations, truncations, infos = env.step(actions)
             self.next_obs = network_obs(agent, obs)
-            self.global_step += env.num_envs
+            self.global_step += self.config.num_envs  # of every rank
             rollout.rewards[t] = rewards
             rollout.terminations[t] = terminations
             rollout.truncations[t] = truncations
@@ -209,13 +226,14 @@ class Trainer:
                     rollout.final_values[t, truncated] = agent.value(final_obs)
                 finished = infos["_episode"]
                 for episode_return, length in zip(infos["episode"]["r"][finished], infos["episode"]["l"][finished]):
-                    self.history.episodes.append((self.global_step, float(episode_return), int(length)))
+                    episodes.append((self.global_step, float(episode_return), int(length)))
+        self.history.episodes.extend(self.world.gather_list(episodes))
         rollout.last_values[:] = agent.value(self.next_obs)
         return rollout
 
     def flat_batch(self, advantages, returns):
         """The rollout flattened to T·N samples (step 3 shuffles these)."""
-        rollout, n = self.rollout, self.config.batch_size
+        rollout, n = self.rollout, self.rollout.rewards.size
         return Batch(rollout.obs.reshape(n, -1), rollout.actions.reshape(n, *rollout.actions.shape[2:]),
                      rollout.logprobs.reshape(n), rollout.values.reshape(n),
                      advantages.reshape(n), returns.reshape(n))
@@ -224,10 +242,12 @@ class Trainer:
         """``update_epochs`` shuffled passes of minibatch steps (step 3); returns the diagnostics."""
         config = self.config
         clipfracs = []
+        batch_size = len(batch.advantages)  # this rank's share of config.batch_size
+        minibatch_size = batch_size // config.num_minibatches
         for _ in range(config.update_epochs):
-            order = self.shuffle_rng.permutation(config.batch_size)
-            for start in range(0, config.batch_size, config.minibatch_size):
-                minibatch = Batch(*(array[order[start:start + config.minibatch_size]] for array in batch))
+            order = self.shuffle_rng.permutation(batch_size)
+            for start in range(0, batch_size, minibatch_size):
+                minibatch = Batch(*(array[order[start:start + minibatch_size]] for array in batch))
                 stats = self.gradient_step(ppo_loss_and_gradients, minibatch, lr)
                 clipfracs.append(stats["clipfrac"])
             if config.target_kl is not None and stats["approx_kl"] > config.target_kl:
@@ -236,9 +256,11 @@ class Trainer:
         return stats
 
     def gradient_step(self, loss_and_gradients, batch, lr):
-        """Zero the gradients, compute them, clip their global norm, take one Adam step."""
+        """Zero the gradients, compute them, average them (and the diagnostics) over the ranks, clip
+        their global norm, take one Adam step."""
         self.agent.zero_grad()
-        stats = loss_and_gradients(self.agent, batch, self.config)
+        stats = loss_and_gradients(self.agent, batch, self.config, self.world)
+        stats = self.world.average_gradients(self.agent.grads, stats)
         stats["grad_norm"] = clip_grad_norm(self.agent.grads, self.config.max_grad_norm)
         self.optimizer.step(lr)
         return stats
@@ -269,8 +291,10 @@ class Trainer:
             else:
                 stats = self.gradient_step(reinforce_loss_and_gradients, batch, lr)
             elapsed = time.perf_counter() - started
+            self.world.check_identical(self.agent.params, f"update {update + 1}")
             stats.update(update=update + 1, global_step=self.global_step, learning_rate=lr,
-                         explained_variance=explained_variance(batch.values, batch.returns),
+                         explained_variance=explained_variance(self.world.gather_rows(batch.values),
+                                                               self.world.gather_rows(batch.returns)),
                          recent_return=self.history.recent_return(), time=elapsed,
                          sps=(self.global_step - start_step) / elapsed)
             self.history.updates.append(stats)
@@ -282,7 +306,10 @@ class Trainer:
         return self.history
 
     def save(self, path):
-        """Checkpoint the networks, the optimizer, the observation statistics and the config."""
+        """Checkpoint the networks, the optimizer, the observation statistics and the config (on rank 0
+        only: the other ranks hold the same)."""
+        if not self.world.is_root:
+            return
         normalizer = find_wrapper(self.env, envs.NormalizeObservation)
         obs_rms = None if normalizer is None else {key: np.asarray(value).tolist()
                                                    for key, value in normalizer.obs_rms.state_dict().items()}

@@ -27,6 +27,7 @@ import json
 import numpy as np
 
 from minippo.atomic import atomic_write
+from minippo.distributed import LOCAL
 from minippo.rl.kl import KL_ESTIMATORS, kl_estimate
 
 
@@ -39,19 +40,19 @@ def reward_stats(scores, parts=None, names=()):
     return stats
 
 
-def completion_stats(rollout, truncated):
-    """Length mean/min/max in tokens and the share of responses cut at the limit (``truncated`` (B,))."""
-    lengths = rollout.response_mask.sum(axis=1)
+def completion_stats(lengths, truncated):
+    """Length mean/min/max in tokens of the responses (``lengths`` (B,)) and the share of them cut at the
+    limit (``truncated`` (B,))."""
     return {"completions/mean_length": float(lengths.mean()), "completions/min_length": int(lengths.min()),
             "completions/max_length": int(lengths.max()), "completions/clipped_ratio": float(truncated.mean())}
 
 
-def kl_stats(logprobs, ref_logprobs, mask):
-    """objective/kl_k1, kl_k2, kl_k3: the mean over responses of Σ_t KL_t by each estimator (NaN without a
-    reference)."""
+def kl_stats(logprobs, ref_logprobs, mask, world=LOCAL):
+    """objective/kl_k1, kl_k2, kl_k3: the mean over responses (of every rank, ``world``) of Σ_t KL_t by each
+    estimator (NaN without a reference)."""
     if ref_logprobs is None:
         return {f"objective/kl_{name}": float("nan") for name in KL_ESTIMATORS}
-    return {f"objective/kl_{name}": float(kl_estimate(logprobs, ref_logprobs, mask, name).sum(axis=1).mean())
+    return {f"objective/kl_{name}": float(world.mean(kl_estimate(logprobs, ref_logprobs, mask, name).sum(axis=1)))
             for name in KL_ESTIMATORS}
 
 

@@ -40,6 +40,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from minippo import distributed
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
@@ -113,8 +114,14 @@ class RLHFTrainer:
         summed with ``config.reward_weights`` (each is logged as ``reward/<name>/mean`` and ``/std``).
         ``critic_trunk`` and ``value_head`` initialise a separate critic (default: a copy of the policy
         and a zero value head; :func:`critic_from_reward_model` starts it from the reward model instead).
-        REINFORCE, RLOO and GRPO need no critic."""
+        REINFORCE, RLOO and GRPO need no critic.
+
+        Under ``mpiexec -n N`` (``minippo.distributed``) each rank samples and trains on its N-th of the
+        prompts of an iteration and of each minibatch, with its own sampling stream (from an int seed);
+        gradients, whitening, the KL controller and the returned figures are global."""
         self.config = config = config or RLHFConfig()
+        self.world = distributed.world()
+        self.minibatch_size = self.world.share(config.minibatch_size, "minibatch_size")  # this rank's
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
         self.reward_names = list(reward) if isinstance(reward, dict) else []
         if isinstance(reward, dict) and not reward:
@@ -130,7 +137,7 @@ class RLHFTrainer:
         self.kl_estimator = config.kl_estimator or ("k3" if config.algo == "grpo" else "k1")
         self.loss_type = config.loss_type or ("grpo" if config.algo == "grpo" else "dapo")
         self.reference = copy.deepcopy(policy)  # frozen π_ref
-        self.rng = as_generator(config.seed)
+        self.rng = as_generator(self.world.rank_seed(config.seed))
         self.last_samples = []  # the prompts, responses and rewards of the last iteration (see iteration)
         modules = {"policy": policy}
         self.critic = None
@@ -151,6 +158,8 @@ class RLHFTrainer:
                 raise TypeError(f"{argument} must have the policy's dtype {policy.config.dtype}, "
                                 f"got {sorted(str(dtype) for dtype in dtypes)}")
         self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
+        self.world.broadcast_(self.params)
+        self.iterations_done = 0
         self.optimizer = AdamW(self.params, self.grads, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
@@ -159,12 +168,26 @@ class RLHFTrainer:
         for gradient in self.grads.values():
             gradient.fill(0.0)
 
+    def _average_gradients(self, mask, stats):
+        """The gradients and token-mean ``stats`` of this rank's minibatch (response tokens ``mask``)
+        made those of every rank's minibatches together: weighted by the rank's share of the tokens,
+        then averaged over the ranks.  Returns the averaged stats."""
+        # the loss is a mean over tokens (loss_type "dapo", PPO's) or over responses ("grpo", "dr_grpo")
+        weight, _ = self.world.mean_weight(int(mask.sum()) if self.loss_type == "dapo" else len(mask))
+        if weight != 1.0:
+            for gradient in self.grads.values():
+                gradient *= weight
+            stats = {name: value * weight for name, value in stats.items()}
+        return self.world.average_gradients(self.grads, stats)
+
     # -- one iteration ---------------------------------------------------------------------------
     def iteration(self, prompts):
         """One rollout + update on ``prompts`` (formatted prompt texts, ``config.prompts_per_iteration`` of
         them); returns a dict of statistics (``minippo.rlhf.diagnostics``).  ``last_samples`` then holds one
         dict per response: prompt, response, reward, length (tokens) and truncated."""
         config = self.config
+        share = self.world.share(len(prompts), "the number of prompts")
+        prompts = prompts[self.world.rank * share:(self.world.rank + 1) * share]  # this rank's
         grouped = config.algo in GROUPED_ALGORITHMS
         if grouped:
             prompts = [p for p in prompts for _ in range(config.num_generations)]
@@ -173,7 +196,8 @@ class RLHFTrainer:
         rollout, scores, parts = self._sample(prompts, timings)
         group_stats = {}
         if grouped:
-            group_stats["frac_reward_zero_std"] = float(zero_std_groups(scores, config.num_generations).mean())
+            zero_std = zero_std_groups(scores, config.num_generations).astype(np.float64)
+            group_stats["frac_reward_zero_std"] = float(self.world.mean(zero_std))  # over every rank's groups
             if config.dynamic_sampling_tries:
                 rollout, scores, parts, resampling = self._dynamic_sampling(rollout, scores, parts, timings)
                 group_stats.update(resampling)
@@ -201,13 +225,17 @@ class RLHFTrainer:
         else:
             stats = self._reinforce_update(trained, batch, advantages)
         timings["train"] = time.perf_counter() - started
+        self.iterations_done += 1
+        self.world.check_identical(self.params, f"RLHF iteration {self.iterations_done}")
 
-        kl = kl_stats(batch["old_logprobs"], batch["ref_logprobs"], rollout.response_mask)
+        gather = self.world.gather_rows  # every rank's responses
+        kl = kl_stats(batch["old_logprobs"], batch["ref_logprobs"], rollout.response_mask, self.world)
         if batch["ref_logprobs"] is not None:  # at β = 0 there is no KL to track (and β stays 0)
-            self.kl_controller.update(kl["objective/kl_k1"], len(rollout))
+            self.kl_controller.update(kl["objective/kl_k1"], len(rollout) * self.world.size)
         return {
-            **reward_stats(scores, parts, self.reward_names), **kl, "objective/beta": self.kl_controller.beta,
-            **completion_stats(rollout, truncated), **group_stats, **stats,
+            **reward_stats(gather(scores), gather(parts), self.reward_names), **kl,
+            "objective/beta": self.kl_controller.beta, **completion_stats(gather(lengths), gather(truncated)),
+            **group_stats, **stats,
             **{f"time/{name}": value for name, value in timings.items()},
         }
 
@@ -266,7 +294,7 @@ class RLHFTrainer:
 
     def _minibatches(self, size, shuffle):
         order = self.rng.permutation(size) if shuffle else np.arange(size)
-        step = self.config.minibatch_size
+        step = self.minibatch_size
         return [order[i:i + step] for i in range(0, size, step)]
 
     def _score_tokens(self, rollout, scores):
@@ -308,13 +336,13 @@ class RLHFTrainer:
             continues = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1).astype(values.dtype)
             advantages, returns = generalized_advantages(batch["rewards"], values, next_values, continues, continues,
                                                          config.gamma, config.gae_lambda, time_axis=1)
-            return whiten(advantages, mask), returns
+            return whiten(advantages, mask, world=self.world), returns
         if config.algo == "grpo":
             per_response = group_advantages(batch["scores"], config.num_generations, config.scale_rewards)
         else:
             returns = batch["rewards"].sum(axis=1).astype(np.float64)  # R = s − β Σ_t KL_t
             per_response = (leave_one_out_advantages(returns, config.num_generations) if config.algo == "rloo"
-                            else returns - returns.mean())
+                            else returns - self.world.mean(returns))  # of every rank's responses
         dtype = batch["old_logprobs"].dtype
         return np.repeat(per_response[:, None], mask.shape[1], axis=1).astype(dtype), None
 
@@ -335,7 +363,9 @@ class RLHFTrainer:
         if history:
             stats["policy/first_ratio_max_error"] = history[0]["ratio_max_error"]  # 0: the first ratio is exactly 1
         if self.critic is not None:
-            stats["value/explained_variance"] = explained_variance(batch["values"], returns, rollout.response_mask)
+            mask = rollout.response_mask
+            stats["value/explained_variance"] = explained_variance(self.world.gather_rows(batch["values"][mask]),
+                                                                   self.world.gather_rows(returns[mask]))
         return stats
 
     def _ppo_minibatch(self, part, old_logprobs, ref_logprobs, advantages, returns, old_values):
@@ -366,13 +396,14 @@ class RLHFTrainer:
                 self.policy.backward(dlogits)
                 self.critic.trunk.backward(dhidden=dhidden)
             stats["value/loss"] = vloss
+        stats = self._average_gradients(mask, {
+            "policy/loss": policy.loss, "policy/entropy": float(entropy[mask].mean()),
+            "policy/approx_kl": policy.approx_kl, "policy/clipfrac_low": policy.clipfrac_low,
+            "policy/clipfrac_high": policy.clipfrac_high, **stats})
         grad_norm = clip_grad_norm(self.grads, config.max_grad_norm)
         self.optimizer.step()
         ratio = np.exp(logprobs - old_logprobs)
-        return {"policy/loss": policy.loss, "policy/entropy": float(entropy[mask].mean()),
-                "policy/approx_kl": policy.approx_kl, "policy/clipfrac_low": policy.clipfrac_low,
-                "policy/clipfrac_high": policy.clipfrac_high, **stats, "grad_norm": grad_norm,
-                "ratio_max_error": float(np.abs(ratio - 1.0)[mask].max())}
+        return {**stats, "grad_norm": grad_norm, "ratio_max_error": float(np.abs(ratio - 1.0)[mask].max())}
 
     def _reinforce_update(self, rollout, batch, advantages):
         """REINFORCE and RLOO: one shuffled pass, one optimizer step per minibatch."""
@@ -387,10 +418,11 @@ class RLHFTrainer:
             logprobs, log_probs_all = response_logprobs(self.policy, part, config.temperature)
             loss, dlogprobs = reinforce_loss(logprobs, advantages[index], mask, self.loss_type, config.max_new_tokens)
             self.policy.backward(response_logprobs_backward(dlogprobs, part, log_probs_all, config.temperature))
+            stats = self._average_gradients(mask, {
+                "policy/loss": loss, "policy/entropy": float(entropy_forward(log_probs_all)[mask].mean())})
             grad_norm = clip_grad_norm(self.grads, config.max_grad_norm)
             self.optimizer.step()
             ratio = ratio_stats(logprobs, batch["old_logprobs"][index], config.clip_coef, config.clip_coef_high, mask)
-            history.append({"policy/loss": loss, "policy/entropy": float(entropy_forward(log_probs_all)[mask].mean()),
-                            "policy/approx_kl": ratio.approx_kl, "policy/clipfrac_low": ratio.clipfrac_low,
+            history.append({**stats, "policy/approx_kl": ratio.approx_kl, "policy/clipfrac_low": ratio.clipfrac_low,
                             "policy/clipfrac_high": ratio.clipfrac_high, "grad_norm": grad_norm})
         return mean_stats(history)

@@ -1,0 +1,243 @@
+"""Data parallelism over MPI ranks: every rank holds a full replica and works on its share of the data.
+
+    mpiexec -n 4 minippo train-ppo --num-envs 128     # 4 processes, 32 environments each
+
+The algorithm is the single-process one with every *global* quantity computed over all ranks:
+
+* **Gradients.**  Each rank computes the gradient of its share's mean loss, g_r; the ranks then hold
+  the mean (1/N) Σ_r g_r, which is the gradient of the mean loss over the whole batch when the shares
+  have equal sizes.  One in-place ``Allreduce`` per optimiser step sums a single flat buffer holding
+  every gradient and the step's diagnostics (loss, KL, ...), never one call per parameter.  Every rank
+  then clips and steps identically, so the replicas stay equal.
+* **Statistics.**  :meth:`World.mean_std` gives the mean and standard deviation over every rank's
+  values (advantage whitening); :meth:`World.gather_rows` concatenates every rank's rows in rank order
+  (running observation/reward statistics, logged figures).
+* **Parameters** start as rank 0's (:meth:`World.broadcast_`) and are compared now and then with a hash
+  (:meth:`World.check_identical`): a divergence stops the run naming the step.
+* **Seeds.**  :meth:`World.rank_seed` derives each rank's seed from the run's seed and the rank, so a run
+  is reproducible for a given number of ranks.
+* **Failure.**  An exception that reaches the top of any rank prints that rank's traceback and aborts the
+  whole job (``MPI_Abort``), rather than leaving the others waiting forever in a collective.
+
+:func:`world` is the process's :class:`World`.  In one process -- no ``mpiexec``, ``mpiexec -n 1``, or
+mpi4py not installed -- it is :data:`LOCAL`, whose every method returns its input: nothing is imported
+and every number is the one the code gives without this module.  Launchers are recognised by the
+variables they set (``PMI_SIZE``: MPICH, Intel MPI, ``srun --mpi=pmi2``; ``OMPI_COMM_WORLD_SIZE``: Open
+MPI); mpi4py is imported only when one of them says more than one process.
+"""
+import hashlib
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from minippo import parallel
+from minippo.seeding import spawn_seeds
+
+# Variables a launcher sets to the number of processes it started.
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+INSTALL_HINT = 'pip install "minippo[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
+
+
+class World:
+    """One process: rank 0 of 1.  Every collective returns its input unchanged."""
+
+    rank, size = 0, 1
+
+    @property
+    def is_root(self):
+        """True on rank 0, the rank that prints, logs and writes files."""
+        return self.rank == 0
+
+    def describe(self):
+        """A phrase for the first line of output, e.g. "1 process" or "4 MPI ranks"."""
+        return "1 process" if self.size == 1 else f"{self.size} MPI ranks"
+
+    def rank_seed(self, seed):
+        """This rank's seed (an int) from the run's ``seed``: ``seed`` itself in one process."""
+        return seed if self.size == 1 else spawn_seeds(seed, self.size)[self.rank]
+
+    def share(self, total, name):
+        """This rank's share of ``total`` items (environments, documents); ValueError naming ``name``
+        unless the ranks' shares are equal (their mean gradients are then the batch's)."""
+        if total % self.size:
+            raise ValueError(f"{name}={total} must be divisible by the number of MPI ranks, {self.size}")
+        return total // self.size
+
+    def average_gradients(self, grads, stats=None):
+        """Replace every array of ``grads`` by its mean over the ranks, in place; return the dict of
+        floats ``stats`` averaged over the ranks too (one ``Allreduce`` for both, in the gradients'
+        dtype)."""
+        return stats
+
+    def broadcast_(self, arrays):
+        """Overwrite every array of the dict ``arrays`` with rank 0's, in place."""
+
+    def check_identical(self, arrays, where):
+        """Raise RuntimeError naming ``where`` (e.g. "update 7") unless the dict ``arrays`` holds the
+        same values on every rank (compared by a hash of their bytes)."""
+
+    def mean(self, values):
+        """Mean of the ``values`` (an array) of every rank together, in their dtype; ValueError when no
+        rank has any."""
+        if values.size == 0:
+            raise ValueError("a mean needs at least one value")
+        return values.mean()
+
+    def mean_std(self, values):
+        """Mean and standard deviation (ddof=0) of the ``values`` of every rank together, in their
+        dtype; ValueError when no rank has any."""
+        return self.mean(values), values.std()
+
+    def gather_rows(self, rows):
+        """Every rank's array ``rows`` concatenated along axis 0, in rank order."""
+        return rows
+
+    def gather_list(self, items):
+        """Every rank's list ``items`` concatenated, in rank order."""
+        return items
+
+    def mean_weight(self, count):
+        """``(w, total)``: ``total`` is the sum of every rank's ``count`` (of tokens, say) and
+        w = N · count / total the factor that turns this rank's mean over its ``count`` items into a
+        term whose average over the N ranks is the mean over all ``total`` items.  (1.0, count) in one
+        process."""
+        return 1.0, count
+
+    def on_root(self, function):
+        """``function`` on rank 0; on the other ranks a function that does nothing (for ``log``)."""
+        return function
+
+
+class MPIWorld(World):
+    """The ranks of an MPI communicator (default: all the processes ``mpiexec`` started)."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+
+        self.MPI, self.comm = MPI, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._buffers = {}  # (length, dtype) -> a flat buffer reused by every step
+        ranks_here = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()  # on this machine
+        parallel.set_num_threads(max(1, parallel.get_num_threads() // ranks_here))  # ranks x threads = cores
+
+    def _flat(self, arrays, extra=()):
+        """A reused flat buffer holding ``arrays`` (a dict) then the numbers ``extra``."""
+        dtype = np.result_type(*arrays.values())
+        length = sum(array.size for array in arrays.values()) + len(extra)
+        key = (length, dtype.str)
+        if key not in self._buffers:
+            self._buffers[key] = np.empty(length, dtype=dtype)
+        buffer = self._buffers[key]
+        np.concatenate([array.ravel() for array in arrays.values()] + [np.asarray(extra, dtype=dtype)], out=buffer)
+        return buffer
+
+    @staticmethod
+    def _unflatten(buffer, arrays):
+        """Copy the flat ``buffer`` back into ``arrays``; return what follows them."""
+        offset = 0
+        for array in arrays.values():
+            array[...] = buffer[offset:offset + array.size].reshape(array.shape)  # (size,) -> array.shape
+            offset += array.size
+        return buffer[offset:]
+
+    def average_gradients(self, grads, stats=None):
+        names = list(stats or {})
+        buffer = self._flat(grads, [stats[name] for name in names])
+        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        buffer /= self.size
+        averaged = self._unflatten(buffer, grads)
+        return None if stats is None else {**stats, **{name: float(x) for name, x in zip(names, averaged)}}
+
+    def broadcast_(self, arrays):
+        buffer = self._flat(arrays)
+        self.comm.Bcast(buffer, root=0)
+        self._unflatten(buffer, arrays)
+
+    def check_identical(self, arrays, where):
+        digest = hashlib.blake2b(digest_size=8)
+        for array in arrays.values():
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digests = self.comm.allgather(digest.hexdigest())
+        if len(set(digests)) > 1:
+            differing = [rank for rank, value in enumerate(digests) if value != digests[0]]
+            raise RuntimeError(f"the parameters of ranks {differing} differ from rank 0's at {where}: the "
+                               f"replicas diverged (a rank computed something the others did not)")
+
+    def _count_and_mean(self, values):
+        count, total = self.comm.allreduce(np.array([values.size, values.sum(dtype=np.float64)]))
+        if count == 0:
+            raise ValueError("a mean needs at least one value")
+        return count, total / count
+
+    def mean(self, values):
+        dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float64)  # as NumPy's mean
+        return dtype.type(self._count_and_mean(values)[1])
+
+    def mean_std(self, values):
+        count, mean = self._count_and_mean(values)
+        squares = self.comm.allreduce(np.square(values - mean, dtype=np.float64).sum())
+        return values.dtype.type(mean), values.dtype.type(np.sqrt(squares / count))
+
+    def gather_rows(self, rows):
+        return np.concatenate(self.comm.allgather(rows), axis=0)
+
+    def gather_list(self, items):
+        return [item for rank_items in self.comm.allgather(items) for item in rank_items]
+
+    def mean_weight(self, count):
+        total = self.comm.allreduce(count)
+        return (self.size * count / total if total else 0.0), total
+
+    def on_root(self, function):
+        return function if self.is_root else _ignore
+
+    def abort(self, status):
+        """End every rank of the job with exit ``status``."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(status)
+
+
+def _ignore(*args, **kwargs):
+    """What :meth:`World.on_root` gives the ranks other than 0."""
+
+
+LOCAL = World()
+_world = None
+
+
+def launched_size(environ=os.environ):
+    """The number of processes the launcher says it started (1 without a launcher)."""
+    for name in SIZE_VARIABLES:
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return 1
+
+
+def world():
+    """This process's :class:`World`: :data:`LOCAL` in one process, an :class:`MPIWorld` under
+    ``mpiexec -n N`` with N > 1 (which also makes an uncaught exception abort the job)."""
+    global _world
+    if _world is None:
+        size = launched_size()
+        if size == 1:
+            _world = LOCAL
+        else:
+            try:
+                from mpi4py import MPI
+            except ImportError as error:
+                raise ImportError(f"launched as one of {size} MPI processes, but mpi4py is not installed: "
+                                  f"{INSTALL_HINT}") from error
+            _world = MPIWorld(MPI.COMM_WORLD)
+            sys.excepthook = _abort_on_uncaught
+    return _world
+
+
+def _abort_on_uncaught(kind, error, trace):
+    """``sys.excepthook`` under MPI: print the traceback prefixed by the rank, then abort every rank."""
+    rank = _world.rank
+    lines = "".join(traceback.format_exception(kind, error, trace)).splitlines()
+    print("\n".join(f"[rank {rank}] {line}" for line in lines), file=sys.stderr, flush=True)
+    _world.abort(1)

@@ -1,0 +1,174 @@
+"""Data parallelism (minippo.distributed) under a real ``mpiexec -n 2``, against one process.
+
+Each test runs a program of tests/mpi_programs.py once in one process on the whole batch and once on two
+ranks with half of it each, and compares what rank 0 wrote.  They skip only without mpi4py or mpiexec
+(``pip install ".[mpi]"`` installs both); in CI that skip is a failure.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minippo.distributed import LOCAL, SIZE_VARIABLES, launched_size
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAMS = Path(__file__).with_name("mpi_programs.py")
+TIMEOUT = 60  # seconds; a hang in a collective would exceed it
+
+
+def find_mpiexec():
+    """The mpiexec next to this Python (a venv's, from the mpich wheel) or on PATH."""
+    return shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+
+
+@pytest.fixture(scope="module")
+def mpiexec():
+    pytest.importorskip("mpi4py")
+    path = find_mpiexec()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail('mpiexec not found: pip install ".[mpi]" installs the mpich wheel, which brings it')
+        pytest.skip("mpiexec not found (pip install \".[mpi]\")")
+    return path
+
+
+def run(command, cwd=None):
+    """Run ``command`` with this worktree's minippo, outside any MPI job of our own; the CompletedProcess."""
+    env = {name: value for name, value in os.environ.items() if name not in SIZE_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
+
+
+def run_program(program, out=None, ranks=None, mpiexec=None):
+    """Run ``program`` of mpi_programs.py, in one process or on ``ranks`` ranks."""
+    command = [sys.executable, str(PROGRAMS), program] + ([str(out)] if out else [])
+    return run(command if ranks is None else [mpiexec, "-n", str(ranks)] + command)
+
+
+def one_and_two_ranks(program, tmp_path, mpiexec):
+    """What ``program`` wrote in one process and on two ranks, as two dicts of arrays."""
+    results = []
+    for ranks in (None, 2):
+        out = tmp_path / f"{program}-{ranks}.npz"
+        completed = run_program(program, out, ranks, mpiexec)
+        assert completed.returncode == 0, completed.stderr
+        with np.load(out) as data:
+            results.append(dict(data))
+    return results
+
+
+def test_two_ranks_with_half_the_batch_take_the_optimiser_steps_of_one_process(tmp_path, mpiexec):
+    """PPO loss in float64 (per-minibatch whitening, value and gradient clipping): six Adam steps."""
+    single, double = one_and_two_ranks("ppo-equivalence", tmp_path, mpiexec)
+    assert single.keys() == double.keys() and any(name.startswith("param/") for name in single)
+    for name in single:
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+    assert single["5/grad_norm"] > 0.5 and single["5/clipfrac"] > 0  # the clips were active
+    assert abs(single["4/loss"] - single["0/loss"]) > 1e-3  # the same minibatch after four steps: they moved
+
+
+def test_global_statistics_equal_the_single_process_ones(tmp_path, mpiexec):
+    """Whitening (masked), running mean/std merging, and a training run with both normalisation wrappers."""
+    single, double = one_and_two_ranks("statistics", tmp_path, mpiexec)
+    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var"):
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-12, err_msg=name)
+    for name in ("rms_count", "obs_count", "return_count", "updates", "global_step"):
+        assert double[name] == single[name], name
+    assert single["obs_count"] == 4 * (2 * 32 + 1) and single["global_step"] == 256
+
+
+def test_two_ranks_pretrain_like_one_process(tmp_path, mpiexec):
+    """GPT pretraining loss in float64, the ranks holding unequal numbers of tokens: six AdamW steps."""
+    single, double = one_and_two_ranks("pretraining", tmp_path, mpiexec)
+    for name in single:
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+    assert single["losses"][-1] < single["losses"][0] - 0.3
+
+
+def test_two_ranks_train_a_reward_model_like_one_process(tmp_path, mpiexec):
+    single, double = one_and_two_ranks("reward-model", tmp_path, mpiexec)
+    for name in single:
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+    assert single["losses"][-1] < single["losses"][0]
+
+
+def test_two_ranks_run_rlhf_ppo_iterations_like_one_process(tmp_path, mpiexec):
+    """Two RLHF PPO iterations with the rollouts fixed: gradients, whitening over response tokens, the
+    adaptive KL controller (global KL) and every returned figure."""
+    single, double = one_and_two_ranks("rlhf", tmp_path, mpiexec)
+    for name in single:
+        np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+    assert single["1/objective/beta"] != single["0/objective/beta"] and single["1/objective/kl_k1"] != 0
+    assert single["0/grad_norm"] > 1.0
+
+
+def test_a_run_on_two_ranks_resumes_on_one(tmp_path, mpiexec):
+    """Pretraining checkpointed after 3 steps on two ranks, resumed to 6 in one process, equals 6 steps in one."""
+    for program, ranks in [("pretraining-first-half", 2), ("pretraining-resumed", None)]:
+        completed = run_program(program, tmp_path / f"{program}.npz", ranks, mpiexec)
+        assert completed.returncode == 0, completed.stderr
+    (tmp_path / "straight").mkdir()
+    completed = run_program("pretraining", tmp_path / "straight" / "out.npz")
+    assert completed.returncode == 0, completed.stderr
+    half, resumed, straight = (dict(np.load(tmp_path / name)) for name in
+                               ("pretraining-first-half.npz", "pretraining-resumed.npz", "straight/out.npz"))
+    assert len(half["losses"]) == len(resumed["losses"]) == 3
+    np.testing.assert_allclose(np.concatenate([half["losses"], resumed["losses"]]), straight["losses"],
+                               rtol=0, atol=1e-10)
+    for name in straight:
+        if name.startswith("param/"):
+            np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-10, err_msg=name)
+
+
+def test_a_rank_that_raises_stops_the_job_with_its_message(mpiexec):
+    started = time.perf_counter()
+    completed = run_program("fail", ranks=2, mpiexec=mpiexec)
+    assert completed.returncode != 0 and time.perf_counter() - started < 20
+    assert "[rank 1] ValueError: rank 1 failed on purpose" in completed.stderr
+
+
+def test_a_killed_rank_stops_the_job(mpiexec):
+    started = time.perf_counter()
+    completed = run_program("killed", ranks=2, mpiexec=mpiexec)
+    assert completed.returncode != 0 and time.perf_counter() - started < 20
+
+
+def test_diverged_parameters_stop_the_run_naming_the_step(mpiexec):
+    completed = run_program("diverge", ranks=2, mpiexec=mpiexec)
+    assert completed.returncode != 0
+    assert "the parameters of ranks [1] differ from rank 0's at update 3" in completed.stderr
+
+
+def test_bad_input_on_every_rank_ends_the_command_with_its_message(mpiexec, tmp_path):
+    completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", "train-ppo", "--num-envs", "3",
+                     "--total-steps", "1000"], cwd=tmp_path)
+    assert completed.returncode != 0
+    assert "num_envs=3 must be divisible by the number of MPI ranks, 2" in completed.stderr
+
+
+def test_train_ppo_on_two_ranks_prints_once_and_writes_once(mpiexec, tmp_path):
+    completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", "train-ppo", "--num-envs", "4",
+                     "--total-steps", "1024", "--save", "policy.npz", "--log-csv", "episodes.csv"], cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].endswith("2 MPI ranks") and sum(line.startswith("done:") for line in lines) == 1
+    assert (tmp_path / "policy.npz").exists() and (tmp_path / "episodes.csv").exists()
+
+
+def test_one_process_imports_nothing_and_changes_nothing():
+    assert launched_size({}) == 1 and launched_size({"PMI_SIZE": "4"}) == 4
+    assert launched_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3
+    code = ("import sys, minippo.rl.ppo, minippo.distributed as d; "
+            "assert d.world() is d.LOCAL and 'mpi4py' not in sys.modules")
+    completed = run([sys.executable, "-c", code])
+    assert completed.returncode == 0, completed.stderr
+    values = np.arange(5.0)
+    assert LOCAL.gather_rows(values) is values and LOCAL.rank_seed(7) == 7 and LOCAL.share(6, "n") == 6
+    assert LOCAL.mean_std(values) == (values.mean(), values.std())
+    with pytest.raises(ValueError, match="at least one"):
+        LOCAL.mean_std(values[:0])
