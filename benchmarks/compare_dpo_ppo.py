@@ -1,0 +1,92 @@
+"""DPO against PPO on the demo's politeness task, in the demo's units.
+
+    python benchmarks/compare_dpo_ppo.py                      # seed 0, DPO with β = 0.1 and β = 0.5
+    python benchmarks/compare_dpo_ppo.py --betas 1 2 --reuse-demo     # DPO again, same demo run
+
+1. ``minippo demo`` (:func:`minippo.rlhf.pipeline.run_demo`): pretraining, the reward model (normalised on
+   the pretrained policy's samples), PPO against it; it writes the pretrained policy (``base_policy.npz``),
+   the reward model and the PPO policy.
+2. DPO from that same pretrained policy on the shipped preference pairs (the ones the reward model learned
+   from), once per β.
+3. Every policy is evaluated by the demo's evaluation (:func:`minippo.rlhf.pipeline.evaluate_on_prompts`)
+   on the demo's held-out prompts with the demo's evaluation seed: mean reward under the demo's reward
+   model (in standard deviations of the pretrained policy's reward), share of polite answers by the corpus
+   rule, and KL to the pretrained policy (nats per response).  The pretrained and PPO rows therefore repeat
+   the demo's own before/after table.
+
+PPO learns from 64 × 30 sampled responses scored by the reward model; DPO reads the 1,059 labelled pairs
+and never samples.  Times are each method's own training on this machine, without pretraining.
+"""
+import argparse
+import copy
+import csv
+import json
+import os
+import time
+
+from _options import positive_float, positive_int
+
+from minippo.pretrain import load_model
+from minippo.rewards.reward_model import RewardModel
+from minippo.rlhf.dpo import DPOConfig, DPOTrainer
+from minippo.rlhf.pipeline import DemoConfig, evaluate_on_prompts, run_demo
+from minippo.seeding import spawn_seeds
+from minippo.text.corpus import format_prompt, load_preferences, load_prompts
+from minippo.text.tokenizer import ByteTokenizer
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="the demo's seed (default: 0)")
+    parser.add_argument("--betas", type=positive_float, nargs="+", default=[0.1, 0.5], help="DPO's β values")
+    parser.add_argument("--steps", type=positive_int, default=DPOConfig.steps, help="DPO steps")
+    parser.add_argument("--learning-rate", type=positive_float, default=DPOConfig.learning_rate, help="DPO's peak lr")
+    parser.add_argument("--out", default="runs/compare_dpo_ppo", help="output directory")
+    parser.add_argument("--reuse-demo", action="store_true", help="reuse the demo run already in --out/demo")
+    args = parser.parse_args()
+
+    demo_dir = os.path.join(args.out, "demo")
+    config = DemoConfig(seed=args.seed)
+    if args.reuse_demo:
+        with open(os.path.join(demo_dir, "summary.json"), encoding="utf-8") as file:
+            summary = json.load(file)
+        if summary["config"]["seed"] != args.seed:
+            parser.error(f"{demo_dir} holds the demo of seed {summary['config']['seed']}, not {args.seed}")
+    else:
+        summary = run_demo(config, out_dir=demo_dir, log=lambda line: None)
+    ppo_seconds = sum(float(row["seconds_generate"]) + float(row["seconds_score"]) + float(row["seconds_forward"])
+                      + float(row["seconds_train"]) for row in read_rows(os.path.join(demo_dir, "rlhf_log.csv")))
+    base = load_model(os.path.join(demo_dir, "base_policy.npz"))
+    reward_model = RewardModel.load(os.path.join(demo_dir, "reward_model.npz"))
+    policies = {"pretrained": (base, 0.0, ""), "PPO (demo)": (load_model(os.path.join(demo_dir, "policy.npz")),
+                                                              ppo_seconds, "")}
+    for beta in args.betas:
+        policy = copy.deepcopy(base)
+        started = time.perf_counter()
+        trainer = DPOTrainer(policy, ByteTokenizer(), load_preferences("train"),
+                             DPOConfig(beta=beta, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed),
+                             test_pairs=load_preferences("test"))
+        rows = trainer.train(log=lambda line: None)
+        policies[f"DPO β={beta:g}"] = (policy, time.perf_counter() - started, f"{rows[-1]['test_accuracy']:.1%}")
+
+    evaluation_seed = spawn_seeds(config.seed, 8)[7]  # run_demo's evaluation stream (its 8th derived seed)
+    test_prompts = [format_prompt(p) for p in load_prompts("test")]
+    eval_prompts = [test_prompts[i % len(test_prompts)] for i in range(config.eval_samples)]
+    print(f"demo seed {args.seed}: reward-model held-out accuracy {summary['reward_model_accuracy']:.1%}; "
+          f"{config.eval_samples} held-out samples per policy; DPO {args.steps} steps, lr {args.learning_rate:g}")
+    print("| policy | mean reward | polite | KL to pretrained | training seconds | DPO held-out pair accuracy |")
+    print("|---|---|---|---|---|---|")
+    for name, (policy, seconds, pair_accuracy) in policies.items():
+        result = evaluate_on_prompts(policy, base, reward_model, ByteTokenizer(), eval_prompts, config.rlhf,
+                                     evaluation_seed)
+        print(f"| {name} | {result['reward']:+.3f} | {result['polite_fraction']:.1%} | {result['kl']:.2f} | "
+              f"{seconds:.0f} | {pair_accuracy} |")
+
+
+def read_rows(path):
+    with open(path, encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+if __name__ == "__main__":
+    main()
