@@ -1,13 +1,13 @@
 """DPO against PPO on the demo's politeness task, in the demo's units.
 
-    python benchmarks/compare_dpo_ppo.py                      # seed 0, DPO with β = 0.1 and β = 0.5
+    python benchmarks/compare_dpo_ppo.py                      # seed 0, DPO with β = 0.1, 0.5, 1 and 2
     python benchmarks/compare_dpo_ppo.py --betas 1 2 --reuse-demo     # DPO again, same demo run
 
 1. ``minippo demo`` (:func:`minippo.rlhf.pipeline.run_demo`): pretraining, the reward model (normalised on
    the pretrained policy's samples), PPO against it; it writes the pretrained policy (``base_policy.npz``),
    the reward model and the PPO policy.
 2. DPO from that same pretrained policy on the shipped preference pairs (the ones the reward model learned
-   from), once per β.
+   from), once per β, with the default DPOConfig otherwise (200 steps of 32 pairs).
 3. Every policy is evaluated by the demo's evaluation (:func:`minippo.rlhf.pipeline.evaluate_on_prompts`)
    on the demo's held-out prompts with the demo's evaluation seed: mean reward under the demo's reward
    model (in standard deviations of the pretrained policy's reward), share of polite answers by the corpus
@@ -38,7 +38,7 @@ from minippo.text.tokenizer import ByteTokenizer
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="the demo's seed (default: 0)")
-    parser.add_argument("--betas", type=positive_float, nargs="+", default=[0.1, 0.5], help="DPO's β values")
+    parser.add_argument("--betas", type=positive_float, nargs="+", default=[0.1, 0.5, 1.0, 2.0], help="DPO's β values")
     parser.add_argument("--steps", type=positive_int, default=DPOConfig.steps, help="DPO steps")
     parser.add_argument("--learning-rate", type=positive_float, default=DPOConfig.learning_rate, help="DPO's peak lr")
     parser.add_argument("--out", default="runs/compare_dpo_ppo", help="output directory")
