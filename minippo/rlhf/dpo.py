@@ -77,10 +77,10 @@ def sigmoid_loss(margins, beta, label_smoothing=0.0):
 def robust_loss(margins, beta, label_smoothing):
     """Robust DPO: mean of L = (−(1 − ε) log σ(βh) + ε log σ(−βh)) / (1 − 2ε), unbiased under a share ε of
     flipped labels, and dL/dh = −β [(1 − ε) σ(−βh) + ε σ(βh)] / ((1 − 2ε) n)."""
-    scaled = beta * margins
-    losses = (-(1.0 - label_smoothing) * _log_sigmoid(scaled) + label_smoothing * _log_sigmoid(-scaled))
-    dmargins = -beta * ((1.0 - label_smoothing) * _sigmoid(-scaled) + label_smoothing * _sigmoid(scaled))
-    return float(np.mean(losses)) / (1.0 - 2.0 * label_smoothing), dmargins / ((1.0 - 2.0 * label_smoothing) * len(margins))
+    scaled, unbias = beta * margins, 1.0 / (1.0 - 2.0 * label_smoothing)
+    losses = (label_smoothing * _log_sigmoid(-scaled) - (1.0 - label_smoothing) * _log_sigmoid(scaled)) * unbias
+    dmargins = -beta * unbias * ((1.0 - label_smoothing) * _sigmoid(-scaled) + label_smoothing * _sigmoid(scaled))
+    return float(np.mean(losses)), dmargins / len(margins)
 
 
 def ipo_loss(margins, beta):
