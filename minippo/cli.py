@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "minippo.commands.pretrain",
     "minippo.commands.reward_model",
     "minippo.commands.rlhf",
+    "minippo.commands.dpo",
     "minippo.commands.value",
     "minippo.commands.train_ppo",
     "minippo.commands.evaluate",

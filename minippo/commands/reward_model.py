@@ -1,7 +1,5 @@
 """``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
-import numpy as np
-
-from minippo.commands import check_output_path, integer_option
+from minippo.commands import check_output_path, integer_option, preference_split
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.distributed import world
 from minippo.rewards.reward_model import (
@@ -10,8 +8,6 @@ from minippo.rewards.reward_model import (
     train_reward_model,
 )
 from minippo.seeding import spawn_seeds
-from minippo.text.corpus import load_preferences
-from minippo.text.files import read_preference_pairs
 
 
 def register(subparsers):
@@ -40,21 +36,7 @@ def register(subparsers):
 def run(args):
     check_output_path(args.out, "--out")
     split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
-    if args.data:
-        if not 0 < args.test_fraction < 1:
-            raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-        pairs = read_preference_pairs(args.data)
-        if len(pairs) < 2:
-            raise ValueError(f"{args.data}: {len(pairs)} preference pair; a train/test split needs at least 2 "
-                             f"(one to train on, one to test)")
-        order = np.random.default_rng(split_seed).permutation(len(pairs))
-        n_test = max(1, round(args.test_fraction * len(pairs)))
-        if n_test == len(pairs):
-            raise ValueError(f"{args.data}: --test-fraction {args.test_fraction} holds out all {len(pairs)} "
-                             f"preference pairs, leaving none to train on")
-        test, train = [pairs[i] for i in order[:n_test]], [pairs[i] for i in order[n_test:]]
-    else:
-        train, test = load_preferences("train"), load_preferences("test")
+    train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
     print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")

@@ -9,7 +9,8 @@
    and sample responses.
 
 Outputs in ``out_dir``: ``summary.json``, ``rlhf_log.csv`` (one row per PPO iteration), checkpoints of
-the policy and reward model, and ``rlhf.png`` (reward and KL per iteration) when matplotlib is present.
+the policy after PPO, the pretrained policy it started from (``base_policy.npz``) and the reward model,
+and ``rlhf.png`` (reward and KL per iteration) when matplotlib is present.
 """
 import json
 import os
@@ -177,6 +178,8 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(),
                     extra={"tokenizer": "byte"}, kind="gpt")
     reward_model.save(os.path.join(out_dir, "reward_model.npz"))
+    save_checkpoint(os.path.join(out_dir, "base_policy.npz"), reference.params, model_config.to_dict(),
+                    extra={"tokenizer": "byte"}, kind="gpt")  # the pretrained start: DPO's or another run's
     summary = {
         "reward_before": before["reward"], "reward_after": after["reward"],
         "reward_std_before": before["reward_std"], "improvement_in_std": improvement,
