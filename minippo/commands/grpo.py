@@ -31,6 +31,8 @@ def register(subparsers):
         help=f"responses sampled per problem (default: {defaults.num_generations})")
     add("--learning-rate", type=float, default=defaults.learning_rate,
         help=f"RL learning rate (default: {defaults.learning_rate})")
+    add("--format-reward", type=float, default=defaults.format_reward,
+        help=f"reward of a wrong but well-formed answer, in [0, 1) (default: {defaults.format_reward})")
     add("--pretrain-steps", type=integer_option(1), default=defaults.pretrain.steps,
         help=f"pretraining steps (default: {defaults.pretrain.steps})")
     add("--n-layer", type=integer_option(1), default=defaults.n_layer,
@@ -46,7 +48,8 @@ def run(args):
     defaults = ArithmeticRLConfig()
     config = replace(defaults, seed=args.seed, algo=args.algo, iterations=args.iterations,
                      prompts_per_iteration=args.prompts_per_iteration, num_generations=args.num_generations,
-                     learning_rate=args.learning_rate, pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
+                     learning_rate=args.learning_rate, format_reward=args.format_reward,
+                     pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
                      n_layer=args.n_layer, n_embd=args.n_embd, eval_problems=args.eval_problems)
     policy, tokenizer = load_policy_and_tokenizer(args.policy) if args.policy else (None, None)
     run_arithmetic_rl(config, out_dir=args.out, policy=policy, tokenizer=tokenizer)
