@@ -9,7 +9,12 @@ import pytest
 from minippo.cli import main
 from minippo.seeding import spawn_seeds
 from minippo.tasks.arithmetic import Problem, parse_prompt
-from minippo.tasks.pipeline import SEED_NAMES, ArithmeticRLConfig, iteration_prompts, trainer_config
+from minippo.tasks.pipeline import (
+    SEED_NAMES,
+    ArithmeticRLConfig,
+    iteration_prompts,
+    trainer_config,
+)
 
 # a model that has learnt to write numbers after "A:" in 80 steps, so the format reward gives the RL a signal
 TINY = ["--pretrain-steps", "80", "--n-layer", "1", "--n-embd", "32", "--iterations", "2",

@@ -25,7 +25,16 @@ import numpy as np
 
 from minippo.atomic import atomic_write
 from minippo.blas import blas_threads
-from minippo.checks import check_settings, fraction, instance_of, integer, non_negative, one_of, positive, setting
+from minippo.checks import (
+    check_settings,
+    fraction,
+    instance_of,
+    integer,
+    non_negative,
+    one_of,
+    positive,
+    setting,
+)
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, format_duration, pretrain
@@ -34,7 +43,12 @@ from minippo.rlhf.pipeline import evaluate_on_prompts, progress_line, write_csv
 from minippo.rlhf.rollout import generate_rollout
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
-from minippo.tasks.arithmetic import all_problems, has_carry, pretraining_corpus, split_problems
+from minippo.tasks.arithmetic import (
+    all_problems,
+    has_carry,
+    pretraining_corpus,
+    split_problems,
+)
 from minippo.text.gpt2 import tokenizer_record
 from minippo.text.tokenizer import ByteTokenizer
 
