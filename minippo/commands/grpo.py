@@ -1,10 +1,26 @@
 """``minippo grpo``: RL with a verifiable reward on two-digit arithmetic, end to end."""
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.rlhf.trainer import RLHF_ALGORITHMS
 from minippo.tasks.pipeline import ArithmeticRLConfig, run_arithmetic_rl
+
+# the ArithmeticRLConfig fields that are options, named after them (--num-generations), with their types
+SETTING_OPTIONS = {
+    "seed": integer_option(0), "iterations": integer_option(1), "prompts_per_iteration": integer_option(1),
+    "num_generations": integer_option(2), "learning_rate": float, "format_reward": float,
+    "n_layer": integer_option(1), "n_embd": integer_option(1), "eval_problems": integer_option(1),
+}
+
+
+def add_setting_options(parser, defaults):
+    """``--num-generations`` and the like, one per SETTING_OPTIONS field, with its one-line help and default."""
+    helps = {field.name: field.metadata["help"] for field in fields(defaults)}
+    for name, kind in SETTING_OPTIONS.items():
+        default = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                            help=f"{helps[name]} (default: {default})")
 
 
 def register(subparsers):
@@ -17,39 +33,20 @@ def register(subparsers):
         "(sampled at temperature 1 and greedy). Writes summary.json, rl_log.csv, samples.jsonl, policy.npz and "
         "(with matplotlib) rl.png to --out.",
     )
-    add = parser.add_argument
-    add("--out", default="runs/grpo", help="output directory (default: runs/grpo)")
-    add("--seed", type=integer_option(0), default=defaults.seed, help="seed of every stage (default: 0)")
-    add("--policy", help="start from this policy checkpoint (.npz) or Hugging Face GPT-2 directory instead of "
-        "pretraining")
-    add("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo, help=f"RL algorithm (default: {defaults.algo})")
-    add("--iterations", type=integer_option(1), default=defaults.iterations,
-        help=f"RL iterations (default: {defaults.iterations})")
-    add("--prompts-per-iteration", type=integer_option(1), default=defaults.prompts_per_iteration,
-        help=f"training problems per iteration (default: {defaults.prompts_per_iteration})")
-    add("--num-generations", type=integer_option(2), default=defaults.num_generations,
-        help=f"responses sampled per problem (default: {defaults.num_generations})")
-    add("--learning-rate", type=float, default=defaults.learning_rate,
-        help=f"RL learning rate (default: {defaults.learning_rate})")
-    add("--format-reward", type=float, default=defaults.format_reward,
-        help=f"reward of a wrong but well-formed answer, in [0, 1) (default: {defaults.format_reward})")
-    add("--pretrain-steps", type=integer_option(1), default=defaults.pretrain.steps,
-        help=f"pretraining steps (default: {defaults.pretrain.steps})")
-    add("--n-layer", type=integer_option(1), default=defaults.n_layer,
-        help=f"transformer blocks (default: {defaults.n_layer})")
-    add("--n-embd", type=integer_option(1), default=defaults.n_embd,
-        help=f"embedding width, a multiple of the 4 heads (default: {defaults.n_embd})")
-    add("--eval-problems", type=integer_option(1), default=defaults.eval_problems,
-        help=f"held-out problems evaluated before and after (default: {defaults.eval_problems})")
+    parser.add_argument("--out", default="runs/grpo", help="output directory (default: runs/grpo)")
+    parser.add_argument("--policy", help="start from this policy checkpoint (.npz) or Hugging Face GPT-2 "
+                        "directory instead of pretraining")
+    parser.add_argument("--pretrain-steps", type=integer_option(1), default=defaults.pretrain.steps,
+                        help=f"pretraining steps (default: {defaults.pretrain.steps})")
+    parser.add_argument("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo,
+                        help=f"RL algorithm (default: {defaults.algo})")
+    add_setting_options(parser, defaults)
     parser.set_defaults(func=run)
 
 
 def run(args):
     defaults = ArithmeticRLConfig()
-    config = replace(defaults, seed=args.seed, algo=args.algo, iterations=args.iterations,
-                     prompts_per_iteration=args.prompts_per_iteration, num_generations=args.num_generations,
-                     learning_rate=args.learning_rate, format_reward=args.format_reward,
-                     pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
-                     n_layer=args.n_layer, n_embd=args.n_embd, eval_problems=args.eval_problems)
+    config = replace(defaults, algo=args.algo, pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
+                     **{name: getattr(args, name) for name in SETTING_OPTIONS})
     policy, tokenizer = load_policy_and_tokenizer(args.policy) if args.policy else (None, None)
     run_arithmetic_rl(config, out_dir=args.out, policy=policy, tokenizer=tokenizer)

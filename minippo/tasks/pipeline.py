@@ -83,7 +83,7 @@ class ArithmeticRLConfig:
     algo: str = setting("rloo", "RL algorithm", one_of(*RLHF_ALGORITHMS))
     iterations: int = setting(150, "RL iterations", integer(1))
     prompts_per_iteration: int = setting(64, "training problems per RL iteration", integer(1))
-    num_generations: int = setting(8, "responses sampled per problem (GRPO's G)", integer(2))
+    num_generations: int = setting(8, "responses sampled per problem, GRPO's G", integer(2))
     learning_rate: float = setting(4e-4, "AdamW learning rate of the RL stage", positive)
     beta: float = setting(0.0, "fixed KL coefficient β of the RL stage", non_negative)
     format_reward: float = setting(0.0, "reward of a wrong but well-formed answer, in [0, 1)", fraction)
