@@ -94,13 +94,14 @@ def main():
 
     with blas_threads(args.threads):
         pretrain(policy, documents, PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch,
-                                                   lr=args.pretrain_lr, min_lr=args.pretrain_lr / 10,
-                                                   seed=pretrain_seed, log_every=200), tokenizer)
+                                                   learning_rate=args.pretrain_lr,
+                                                   min_learning_rate=args.pretrain_lr / 10, seed=pretrain_seed,
+                                                   log_every=200), tokenizer)
         report("pretrained")
         batch = args.prompts * args.group
         config = RLHFConfig(algo="rloo", batch_size=batch, minibatch_size=args.minibatch or batch,
-                            max_new_tokens=MAX_NEW_TOKENS, lr=args.lr, rloo_k=args.group, init_kl_coef=args.beta,
-                            kl_target=None, seed=rl_seed)
+                            max_new_tokens=MAX_NEW_TOKENS, learning_rate=args.lr, rloo_k=args.group,
+                            init_kl_coef=args.beta, kl_target=None, seed=rl_seed)
         trainer = RLHFTrainer(policy, reward, tokenizer, config)
         prompt_rng = np.random.default_rng(prompt_seed)
         for iteration in range(1, args.iterations + 1):

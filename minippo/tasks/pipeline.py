@@ -55,6 +55,7 @@ from minippo.text.tokenizer import ByteTokenizer
 # algorithms whose trainer samples the num_generations responses to each prompt itself; the others are
 # given each prompt num_generations times, so every algorithm samples as many tokens per iteration
 GROUPED_ALGORITHMS = ("rloo",)
+REWARD_COLUMN, KL_COLUMN = "score", "kl"  # the trainer's statistics that rl.png draws
 SEED_NAMES = ("split", "corpus", "init", "pretrain", "rl", "prompts", "evaluation")
 
 
@@ -139,9 +140,9 @@ def plot_curves(rows, path):
         return False
     iterations = [row["iteration"] for row in rows]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    top.plot(iterations, [row["score"] for row in rows])
+    top.plot(iterations, [row[REWARD_COLUMN] for row in rows])
     top.set_ylabel("mean reward (training problems)")
-    bottom.plot(iterations, [row["kl"] for row in rows])
+    bottom.plot(iterations, [row[KL_COLUMN] for row in rows])
     bottom.set_ylabel("KL to reference (nats)")
     bottom.set_xlabel("RL iteration")
     figure.tight_layout()
