@@ -100,10 +100,10 @@ class ArithmeticRLConfig:
 
 
 def trainer_config(config, seed):
-    """The RLHFConfig of the RL stage, made here and nowhere else: the whole batch in one optimizer step,
-    a fixed β (no KL target), sampling at temperature 1."""
+    """The RLHFConfig of the RL stage, made here and nowhere else: the whole batch in one optimizer step
+    (one minibatch, one epoch), a fixed β (no KL target), sampling at temperature 1."""
     batch_size = config.prompts_per_iteration * config.num_generations
-    return RLHFConfig(algo=config.algo, batch_size=batch_size, minibatch_size=batch_size,
+    return RLHFConfig(algo=config.algo, batch_size=batch_size, minibatch_size=batch_size, update_epochs=1,
                       max_new_tokens=config.max_new_tokens, learning_rate=config.learning_rate,
                       rloo_k=config.num_generations, init_kl_coef=config.beta, kl_target=None, seed=seed)
 
