@@ -15,6 +15,7 @@ from minippo.memory import keep_freed_memory
 # Sub-command modules, in the order ``minippo --help`` lists them.
 COMMAND_MODULES = [
     "minippo.commands.demo",
+    "minippo.commands.grpo",
     "minippo.commands.mrp",
     "minippo.commands.pretrain",
     "minippo.commands.reward_model",

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minippo.rewards import (
+    ArithmeticReward,
     BleuReward,
     KeywordReward,
     LengthReward,
@@ -481,6 +482,18 @@ def test_parse_keyword_and_length():
     reward = parse_rule_reward("length:40")
     assert isinstance(reward, LengthReward) and reward.target == 40
     np.testing.assert_allclose(reward(["p"], ["word " * 20]), [-0.5])
+
+
+def test_parse_arithmetic():
+    reward = parse_rule_reward("arithmetic:0.1")
+    assert isinstance(reward, ArithmeticReward) and reward.format_reward == 0.1
+    np.testing.assert_allclose(reward(["Q: 37+48= A:"] * 3, [" 85", " 75", "85 or 75"]), [1.0, 0.1, 0.0])
+
+
+@pytest.mark.parametrize("spec", ["arithmetic:1", "arithmetic:-0.5", "arithmetic:nan", "arithmetic:half"])
+def test_parse_arithmetic_needs_a_format_reward_below_one(spec):
+    with pytest.raises(ValueError, match=r"FORMAT_REWARD must be a number in \[0, 1\); valid forms"):
+        parse_rule_reward(spec)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,11 @@ contract on every batch.
   and the keyword and length rules.
 - ``rule_specs``    :func:`parse_rule_reward` for command-line specs such as
   ``"length:40"``, and ``load_references`` for reference files.
+- ``arithmetic``    :class:`ArithmeticReward`, the exact-answer reward of the arithmetic task
+  (:mod:`minippo.tasks.arithmetic`).
 - ``reward_model``  a learned reward model trained on preference pairs.
 """
+from minippo.rewards.arithmetic import ArithmeticReward
 from minippo.rewards.contract import check_rewards
 from minippo.rewards.rule_specs import parse_rule_reward
 from minippo.rewards.rules import (
@@ -27,6 +30,7 @@ from minippo.rewards.rules import (
 from minippo.rewards.text_metrics import bleu, lcs_length, rouge_l, tokenize
 
 __all__ = [
+    "ArithmeticReward",
     "BleuReward",
     "KeywordReward",
     "LengthReward",

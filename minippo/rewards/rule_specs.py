@@ -4,6 +4,7 @@
 :func:`load_references` reads the reference file that ``bleu:PATH`` and ``rouge:PATH`` name.
 """
 from minippo.checks import check_str
+from minippo.rewards.arithmetic import ArithmeticReward
 from minippo.rewards.rules import BleuReward, KeywordReward, LengthReward, RougeReward
 from minippo.rewards.text_metrics import check_references
 from minippo.text.files import jsonl_lines, read_text
@@ -14,6 +15,7 @@ RULE_REWARD_FORMS = (
     "rouge:PATH",
     "keyword:WORD[,WORD...]",
     "length:N",
+    "arithmetic:FORMAT_REWARD",
 )
 RULE_REWARD_KINDS = tuple(form.partition(":")[0] for form in RULE_REWARD_FORMS)
 
@@ -70,6 +72,8 @@ def parse_rule_reward(spec):
     ``rouge:PATH``            :class:`~minippo.rewards.rules.RougeReward` with the references in PATH
     ``keyword:WORD[,WORD..]`` :class:`~minippo.rewards.rules.KeywordReward`, e.g. ``keyword:polite,thank you``
     ``length:N``              :class:`~minippo.rewards.rules.LengthReward` with target N tokens, e.g. ``length:40``
+    ``arithmetic:F``          :class:`~minippo.rewards.arithmetic.ArithmeticReward`: 1 for the exact answer, F
+                              in [0, 1) for a wrong but well-formed number, e.g. ``arithmetic:0``
     ========================  ==========================================================
 
     PATH is read by :func:`load_references` (``.jsonl``: references per
@@ -91,6 +95,11 @@ def parse_rule_reward(spec):
         if not keywords:
             raise ValueError(f"spec {spec!r} names no keyword; {valid_forms}")
         return KeywordReward(keywords)
+    if kind == "arithmetic":
+        try:
+            return ArithmeticReward(float(argument))
+        except ValueError:  # not a number, or not in [0, 1)
+            raise ValueError(f"spec {spec!r}: FORMAT_REWARD must be a number in [0, 1); {valid_forms}") from None
     if not argument.isdigit() or int(argument) < 1:
         raise ValueError(f"spec {spec!r}: N must be a positive integer; {valid_forms}")
     return LengthReward(int(argument))
