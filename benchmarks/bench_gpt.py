@@ -108,8 +108,8 @@ import numpy as np  # noqa: E402
 
 from minippo.blas import get_blas_threads  # noqa: E402
 from minippo.memory import keep_freed_memory  # noqa: E402
-from minippo.parallel import get_num_threads, set_num_threads  # noqa: E402
 from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy  # noqa: E402
+from minippo.parallel import get_num_threads, set_num_threads  # noqa: E402
 
 torch = None
 if not ARGS.no_torch:

@@ -4,10 +4,10 @@ NumPy runs every element-wise operation (GELU, LayerNorm, softmax) and every sta
 (attention's per-head QKᵀ and AV) on one core; only large 2-D matrix products use BLAS's threads.  On
 a transformer train step that leaves most of a second core idle.  So a model's serial forward and
 backward run on contiguous shards of a batch of B rows, ``B/threads`` rows each, every shard in its
-own thread (``minippo.nn.data_parallel.RowParallel`` does it for the GPT).  NumPy releases the GIL inside its loops and inside BLAS, so the
-threads really run at once.  Meanwhile BLAS is held at one thread (``minippo.blas``): two shards each
-running a one-thread product already use both cores, and OpenBLAS serialises concurrent callers when
-it runs several threads itself.
+own thread (``minippo.nn.data_parallel.RowParallel`` does it for the GPT).  NumPy releases the GIL
+inside its loops and inside BLAS, so the threads really run at once.  Meanwhile BLAS is held at one
+thread (``minippo.blas``): two shards each running a one-thread product already use both cores, and
+OpenBLAS serialises concurrent callers when it runs several threads itself.
 
 Measured on 2 cores (config S of ``benchmarks/bench_gpt.py``, a train step with AdamW): 113 ms on one
 shard with 2 BLAS threads, 91 ms on two shards.

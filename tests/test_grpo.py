@@ -283,6 +283,29 @@ def test_mask_truncated_completions_leaves_cut_responses_out_of_the_loss():
         RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), grpo_config(mask_truncated_completions=True))
 
 
+def test_ppo_with_every_response_cut_takes_no_step():
+    """mask_truncated_completions with nothing left to train on: PPO skips the update instead of failing to
+    whiten an empty set of advantages (TinyTokenizer never ends a response, EndingTokenizer at most sometimes)."""
+    trainer = RLHFTrainer(tiny_policy(), count_a, EndingTokenizer(),
+                          RLHFConfig(algo="ppo", batch_size=4, minibatch_size=2, max_new_tokens=1, kl_target=None,
+                                     mask_truncated_completions=True))
+    trainer.rng = np.random.default_rng(0)
+    for _ in range(20):  # until an iteration has every response cut (max_new_tokens=1 makes that common)
+        stats = trainer.iteration([PROMPT] * 4)
+        if stats["completions/clipped_ratio"] == 1.0:
+            break
+    else:
+        pytest.fail("no iteration had every response cut")
+    assert "policy/loss" not in stats and "value/explained_variance" not in stats
+
+
+def test_iteration_needs_prompts_per_iteration_prompts():
+    trainer = RLHFTrainer(tiny_policy(), count_a, EndingTokenizer(), grpo_config())
+    with pytest.raises(ValueError, match=r"iteration needs config.prompts_per_iteration = 4 prompts \(grpo, "
+                                         r"batch_size 16\), got 16"):
+        trainer.iteration([PROMPT] * 16)
+
+
 # --- diagnostics -------------------------------------------------------------------------------------
 
 

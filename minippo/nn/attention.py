@@ -121,9 +121,9 @@ def attention_forward(q, k, v, bias, out=None, causal=False, block_size=QUERY_BL
 
     q: (B, nh, T_q, hs); k, v: (B, nh, T_k, hs); bias broadcastable to (B, nh, T_q, T_k), 0 where a query
     may see a key and MASKED_SCORE where not (as :func:`attention_bias` builds it; the max-free softmax
-    relies on bias ≤ 0), or None when every query may see every key.  ``causal=True`` promises that the bias masks every key after a
-    query's own position (queries being the last T_q positions), so blocks of ``block_size`` queries
-    skip those keys.
+    relies on bias ≤ 0), or None when every query may see every key.  ``causal=True`` promises that the
+    bias masks every key after a query's own position (queries being the last T_q positions), so blocks of
+    ``block_size`` queries skip those keys.
     Returns ``(y, weights)``: y (B, nh, T_q, hs) and, for backward, one ``(P, 1/l)`` pair per block of
     queries: P (B, nh, rows, keys) the unnormalised weights and 1/l (B, nh, rows, 1), so A = P · (1/l).
     ``out`` may be a (B, nh, T_q, hs) view of the caller's buffer (e.g. of a (B, T, C) array), so that

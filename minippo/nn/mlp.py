@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from minippo.nn.layers import linear_backward, linear_forward, tanh_backward, tanh_forward
 from minippo.checks import is_integer
+from minippo.nn.layers import linear_backward, linear_forward, tanh_backward, tanh_forward
 from minippo.nn.module import Module, as_generator, check_array, check_dtype
 
 

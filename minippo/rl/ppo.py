@@ -70,7 +70,7 @@ from minippo.rl.losses import (
     reinforce_loss,
     value_loss,
 )
-from minippo.rl.ppo_config import PPOConfig
+from minippo.rl.ppo_config import PPOConfig, preset_for  # noqa: F401 (preset_for: importable from here as before)
 from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5

@@ -121,6 +121,9 @@ class RLHFTrainer:
         gradients, whitening, the KL controller and the returned figures are global."""
         self.config = config = config or RLHFConfig()
         self.world = distributed.world()
+        if self.world.size > 1 and (config.mask_truncated_completions or config.dynamic_sampling_tries):
+            raise ValueError("mask_truncated_completions and dynamic_sampling_tries are not supported across MPI "
+                             "ranks: the ranks would take different numbers of optimizer steps")
         self.minibatch_size = self.world.share(config.minibatch_size, "minibatch_size")  # this rank's
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
         self.reward_names = list(reward) if isinstance(reward, dict) else []
@@ -186,6 +189,9 @@ class RLHFTrainer:
         them); returns a dict of statistics (``minippo.rlhf.diagnostics``).  ``last_samples`` then holds one
         dict per response: prompt, response, reward, length (tokens) and truncated."""
         config = self.config
+        if len(prompts) != config.prompts_per_iteration:
+            raise ValueError(f"iteration needs config.prompts_per_iteration = {config.prompts_per_iteration} "
+                             f"prompts ({config.algo}, batch_size {config.batch_size}), got {len(prompts)}")
         share = self.world.share(len(prompts), "the number of prompts")
         prompts = prompts[self.world.rank * share:(self.world.rank + 1) * share]  # this rank's
         grouped = config.algo in GROUPED_ALGORITHMS
@@ -336,6 +342,8 @@ class RLHFTrainer:
             continues = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1).astype(values.dtype)
             advantages, returns = generalized_advantages(batch["rewards"], values, next_values, continues, continues,
                                                          config.gamma, config.gae_lambda, time_axis=1)
+            if not mask.any():  # every response is left out of the loss (mask_truncated_completions)
+                return advantages, returns
             return whiten(advantages, mask, world=self.world), returns
         if config.algo == "grpo":
             per_response = group_advantages(batch["scores"], config.num_generations, config.scale_rewards)
@@ -362,8 +370,8 @@ class RLHFTrainer:
         stats = mean_stats([{k: v for k, v in h.items() if k != "ratio_max_error"} for h in history])
         if history:
             stats["policy/first_ratio_max_error"] = history[0]["ratio_max_error"]  # 0: the first ratio is exactly 1
-        if self.critic is not None:
-            mask = rollout.response_mask
+        mask = rollout.response_mask
+        if self.critic is not None and mask.any():
             stats["value/explained_variance"] = explained_variance(self.world.gather_rows(batch["values"][mask]),
                                                                    self.world.gather_rows(returns[mask]))
         return stats
