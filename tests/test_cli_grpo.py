@@ -93,11 +93,26 @@ def test_every_algorithm_samples_num_generations_per_problem():
         assert iteration_prompts(problems, rl_config, config.num_generations) == prompts
 
 
+def test_dr_grpo_options_reach_the_trainer(monkeypatch):
+    """--scale-rewards and --loss-type are the RLHFConfig's (Dr. GRPO: none and dr_grpo); left out, the
+    algorithm's defaults."""
+    import minippo.commands.grpo as command
+    configs = []
+    monkeypatch.setattr(command, "run_arithmetic_rl", lambda config, **_: configs.append(config))
+    assert main(["grpo", "--scale-rewards", "none", "--loss-type", "dr_grpo"]) == 0
+    assert main(["grpo", "--algo", "ppo"]) == 0
+    dr_grpo, ppo = (trainer_config(config, 0) for config in configs)
+    assert (dr_grpo.algo, dr_grpo.scale_rewards, dr_grpo.loss_type) == ("grpo", "none", "dr_grpo")
+    assert (ppo.algo, ppo.scale_rewards, ppo.loss_type) == ("ppo", "group", None)
+
+
 def test_config_is_checked_before_any_stage_runs(capsys):
     for settings, error, message in [
             ({"num_generations": 1}, ValueError, "num_generations must be an integer >= 2, got 1"),
             ({"algo": "dpo"}, ValueError, "algo must be one of"),
             ({"learning_rate": 0.0}, ValueError, "learning_rate must be > 0, got 0.0"),
+            ({"loss_type": "mean"}, ValueError, "loss_type must be one of"),
+            ({"scale_rewards": "std"}, ValueError, "scale_rewards must be one of"),
             ({"format_reward": 1.0}, ValueError, "format_reward must be in [0, 1)"),
             ({"pretrain": {"steps": 1}}, TypeError, "pretrain must be a PretrainConfig, got dict")]:
         with pytest.raises(error) as raised:

@@ -3,6 +3,8 @@ from dataclasses import fields, replace
 
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
+from minippo.rl.advantages import SCALE_REWARDS
+from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.trainer import RLHF_ALGORITHMS
 from minippo.tasks.pipeline import ArithmeticRLConfig, run_arithmetic_rl
 
@@ -12,14 +14,20 @@ SETTING_OPTIONS = {
     "num_generations": integer_option(2), "learning_rate": float, "format_reward": float,
     "n_layer": integer_option(1), "n_embd": integer_option(1), "eval_problems": integer_option(1),
 }
+# the ArithmeticRLConfig fields that are options with a set of choices (Dr. GRPO: --scale-rewards none
+# --loss-type dr_grpo)
+CHOICE_OPTIONS = {"scale_rewards": SCALE_REWARDS, "loss_type": LOSS_TYPES}
 
 
 def add_setting_options(parser, defaults):
-    """``--num-generations`` and the like, one per SETTING_OPTIONS field, with its one-line help and default."""
+    """``--num-generations`` and the like, one per SETTING_OPTIONS and CHOICE_OPTIONS field, with its
+    one-line help and default."""
     helps = {field.name: field.metadata["help"] for field in fields(defaults)}
-    for name, kind in SETTING_OPTIONS.items():
+    parsing = {**{name: {"type": kind} for name, kind in SETTING_OPTIONS.items()},
+               **{name: {"choices": choices} for name, choices in CHOICE_OPTIONS.items()}}
+    for name, how in parsing.items():
         default = getattr(defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+        parser.add_argument(f"--{name.replace('_', '-')}", **how, default=default,
                             help=f"{helps[name]} (default: {default})")
 
 
@@ -47,6 +55,6 @@ def register(subparsers):
 def run(args):
     defaults = ArithmeticRLConfig()
     config = replace(defaults, algo=args.algo, pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
-                     **{name: getattr(args, name) for name in SETTING_OPTIONS})
+                     **{name: getattr(args, name) for name in (*SETTING_OPTIONS, *CHOICE_OPTIONS)})
     policy, tokenizer = load_policy_and_tokenizer(args.policy) if args.policy else (None, None)
     run_arithmetic_rl(config, out_dir=args.out, policy=policy, tokenizer=tokenizer)

@@ -39,7 +39,9 @@ from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, format_duration, pretrain
 from minippo.rewards.arithmetic import ArithmeticReward
-from minippo.rlhf.config import GROUPED_ALGORITHMS
+from minippo.rl.advantages import SCALE_REWARDS
+from minippo.rl.losses import LOSS_TYPES
+from minippo.rlhf.config import GROUPED_ALGORITHMS, algorithm_default
 from minippo.rlhf.diagnostics import progress_line, write_csv
 from minippo.rlhf.pipeline import evaluate_on_prompts
 from minippo.rlhf.rollout import generate_rollout
@@ -88,6 +90,10 @@ class ArithmeticRLConfig:
     num_generations: int = setting(8, "responses sampled per problem, GRPO's G", integer(2))
     learning_rate: float = setting(4e-4, "AdamW learning rate of the RL stage", positive)
     beta: float = setting(0.0, "fixed KL coefficient β of the RL stage", non_negative)
+    scale_rewards: str = setting("group", "GRPO: divide the advantage by the std of the group, the batch or "
+                                 "none (Dr. GRPO)", one_of(*SCALE_REWARDS))
+    loss_type: str = setting(None, "how token losses are summed: grpo, dr_grpo or dapo (None: grpo for grpo, "
+                             "dapo otherwise)", algorithm_default(LOSS_TYPES, "the algorithm's default"))
     format_reward: float = setting(0.0, "reward of a wrong but well-formed answer, in [0, 1)", fraction)
     max_new_tokens: int = setting(6, "response length limit: ' 198' and EOS fit", integer(1))
     threads: int = setting(1, "BLAS threads (1 is fastest for a model this small)", integer(1))
@@ -106,7 +112,8 @@ def trainer_config(config, seed):
     batch_size = config.prompts_per_iteration * config.num_generations
     return RLHFConfig(algo=config.algo, batch_size=batch_size, minibatch_size=batch_size, update_epochs=1,
                       max_new_tokens=config.max_new_tokens, learning_rate=config.learning_rate,
-                      num_generations=config.num_generations, init_kl_coef=config.beta, kl_target=None, seed=seed)
+                      num_generations=config.num_generations, init_kl_coef=config.beta, kl_target=None,
+                      scale_rewards=config.scale_rewards, loss_type=config.loss_type, seed=seed)
 
 
 def iteration_prompts(problems, rl_config, num_generations):
