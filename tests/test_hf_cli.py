@@ -92,3 +92,20 @@ def test_generate_errors(checkpoints, capsys):
         in capsys.readouterr().err
     assert main(["generate", "--policy", policy, "--prompt", ""]) == 2
     assert "prompt 0 is empty" in capsys.readouterr().err
+
+
+def test_pretrain_continues_a_model_directory_with_its_tokenizer(tmp_path, capsys):
+    """pretrain --init DIR starts from the directory's weights and sizes and tokenizes with its tokenizer."""
+    fixture = "tests/fixtures/gpt2_tiny"
+    data = tmp_path / "data.txt"
+    data.write_text("the cat sat\non the mat\n" * 20, encoding="utf-8")
+    assert main(["pretrain", "--init", fixture, "--data", str(data), "--steps", "3", "--batch-size", "4",
+                 "--samples", "0", "--out", str(tmp_path / "run")]) == 0
+    assert f"GPT from {fixture}" in capsys.readouterr().out
+    start = GPT.from_pretrained(fixture)
+    trained, tokenizer = load_policy_and_tokenizer(str(tmp_path / "run" / "model.npz"))
+    assert trained.config.to_dict() == start.config.to_dict()
+    expected = load_policy_and_tokenizer(fixture)[1]
+    assert type(tokenizer) is type(expected) and tokenizer.encode("the cat") == expected.encode("the cat")
+    moved = [name for name in start.params if not np.array_equal(start.params[name], trained.params[name])]
+    assert "transformer.wte.weight" in moved

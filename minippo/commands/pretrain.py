@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from minippo.commands import integer_option
+from minippo.commands.models import load_policy_and_tokenizer
 from minippo.distributed import world
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
@@ -25,6 +26,9 @@ def register(subparsers):
         "Prints step, loss, tokens/s and ETA, then samples; writes a checkpoint that --resume continues.",
     )
     parser.add_argument("--data", help="UTF-8 text file, one document per line (default: the shipped dialogues)")
+    parser.add_argument("--init", metavar="CKPT_OR_DIR",
+                        help="start from this policy checkpoint or Hugging Face GPT-2 directory, with its sizes and "
+                        "tokenizer (the size options and --dtype are then not used; default: random weights)")
     parser.add_argument("--out", default="runs/pretrain", help="output directory (default: runs/pretrain)")
     parser.add_argument("--steps", type=integer_option(1), default=defaults.steps,
                         help=f"optimizer steps (default: {defaults.steps})")
@@ -61,10 +65,14 @@ def print_samples(model, tokenizer, prompts, seed, log=print):
 
 
 def run(args):
-    tokenizer = ByteTokenizer()
+    if args.init is None:
+        model, tokenizer = None, ByteTokenizer()
+        model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                                 n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
+    else:
+        model, tokenizer = load_policy_and_tokenizer(args.init)
+        model_config = model.config
     lines = load_corpus() if args.data is None else read_text(args.data).splitlines()
-    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-                             n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             min_learning_rate=min(args.learning_rate, PretrainConfig.min_learning_rate),
                             seed=args.seed)
@@ -74,8 +82,10 @@ def run(args):
         raise ValueError(f"{args.data or 'the shipped corpus'}: {error}") from None
     os.makedirs(args.out, exist_ok=True)  # fails now, not after training, if OUT is a file
     init_seed, sample_seed = spawn_seeds(args.seed, 2)  # independent of the batches' stream (config.seed)
-    model = GPT(model_config, seed=init_seed)
-    print(f"pretraining a {model.num_parameters():,}-parameter GPT on {len(documents):,} documents "
+    if model is None:
+        model = GPT(model_config, seed=init_seed)
+    start = "" if args.init is None else f" from {args.init}"
+    print(f"pretraining a {model.num_parameters():,}-parameter GPT{start} on {len(documents):,} documents "
           f"for {config.steps} steps, {world().describe()}")
     checkpoint = os.path.join(args.out, "model.npz")
     if pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume):
