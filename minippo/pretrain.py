@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from minippo.checks import check_settings, integer, non_negative, positive, setting
-from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
@@ -162,12 +161,11 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     tokens_seen, started = 0, time.perf_counter()
     for step in range(start_step, config.steps):
         inputs, targets = sample_batch(documents, config.batch_size, tokenizer.pad_id, rng)
-        logits = model.forward(inputs)
-        loss, dlogits = cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+        loss = model.loss(inputs, targets, ignore_index=IGNORE_INDEX)  # LM head and cross-entropy fused
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
         model.zero_grad()
-        model.backward(dlogits)
+        model.backward()
         try:
             clip_grad_norm(model.grads, config.max_grad_norm)
         except FloatingPointError as error:

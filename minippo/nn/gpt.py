@@ -34,7 +34,7 @@ import numpy as np
 from minippo.checks import integer_at_least
 from minippo.nn.attention import attention_backward, attention_bias, attention_forward
 from minippo.nn.data_parallel import RowParallel
-from minippo.nn.inputs import check_attention_mask, check_output_gradients, check_token_ids
+from minippo.nn.inputs import check_attention_mask, check_output_gradients, check_targets, check_token_ids
 from minippo.nn.layers import (
     embedding_backward,
     embedding_forward,
@@ -45,7 +45,9 @@ from minippo.nn.layers import (
     linear_backward,
     linear_forward,
 )
+from minippo.nn.lm_head import lm_head_cross_entropy
 from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.parallel import row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -157,6 +159,7 @@ class Activations(NamedTuple):
     hidden: np.ndarray  # LN_f(hᴸ), the LM head's input                         (B, T, C)
     lnf_norm: np.ndarray  # x̂ of LN_f                                           (B*T, C)
     lnf_rstd: np.ndarray  # 1/σ of LN_f                                         (B*T, 1)
+    head: tuple = None  # after GPT.loss: (loss, dhidden (B*T, C), dE (V, C)) of the fused LM head
 
 
 def positions_and_bias(mask, B, T, dtype):
@@ -182,7 +185,8 @@ class GPT(Module):
         super().__init__(init_parameters(config, as_generator(seed)))
         self.hidden = None
         self._parallel = RowParallel()  # the activations of the last forward, per shard of rows
-        self._has_logits = None  # whether the last forward computed logits (None: no forward yet)
+        self._last_forward = None  # "logits", "hidden" or "loss": what the last forward computed
+        self._head_grads = []  # per shard, the LM head's dE from the last loss(), for backward
 
     def load_state_dict(self, state_dict):
         """Load parameters named as in a Hugging Face GPT-2 checkpoint.
@@ -217,31 +221,72 @@ class GPT(Module):
         idx = check_token_ids(idx, self.config, self.config.block_size)
         mask = check_attention_mask(attention_mask, idx.shape)
         B, T = idx.shape
-        positions, bias = positions_and_bias(mask, B, T, self.config.dtype)
-        hidden = np.empty((B, T, self.config.n_embd), dtype=self.config.dtype)
         logits = np.empty((B, T, self.config.vocab_size), dtype=self.config.dtype) if compute_logits else None
 
-        def forward_rows(rows):
-            return self.serial_forward(idx[rows], positions[rows], bias if mask is None else bias[rows],
-                                       hidden[rows], None if logits is None else logits[rows])
+        def forward_rows(_, rows, positions, bias, hidden):
+            return self.serial_forward(idx[rows], positions, bias, hidden,
+                                       None if logits is None else logits[rows])
 
-        self._parallel.forward(forward_rows, B)
-        self.hidden, self._has_logits = hidden, compute_logits
+        self._sharded_forward(forward_rows, idx, mask, "logits" if compute_logits else "hidden")
         return logits
+
+    def loss(self, idx, targets, attention_mask=None, ignore_index=-1):
+        """Mean cross-entropy −(1/n) Σ_t log π(targets_t) of the next-token distributions of ``idx``
+        (B, T) over the n positions whose target is not ``ignore_index``; a float.
+
+        The LM head and the cross-entropy run fused over chunks of rows
+        (:func:`minippo.nn.lm_head.lm_head_cross_entropy`): the (B, T, vocab) logits and their gradient
+        are never held whole.  Their gradient is computed here and added by the next :meth:`backward`
+        (call it with no argument, or with ``dhidden`` from heads reading ``self.hidden``).  The same
+        number as ``cross_entropy(model.forward(idx), targets)`` (its textbook path).
+        """
+        idx = check_token_ids(idx, self.config, self.config.block_size)
+        mask = check_attention_mask(attention_mask, idx.shape)
+        targets = check_targets(targets, idx.shape, self.config.vocab_size, ignore_index)
+        counted = targets != ignore_index
+        weights = counted * np.asarray(1.0 / counted.sum(), dtype=self.config.dtype)  # w_t = 1/n or 0: (B, T)
+        targets = np.where(counted, targets, 0)
+        wte = self.params["transformer.wte.weight"]
+        head_grads = self._head_grads  # one dE buffer per shard, reused from call to call
+        while len(head_grads) < len(row_shards(len(idx))):
+            head_grads.append(np.empty_like(wte))
+
+        def forward_rows(index, rows, positions, bias, hidden):
+            activations = self.serial_forward(idx[rows], positions, bias, hidden)
+            head_grads[index].fill(0.0)
+            loss, dhidden = lm_head_cross_entropy(hidden.reshape(-1, wte.shape[1]), wte,  # (B*T, C) rows
+                                                  targets[rows].reshape(-1), weights[rows].reshape(-1),
+                                                  head_grads[index])
+            return activations._replace(head=(loss, dhidden, head_grads[index]))
+
+        shards = self._sharded_forward(forward_rows, idx, mask, "loss")
+        return sum(activations.head[0] for activations in shards)
+
+    def _sharded_forward(self, forward_rows, idx, mask, kind):
+        """Run ``forward_rows(shard, rows, positions, bias, hidden)`` on shards of the rows in threads;
+        keep the hidden state and what backward needs.  Returns each shard's :class:`Activations`."""
+        B, T = idx.shape
+        positions, bias = positions_and_bias(mask, B, T, self.config.dtype)
+        hidden = np.empty((B, T, self.config.n_embd), dtype=self.config.dtype)
+        self._parallel.forward(lambda index, rows: forward_rows(
+            index, rows, positions[rows], bias if mask is None else bias[rows], hidden[rows]), B)
+        self.hidden, self._last_forward = hidden, kind
+        return self._parallel.activations
 
     def backward(self, dlogits=None, dhidden=None):
         """Add the gradients of the last forward's loss into ``self.grads`` and return it.
 
         dlogits: (B, T, vocab) gradient w.r.t. the logits (None if the loss does not use them);
         dhidden: (B, T, C) gradient w.r.t. ``self.hidden`` from heads reading it (None if none).
+        After :meth:`loss`, the cross-entropy's own gradient is added as well (and dlogits is refused).
         The tied token embedding receives both its LM-head and its embedding contributions.
         Runs :meth:`serial_backward` on the shards of the forward, in parallel threads, and adds
         their gradients in a fixed order (``minippo.nn.data_parallel``).
         """
-        if self._has_logits is None:
+        if self._last_forward is None:
             raise RuntimeError("backward called before forward: run model.forward(idx) first")
         dlogits, dhidden = check_output_gradients(dlogits, dhidden, self.hidden.shape[:2], self.config,
-                                                  self._has_logits)
+                                                  self._last_forward)
 
         def backward_rows(rows, activations, grads):
             self.serial_backward(activations, None if dlogits is None else dlogits[rows],
@@ -375,6 +420,10 @@ class GPT(Module):
             dlnf += dlogits @ wte  # (B*T, V) @ (V, C)
         if dhidden is not None:
             dlnf += dhidden.reshape(B * T, C)
+        if acts.head is not None:  # the fused LM head and cross-entropy of GPT.loss
+            _, head_dhidden, head_dwte = acts.head
+            dlnf += head_dhidden
+            grads["transformer.wte.weight"] += head_dwte
         dx = layernorm_backward(dlnf, acts.lnf_norm, acts.lnf_rstd, self.params["transformer.ln_f.weight"],
                                 grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"])
         for layer in reversed(range(self.config.n_layer)):
