@@ -34,7 +34,12 @@ import numpy as np
 from minippo.checks import integer_at_least
 from minippo.nn.attention import attention_backward, attention_bias, attention_forward
 from minippo.nn.data_parallel import RowParallel
-from minippo.nn.inputs import check_attention_mask, check_output_gradients, check_targets, check_token_ids
+from minippo.nn.inputs import (
+    check_attention_mask,
+    check_output_gradients,
+    check_targets,
+    check_token_ids,
+)
 from minippo.nn.layers import (
     embedding_backward,
     embedding_forward,
