@@ -11,7 +11,9 @@ a new token costs one position of attention (:func:`decode_step`):
    only the last position goes through the LM head, and the sampler (``minippo.nn.sampling``) draws.
 
 The decode step is the forward specialised to one position per row, with the LayerNorm gains folded
-into the weights after them (:func:`decode_weights`); it keeps nothing for a backward pass.
+into the weights after them (:func:`decode_weights`); it keeps nothing for a backward pass.  Its
+products split the weights' columns across threads (:func:`linear_by_columns`, :func:`lm_head_by_rows`),
+so that each thread streams its own share of the weights once per step.
 """
 from typing import NamedTuple
 
@@ -20,9 +22,10 @@ import numpy as np
 from minippo.nn.attention import attention_bias, attention_decode
 from minippo.nn.gpt import positions_and_bias
 from minippo.nn.inputs import check_generate
-from minippo.nn.layers import gelu_forward, layernorm_forward, layernorm_normalize, linear_forward
+from minippo.nn.layers import gelu_forward, layernorm_forward, layernorm_normalize
 from minippo.nn.module import as_generator
 from minippo.nn.sampling import TokenSampler
+from minippo.parallel import map_shards, row_shards
 
 
 class Generation(NamedTuple):
@@ -77,10 +80,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     next_position = positions[:, -1] + 1  # (B,)
     blocks = decode_weights(model)
     for step in range(max_new_tokens):
-        # (V, C) @ (C, B) -> (V, B): with few rows, BLAS is about 2x faster with the big matrix on
-        # the left than with xᵀ-times-transposed-embedding; then one copy to (B, V) rows, because
-        # the sampler's row-wise passes over a transposed view cost more than the copy
-        logits = np.ascontiguousarray((model.params["transformer.wte.weight"] @ last_hidden.T).T)
+        logits = lm_head_by_rows(model.params["transformer.wte.weight"], last_hidden)
         token, logprob = sampler.sample(logits)
         sampled_mask[:, step] = ~finished
         tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
@@ -127,6 +127,29 @@ def decode_weights(model):
     return blocks
 
 
+# A decode step reads every weight once for a few rows of activations: its time is the time to stream
+# the weights from memory.  Splitting the few rows across threads would make each thread stream every
+# weight; splitting a weight's columns (the LM head's rows) gives each thread its own slice to stream.
+# Measured at GPT-2 124M on 2 cores: 4-5x faster than one BLAS call with 2 threads at batch 1 and 8.
+def linear_by_columns(x, weight, bias):
+    """y = x W + b for the few rows of x (B, C_in), each thread computing its own columns of y from its
+    own columns of W (C_in, C_out): Wᵀ[cols] xᵀ, with the big matrix on the left as BLAS prefers here."""
+    x_t = np.ascontiguousarray(x.T)  # (C_in, B)
+    out_t = np.empty((weight.shape[1], len(x)), dtype=x.dtype)  # yᵀ: (C_out, B)
+    map_shards(lambda _, cols: np.matmul(weight[:, cols].T, x_t, out=out_t[cols]), row_shards(weight.shape[1]))
+    return np.add(out_t.T, bias, order="C")  # (C_out, B) -> (B, C_out), a new row-major array
+
+
+def lm_head_by_rows(wte, hidden):
+    """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own vocabulary
+    rows E[rows] hᵀ; then one copy to (B, V) rows, because the sampler's row-wise passes over a
+    transposed view cost more than the copy."""
+    hidden_t = np.ascontiguousarray(hidden.T)  # (C, B)
+    logits_t = np.empty((len(wte), len(hidden)), dtype=hidden.dtype)  # zᵀ: (V, B)
+    map_shards(lambda _, rows: np.matmul(wte[rows], hidden_t, out=logits_t[rows]), row_shards(len(wte)))
+    return np.ascontiguousarray(logits_t.T)
+
+
 def decode_step_reference(model, tokens, attention_mask):
     """Textbook twin of :func:`decode_step`: the final hidden state (B, C) of the last position of
     ``tokens`` (B, T), from the whole forward over the sequence so far (no cache, nothing folded).
@@ -154,15 +177,15 @@ def decode_step(model, token, position, bias, kv_caches, start, blocks):
     B, nh, hs = len(token), model.config.n_head, model.config.head_size
     x = model.embed(token, position)  # (B, C)
     for (c_attn, c_proj, c_fc, mlp_proj), (keys, values) in zip(blocks, kv_caches):
-        qkv = linear_forward(layernorm_normalize(x)[0], *c_attn)  # LN₁(x) W_attn + b_attn: (B, 3C)
+        qkv = linear_by_columns(layernorm_normalize(x)[0], *c_attn)  # LN₁(x) W_attn + b_attn: (B, 3C)
         qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
         keys[:, :, start] = qkv[:, 1]
         values[:, :, start] = qkv[:, 2]
         y = attention_decode(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
-        a = linear_forward(y.reshape(B, -1), *c_proj)  # (B, nh, hs) -> (B, C) is a view
+        a = linear_by_columns(y.reshape(B, -1), *c_proj)  # (B, nh, hs) -> (B, C) is a view
         a += x  # a = x + Attn(LN₁(x))
-        fc = linear_forward(layernorm_normalize(a)[0], *c_fc)  # (B, 4C)
-        x = linear_forward(gelu_forward(fc)[0], *mlp_proj)
+        fc = linear_by_columns(layernorm_normalize(a)[0], *c_fc)  # (B, 4C)
+        x = linear_by_columns(gelu_forward(fc)[0], *mlp_proj)
         x += a  # h' = a + MLP(LN₂(a))
     hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
     return hidden
