@@ -156,7 +156,6 @@ def check_parameters(params, config):
 class BlockActivations(NamedTuple):
     """What one block's forward keeps for its backward; rows are the B·T positions."""
 
-    ln1: np.ndarray  # LN₁(x), the attention's input                            (B*T, C)
     ln1_norm: np.ndarray  # x̂ = (x − μ)/σ of LN₁                                 (B*T, C)
     ln1_rstd: np.ndarray  # 1/σ of LN₁                                           (B*T, 1)
     q: np.ndarray  # queries                                                     (B, nh, T, hs)
@@ -164,11 +163,9 @@ class BlockActivations(NamedTuple):
     v: np.ndarray  # values                                                      (B, nh, T, hs)
     att: list  # attention weights, one (P, 1/l) pair per block of queries (attention_forward)
     atty: np.ndarray  # attention output, heads merged: the input of attn.c_proj  (B*T, C)
-    ln2: np.ndarray  # LN₂(a), the MLP's input                                    (B*T, C)
     ln2_norm: np.ndarray  # x̂ of LN₂                                             (B*T, C)
     ln2_rstd: np.ndarray  # 1/σ of LN₂                                           (B*T, 1)
     fc: np.ndarray  # u W_fc + b_fc, the GELU's input                            (B*T, 4C)
-    fc_gelu: np.ndarray  # GELU(fc), the input of mlp.c_proj                     (B*T, 4C)
     gelu_gate: np.ndarray  # the GELU's gate s (gelu_forward)                    (B*T, 4C)
 
 
@@ -375,8 +372,9 @@ class GPT(Module):
         fc_gelu, gelu_gate = gelu_forward(fc)
         out = linear_forward(fc_gelu, p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
         out += a  # residual: h' = a + MLP(LN₂(a))
-        return out, BlockActivations(ln1, ln1_norm, ln1_rstd, q, k, v, att, atty,
-                                     ln2, ln2_norm, ln2_rstd, fc, fc_gelu, gelu_gate)
+        # LN₁(x), LN₂(a) and GELU(fc) are not kept: backward recomputes each from x̂ or the gate in one
+        # pass, which costs less than holding 6C floats per row per layer
+        return out, BlockActivations(ln1_norm, ln1_rstd, q, k, v, att, atty, ln2_norm, ln2_rstd, fc, gelu_gate)
 
     def serial_forward(self, idx, positions, bias, hidden, logits=None):
         """The forward pass over one batch (B, T), layer by layer, in the calling thread.
@@ -408,10 +406,12 @@ class GPT(Module):
         prefix = f"transformer.h.{layer}."
         nh, hs = self.config.n_head, self.config.head_size
         # MLP branch: h' = a + MLP(LN₂(a))
-        dfc_gelu = linear_backward(dout, acts.fc_gelu, p[prefix + "mlp.c_proj.weight"],
+        fc_gelu = acts.fc * acts.gelu_gate  # GELU(fc) = fc·s, recomputed
+        dfc_gelu = linear_backward(dout, fc_gelu, p[prefix + "mlp.c_proj.weight"],
                                    g[prefix + "mlp.c_proj.weight"], g[prefix + "mlp.c_proj.bias"])
-        dfc = gelu_backward(dfc_gelu, acts.fc, acts.fc_gelu, acts.gelu_gate)
-        dln2 = linear_backward(dfc, acts.ln2, p[prefix + "mlp.c_fc.weight"],
+        dfc = gelu_backward(dfc_gelu, acts.fc, fc_gelu, acts.gelu_gate)
+        ln2 = acts.ln2_norm * p[prefix + "ln_2.weight"] + p[prefix + "ln_2.bias"]  # LN₂(a), recomputed
+        dln2 = linear_backward(dfc, ln2, p[prefix + "mlp.c_fc.weight"],
                                g[prefix + "mlp.c_fc.weight"], g[prefix + "mlp.c_fc.bias"])
         da = layernorm_backward(dln2, acts.ln2_norm, acts.ln2_rstd, p[prefix + "ln_2.weight"],
                                 g[prefix + "ln_2.weight"], g[prefix + "ln_2.bias"])
@@ -425,7 +425,8 @@ class GPT(Module):
         attention_backward(datty, acts.q, acts.k, acts.v, atty, acts.att,
                            out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))  # 3 × (B, nh, T, hs)
         dqkv = dqkv.reshape(B * T, -1)  # -> (B*T, 3C)
-        dln1 = linear_backward(dqkv, acts.ln1, p[prefix + "attn.c_attn.weight"],
+        ln1 = acts.ln1_norm * p[prefix + "ln_1.weight"] + p[prefix + "ln_1.bias"]  # LN₁(x), recomputed
+        dln1 = linear_backward(dqkv, ln1, p[prefix + "attn.c_attn.weight"],
                                g[prefix + "attn.c_attn.weight"], g[prefix + "attn.c_attn.bias"])
         dx = layernorm_backward(dln1, acts.ln1_norm, acts.ln1_rstd, p[prefix + "ln_1.weight"],
                                 g[prefix + "ln_1.weight"], g[prefix + "ln_1.bias"])
