@@ -50,9 +50,11 @@ from minippo.nn.layers import (
     linear_backward,
     linear_forward,
 )
-from minippo.nn.lm_head import lm_head_cross_entropy
+from minippo.nn.lm_head import (
+    lm_head_cross_entropy_backward,
+    lm_head_cross_entropy_forward,
+)
 from minippo.nn.module import Module, as_generator, check_dtype
-from minippo.parallel import row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -178,7 +180,7 @@ class Activations(NamedTuple):
     hidden: np.ndarray  # LN_f(hᴸ), the LM head's input                         (B, T, C)
     lnf_norm: np.ndarray  # x̂ of LN_f                                           (B*T, C)
     lnf_rstd: np.ndarray  # 1/σ of LN_f                                         (B*T, 1)
-    head: tuple = None  # after GPT.loss: (loss, dhidden (B*T, C), dE (V, C)) of the fused LM head
+    head: tuple = None  # after GPT.loss: (loss, targets, weights, log Σ exp z), the last three (B*T,)
 
 
 def positions_and_bias(mask, B, T, dtype):
@@ -210,7 +212,6 @@ class GPT(Module):
         self.hidden = None
         self._parallel = RowParallel()  # the activations of the last forward, per shard of rows
         self._last_forward = None  # "logits", "hidden" or "loss": what the last forward computed
-        self._head_grads = []  # per shard, the LM head's dE from the last loss(), for backward
 
     def load_state_dict(self, state_dict):
         """Load parameters named as in a Hugging Face GPT-2 checkpoint.
@@ -260,8 +261,9 @@ class GPT(Module):
 
         The LM head and the cross-entropy run fused over chunks of rows
         (:func:`minippo.nn.lm_head.lm_head_cross_entropy`): the (B, T, vocab) logits and their gradient
-        are never held whole.  Their gradient is computed here and added by the next :meth:`backward`
-        (call it with no argument, or with ``dhidden`` from heads reading ``self.hidden``).  The same
+        are never held whole: the forward keeps log Σ exp z per position, and the next :meth:`backward`
+        (with no argument, or with ``dhidden`` from heads reading ``self.hidden``) recomputes the logits
+        chunk by chunk and adds their gradient.  The same
         number as ``cross_entropy(model.forward(idx), targets)`` (its textbook path).
         """
         idx = check_token_ids(idx, self.config, self.config.block_size)
@@ -271,17 +273,12 @@ class GPT(Module):
         weights = counted * np.asarray(1.0 / counted.sum(), dtype=self.config.dtype)  # w_t = 1/n or 0: (B, T)
         targets = np.where(counted, targets, 0)
         wte = self.params["transformer.wte.weight"]
-        head_grads = self._head_grads  # one dE buffer per shard, reused from call to call
-        while len(head_grads) < len(row_shards(len(idx))):
-            head_grads.append(np.empty_like(wte))
 
-        def forward_rows(index, rows, positions, bias, hidden):
+        def forward_rows(_, rows, positions, bias, hidden):
             activations = self.serial_forward(idx[rows], positions, bias, hidden)
-            head_grads[index].fill(0.0)
-            loss, dhidden = lm_head_cross_entropy(hidden.reshape(-1, wte.shape[1]), wte,  # (B*T, C) rows
-                                                  targets[rows].reshape(-1), weights[rows].reshape(-1),
-                                                  head_grads[index])
-            return activations._replace(head=(loss, dhidden, head_grads[index]))
+            head = (targets[rows].reshape(-1), weights[rows].reshape(-1))  # (B*T,) each
+            loss, log_normalizers = lm_head_cross_entropy_forward(hidden.reshape(-1, wte.shape[1]), wte, *head)
+            return activations._replace(head=(loss, *head, log_normalizers))
 
         shards = self._sharded_forward(forward_rows, idx, mask, "loss")
         return sum(activations.head[0] for activations in shards)
@@ -449,9 +446,9 @@ class GPT(Module):
         if dhidden is not None:
             dlnf += dhidden.reshape(B * T, C)
         if acts.head is not None:  # the fused LM head and cross-entropy of GPT.loss
-            _, head_dhidden, head_dwte = acts.head
-            dlnf += head_dhidden
-            grads["transformer.wte.weight"] += head_dwte
+            _, targets, weights, log_normalizers = acts.head
+            dlnf += lm_head_cross_entropy_backward(acts.hidden.reshape(B * T, C), wte, targets, weights,
+                                                   log_normalizers, grads["transformer.wte.weight"])
         dx = layernorm_backward(dlnf, acts.lnf_norm, acts.lnf_rstd, self.params["transformer.ln_f.weight"],
                                 grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"])
         for layer in reversed(range(self.config.n_layer)):

@@ -10,9 +10,11 @@ For final hidden states h_t (N, C), the tied LM head E (V, C), targets y_t and w
 At GPT-2's vocabulary (V = 50,257) those logits and their gradient are the largest arrays of a train
 step, 2·N·V floats (400 MB at N = 1024), each written and read several times.
 :func:`lm_head_cross_entropy` computes the same loss and gradients ``chunk_rows`` rows at a time, as
-llm.c and fused-linear-cross-entropy kernels do: one (chunk, V) buffer holds a chunk's logits, turns
-into its gradient in place, and is used by the two products before the next chunk overwrites it.
-dE is accumulated by BLAS itself (gemm with β = 1), so no (V, C) temporary is made per chunk.
+fused-linear-cross-entropy kernels do: the forward keeps only the loss and log Σ exp z per row; the
+backward recomputes a chunk's logits into one (chunk, V) buffer, turns them into their gradient in
+place, and uses it for the two products before the next chunk overwrites it.  dE is accumulated by
+BLAS itself (gemm with β = 1), so no (V, C) temporary is made per chunk, and it goes straight into the
+gradient buffer: nothing of size V·C is held between forward and backward.
 """
 import numpy as np
 from scipy.linalg import blas as scipy_blas
@@ -38,32 +40,55 @@ def lm_head_cross_entropy_reference(hidden, wte, targets, weights, dwte):
 
 
 def lm_head_cross_entropy(hidden, wte, targets, weights, dwte, chunk_rows=CHUNK_ROWS):
-    """L = Σ_t w_t · (−log softmax(h_t Eᵀ)[y_t]) and its gradients, ``chunk_rows`` rows at a time.
+    """L = Σ_t w_t · (−log softmax(h_t Eᵀ)[y_t]) and its gradients: :func:`lm_head_cross_entropy_forward`
+    then :func:`lm_head_cross_entropy_backward`.
 
     hidden (N, C) and wte (V, C) in one dtype; targets (N,) integer ids in [0, V); weights (N,) in that
     dtype.  Returns ``(L, dhidden)`` with dhidden (N, C), and adds dL/dE into ``dwte`` (V, C).
-    Runs in the calling thread (a GPT calls it on each shard of rows).
     Textbook twin: :func:`lm_head_cross_entropy_reference`.
     """
+    loss, log_normalizers = lm_head_cross_entropy_forward(hidden, wte, targets, weights, chunk_rows)
+    return loss, lm_head_cross_entropy_backward(hidden, wte, targets, weights, log_normalizers, dwte, chunk_rows)
+
+
+def lm_head_cross_entropy_forward(hidden, wte, targets, weights, chunk_rows=CHUNK_ROWS):
+    """``(L, log Σ_j exp z_tj)``: the loss and, per row, the log of the softmax's normaliser -- all that
+    backward keeps of the logits (N floats instead of N·V).  One (chunk, V) buffer of logits at a time."""
+    N = len(hidden)
+    log_normalizers = np.empty(N, dtype=hidden.dtype)
+    buffer = np.empty((min(chunk_rows, N), len(wte)), dtype=hidden.dtype)
+    loss = 0.0
+    for start in range(0, N, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, N))
+        y, n = targets[rows], rows.stop - rows.start
+        logits = np.matmul(hidden[rows], wte.T, out=buffer[:n])  # z: (n, C) @ (C, V) -> (n, V)
+        peak = logits.max(axis=-1)  # max z
+        target_logits = logits[np.arange(n), y]  # z_y
+        logits -= peak[:, None]
+        log_normalizers[rows] = peak + np.log(row_sums(np.exp(logits, out=logits)))  # log Σ exp z
+        loss -= float(np.dot(weights[rows], target_logits - log_normalizers[rows]))  # −Σ w log π(y)
+    return loss, log_normalizers
+
+
+def lm_head_cross_entropy_backward(hidden, wte, targets, weights, log_normalizers, dwte, chunk_rows=CHUNK_ROWS):
+    """dhidden (N, C), adding dE into ``dwte`` (V, C): per chunk the logits again (one product), then
+    dz = w (π − onehot(y)) in place with π = exp(z − log Σ exp z), dE += dzᵀ h and dh = dz E.
+
+    Recomputing the logits costs one product of the three; keeping them would cost N·V floats."""
     N = len(hidden)
     gemm = scipy_blas.get_blas_funcs("gemm", (hidden,))
     dwte_t = dwte.T  # (C, V), Fortran-ordered: gemm writes into it in place
     dhidden = np.empty_like(hidden)
     buffer = np.empty((min(chunk_rows, N), len(wte)), dtype=hidden.dtype)
-    loss = 0.0
     for start in range(0, N, chunk_rows):
         rows = slice(start, min(start + chunk_rows, N))
-        h, y, w = hidden[rows], targets[rows], weights[rows]
-        n = len(y)
+        h, y, w, n = hidden[rows], targets[rows], weights[rows], rows.stop - rows.start
         probs = np.matmul(h, wte.T, out=buffer[:n])  # z: (n, C) @ (C, V) -> (n, V)
-        probs -= probs.max(axis=-1, keepdims=True)  # z − max z
-        target_logits = probs[np.arange(n), y]  # z_y − max z
-        np.exp(probs, out=probs)
-        sums = row_sums(probs)  # Σ_j exp(z_j − max z)
-        loss -= float(np.dot(w, target_logits - np.log(sums)))  # −Σ w log π(y)
-        probs *= (w / sums)[:, None]  # w π
+        probs -= log_normalizers[rows, None]
+        np.exp(probs, out=probs)  # π
+        probs *= w[:, None]  # w π
         probs[np.arange(n), y] -= w  # dz = w (π − onehot(y))
         # dEᵀ (C, V) += hᵀ dz: gemm on Fortran-ordered views, β = 1 accumulates in place
         gemm(1.0, h.T, probs.T, beta=1.0, c=dwte_t, trans_b=True, overwrite_c=True)
         np.matmul(probs, wte, out=dhidden[rows])  # dh = dz E: (n, V) @ (V, C) -> (n, C)
-    return loss, dhidden
+    return dhidden
