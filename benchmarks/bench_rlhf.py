@@ -2,6 +2,12 @@
 
     python benchmarks/bench_rlhf.py                 # the demo's model and config M
     python benchmarks/bench_rlhf.py --configs demo --iterations 5
+    python benchmarks/bench_rlhf.py --model gpt2 --iterations 1 --warmup 0   # GPT-2 124M, peak memory
+
+``--model gpt2`` runs a 124M policy (random weights, GPT-2's vocabulary of 50,257) with a frozen
+reference, a value head on the policy's trunk (``critic="shared"``) and a 124M reward model
+(a :class:`~minippo.rewards.reward_model.RewardModel`, random weights) as the reward, on 16 prompts of
+16 tokens with 48 new tokens, and prints the peak resident memory of the process (VmHWM) beside the split.
 
 One PPO iteration of :class:`minippo.rlhf.trainer.RLHFTrainer` is split into
 
@@ -20,9 +26,10 @@ import statistics
 import time
 
 import numpy as np
-from _options import positive_int
+from _options import non_negative_int, positive_int
 
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.rewards.reward_model import RewardModel
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 
 CONFIGS = {
@@ -32,6 +39,10 @@ CONFIGS = {
     # config M of benchmarks/bench_gpt.py
     "M": dict(model=dict(vocab_size=2048, block_size=256, n_layer=6, n_head=8, n_embd=256),
               batch_size=32, minibatch_size=8, prompt_length=64, max_new_tokens=64),
+    # GPT-2 124M policy and a 124M reward model (--model gpt2)
+    "gpt2": dict(model=dict(vocab_size=50257, block_size=64, n_layer=12, n_head=12, n_embd=768),
+                 batch_size=16, minibatch_size=8, prompt_length=16, max_new_tokens=48,
+                 critic="shared", reward_model=True),
 }
 
 
@@ -55,18 +66,36 @@ def length_reward(prompts, responses):
     return np.array([len(r) / 100.0 for r in responses])
 
 
-def measure(name, iterations, seed=0):
+class ModelReward:
+    """A reward model as the reward: prompt and response texts joined by a space (number tokens)."""
+
+    def __init__(self, model_config, tokenizer, seed):
+        self.model = RewardModel(GPT(model_config, seed=seed + 1), tokenizer, seed=seed + 2)
+
+    def __call__(self, prompts, responses):
+        return self.model([prompt + " " for prompt in prompts], responses)
+
+
+def peak_memory_mb():
+    """This process's peak resident set (VmHWM), in MB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+def measure(name, iterations, warmup, seed=0):
     spec = CONFIGS[name]
     model_config = GPTConfig(**spec["model"])
     tokenizer = NumberTokenizer(model_config.vocab_size)
     rng = np.random.default_rng(seed)
     policy = GPT(model_config, seed=seed)
     config = RLHFConfig(batch_size=spec["batch_size"], minibatch_size=spec["minibatch_size"],
-                        max_new_tokens=spec["max_new_tokens"], seed=seed)
-    trainer = RLHFTrainer(policy, length_reward, tokenizer, config)
+                        max_new_tokens=spec["max_new_tokens"], seed=seed, critic=spec.get("critic", "separate"))
+    reward = ModelReward(model_config, tokenizer, seed) if spec.get("reward_model") else length_reward
+    trainer = RLHFTrainer(policy, reward, tokenizer, config)
     prompts = [" ".join(map(str, row)) for row in
                rng.integers(0, model_config.vocab_size - 1, (config.batch_size, spec["prompt_length"]))]
-    trainer.iteration(prompts)  # warm-up
+    for _ in range(warmup):
+        trainer.iteration(prompts)
     timings = {phase: [] for phase in ("generate", "score", "forward", "train")}
     totals = []
     for _ in range(iterations):
@@ -81,7 +110,7 @@ def measure(name, iterations, seed=0):
               "train": 2 * config.update_epochs * B * T}
     print(f"\n{name}: {policy.num_parameters():,} parameters, batch {B}, prompt {spec['prompt_length']} + "
           f"{config.max_new_tokens} new tokens, {config.update_epochs} epochs of minibatch {config.minibatch_size}; "
-          f"{total:.2f} s per iteration (median of {iterations})")
+          f"{total:.2f} s per iteration (median of {iterations}); peak resident memory {peak_memory_mb():,.0f} MB")
     print(f"  {'phase':10s}{'seconds':>10s}{'share':>8s}{'tokens/s':>12s}")
     for phase, values in timings.items():
         seconds = statistics.median(values)
@@ -91,12 +120,15 @@ def measure(name, iterations, seed=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["demo", "M"])
+    parser.add_argument("--model", choices=["gpt2"], default=None,
+                        help="GPT-2 124M policy and reward model instead of --configs")
     parser.add_argument("--iterations", type=positive_int, default=3,
                         help="timed iterations per config (default: 3)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed iterations first (default: 1)")
     args = parser.parse_args()
-    for name in args.configs:
-        measure(name, args.iterations)
+    for name in [args.model] if args.model else args.configs:
+        measure(name, args.iterations, args.warmup)
 
 
 if __name__ == "__main__":

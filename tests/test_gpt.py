@@ -492,24 +492,13 @@ def test_sampling_frequencies():
     assert set(np.unique(tokens)) == set(nucleus)
 
 
-class FixedUniforms:
-    """Stands in for a Generator: ``random(n)`` returns the given u values."""
-
-    def __init__(self, values):
-        self.values = np.asarray(values, dtype=np.float64)
-
-    def random(self, size):
-        assert size == len(self.values)
-        return self.values
-
-
 @pytest.mark.parametrize("vocab", [13, 16, 257])
 def test_two_level_draw_is_the_inverse_cdf(vocab):
     """The block-wise search finds the first j with F_j > u·F_V, as a search of the whole cumsum does."""
     rng = np.random.default_rng(vocab)
     probs = rng.dirichlet(np.full(vocab, 0.3), size=64)
     u = np.concatenate([rng.random(60), [0.0, 0.5, 0.999, 1.0 - 2.0**-53]])
-    tokens = TokenSampler(1.0, None, None, vocab, FixedUniforms(u))._draw(np.log(probs))[0]
+    tokens = TokenSampler(1.0, None, None, vocab, rng=None)._draw(np.log(probs), u)[0]  # u: the uniform draws
     cumulative = np.cumsum(probs, axis=1)
     expected = [np.searchsorted(c, value * c[-1], side="right") for c, value in zip(cumulative, u)]
     np.testing.assert_array_equal(tokens, np.minimum(expected, vocab - 1))
@@ -532,7 +521,7 @@ def test_draw_never_picks_a_token_of_probability_zero():
     u = [0.0, 0.25, 0.5, 0.7499999, 0.75, 1.0 - 2.0**-53]
     with np.errstate(divide="ignore"):
         log_probs = np.tile(np.log(probs), (len(u), 1))
-    tokens = TokenSampler(1.0, None, None, 16, FixedUniforms(u))._draw(log_probs)[0]
+    tokens = TokenSampler(1.0, None, None, 16, rng=None)._draw(log_probs, np.asarray(u))[0]
     np.testing.assert_array_equal(tokens, [1, 6, 6, 6, 9, 9])
     # a threshold above every cumulative sum (rounding) falls back to the last entry with mass
     mass = np.array([[0.0, 2.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]])

@@ -16,7 +16,7 @@ from minippo.nn.attention import (
     max_norm,
 )
 from minippo.nn.categorical import cross_entropy, cross_entropy_reference
-from minippo.nn.generation import decode_step, decode_step_reference, decode_weights
+from minippo.nn.generation import decode_step, decode_step_reference
 from minippo.nn.gpt import positions_and_bias
 from minippo.nn.layers import (
     embedding_backward,
@@ -165,6 +165,6 @@ def test_decode_step_twin_is_the_full_forward_at_the_last_position(padded):
     tokens = np.concatenate([PROMPT, token[:, None]], axis=1)
     full_mask = np.concatenate([mask, np.ones((B, 1), dtype=int)], axis=1)
     decode_bias = attention_bias(np.array([T0]), T0 + 1, full_mask, config.dtype) if padded else None
-    hidden = decode_step(model, token, positions[:, -1] + 1, decode_bias, kv_caches, T0, decode_weights(model))
+    hidden = decode_step(model, token, positions[:, -1] + 1, decode_bias, kv_caches, T0)
     expected = decode_step_reference(model, tokens, full_mask if padded else None)
     np.testing.assert_allclose(hidden, expected, rtol=1e-12, atol=1e-12)

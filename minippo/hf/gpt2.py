@@ -108,9 +108,8 @@ def load_trunk(directory, dtype, mmap_file, head_shapes):
     tensors, source = load_weights(directory, mmap_file)
     shapes = {**parameter_shapes(config), **head_shapes(config)}
     weights = converted(trunk_tensors(tensors, source), shapes, dtype, source)
-    model = GPT(config, seed=0)
-    for name in model.params:  # the arrays themselves, so memory-mapped weights stay mapped
-        model.params[name] = weights.pop(name)
+    # the arrays themselves, so memory-mapped weights stay mapped; no random initialisation first
+    model = GPT(config, params={name: weights.pop(name) for name in parameter_shapes(config)})
     return model, weights, values
 
 

@@ -6,6 +6,7 @@ first (the equation as code), then the fast version (same result, less work).
 - ``layers``        linear, LayerNorm, GELU, tanh, embedding: forward/backward pairs
 - ``attention``     causal multi-head attention (all heads batched) with padding masks
 - ``categorical``   log-softmax, token log-probabilities, entropy, fused cross-entropy
+- ``lm_head``       the LM head and cross-entropy fused over chunks of rows (``GPT.loss``)
 - ``module``        named parameters with accumulating gradient buffers
 - ``gpt``           the GPT-2 transformer: config, parameters, forward, backward
 - ``inputs``        the checks of the GPT's forward, backward and generate arguments

@@ -25,10 +25,10 @@ class RowParallel:
         self.spare_grads = []  # a gradient dict per shard after the first, reused from call to call
 
     def forward(self, forward_rows, batch_size):
-        """Run ``forward_rows(rows)`` on every shard of ``range(batch_size)`` (a slice each) and keep
-        what each returns."""
+        """Run ``forward_rows(shard, rows)`` on every shard of ``range(batch_size)`` (its index and a
+        slice) and keep what each returns."""
         shards = row_shards(batch_size)
-        activations = map_shards(lambda _, rows: forward_rows(rows), shards)
+        activations = map_shards(forward_rows, shards)
         self.shards, self.activations = shards, activations  # only after every shard succeeded
 
     def backward(self, backward_rows, grads):

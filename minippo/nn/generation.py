@@ -10,8 +10,13 @@ a new token costs one position of attention (:func:`decode_step`):
 2. decode: the newest token alone runs through the blocks, its query attending to every cached key;
    only the last position goes through the LM head, and the sampler (``minippo.nn.sampling``) draws.
 
-The decode step is the forward specialised to one position per row, with the LayerNorm gains folded
-into the weights after them (:func:`decode_weights`); it keeps nothing for a backward pass.
+The decode step is the forward specialised to one position per row; it keeps nothing for a backward
+pass.  (Folding the LayerNorm gains into the weights after them would save two passes over a few rows
+per LayerNorm, for a copy of 7C² floats per layer at every ``generate`` call: 200 MB and seconds at
+GPT-2 124M under load, so the weights are used as they are.)  The prompt's prefill runs on shards of
+the rows in threads, as ``GPT.forward`` does.  Its
+products split the weights' columns across threads (:func:`linear_by_columns`, :func:`lm_head_by_rows`),
+so that each thread streams its own share of the weights once per step.
 """
 from typing import NamedTuple
 
@@ -20,9 +25,10 @@ import numpy as np
 from minippo.nn.attention import attention_bias, attention_decode
 from minippo.nn.gpt import positions_and_bias
 from minippo.nn.inputs import check_generate
-from minippo.nn.layers import gelu_forward, layernorm_forward, layernorm_normalize, linear_forward
+from minippo.nn.layers import gelu_forward, layernorm_forward
 from minippo.nn.module import as_generator
 from minippo.nn.sampling import TokenSampler
+from minippo.parallel import map_shards, row_shards
 
 
 class Generation(NamedTuple):
@@ -66,21 +72,22 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     sampled_mask = np.zeros((B, max_new_tokens), dtype=bool)
     finished = np.zeros(B, dtype=bool)
 
-    # prefill: the whole prompt at once, its keys and values into the cache
+    # prefill: the whole prompt at once, on shards of the rows in threads; its keys and values into the cache
     positions, bias = positions_and_bias(None if prompt_unpadded else mask, B, T0, config.dtype)
     hidden = np.empty((B, T0, config.n_embd), dtype=config.dtype)
-    prompt = model.serial_forward(idx, positions, bias, hidden)
-    for (keys, values), block in zip(kv_caches, prompt.blocks):
-        keys[:, :, :T0] = block.k
-        values[:, :, :T0] = block.v
+
+    def prefill_rows(_, rows):
+        prompt = model.serial_forward(idx[rows], positions[rows], bias if prompt_unpadded else bias[rows],
+                                      hidden[rows])
+        for (keys, values), block in zip(kv_caches, prompt.blocks):
+            keys[rows, :, :T0] = block.k
+            values[rows, :, :T0] = block.v
+
+    map_shards(prefill_rows, row_shards(B))
     last_hidden = hidden[:, -1]  # (B, C): only the last position goes through the LM head
     next_position = positions[:, -1] + 1  # (B,)
-    blocks = decode_weights(model)
     for step in range(max_new_tokens):
-        # (V, C) @ (C, B) -> (V, B): with few rows, BLAS is about 2x faster with the big matrix on
-        # the left than with xᵀ-times-transposed-embedding; then one copy to (B, V) rows, because
-        # the sampler's row-wise passes over a transposed view cost more than the copy
-        logits = np.ascontiguousarray((model.params["transformer.wte.weight"] @ last_hidden.T).T)
+        logits = lm_head_by_rows(model.params["transformer.wte.weight"], last_hidden)
         token, logprob = sampler.sample(logits)
         sampled_mask[:, step] = ~finished
         tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
@@ -94,37 +101,32 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
         # the newest query may see every cached key, so only padding needs a mask
         bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
                                                            key_mask[:, :start + 1], config.dtype)
-        last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start, blocks)
+        last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start)
         next_position = next_position + 1
     return Generation(tokens, logprobs, sampled_mask)
 
 
-def decode_weights(model):
-    """Each block's linear layers as (weight, bias) pairs for decoding, LayerNorm gains folded in.
+# A decode step reads every weight once for a few rows of activations: its time is the time to stream
+# the weights from memory.  Splitting the few rows across threads would make each thread stream every
+# weight; splitting a weight's columns (the LM head's rows) gives each thread its own slice to stream.
+# Measured at GPT-2 124M on 2 cores: 4-5x faster than one BLAS call with 2 threads at batch 1 and 8.
+def linear_by_columns(x, weight, bias):
+    """y = x W + b for the few rows of x (B, C_in), each thread computing its own columns of y from its
+    own columns of W (C_in, C_out): Wᵀ[cols] xᵀ, with the big matrix on the left as BLAS prefers here."""
+    x_t = np.ascontiguousarray(x.T)  # (C_in, B)
+    out_t = np.empty((weight.shape[1], len(x)), dtype=x.dtype)  # yᵀ: (C_out, B)
+    map_shards(lambda _, cols: np.matmul(weight[:, cols].T, x_t, out=out_t[cols]), row_shards(weight.shape[1]))
+    return np.add(out_t.T, bias, order="C")  # (C_out, B) -> (B, C_out), a new row-major array
 
-    LN₁ feeds only c_attn and LN₂ only c_fc, and for a LayerNorm with gain γ and bias β
 
-        LN(x) W + b = (x̂ ⊙ γ + β) W + b = x̂ (γ ⊙ W) + (β W + b),   x̂ = (x − μ)/σ,
-
-    where γ ⊙ W scales row i of W by γ_i.  So a decode step only normalises x: two passes over its
-    rows fewer per LayerNorm, every step, for one pass over these weights per ``generate`` call.
-    Returns per block: (c_attn, c_proj, c_fc, mlp c_proj), each a (weight, bias) pair.
-    """
-    p = model.params
-
-    def folded(prefix, norm, linear):
-        gain, shift = p[prefix + norm + ".weight"], p[prefix + norm + ".bias"]
-        weight, bias = p[prefix + linear + ".weight"], p[prefix + linear + ".bias"]
-        return gain[:, None] * weight, shift @ weight + bias  # (C, out), (out,)
-
-    blocks = []
-    for layer in range(model.config.n_layer):
-        prefix = f"transformer.h.{layer}."
-        blocks.append((folded(prefix, "ln_1", "attn.c_attn"),
-                       (p[prefix + "attn.c_proj.weight"], p[prefix + "attn.c_proj.bias"]),
-                       folded(prefix, "ln_2", "mlp.c_fc"),
-                       (p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])))
-    return blocks
+def lm_head_by_rows(wte, hidden):
+    """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own vocabulary
+    rows E[rows] hᵀ; then one copy to (B, V) rows, because the sampler's row-wise passes over a
+    transposed view cost more than the copy."""
+    hidden_t = np.ascontiguousarray(hidden.T)  # (C, B)
+    logits_t = np.empty((len(wte), len(hidden)), dtype=hidden.dtype)  # zᵀ: (V, B)
+    map_shards(lambda _, rows: np.matmul(wte[rows], hidden_t, out=logits_t[rows]), row_shards(len(wte)))
+    return np.ascontiguousarray(logits_t.T)
 
 
 def decode_step_reference(model, tokens, attention_mask):
@@ -141,28 +143,31 @@ def decode_step_reference(model, tokens, attention_mask):
     return hidden[:, -1]
 
 
-def decode_step(model, token, position, bias, kv_caches, start, blocks):
+def decode_step(model, token, position, bias, kv_caches, start):
     """The final hidden state (B, C) of one new token per row, at cache position ``start``.
 
     ``GPT.block_forward`` specialised to one position: rows are (B, C), the heads need no transpose
-    ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode`, the LayerNorm
-    gains sit in the weights ``blocks`` (from :func:`decode_weights`), and nothing is kept for
-    backward.  The new keys and values are written into ``kv_caches``.  Textbook twin:
-    :func:`decode_step_reference`.
+    ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode`, the products split
+    the weights' columns across threads (:func:`linear_by_columns`), and nothing is kept for backward.
+    The new keys and values are written into ``kv_caches``.  Textbook twin: :func:`decode_step_reference`.
     """
     p = model.params
     B, nh, hs = len(token), model.config.n_head, model.config.head_size
     x = model.embed(token, position)  # (B, C)
-    for (c_attn, c_proj, c_fc, mlp_proj), (keys, values) in zip(blocks, kv_caches):
-        qkv = linear_forward(layernorm_normalize(x)[0], *c_attn)  # LN₁(x) W_attn + b_attn: (B, 3C)
+    for layer, (keys, values) in enumerate(kv_caches):
+        prefix = f"transformer.h.{layer}."
+        ln1, _, _ = layernorm_forward(x, p[prefix + "ln_1.weight"], p[prefix + "ln_1.bias"])
+        qkv = linear_by_columns(ln1, p[prefix + "attn.c_attn.weight"], p[prefix + "attn.c_attn.bias"])  # (B, 3C)
         qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
         keys[:, :, start] = qkv[:, 1]
         values[:, :, start] = qkv[:, 2]
         y = attention_decode(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
-        a = linear_forward(y.reshape(B, -1), *c_proj)  # (B, nh, hs) -> (B, C) is a view
+        a = linear_by_columns(y.reshape(B, -1), p[prefix + "attn.c_proj.weight"],  # (B, nh, hs) -> (B, C)
+                              p[prefix + "attn.c_proj.bias"])
         a += x  # a = x + Attn(LN₁(x))
-        fc = linear_forward(layernorm_normalize(a)[0], *c_fc)  # (B, 4C)
-        x = linear_forward(gelu_forward(fc)[0], *mlp_proj)
+        ln2, _, _ = layernorm_forward(a, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
+        fc = linear_by_columns(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"])  # (B, 4C)
+        x = linear_by_columns(gelu_forward(fc)[0], p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
         x += a  # h' = a + MLP(LN₂(a))
     hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
     return hidden

@@ -31,10 +31,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minippo.checks import integer_at_least
+from minippo.checks import integer_at_least, some_names
 from minippo.nn.attention import attention_backward, attention_bias, attention_forward
 from minippo.nn.data_parallel import RowParallel
-from minippo.nn.inputs import check_attention_mask, check_output_gradients, check_token_ids
+from minippo.nn.inputs import (
+    check_attention_mask,
+    check_output_gradients,
+    check_targets,
+    check_token_ids,
+)
 from minippo.nn.layers import (
     embedding_backward,
     embedding_forward,
@@ -44,6 +49,10 @@ from minippo.nn.layers import (
     layernorm_forward,
     linear_backward,
     linear_forward,
+)
+from minippo.nn.lm_head import (
+    lm_head_cross_entropy_backward,
+    lm_head_cross_entropy_forward,
 )
 from minippo.nn.module import Module, as_generator, check_dtype
 
@@ -129,10 +138,26 @@ def init_parameters(config, rng):
     return params
 
 
+def check_parameters(params, config):
+    """``params`` as a dict of exactly the arrays :func:`parameter_shapes` names, each of its shape and in
+    ``config.dtype`` (not copied); a ValueError lists what is missing, unexpected or wrong."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+    shapes = parameter_shapes(config)
+    problems = [f"missing {name}" for name in shapes if name not in params]
+    problems += [f"unexpected {name}" for name in params if name not in shapes]
+    problems += [f"{name}: {np.shape(value)} {getattr(value, 'dtype', type(value).__name__)}, expected "
+                 f"{shapes[name]} {config.dtype}" for name, value in params.items()
+                 if name in shapes and (not isinstance(value, np.ndarray) or value.shape != shapes[name]
+                                        or value.dtype != config.dtype)]
+    if problems:
+        raise ValueError("params do not fit the config: " + some_names(problems, separator="; "))
+    return dict(params)
+
+
 class BlockActivations(NamedTuple):
     """What one block's forward keeps for its backward; rows are the B·T positions."""
 
-    ln1: np.ndarray  # LN₁(x), the attention's input                            (B*T, C)
     ln1_norm: np.ndarray  # x̂ = (x − μ)/σ of LN₁                                 (B*T, C)
     ln1_rstd: np.ndarray  # 1/σ of LN₁                                           (B*T, 1)
     q: np.ndarray  # queries                                                     (B, nh, T, hs)
@@ -140,11 +165,9 @@ class BlockActivations(NamedTuple):
     v: np.ndarray  # values                                                      (B, nh, T, hs)
     att: list  # attention weights, one (P, 1/l) pair per block of queries (attention_forward)
     atty: np.ndarray  # attention output, heads merged: the input of attn.c_proj  (B*T, C)
-    ln2: np.ndarray  # LN₂(a), the MLP's input                                    (B*T, C)
     ln2_norm: np.ndarray  # x̂ of LN₂                                             (B*T, C)
     ln2_rstd: np.ndarray  # 1/σ of LN₂                                           (B*T, 1)
     fc: np.ndarray  # u W_fc + b_fc, the GELU's input                            (B*T, 4C)
-    fc_gelu: np.ndarray  # GELU(fc), the input of mlp.c_proj                     (B*T, 4C)
     gelu_gate: np.ndarray  # the GELU's gate s (gelu_forward)                    (B*T, 4C)
 
 
@@ -157,6 +180,7 @@ class Activations(NamedTuple):
     hidden: np.ndarray  # LN_f(hᴸ), the LM head's input                         (B, T, C)
     lnf_norm: np.ndarray  # x̂ of LN_f                                           (B*T, C)
     lnf_rstd: np.ndarray  # 1/σ of LN_f                                         (B*T, 1)
+    head: tuple = None  # after GPT.loss: (loss, targets, weights, log Σ exp z), the last three (B*T,)
 
 
 def positions_and_bias(mask, B, T, dtype):
@@ -173,16 +197,21 @@ def positions_and_bias(mask, B, T, dtype):
 
 
 class GPT(Module):
-    """GPT-2 with manual backward.  ``GPT(config, seed=0)``; see the module docstring for the math."""
+    """GPT-2 with manual backward.  ``GPT(config, seed=0)``; see the module docstring for the math.
 
-    def __init__(self, config, seed=None):
+    ``GPT(config, params=arrays)`` uses the given arrays themselves (named as :func:`parameter_shapes`,
+    in the config's dtype; e.g. memory-mapped weights of a checkpoint) and skips the random initialisation.
+    """
+
+    def __init__(self, config, seed=None, params=None):
         if not isinstance(config, GPTConfig):
             raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         self.config = config
-        super().__init__(init_parameters(config, as_generator(seed)))
+        super().__init__(init_parameters(config, as_generator(seed)) if params is None
+                         else check_parameters(params, config))
         self.hidden = None
         self._parallel = RowParallel()  # the activations of the last forward, per shard of rows
-        self._has_logits = None  # whether the last forward computed logits (None: no forward yet)
+        self._last_forward = None  # "logits", "hidden" or "loss": what the last forward computed
 
     def load_state_dict(self, state_dict):
         """Load parameters named as in a Hugging Face GPT-2 checkpoint.
@@ -217,31 +246,68 @@ class GPT(Module):
         idx = check_token_ids(idx, self.config, self.config.block_size)
         mask = check_attention_mask(attention_mask, idx.shape)
         B, T = idx.shape
-        positions, bias = positions_and_bias(mask, B, T, self.config.dtype)
-        hidden = np.empty((B, T, self.config.n_embd), dtype=self.config.dtype)
         logits = np.empty((B, T, self.config.vocab_size), dtype=self.config.dtype) if compute_logits else None
 
-        def forward_rows(rows):
-            return self.serial_forward(idx[rows], positions[rows], bias if mask is None else bias[rows],
-                                       hidden[rows], None if logits is None else logits[rows])
+        def forward_rows(_, rows, positions, bias, hidden):
+            return self.serial_forward(idx[rows], positions, bias, hidden,
+                                       None if logits is None else logits[rows])
 
-        self._parallel.forward(forward_rows, B)
-        self.hidden, self._has_logits = hidden, compute_logits
+        self._sharded_forward(forward_rows, idx, mask, "logits" if compute_logits else "hidden")
         return logits
+
+    def loss(self, idx, targets, attention_mask=None, ignore_index=-1):
+        """Mean cross-entropy −(1/n) Σ_t log π(targets_t) of the next-token distributions of ``idx``
+        (B, T) over the n positions whose target is not ``ignore_index``; a float.
+
+        The LM head and the cross-entropy run fused over chunks of rows
+        (:func:`minippo.nn.lm_head.lm_head_cross_entropy`): the (B, T, vocab) logits and their gradient
+        are never held whole: the forward keeps log Σ exp z per position, and the next :meth:`backward`
+        (with no argument, or with ``dhidden`` from heads reading ``self.hidden``) recomputes the logits
+        chunk by chunk and adds their gradient.  The same
+        number as ``cross_entropy(model.forward(idx), targets)`` (its textbook path).
+        """
+        idx = check_token_ids(idx, self.config, self.config.block_size)
+        mask = check_attention_mask(attention_mask, idx.shape)
+        targets = check_targets(targets, idx.shape, self.config.vocab_size, ignore_index)
+        counted = targets != ignore_index
+        weights = counted * np.asarray(1.0 / counted.sum(), dtype=self.config.dtype)  # w_t = 1/n or 0: (B, T)
+        targets = np.where(counted, targets, 0)
+        wte = self.params["transformer.wte.weight"]
+
+        def forward_rows(_, rows, positions, bias, hidden):
+            activations = self.serial_forward(idx[rows], positions, bias, hidden)
+            head = (targets[rows].reshape(-1), weights[rows].reshape(-1))  # (B*T,) each
+            loss, log_normalizers = lm_head_cross_entropy_forward(hidden.reshape(-1, wte.shape[1]), wte, *head)
+            return activations._replace(head=(loss, *head, log_normalizers))
+
+        shards = self._sharded_forward(forward_rows, idx, mask, "loss")
+        return sum(activations.head[0] for activations in shards)
+
+    def _sharded_forward(self, forward_rows, idx, mask, kind):
+        """Run ``forward_rows(shard, rows, positions, bias, hidden)`` on shards of the rows in threads;
+        keep the hidden state and what backward needs.  Returns each shard's :class:`Activations`."""
+        B, T = idx.shape
+        positions, bias = positions_and_bias(mask, B, T, self.config.dtype)
+        hidden = np.empty((B, T, self.config.n_embd), dtype=self.config.dtype)
+        self._parallel.forward(lambda index, rows: forward_rows(
+            index, rows, positions[rows], bias if mask is None else bias[rows], hidden[rows]), B)
+        self.hidden, self._last_forward = hidden, kind
+        return self._parallel.activations
 
     def backward(self, dlogits=None, dhidden=None):
         """Add the gradients of the last forward's loss into ``self.grads`` and return it.
 
         dlogits: (B, T, vocab) gradient w.r.t. the logits (None if the loss does not use them);
         dhidden: (B, T, C) gradient w.r.t. ``self.hidden`` from heads reading it (None if none).
+        After :meth:`loss`, the cross-entropy's own gradient is added as well (and dlogits is refused).
         The tied token embedding receives both its LM-head and its embedding contributions.
         Runs :meth:`serial_backward` on the shards of the forward, in parallel threads, and adds
         their gradients in a fixed order (``minippo.nn.data_parallel``).
         """
-        if self._has_logits is None:
+        if self._last_forward is None:
             raise RuntimeError("backward called before forward: run model.forward(idx) first")
         dlogits, dhidden = check_output_gradients(dlogits, dhidden, self.hidden.shape[:2], self.config,
-                                                  self._has_logits)
+                                                  self._last_forward)
 
         def backward_rows(rows, activations, grads):
             self.serial_backward(activations, None if dlogits is None else dlogits[rows],
@@ -303,8 +369,9 @@ class GPT(Module):
         fc_gelu, gelu_gate = gelu_forward(fc)
         out = linear_forward(fc_gelu, p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
         out += a  # residual: h' = a + MLP(LN₂(a))
-        return out, BlockActivations(ln1, ln1_norm, ln1_rstd, q, k, v, att, atty,
-                                     ln2, ln2_norm, ln2_rstd, fc, fc_gelu, gelu_gate)
+        # LN₁(x), LN₂(a) and GELU(fc) are not kept: backward recomputes each from x̂ or the gate in one
+        # pass, which costs less than holding 6C floats per row per layer
+        return out, BlockActivations(ln1_norm, ln1_rstd, q, k, v, att, atty, ln2_norm, ln2_rstd, fc, gelu_gate)
 
     def serial_forward(self, idx, positions, bias, hidden, logits=None):
         """The forward pass over one batch (B, T), layer by layer, in the calling thread.
@@ -336,10 +403,12 @@ class GPT(Module):
         prefix = f"transformer.h.{layer}."
         nh, hs = self.config.n_head, self.config.head_size
         # MLP branch: h' = a + MLP(LN₂(a))
-        dfc_gelu = linear_backward(dout, acts.fc_gelu, p[prefix + "mlp.c_proj.weight"],
+        fc_gelu = acts.fc * acts.gelu_gate  # GELU(fc) = fc·s, recomputed
+        dfc_gelu = linear_backward(dout, fc_gelu, p[prefix + "mlp.c_proj.weight"],
                                    g[prefix + "mlp.c_proj.weight"], g[prefix + "mlp.c_proj.bias"])
-        dfc = gelu_backward(dfc_gelu, acts.fc, acts.fc_gelu, acts.gelu_gate)
-        dln2 = linear_backward(dfc, acts.ln2, p[prefix + "mlp.c_fc.weight"],
+        dfc = gelu_backward(dfc_gelu, acts.fc, fc_gelu, acts.gelu_gate)
+        ln2 = acts.ln2_norm * p[prefix + "ln_2.weight"] + p[prefix + "ln_2.bias"]  # LN₂(a), recomputed
+        dln2 = linear_backward(dfc, ln2, p[prefix + "mlp.c_fc.weight"],
                                g[prefix + "mlp.c_fc.weight"], g[prefix + "mlp.c_fc.bias"])
         da = layernorm_backward(dln2, acts.ln2_norm, acts.ln2_rstd, p[prefix + "ln_2.weight"],
                                 g[prefix + "ln_2.weight"], g[prefix + "ln_2.bias"])
@@ -353,7 +422,8 @@ class GPT(Module):
         attention_backward(datty, acts.q, acts.k, acts.v, atty, acts.att,
                            out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))  # 3 × (B, nh, T, hs)
         dqkv = dqkv.reshape(B * T, -1)  # -> (B*T, 3C)
-        dln1 = linear_backward(dqkv, acts.ln1, p[prefix + "attn.c_attn.weight"],
+        ln1 = acts.ln1_norm * p[prefix + "ln_1.weight"] + p[prefix + "ln_1.bias"]  # LN₁(x), recomputed
+        dln1 = linear_backward(dqkv, ln1, p[prefix + "attn.c_attn.weight"],
                                g[prefix + "attn.c_attn.weight"], g[prefix + "attn.c_attn.bias"])
         dx = layernorm_backward(dln1, acts.ln1_norm, acts.ln1_rstd, p[prefix + "ln_1.weight"],
                                 g[prefix + "ln_1.weight"], g[prefix + "ln_1.bias"])
@@ -375,6 +445,10 @@ class GPT(Module):
             dlnf += dlogits @ wte  # (B*T, V) @ (V, C)
         if dhidden is not None:
             dlnf += dhidden.reshape(B * T, C)
+        if acts.head is not None:  # the fused LM head and cross-entropy of GPT.loss
+            _, targets, weights, log_normalizers = acts.head
+            dlnf += lm_head_cross_entropy_backward(acts.hidden.reshape(B * T, C), wte, targets, weights,
+                                                   log_normalizers, grads["transformer.wte.weight"])
         dx = layernorm_backward(dlnf, acts.lnf_norm, acts.lnf_rstd, self.params["transformer.ln_f.weight"],
                                 grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"])
         for layer in reversed(range(self.config.n_layer)):

@@ -45,14 +45,34 @@ def check_attention_mask(attention_mask, shape):
     return mask.astype(np.int64)
 
 
-def check_output_gradients(dlogits, dhidden, shape, config, has_logits):
-    """The gradients ``backward`` receives: dlogits (B, T, V) and dhidden (B, T, C) in the model's dtype,
-    at least one of them, dlogits only if the forward computed logits."""
-    if dlogits is None and dhidden is None:
+def check_targets(targets, shape, vocab_size, ignore_index):
+    """``targets`` as an integer array of ``shape`` holding token ids in [0, vocab_size) or
+    ``ignore_index`` (positions that do not count), with at least one that counts."""
+    targets = np.asarray(targets)
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"targets must be an integer array of token ids, got dtype {targets.dtype}")
+    if targets.shape != shape:
+        raise ValueError(f"targets must have the shape of idx {shape}, got {targets.shape}")
+    bad = ((targets < 0) | (targets >= vocab_size)) & (targets != ignore_index)
+    if bad.any():
+        raise ValueError(f"targets must hold token ids in [0, {vocab_size}) or ignore_index={ignore_index}; "
+                         f"found {targets[bad][0]}")
+    if (targets == ignore_index).all():
+        raise ValueError(f"every target equals ignore_index={ignore_index}; there is nothing to score")
+    return targets
+
+
+def check_output_gradients(dlogits, dhidden, shape, config, last_forward):
+    """The gradients ``backward`` receives: dlogits (B, T, V) and dhidden (B, T, C) in the model's dtype;
+    dlogits only if the last forward computed logits ("logits"), at least one of them unless it was a
+    ``loss`` (which brings its own)."""
+    if dlogits is None and dhidden is None and last_forward != "loss":
         raise ValueError("backward needs dlogits, dhidden or both")
     if dlogits is not None:
-        if not has_logits:
+        if last_forward == "hidden":
             raise ValueError("dlogits given, but forward ran with compute_logits=False")
+        if last_forward == "loss":
+            raise ValueError("dlogits given, but the last forward was loss(), which computes no logits")
         dlogits = check_array(dlogits, shape + (config.vocab_size,), config.dtype, "dlogits")
     if dhidden is not None:
         dhidden = check_array(dhidden, shape + (config.n_embd,), config.dtype, "dhidden")

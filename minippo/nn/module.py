@@ -51,7 +51,20 @@ class Module:
 
     def __init__(self, params):
         self.params = params
-        self.grads = {name: np.zeros_like(value) for name, value in params.items()}
+        self._grads = None  # allocated on first use: a frozen model never holds gradient buffers
+
+    @property
+    def grads(self):
+        """The gradient buffers (zeros at first), allocated when first asked for -- by ``backward``,
+        ``zero_grad`` or an optimizer -- so that a model that is only run forward (a frozen reference
+        or reward model) holds none."""
+        if self._grads is None:
+            self._grads = {name: np.zeros(value.shape, dtype=value.dtype) for name, value in self.params.items()}
+        return self._grads
+
+    @grads.setter
+    def grads(self, grads):
+        self._grads = grads
 
     def zero_grad(self):
         """Reset every gradient buffer to 0 (groups of buffers in parallel threads)."""

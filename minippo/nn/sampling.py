@@ -12,6 +12,7 @@ import numpy as np
 from minippo.nn.categorical import log_softmax
 from minippo.nn.inputs import check_sampling
 from minippo.nn.layers import row_sums
+from minippo.parallel import map_shards, row_shards
 
 
 def sample_reference(logits, temperature, top_k, top_p, rng):
@@ -62,8 +63,20 @@ class TokenSampler:
         """One token per row of ``logits`` (B, V) and its log-probability log π_T(token).
 
         With shifted logits s = (z − max z)/T (T = 1 when greedy), log π_T(a) = s_a − log Σ_j exp s_j:
-        only the sampled entry is needed, so the full log-softmax is never formed.
+        only the sampled entry is needed, so the full log-softmax is never formed.  The uniform draws
+        are made first, one per row, and shards of rows are then sampled in parallel threads.
         """
+        draws = None if self.temperature == 0.0 else self.rng.random(len(logits))  # u, (B,)
+        shards = map_shards(lambda _, rows: self._sample_rows(logits[rows], None if draws is None else draws[rows]),
+                            row_shards(len(logits)))
+        token, token_shifted, normalizer = (np.concatenate(parts) for parts in zip(*shards))
+        if not np.isfinite(normalizer).all():  # a NaN or infinite logit makes the whole row NaN
+            rows = np.flatnonzero(~np.isfinite(normalizer)).tolist()
+            raise FloatingPointError(f"logits of rows {rows} contain NaN or inf; cannot sample a token")
+        return token, token_shifted - np.log(normalizer)
+
+    def _sample_rows(self, logits, draws):
+        """``(token, s_token, Σ_j exp s_j)`` for some rows of logits, given their uniform ``draws``."""
         shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, V): every s_j ≤ 0, max 0
         if self.temperature not in (0.0, 1.0):
             with np.errstate(over="ignore"):  # s_j ≤ 0 may become −inf at tiny T: p_j = 0, as it should
@@ -72,18 +85,15 @@ class TokenSampler:
             token = shifted.argmax(axis=-1)
             normalizer = row_sums(np.exp(shifted))
         else:
-            token, normalizer = self._draw(shifted)
-        if not np.isfinite(normalizer).all():  # a NaN or infinite logit makes the whole row NaN
-            rows = np.flatnonzero(~np.isfinite(normalizer)).tolist()
-            raise FloatingPointError(f"logits of rows {rows} contain NaN or inf; cannot sample a token")
-        return token, shifted[np.arange(len(token)), token] - np.log(normalizer)
+            token, normalizer = self._draw(shifted, draws)
+        return token, shifted[np.arange(len(token)), token], normalizer
 
-    def _draw(self, shifted):
+    def _draw(self, shifted, draws):
         """Inverse-CDF sampling of one token per row from p ∝ exp(shifted), after top-k/top-p truncation.
 
         Returns ``(token, Σ_j exp shifted_j)``, the sum over the untruncated row (the softmax's normaliser).
-        With u ~ U[0, 1) and the cumulative sums F_j = p_1 + … + p_j, the token is the first j with
-        F_j > u·F_V.  A cumulative sum is a sequential loop (about 4 ns an entry), so it runs on two
+        With u ~ U[0, 1) (``draws``, one per row) and the cumulative sums F_j = p_1 + … + p_j, the token is
+        the first j with F_j > u·F_V.  A cumulative sum is a sequential loop (about 4 ns an entry), so it runs on two
         levels: the sums of blocks of about √V entries (one matrix-vector product) and their cumulative
         sum find the block where u·F_V falls; then only that block is summed entry by entry.
         """
@@ -111,7 +121,7 @@ class TokenSampler:
         np.cumsum(block_sums, axis=1, out=block_starts[:, 1:])
         if not truncated:
             normalizer = block_starts[:, -1]
-        threshold = self.rng.random(B) * block_starts[:, -1]  # u·F_V
+        threshold = draws * block_starts[:, -1]  # u·F_V
         rows = np.arange(B)
         chosen = first_above(block_starts[:, 1:], threshold, block_sums)  # (B,)
         within = blocks[rows, chosen]  # (B, block)
