@@ -25,6 +25,7 @@ import numpy as np
 
 from minippo import distributed
 from minippo.checks import check_settings, integer, non_negative, positive, setting
+from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
@@ -177,15 +178,14 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     for step in range(start_step, config.steps):
         inputs, targets = sample_batch(documents, config.batch_size, tokenizer.pad_id, rng, rows)
         weight, tokens = world.mean_weight(int((targets != IGNORE_INDEX).sum()))
-        loss = model.loss(inputs, targets, ignore_index=IGNORE_INDEX)  # LM head and cross-entropy fused
+        logits = model.forward(inputs)
+        loss, dlogits = cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
-        model.zero_grad()
-        model.backward()
         if weight != 1.0:  # this rank's part of the whole batch's mean
-            loss *= weight
-            for gradient in model.grads.values():
-                gradient *= gradient.dtype.type(weight)
+            loss, dlogits = loss * weight, dlogits * dlogits.dtype.type(weight)
+        model.zero_grad()
+        model.backward(dlogits)
         loss = world.average_gradients(model.grads, {"loss": loss})["loss"]
         try:
             clip_grad_norm(model.grads, config.max_grad_norm)
