@@ -31,12 +31,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minippo.checks import integer_at_least, some_names
+from minippo.checks import integer_at_least
 from minippo.nn.attention import attention_backward, attention_bias, attention_forward
 from minippo.nn.data_parallel import RowParallel
 from minippo.nn.inputs import (
     check_attention_mask,
     check_output_gradients,
+    check_parameters,
     check_targets,
     check_token_ids,
 )
@@ -138,23 +139,6 @@ def init_parameters(config, rng):
     return params
 
 
-def check_parameters(params, config):
-    """``params`` as a dict of exactly the arrays :func:`parameter_shapes` names, each of its shape and in
-    ``config.dtype`` (not copied); a ValueError lists what is missing, unexpected or wrong."""
-    if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
-    shapes = parameter_shapes(config)
-    problems = [f"missing {name}" for name in shapes if name not in params]
-    problems += [f"unexpected {name}" for name in params if name not in shapes]
-    problems += [f"{name}: {np.shape(value)} {getattr(value, 'dtype', type(value).__name__)}, expected "
-                 f"{shapes[name]} {config.dtype}" for name, value in params.items()
-                 if name in shapes and (not isinstance(value, np.ndarray) or value.shape != shapes[name]
-                                        or value.dtype != config.dtype)]
-    if problems:
-        raise ValueError("params do not fit the config: " + some_names(problems, separator="; "))
-    return dict(params)
-
-
 class BlockActivations(NamedTuple):
     """What one block's forward keeps for its backward; rows are the B·T positions."""
 
@@ -208,7 +192,7 @@ class GPT(Module):
             raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         self.config = config
         super().__init__(init_parameters(config, as_generator(seed)) if params is None
-                         else check_parameters(params, config))
+                         else check_parameters(params, parameter_shapes(config), config.dtype))
         self.hidden = None
         self._parallel = RowParallel()  # the activations of the last forward, per shard of rows
         self._last_forward = None  # "logits", "hidden" or "loss": what the last forward computed

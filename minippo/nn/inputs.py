@@ -5,10 +5,11 @@ run once at those public entry points and raise ``TypeError`` (wrong kind) or ``
 range) with a message that names the argument.
 """
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
-from minippo.checks import is_integer, is_real
+from minippo.checks import is_integer, is_real, some_names
 from minippo.nn.module import check_array
 
 MIN_TEMPERATURE = 1.0 / float(np.finfo(np.float32).max)  # below it, z/T overflows to ±inf (and 0·inf = NaN)
@@ -111,3 +112,19 @@ def check_generate(config, idx, max_new_tokens, attention_mask, eos_token_id, pa
     if pad_token_id is None:
         pad_token_id = 0 if eos_token_id is None else eos_token_id
     return idx, mask, pad_token_id
+
+
+def check_parameters(params, shapes, dtype):
+    """``params`` as a dict of exactly the arrays ``shapes`` names (``minippo.nn.gpt.parameter_shapes``), each
+    of its shape and in ``dtype`` (not copied); a ValueError lists what is missing, unexpected or wrong."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+    problems = [f"missing {name}" for name in shapes if name not in params]
+    problems += [f"unexpected {name}" for name in params if name not in shapes]
+    problems += [f"{name}: {np.shape(value)} {getattr(value, 'dtype', type(value).__name__)}, expected "
+                 f"{shapes[name]} {dtype}" for name, value in params.items()
+                 if name in shapes and (not isinstance(value, np.ndarray) or value.shape != shapes[name]
+                                        or value.dtype != dtype)]
+    if problems:
+        raise ValueError("params do not fit the config: " + some_names(problems, separator="; "))
+    return dict(params)

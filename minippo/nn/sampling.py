@@ -77,7 +77,8 @@ class TokenSampler:
 
     def _sample_rows(self, logits, draws):
         """``(token, s_token, Σ_j exp s_j)`` for some rows of logits, given their uniform ``draws``."""
-        shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, V): every s_j ≤ 0, max 0
+        with np.errstate(invalid="ignore"):  # inf − inf = NaN in a row with an infinite logit: refused below
+            shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, V): every s_j ≤ 0, max 0
         if self.temperature not in (0.0, 1.0):
             with np.errstate(over="ignore"):  # s_j ≤ 0 may become −inf at tiny T: p_j = 0, as it should
                 shifted *= 1.0 / self.temperature
