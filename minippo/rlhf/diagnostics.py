@@ -87,6 +87,32 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
+def plot_curves(rows, path, reward_label, x_label, kl_target=None):
+    """Mean reward and KL (k1) per iteration to a PNG, with a dashed line at ``kl_target`` if given, when
+    matplotlib is installed; returns whether it wrote."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    iterations = [row["iteration"] for row in rows]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(iterations, [row["reward/mean"] for row in rows])
+    top.set_ylabel(reward_label)
+    bottom.plot(iterations, [row["objective/kl_k1"] for row in rows], label="KL")
+    if kl_target is not None:
+        bottom.axhline(kl_target, color="gray", linestyle="--", label="target")
+        bottom.legend()
+    bottom.set_ylabel("KL to reference (nats)")
+    bottom.set_xlabel(x_label)
+    figure.tight_layout()
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png")
+    plt.close(figure)
+    return True
+
+
 class SampleLog:
     """Sample completions with their rewards, one JSON object per line: iteration, prompt, response,
     reward, length (tokens) and truncated.  :meth:`add` rewrites the whole file atomically, so a crash

@@ -29,7 +29,7 @@ from minippo.rewards.reward_model import (
     preference_accuracy,
     train_reward_model,
 )
-from minippo.rlhf.diagnostics import progress_line, write_csv
+from minippo.rlhf.diagnostics import plot_curves, progress_line, write_csv
 from minippo.rlhf.rollout import generate_rollout, response_logprobs
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
@@ -86,29 +86,6 @@ def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, s
     polite = np.mean([is_preferred(r) for r in rollout.responses])
     return {"reward": float(scores.mean()), "reward_std": float(scores.std()), "kl": float(kl.mean()),
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
-
-
-def plot_curves(rows, path):
-    """Reward and KL per iteration to a PNG, if matplotlib is installed; returns whether it wrote."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    top.plot([r["iteration"] for r in rows], [r["reward/mean"] for r in rows])
-    top.set_ylabel("mean reward (std units)")
-    bottom.plot([r["iteration"] for r in rows], [r["objective/kl_k1"] for r in rows], label="KL")
-    bottom.axhline(rows[0]["kl_target"], color="gray", linestyle="--", label="target")
-    bottom.set_ylabel("KL to reference (nats)")
-    bottom.set_xlabel("PPO iteration")
-    bottom.legend()
-    figure.tight_layout()
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png")
-    plt.close(figure)
-    return True
 
 
 def run_demo(config=None, out_dir="runs/demo", log=print):
@@ -174,7 +151,8 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
         log(f"  {prompt}\n    before: {old}\n    after:  {new}")
 
     write_csv(rows, os.path.join(out_dir, "rlhf_log.csv"))
-    plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"))
+    plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"), "mean reward (std units)", "PPO iteration",
+                          rows[0]["kl_target"])
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(),
                     extra={"tokenizer": "byte"}, kind="gpt")
     reward_model.save(os.path.join(out_dir, "reward_model.npz"))

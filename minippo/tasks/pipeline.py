@@ -42,7 +42,7 @@ from minippo.rewards.arithmetic import ArithmeticReward
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.config import GROUPED_ALGORITHMS, algorithm_default
-from minippo.rlhf.diagnostics import progress_line, write_csv
+from minippo.rlhf.diagnostics import plot_curves, progress_line, write_csv
 from minippo.rlhf.pipeline import evaluate_on_prompts
 from minippo.rlhf.rollout import generate_rollout
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
@@ -58,7 +58,6 @@ from minippo.text.tokenizer import ByteTokenizer
 
 # GROUPED_ALGORITHMS sample the num_generations responses to each prompt themselves; the others are given
 # each prompt num_generations times, so every algorithm samples as many tokens per iteration
-REWARD_COLUMN, KL_COLUMN = "reward/mean", "objective/kl_k1"  # the trainer's statistics that rl.png draws
 SEED_NAMES = ("split", "corpus", "init", "pretrain", "rl", "prompts", "evaluation")
 
 
@@ -137,28 +136,6 @@ def held_out_accuracy(policy, reference, reward, tokenizer, problems, rl_config,
             "kl": sampled["kl"], "sampled_responses": sampled["responses"], "greedy_responses": greedy.responses}
 
 
-def plot_curves(rows, path):
-    """Training accuracy (mean reward) and KL per iteration to a PNG, if matplotlib is installed; returns
-    whether it wrote."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    iterations = [row["iteration"] for row in rows]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    top.plot(iterations, [row[REWARD_COLUMN] for row in rows])
-    top.set_ylabel("mean reward (training problems)")
-    bottom.plot(iterations, [row[KL_COLUMN] for row in rows])
-    bottom.set_ylabel("KL to reference (nats)")
-    bottom.set_xlabel("RL iteration")
-    figure.tight_layout()
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png")
-    plt.close(figure)
-    return True
-
 
 def write_samples(problems, before, after, path):
     """Every evaluated problem with its answer and the responses before and after RL, as JSONL."""
@@ -236,7 +213,7 @@ def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=N
 
     write_csv(rows, os.path.join(out_dir, "rl_log.csv"))
     write_samples(test, before, after, os.path.join(out_dir, "samples.jsonl"))
-    plotted = plot_curves(rows, os.path.join(out_dir, "rl.png"))
+    plotted = plot_curves(rows, os.path.join(out_dir, "rl.png"), "mean reward (training problems)", "RL iteration")
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, policy.config.to_dict(),
                     extra={"tokenizer": tokenizer_record(tokenizer)}, kind="gpt")
     summary = {
