@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from minippo.commands import integer_option
+from minippo.commands.evaluate import add_rlhf_evaluation_options, rlhf_evaluation
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.rl.advantages import SCALE_REWARDS
@@ -84,6 +85,7 @@ def register(subparsers):
                              "in --out (default: 0, off)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
+    add_rlhf_evaluation_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -105,6 +107,7 @@ def run(args):
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
+    evaluation = rlhf_evaluation(args, trainer)  # None without --eval-every
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
     samples = SampleLog(os.path.join(args.out, "samples.jsonl"))
@@ -117,6 +120,10 @@ def run(args):
         print(progress_line(iteration, args.iterations, stats))
         if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
             samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
+        if evaluation is not None and evaluation(iteration, rows[-1]):
+            break
+    if evaluation is not None:
+        print(evaluation.tracker.summary())
     if not trainer.world.is_root:  # the other ranks hold the same policy and figures
         return
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))

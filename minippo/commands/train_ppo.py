@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from minippo.atomic import atomic_write
 from minippo.commands import check_output_path, integer_option
+from minippo.commands.evaluate import add_control_evaluation_options, periodic_evaluation
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
 from minippo.rl.ppo_config import CONTROL_ALGORITHMS, PRESETS, preset_for
@@ -48,6 +49,7 @@ def register(subparsers):
     parser.add_argument("--plot", metavar="PATH",
                         help="learning-curve PNG (default: next to --log-csv; needs matplotlib)")
     parser.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end")
+    add_control_evaluation_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -103,6 +105,7 @@ def run(args):
         if path:
             check_output_path(path, option)
     trainer = Trainer(config)
+    evaluation = periodic_evaluation(args, trainer)  # None without --eval-every
     print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
           f"{config.num_steps} steps, seed {config.seed}, {trainer.world.describe()}")
 
@@ -111,10 +114,13 @@ def run(args):
         print(f"update {stats['update']:4d}/{config.num_updates}  step {stats['global_step']:9,}  "
               f"SPS {stats['sps']:7,.0f}  return {stats['recent_return']:8.1f}  ETA {format_duration(eta)}",
               flush=True)
+        return evaluation is not None and evaluation(trainer, stats)
 
     history = trainer.train(progress)
     print(f"done: {trainer.global_step:,} steps in {format_duration(history.updates[-1]['time'])}, "
           f"mean return of the last {RECENT_EPISODES} episodes {history.recent_return():.1f}")
+    if evaluation is not None:
+        print(evaluation.tracker.summary())
     if args.save:
         trainer.save(args.save)
         print(f"wrote {args.save}")

@@ -30,7 +30,8 @@ from minippo.rewards.reward_model import (
     train_reward_model,
 )
 from minippo.rlhf.diagnostics import plot_curves, progress_line, write_csv
-from minippo.rlhf.rollout import generate_rollout, response_logprobs
+from minippo.rlhf.evaluation import score_responses
+from minippo.rlhf.rollout import generate_rollout
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import (
@@ -77,12 +78,8 @@ class DemoConfig:
 def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, seed):
     """Mean reward, mean KL(π ‖ π_ref) per response (Monte Carlo, Σ_t log π − log π_ref), the fraction
     of responses the corpus rule calls polite, and the samples themselves."""
-    rollout = generate_rollout(policy, tokenizer, prompts, config.max_new_tokens, config.temperature,
-                               np.random.default_rng(seed))
-    scores = np.asarray(reward(rollout.prompts, rollout.responses))
-    logprobs = response_logprobs(policy, rollout, config.temperature)[0]
-    ref_logprobs = response_logprobs(reference, rollout, config.temperature)[0]
-    kl = np.where(rollout.response_mask, logprobs - ref_logprobs, 0.0).sum(axis=1)
+    rollout, scores, kl = score_responses(policy, reference, reward, tokenizer, prompts, config.max_new_tokens,
+                                          config.temperature, np.random.default_rng(seed))
     polite = np.mean([is_preferred(r) for r in rollout.responses])
     return {"reward": float(scores.mean()), "reward_std": float(scores.std()), "kl": float(kl.mean()),
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
