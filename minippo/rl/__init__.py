@@ -11,7 +11,8 @@
 - ``ppo_config``     ``PPOConfig`` (every field with its help and check) and the named presets
 - ``rollout_buffer`` the time-major buffers of one rollout and their GAE targets
 - ``ppo``            PPO and REINFORCE on vectorized environments (CleanRL's recipe), checkpoints
-- ``evaluation``     the mean return of a policy, unbiased toward short episodes
+- ``evaluation``     the return of a policy, unbiased toward short episodes and streamed in bounded chunks;
+                     the best-checkpoint / stop-at tracking of ``--eval-every``
 
 The names a user needs are importable from here: ``from minippo.rl import PPOConfig, Trainer, preset_for``.
 """

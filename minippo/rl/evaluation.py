@@ -179,6 +179,9 @@ class PeriodicEvaluation:
         self.normalizer = find_wrapper(self.env, envs.NormalizeObservation)
         if self.normalizer is not None:
             self.normalizer.update_stats = False
+            if find_wrapper(trainer.env, envs.NormalizeObservation) is None:
+                raise ValueError("config.normalize_obs is on but the trainer's env has no NormalizeObservation "
+                                 "wrapper: its statistics are what the evaluation must use")
 
     def evaluate(self, trainer):
         """:class:`ReturnStatistics` of the current policy."""

@@ -4,6 +4,7 @@
 - ``config``    ``RLHFConfig``: every setting of the trainer with its help and its check
 - ``trainer``   the RLHF trainer: per-token KL reward, critic, GAE, group advantages, PPO/REINFORCE/RLOO/GRPO updates
 - ``diagnostics`` what every iteration logs, the progress line, the CSV log and the sample completions
+- ``evaluation`` held-out mean reward and KL to the reference (``evaluate_rlhf``), ``rlhf --eval-every``
 - ``value``     the Monte Carlo value of a prompt, E_π[R]
 - ``pipeline``  the whole demo: pretrain → reward model → PPO → before/after evaluation
 """
