@@ -255,6 +255,8 @@ def test_rlhf_evaluation_does_not_change_training_and_keeps_the_best_policy(tmp_
         np.testing.assert_array_equal(state["params"][name], value)
 
     trainer = rlhf_trainer()
+    with pytest.raises(ValueError, match=r"prompt 1 \('aaaaaa'\) must be at most 5 tokens"):  # before any training
+        PeriodicRLHFEvaluation(trainer, 1, [PROMPT, "a" * 6])
     stopping = PeriodicRLHFEvaluation(trainer, 1, [PROMPT] * 4, stop_at=0.0, log=lambda line: None)
     assert stopping(1, {})  # a count of 'a' is always >= 0
 

@@ -20,7 +20,7 @@ from minippo.checks import integer_at_least
 from minippo.envs.wrappers import RunningMeanStd
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.rl.evaluation import EvaluationTracker
-from minippo.rlhf.rollout import generate_rollout, response_logprobs
+from minippo.rlhf.rollout import encode_prompts, generate_rollout, response_logprobs
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.gpt2 import tokenizer_record
 
@@ -112,7 +112,10 @@ class PeriodicRLHFEvaluation:
     def __init__(self, trainer, every, prompts=None, metric="reward", stop_at=None, best_path=None, seed=0,
                  greedy=False, log=print):
         self.trainer, self.every = trainer, integer_at_least(every, "every", 1)
-        self.prompts, self.seed, self.greedy = prompts, seed, greedy
+        self.prompts = held_out_prompts() if prompts is None else list(prompts)
+        encode_prompts(trainer.policy, trainer.tokenizer, self.prompts,  # a prompt too long: an error now, not later
+                       trainer.config.max_new_tokens)
+        self.seed, self.greedy = seed, greedy
         self.tracker = EvaluationTracker(f"eval/{metric}", "iteration", stop_at, best_path, log)
 
     def save(self, path):

@@ -68,12 +68,9 @@ def concatenate_rollouts(rollouts, pad_id):
                    prompt_length)
 
 
-def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):
-    """Sample one response per prompt with the KV-cache generator and package it as a Rollout.
-
-    Every prompt must be at least one token long and leave room for ``max_new_tokens`` in the policy's
-    context; the error names the first prompt that does not.
-    """
+def encode_prompts(policy, tokenizer, prompt_texts, max_new_tokens):
+    """``(prompt_ids, prompt_mask)`` of the left-padded prompts, each checked to be at least one token long
+    and to leave room for ``max_new_tokens`` in the policy's context; the error names the first that does not."""
     max_new_tokens = integer_at_least(max_new_tokens, "max_new_tokens", 1)
     if max_new_tokens >= policy.config.block_size:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) must be less than the policy's block_size "
@@ -86,6 +83,13 @@ def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperatur
             need = "at least one token" if length == 0 else f"at most {room} tokens (block_size " \
                 f"{policy.config.block_size} - max_new_tokens {max_new_tokens}), it has {length}"
             raise ValueError(f"prompt {index} ({prompt_texts[index][:60]!r}) must be {need}")
+    return prompt_ids, prompt_mask
+
+
+def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):
+    """Sample one response per prompt with the KV-cache generator and package it as a Rollout (the prompts
+    are checked by :func:`encode_prompts`)."""
+    prompt_ids, prompt_mask = encode_prompts(policy, tokenizer, prompt_texts, max_new_tokens)
     generation = policy.generate(prompt_ids, max_new_tokens, temperature=temperature,
                                  eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
                                  attention_mask=prompt_mask, rng=rng)
