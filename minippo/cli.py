@@ -55,6 +55,7 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else list(argv)  # minippo.runs prints how to resume
     keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
     world = distributed.LOCAL
     try:

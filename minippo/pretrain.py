@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minippo import distributed
+from minippo import distributed, runs
 from minippo.checks import check_settings, integer, non_negative, positive, setting
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -109,12 +109,7 @@ def check_same_settings(saved, config, checkpoint_path):
     """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``
     (whose names may be the old ones of RENAMED_SETTINGS)."""
     saved = {RENAMED_SETTINGS.get(name, name): value for name, value in saved.items()}
-    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
-                   for name, value in asdict(config).items()
-                   if name not in RESUMABLE_CHANGES and saved.get(name) != value]
-    if differences:
-        raise ValueError(f"checkpoint {checkpoint_path!r} was trained with other settings ("
-                         + "; ".join(differences) + "); only " + ", ".join(RESUMABLE_CHANGES) + " may change")
+    runs.check_same_settings(saved, asdict(config), RESUMABLE_CHANGES, checkpoint_path)
 
 
 def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print):

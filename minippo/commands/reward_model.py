@@ -1,5 +1,6 @@
 """``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
-from minippo.commands import check_output_path, integer_option, preference_split
+from minippo import runs
+from minippo.commands import integer_option, preference_split
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.distributed import world
 from minippo.rewards.reward_model import (
@@ -30,11 +31,12 @@ def register(subparsers):
     parser.add_argument("--test-fraction", type=float, default=0.15,
                         help="held-out fraction for --data (default: 0.15)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
+    runs.add_run_options(parser, resume=False, periodic=False)
     parser.set_defaults(func=run)
 
 
 def run(args):
-    check_output_path(args.out, "--out")
+    runs.check_outputs(args, files=[(args.out, "--out")])
     split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
     train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)

@@ -1,0 +1,128 @@
+"""minippo.runs: outputs checked before the work, no clobbering, Ctrl-C ends with a resumable checkpoint,
+periodic checkpoints rotate -- and the training commands that use it (train-ppo here; see also
+test_resume.py)."""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minippo import runs
+from minippo.cli import main
+from minippo.nn.checkpoint import load_checkpoint
+from minippo.rl.ppo import Trainer
+
+PPO_ARGS = ["train-ppo", "--num-envs", "2", "--total-steps", "1280"]  # 5 updates of 2 x 128 steps
+
+
+def interrupt_after(monkeypatch, method, calls):
+    """Send this process SIGINT during the ``calls``-th call of ``method`` (as a user's Ctrl-C would)."""
+    owner, name = method
+    original, count = getattr(owner, name), [0]
+
+    def wrapped(*args, **kwargs):
+        count[0] += 1
+        if count[0] == calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+def test_ctrl_c_during_train_ppo_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, monkeypatch, capsys):
+    straight = tmp_path / "straight.npz"
+    assert main(PPO_ARGS + ["--save", str(straight), "--log-csv", str(tmp_path / "straight.csv")]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run.npz"
+    argv = PPO_ARGS + ["--save", str(run), "--log-csv", str(tmp_path / "run.csv")]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, (Trainer, "collect_rollout"), 3)  # during the third update
+        assert main(argv) == runs.INTERRUPTED_STATUS
+    out = capsys.readouterr().out
+    command = f"minippo {' '.join(argv)} --resume {run}"
+    assert out.endswith(f"wrote {run}\ninterrupted at update 3; resume with: {command}\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert not (tmp_path / "run.csv").exists()  # outputs of a finished run only
+    assert main(command.split()[1:]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    expected, got = load_checkpoint(straight), load_checkpoint(run)
+    for name, value in expected["params"].items():
+        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert (tmp_path / "run.csv").read_text() == (tmp_path / "straight.csv").read_text()
+
+
+def test_an_earlier_runs_outputs_are_not_overwritten_unless_asked(tmp_path, capsys):
+    save, log = tmp_path / "run.npz", tmp_path / "run.csv"
+    argv = PPO_ARGS[:4] + ["256", "--save", str(save), "--log-csv", str(log)]
+    assert main(argv) == 0
+    before = save.read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr() == ("", f"minippo train-ppo: error: --save {save}: {save} exists (from an earlier "
+                                       f"run); pass --overwrite to replace it, or --resume CHECKPOINT to continue "
+                                       f"that run\n")
+    assert save.read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0
+    assert main(argv + ["--resume", str(tmp_path / "nosuch.npz")]) == 2  # a typo is not a fresh start
+    assert capsys.readouterr().err == (f"minippo train-ppo: error: --resume {tmp_path / 'nosuch.npz'}: no such "
+                                       f"checkpoint (to start a new run, leave out --resume)\n")
+
+
+@pytest.mark.parametrize("problem", ["parent is a file", "read-only directory"])
+def test_output_paths_are_checked_before_the_work(tmp_path, monkeypatch, capsys, problem):
+    (tmp_path / "file").write_text("")
+    if problem == "parent is a file":
+        save, message = tmp_path / "file" / "run.npz", f"{tmp_path / 'file'} is a file, not a directory"
+    else:  # as a user without the right sees it (tests may run as root, whom permissions do not stop)
+        monkeypatch.setattr(runs.os, "access", lambda path, mode: False)
+        save, message = tmp_path / "run.npz", f"cannot write in the directory {tmp_path} (permission denied)"
+    assert main(PPO_ARGS + ["--save", str(save)]) == 2
+    assert capsys.readouterr() == ("", f"minippo train-ppo: error: --save {save}: {message}\n")
+
+
+def test_periodic_checkpoints_keep_the_latest(tmp_path, capsys):
+    save = tmp_path / "run.npz"
+    assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2", "--keep", "1"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["run.npz", "run.step4.npz"]
+    assert load_checkpoint(tmp_path / "run.step4.npz")["extra"]["trainer"]["history"]["updates"][-1]["update"] == 4
+    assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2"]) == 2  # an earlier run's
+    assert "run.npz exists" in capsys.readouterr().err
+    save.unlink()
+    assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2"]) == 2  # its periodic checkpoints count too
+    assert "run.step4.npz exists" in capsys.readouterr().err
+    assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2", "--overwrite"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["run.npz", "run.step2.npz", "run.step4.npz"]
+    assert main(PPO_ARGS + ["--save-every", "2"]) == 2
+    assert capsys.readouterr().err.endswith("--save-every needs --save PATH (the periodic checkpoints are written "
+                                            "beside it)\n")
+
+
+def test_the_resume_command_replaces_resume_and_overwrite():
+    args = argparse.Namespace(command_line=["rlhf", "--overwrite", "--resume", "old.npz", "--out", "my runs"])
+    assert runs.resume_command(args, "my runs/policy.npz") == \
+        "minippo rlhf --out 'my runs' --resume 'my runs/policy.npz'"
+    args = argparse.Namespace(command_line=["pretrain", "--resume", "--steps", "9"])
+    assert runs.resume_command(args, None) == "minippo pretrain --steps 9 --resume"
+
+
+def test_sigterm_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path):
+    """A real process and a real signal, as a cluster scheduler sends it."""
+    save = tmp_path / "run.npz"
+    process = subprocess.Popen([sys.executable, "-m", "minippo", "train-ppo", "--num-envs", "2", "--total-steps",
+                                "100000000", "--save", str(save)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        for line in process.stdout:
+            if line.startswith("update"):  # training is under way
+                process.send_signal(signal.SIGTERM)
+                break
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == runs.INTERRUPTED_STATUS
+    assert "Traceback" not in err and "SIGTERM: stopping after this step" in err
+    assert f"resume with: minippo train-ppo --num-envs 2 --total-steps 100000000 --save {save} --resume {save}" in out
+    assert load_checkpoint(save)["step"] > 0
