@@ -97,7 +97,7 @@ def check_outputs(args, files=(), directories=(), run_files=()):
     """Check every output before the work (see the module docstring); raise ValueError naming the option.
 
     ``files`` and ``directories`` are ``(path, option)`` pairs (a None path is skipped); ``run_files``
-    are ``(path, option)`` of files written inside an output directory.  An existing output file, or a
+    are ``(path, option)`` of files written inside the directory an option names.  An existing output file, or a
     periodic checkpoint of one, is an error unless ``args.overwrite`` or ``args.resume``; with
     ``args.overwrite`` the periodic checkpoints of the earlier run are removed.  ``args.resume`` must
     name an existing checkpoint file.
@@ -119,10 +119,11 @@ def check_outputs(args, files=(), directories=(), run_files=()):
                 for old in periodic_checkpoints(path):
                     os.unlink(old)
         return
-    for path, option in [*files, *run_files]:
+    for path, option, where in [*((path, option, path) for path, option in files),
+                                *((path, option, os.path.dirname(path)) for path, option in run_files)]:
         earlier = [path] if os.path.exists(path) else periodic_checkpoints(path)[-1:]
         if earlier:
-            raise ValueError(f"{option} {path}: {earlier[0]} exists (from an earlier run); pass --overwrite to "
+            raise ValueError(f"{option} {where}: {earlier[0]} exists (from an earlier run); pass --overwrite to "
                              f"replace it, or --resume CHECKPOINT to continue that run")
 
 
@@ -132,8 +133,9 @@ def check_same_settings(saved, current, resumable, checkpoint_path):
     differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}" for name, value in current.items()
                    if name not in resumable and saved.get(name) != value]
     if differences:
+        allowed = f"only {', '.join(resumable)} may change" if resumable else "a resumed run keeps them all"
         raise ValueError(f"checkpoint {checkpoint_path!r} was trained with other settings ("
-                         + "; ".join(differences) + "); only " + ", ".join(resumable) + " may change")
+                         + "; ".join(differences) + f"); {allowed}")
 
 
 # -- periodic checkpoints ----------------------------------------------------------------------------

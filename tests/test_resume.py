@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from minippo import envs
+from minippo.nn.checkpoint import rng_from_state, rng_state, save_checkpoint
+from minippo.nn.gpt import GPT, GPTConfig
+from minippo.pretrain import load_model
 from minippo.rl.ppo import Trainer, load_policy
 from minippo.rl.ppo_config import preset_for
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
+from minippo.text.tokenizer import ByteTokenizer
 
 TIMING = ("time", "sps")  # wall-clock figures differ from run to run
 
@@ -92,3 +97,62 @@ def test_a_saved_environment_state_that_does_not_fit_is_refused():
         envs.make("CartPole-v1", num_envs=2, seed=0).load_state_dict(state)
     with pytest.raises(ValueError, match="NormalizeObservation state must be a dict with the keys"):
         envs.NormalizeObservation(envs.make("CartPole-v1", num_envs=3)).load_state_dict(state)
+
+
+# ------------------------------------------------------------------------------------------------
+# RLHF
+# ------------------------------------------------------------------------------------------------
+PROMPTS = ["Q: hi A:", "Q: yes? A:", "Q: no A:", "Q: ok A:"]
+
+
+def count_a(prompts, responses):
+    return np.array([response.count("a") - 0.1 * len(response) for response in responses])
+
+
+def rlhf_trainer(algo, dtype, seed=0):
+    policy = GPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=16,
+                           dtype=dtype), seed=seed)
+    config = RLHFConfig(algo=algo, batch_size=4, minibatch_size=2, num_generations=2, max_new_tokens=5,
+                        update_epochs=2, kl_target=0.5, kl_horizon=8.0, learning_rate=1e-2, seed=3)
+    return RLHFTrainer(policy, count_a, ByteTokenizer(), config)
+
+
+def train(trainer, iterations, prompt_rng):
+    return [trainer.iteration([PROMPTS[i] for i in prompt_rng.integers(0, len(PROMPTS),
+                                                                        trainer.config.prompts_per_iteration)])
+            for _ in range(iterations)]
+
+
+def without_timings(stats):
+    return [{key: value for key, value in row.items() if not key.startswith("time/")} for row in stats]
+
+
+@pytest.mark.parametrize("algo, dtype", [("ppo", "float64"), ("ppo", "float32"), ("grpo", "float32")])
+def test_a_resumed_rlhf_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, algo, dtype):
+    straight = rlhf_trainer(algo, dtype)
+    expected = without_timings(train(straight, 4, np.random.default_rng(0)))
+    first, prompt_rng = rlhf_trainer(algo, dtype), np.random.default_rng(0)
+    train(first, 2, prompt_rng)
+    first.save(tmp_path / "run.npz", extra={"prompt_rng": rng_state(prompt_rng)})
+    resumed = rlhf_trainer(algo, dtype)
+    extra = resumed.load_state(tmp_path / "run.npz")
+    assert resumed.iterations_done == 2 and resumed.kl_controller.beta == first.kl_controller.beta != 0.2
+    got = without_timings(train(resumed, 2, rng_from_state(extra["prompt_rng"])))
+    assert got == expected[2:]
+    for name, value in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+    assert load_model(tmp_path / "run.npz").config.n_embd == 16  # the file is also a policy checkpoint
+
+
+def test_an_rlhf_run_resumes_only_from_its_own_start(tmp_path):
+    first = rlhf_trainer("ppo", "float64")
+    first.save(tmp_path / "run.npz")
+    with pytest.raises(ValueError, match="started from another policy"):
+        rlhf_trainer("ppo", "float64", seed=1).load_state(tmp_path / "run.npz")
+    other = rlhf_trainer("ppo", "float64")
+    other.config = replace(other.config, learning_rate=0.5)
+    with pytest.raises(ValueError, match=r"learning_rate: checkpoint 0.01, now 0.5"):
+        other.load_state(tmp_path / "run.npz")
+    save_checkpoint(tmp_path / "weights.npz", first.policy.params, first.policy.config.to_dict(), kind="gpt")
+    with pytest.raises(ValueError, match="holds a policy without an RLHF run's state"):
+        rlhf_trainer("ppo", "float64").load_state(tmp_path / "weights.npz")

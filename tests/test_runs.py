@@ -2,6 +2,7 @@
 periodic checkpoints rotate -- and the training commands that use it (train-ppo here; see also
 test_resume.py)."""
 import argparse
+import csv
 import os
 import signal
 import subprocess
@@ -12,8 +13,11 @@ import pytest
 
 from minippo import runs
 from minippo.cli import main
-from minippo.nn.checkpoint import load_checkpoint
+from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rl.ppo import Trainer
+from minippo.rlhf.trainer import RLHFTrainer
+from minippo.text.tokenizer import ByteTokenizer
 
 PPO_ARGS = ["train-ppo", "--num-envs", "2", "--total-steps", "1280"]  # 5 updates of 2 x 128 steps
 
@@ -126,3 +130,40 @@ def test_sigterm_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path):
     assert "Traceback" not in err and "SIGTERM: stopping after this step" in err
     assert f"resume with: minippo train-ppo --num-envs 2 --total-steps 100000000 --save {save} --resume {save}" in out
     assert load_checkpoint(save)["step"] > 0
+
+
+@pytest.fixture
+def tiny_policy(tmp_path):
+    policy = GPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16),
+                 seed=0)
+    path = tmp_path / "policy-start.npz"
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
+    return str(path)
+
+
+def log_without_timings(path):
+    with open(path, newline="") as file:
+        return [{key: value for key, value in row.items() if not key.startswith("time/")}
+                for row in csv.DictReader(file)]
+
+
+def test_ctrl_c_during_rlhf_saves_a_run_that_resumes_bit_identically(tiny_policy, tmp_path, monkeypatch, capsys):
+    options = ["rlhf", "--policy", tiny_policy, "--reward", "length:5", "--iterations", "3", "--batch-size", "4",
+               "--minibatch-size", "2", "--max-new-tokens", "6", "--samples-every", "1"]
+    assert main(options + ["--out", str(tmp_path / "straight")]) == 0
+    argv = options + ["--out", str(tmp_path / "run")]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, (RLHFTrainer, "iteration"), 2)
+        assert main(argv) == runs.INTERRUPTED_STATUS
+    checkpoint = tmp_path / "run" / "policy.npz"
+    assert capsys.readouterr().out.endswith(f"interrupted at iteration 2; resume with: minippo {' '.join(argv)} "
+                                            f"--resume {checkpoint}\n")
+    assert main(argv) == 2  # the interrupted run's outputs are not overwritten by a new run
+    assert capsys.readouterr().err.startswith(f"minippo rlhf: error: --out {tmp_path / 'run'}: {checkpoint} exists")
+    assert main(argv + ["--resume", str(checkpoint)]) == 0
+    expected, got = load_checkpoint(tmp_path / "straight" / "policy.npz"), load_checkpoint(checkpoint)
+    for name, value in expected["params"].items():
+        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert log_without_timings(tmp_path / "run" / "rlhf_log.csv") == \
+        log_without_timings(tmp_path / "straight" / "rlhf_log.csv")
+    assert (tmp_path / "run" / "samples.jsonl").read_text() == (tmp_path / "straight" / "samples.jsonl").read_text()
