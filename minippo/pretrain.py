@@ -112,7 +112,7 @@ def check_same_settings(saved, config, checkpoint_path):
     runs.check_same_settings(saved, asdict(config), RESUMABLE_CHANGES, checkpoint_path)
 
 
-def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print):
+def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print, stop=None):
     """Train ``model`` in place on ``documents`` (from :func:`encode_documents`); return the loss curve
     of the steps trained here.
 
@@ -123,7 +123,8 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     total (from the resumed step on, the learning rate is the longer schedule's, higher than where the
     shorter run ended).  A checkpoint already at ``steps`` or beyond trains nothing and returns [].
     ``log`` receives one progress line per ``config.log_every`` steps (step, mean loss since the last
-    line, tokens/s, ETA).
+    line, tokens/s, ETA).  ``stop(steps_done)``, when given, is asked after every step: when it is true,
+    the checkpoint is written and training ends there (``minippo pretrain`` stops so on Ctrl-C).
     """
     tokenizer = tokenizer or ByteTokenizer()
     checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)  # messages show a str
@@ -201,8 +202,11 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
             log(f"step {done:5d}/{config.steps}  loss {np.mean(window):.4f}  "
                 f"{rate:,.0f} tokens/s  ETA {format_duration(eta)}")
             window.clear()
-        if checkpoint_path and (done % config.checkpoint_every == 0 or done == config.steps):
+        stopping = stop is not None and stop(done)
+        if checkpoint_path and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
             save(done)
+        if stopping:
+            break
     return losses
 
 

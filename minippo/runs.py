@@ -93,14 +93,15 @@ def check_output_directory(path, option):
     check_writable_directory(os.path.abspath(path), option, path)
 
 
-def check_outputs(args, files=(), directories=(), run_files=()):
+def check_outputs(args, files=(), directories=(), run_files=(), flag_checkpoint=None):
     """Check every output before the work (see the module docstring); raise ValueError naming the option.
 
     ``files`` and ``directories`` are ``(path, option)`` pairs (a None path is skipped); ``run_files``
     are ``(path, option)`` of files written inside the directory an option names.  An existing output file, or a
     periodic checkpoint of one, is an error unless ``args.overwrite`` or ``args.resume``; with
     ``args.overwrite`` the periodic checkpoints of the earlier run are removed.  ``args.resume`` must
-    name an existing checkpoint file.
+    name an existing checkpoint file -- or, for a command whose ``--resume`` is a flag, the checkpoint it
+    continues, ``flag_checkpoint``, must exist.
     """
     files = [(path, option) for path, option in files if path]
     for path, option in directories:
@@ -108,7 +109,9 @@ def check_outputs(args, files=(), directories=(), run_files=()):
     for path, option in files:
         check_output_file(path, option)
     resume = getattr(args, "resume", None)
-    if isinstance(resume, str):  # pretrain's --resume is a flag (it continues OUT/model.npz)
+    if resume is True and not os.path.exists(flag_checkpoint):  # pretrain's --resume: continue OUT/model.npz
+        raise ValueError(f"--resume: {flag_checkpoint} does not exist (to start a new run, leave out --resume)")
+    if isinstance(resume, str):
         if not os.path.exists(resume):
             raise ValueError(f"--resume {resume}: no such checkpoint (to start a new run, leave out --resume)")
         if os.path.isdir(resume):

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from minippo import pretrain as pretrain_module
 from minippo import runs
 from minippo.cli import main
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -167,3 +168,28 @@ def test_ctrl_c_during_rlhf_saves_a_run_that_resumes_bit_identically(tiny_policy
     assert log_without_timings(tmp_path / "run" / "rlhf_log.csv") == \
         log_without_timings(tmp_path / "straight" / "rlhf_log.csv")
     assert (tmp_path / "run" / "samples.jsonl").read_text() == (tmp_path / "straight" / "samples.jsonl").read_text()
+
+
+def test_ctrl_c_during_pretrain_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text("hello world\nminippo learns\n" * 10, encoding="utf-8")
+    options = ["pretrain", "--data", str(data), "--steps", "6", "--batch-size", "4", "--n-layer", "1", "--n-embd",
+               "16", "--n-head", "2", "--block-size", "32", "--samples", "0"]
+    assert main(options + ["--out", str(tmp_path / "straight")]) == 0
+    argv = options + ["--out", str(tmp_path / "run")]
+    assert main(argv + ["--resume"]) == 2  # nothing to resume: an error, not a fresh start
+    assert capsys.readouterr().err == (f"minippo pretrain: error: --resume: {tmp_path / 'run' / 'model.npz'} does "
+                                       f"not exist (to start a new run, leave out --resume)\n")
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, (pretrain_module, "sample_batch"), 3)
+        assert main(argv) == runs.INTERRUPTED_STATUS
+    checkpoint = tmp_path / "run" / "model.npz"
+    assert capsys.readouterr().out.endswith(f"interrupted at step 3; resume with: minippo {' '.join(argv)} "
+                                            f"--resume\n")
+    assert load_checkpoint(checkpoint)["step"] == 3
+    assert main(argv) == 2
+    assert f"{checkpoint} exists (from an earlier run)" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    expected, got = load_checkpoint(tmp_path / "straight" / "model.npz"), load_checkpoint(checkpoint)
+    for name, value in expected["params"].items():
+        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 
+from minippo import runs
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.distributed import world
@@ -49,7 +50,8 @@ def register(subparsers):
                         help="continue from OUT/model.npz if it exists (same settings; --steps may grow)")
     parser.add_argument("--samples", type=integer_option(0), default=4,
                         help="samples to print after training (default: 4)")
-    parser.set_defaults(func=run)
+    runs.add_run_options(parser, resume=False, periodic=False)  # --resume above; OUT/model.npz is written
+    parser.set_defaults(func=run)                                  # every checkpoint_every steps
 
 
 def print_samples(model, tokenizer, prompts, seed, log=print):
@@ -80,15 +82,28 @@ def run(args):
         documents = encode_documents(lines, tokenizer, model_config.block_size)
     except ValueError as error:
         raise ValueError(f"{args.data or 'the shipped corpus'}: {error}") from None
-    os.makedirs(args.out, exist_ok=True)  # fails now, not after training, if OUT is a file
+    checkpoint = os.path.join(args.out, "model.npz")
+    runs.check_outputs(args, directories=[(args.out, "--out")], run_files=[(checkpoint, "--out")],
+                       flag_checkpoint=checkpoint)
     init_seed, sample_seed = spawn_seeds(args.seed, 2)  # independent of the batches' stream (config.seed)
     if model is None:
         model = GPT(model_config, seed=init_seed)
     start = "" if args.init is None else f" from {args.init}"
     print(f"pretraining a {model.num_parameters():,}-parameter GPT{start} on {len(documents):,} documents "
           f"for {config.steps} steps, {world().describe()}")
-    checkpoint = os.path.join(args.out, "model.npz")
-    if pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume):
+    stopped = []  # the step at which an interrupt stopped training
+
+    def stop(step):
+        if interrupt.any_rank(world()):
+            stopped.append(step)
+        return bool(stopped)
+
+    with runs.Interrupt() as interrupt:
+        losses = pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume,
+                          stop=stop)
+    if stopped:
+        return runs.interrupted(args, f"step {stopped[0]}", checkpoint, flag=True)
+    if losses:
         print(f"wrote {checkpoint}")
     if args.samples > 0 and world().is_root:
         prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if args.data is None \
