@@ -183,6 +183,7 @@ class Interrupt:
 
     def __init__(self):
         self.signal = None
+        self.stopped_at = None  # the step a stop() of stop_after ended training at
         self._previous = {}
 
     @property
@@ -193,6 +194,16 @@ class Interrupt:
         """Whether any rank of ``world`` (``minippo.distributed``) was interrupted -- a collective call, so
         that under MPI every rank stops after the same step."""
         return any(world.gather_list([self.requested]))
+
+    def stop_after(self, world):
+        """``stop(steps_done)`` for a training loop: true once any rank of ``world`` was interrupted (a
+        collective call); the step it first says so is kept as ``stopped_at``."""
+        def stop(step):
+            if self.stopped_at is None and self.any_rank(world):
+                self.stopped_at = step
+            return self.stopped_at is not None
+
+        return stop
 
     def _handle(self, number, frame):
         if self.signal is not None:

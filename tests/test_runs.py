@@ -16,6 +16,7 @@ from minippo import runs
 from minippo.cli import main
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.rewards.reward_model import RewardModel
 from minippo.rl.ppo import Trainer
 from minippo.rlhf.trainer import RLHFTrainer
 from minippo.text.tokenizer import ByteTokenizer
@@ -135,7 +136,7 @@ def test_sigterm_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path):
 
 @pytest.fixture
 def tiny_policy(tmp_path):
-    policy = GPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16),
+    policy = GPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=128, n_layer=1, n_head=2, n_embd=16),
                  seed=0)
     path = tmp_path / "policy-start.npz"
     save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"}, kind="gpt")
@@ -193,3 +194,22 @@ def test_ctrl_c_during_pretrain_saves_a_checkpoint_that_resumes_bit_identically(
     expected, got = load_checkpoint(tmp_path / "straight" / "model.npz"), load_checkpoint(checkpoint)
     for name, value in expected["params"].items():
         np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+
+
+def test_ctrl_c_during_reward_model_saves_a_checkpoint_that_resumes_bit_identically(tiny_policy, tmp_path,
+                                                                                     monkeypatch, capsys):
+    options = ["reward-model", "--policy", tiny_policy, "--steps", "5", "--batch-size", "4"]
+    assert main(options + ["--out", str(tmp_path / "straight.npz")]) == 0
+    out = tmp_path / "rm.npz"
+    argv = options + ["--out", str(out)]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, (RewardModel, "raw_scores"), 2)  # during the second step
+        assert main(argv) == runs.INTERRUPTED_STATUS
+    assert capsys.readouterr().out.endswith(f"interrupted at step 2; resume with: minippo {' '.join(argv)} "
+                                            f"--resume {out}\n")
+    assert main(argv + ["--resume", str(out)]) == 0
+    expected, got = load_checkpoint(tmp_path / "straight.npz"), load_checkpoint(out)
+    for name, value in expected["params"].items():
+        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert main(argv + ["--resume", str(out), "--overwrite"]) == 2  # a finished model is not a stopped run
+    assert "holds a trained reward model, not a stopped training run" in capsys.readouterr().err

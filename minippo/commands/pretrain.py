@@ -91,18 +91,11 @@ def run(args):
     start = "" if args.init is None else f" from {args.init}"
     print(f"pretraining a {model.num_parameters():,}-parameter GPT{start} on {len(documents):,} documents "
           f"for {config.steps} steps, {world().describe()}")
-    stopped = []  # the step at which an interrupt stopped training
-
-    def stop(step):
-        if interrupt.any_rank(world()):
-            stopped.append(step)
-        return bool(stopped)
-
     with runs.Interrupt() as interrupt:
         losses = pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume,
-                          stop=stop)
-    if stopped:
-        return runs.interrupted(args, f"step {stopped[0]}", checkpoint, flag=True)
+                          stop=interrupt.stop_after(world()))
+    if interrupt.stopped_at is not None:
+        return runs.interrupted(args, f"step {interrupt.stopped_at}", checkpoint, flag=True)
     if losses:
         print(f"wrote {checkpoint}")
     if args.samples > 0 and world().is_root:

@@ -1,4 +1,8 @@
-"""``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
+"""``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected).
+
+Ctrl-C or SIGTERM writes a resumable checkpoint to --out and prints the command that continues it
+(``--resume``, bit-identically; ``minippo.runs``).
+"""
 from minippo import runs
 from minippo.commands import integer_option, preference_split
 from minippo.commands.models import load_policy_and_tokenizer
@@ -31,7 +35,7 @@ def register(subparsers):
     parser.add_argument("--test-fraction", type=float, default=0.15,
                         help="held-out fraction for --data (default: 0.15)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
-    runs.add_run_options(parser, resume=False, periodic=False)
+    runs.add_run_options(parser, periodic=False)
     parser.set_defaults(func=run)
 
 
@@ -42,8 +46,12 @@ def run(args):
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
     print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")
-    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=order_seed)
+    with runs.Interrupt() as interrupt:
+        train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, seed=order_seed, stop=interrupt.stop_after(world()),
+                           checkpoint_path=args.out, resume_from=args.resume)
+    if interrupt.stopped_at is not None:
+        return runs.interrupted(args, f"step {interrupt.stopped_at}", args.out)
     print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
     if world().is_root:
         model.save(args.out)
