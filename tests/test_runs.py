@@ -213,3 +213,14 @@ def test_ctrl_c_during_reward_model_saves_a_checkpoint_that_resumes_bit_identica
         np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
     assert main(argv + ["--resume", str(out), "--overwrite"]) == 2  # a finished model is not a stopped run
     assert "holds a trained reward model, not a stopped training run" in capsys.readouterr().err
+
+
+def test_dpo_keeps_an_earlier_runs_outputs_unless_told(tiny_policy, tmp_path, capsys):
+    argv = ["dpo", "--policy", tiny_policy, "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "dpo")]
+    assert main(argv) == 0
+    before = (tmp_path / "dpo" / "policy.npz").read_bytes()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"minippo dpo: error: --out {tmp_path / 'dpo'}: "
+                                              f"{tmp_path / 'dpo' / 'policy.npz'} exists (from an earlier run)")
+    assert (tmp_path / "dpo" / "policy.npz").read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0
