@@ -1,6 +1,6 @@
 """minippo.runs: outputs checked before the work, no clobbering, Ctrl-C ends with a resumable checkpoint,
-periodic checkpoints rotate -- and the training commands that use it (train-ppo here; see also
-test_resume.py)."""
+periodic checkpoints rotate -- through the training commands that use it: train-ppo, rlhf, pretrain,
+reward-model, dpo (the trainers' save/load_state alone: test_resume.py)."""
 import argparse
 import csv
 import os
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from minippo import atomic, runs
 from minippo import pretrain as pretrain_module
-from minippo import runs
 from minippo.cli import main
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
@@ -224,3 +224,14 @@ def test_dpo_keeps_an_earlier_runs_outputs_unless_told(tiny_policy, tmp_path, ca
                                               f"{tmp_path / 'dpo' / 'policy.npz'} exists (from an earlier run)")
     assert (tmp_path / "dpo" / "policy.npz").read_bytes() == before
     assert main(argv + ["--overwrite"]) == 0
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch, capsys):
+    def full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    save = tmp_path / "run.npz"
+    assert main(PPO_ARGS[:4] + ["256", "--save", str(save)]) == 2
+    assert capsys.readouterr().err == f"minippo train-ppo: error: [Errno 28] No space left on device: {str(save)!r}\n"
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
