@@ -140,27 +140,24 @@ def test_an_interrupt_while_writing_leaves_no_temporary_file(tmp_path):
     assert os.listdir(tmp_path) == ["model.npz"] and path.read_bytes() == b"old"
 
 
-def test_a_full_disk_is_reported_as_such_naming_the_destination(tmp_path, monkeypatch):
-    def full(descriptor):
-        raise OSError(28, "No space left on device")
+def full_disk(descriptor):
+    raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "fsync", full)
+
+def read_only_directory(dir, prefix):  # noqa: A002 (tempfile's name)
+    raise PermissionError(13, "Permission denied", os.path.join(dir, prefix + "abcd1234"))
+
+
+@pytest.mark.parametrize("module, function, failure, message", [
+    (atomic.os, "fsync", full_disk, "[Errno 28] No space left on device"),
+    (atomic.tempfile, "mkstemp", read_only_directory, "[Errno 13] Permission denied")])
+def test_os_errors_are_reported_as_such_naming_the_destination(tmp_path, monkeypatch, module, function, failure,
+                                                               message):
+    """As the file system reports them (monkeypatched: tests may run as root, whom permissions do not stop)."""
+    monkeypatch.setattr(module, function, failure)
     path = tmp_path / "model.npz"
     with pytest.raises(OSError) as error:
         with atomic_write(path) as file:
             file.write(b"data")
-    assert str(error.value) == f"[Errno 28] No space left on device: {str(path)!r}"
+    assert str(error.value) == f"{message}: {str(path)!r}"  # not the temporary file's name
     assert os.listdir(tmp_path) == []
-
-
-def test_a_read_only_directory_is_reported_naming_the_destination(tmp_path, monkeypatch):
-    """As the file system reports it to a user without root's rights (monkeypatched: tests may run as root)."""
-    def refuse(dir, prefix):  # noqa: A002 (tempfile's name)
-        raise PermissionError(13, "Permission denied", os.path.join(dir, prefix + "abcd1234"))
-
-    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
-    path = tmp_path / "model.npz"
-    with pytest.raises(PermissionError) as error:
-        with atomic_write(path) as file:
-            file.write(b"data")
-    assert str(error.value) == f"[Errno 13] Permission denied: {str(path)!r}"

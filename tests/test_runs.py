@@ -24,6 +24,14 @@ from minippo.text.tokenizer import ByteTokenizer
 PPO_ARGS = ["train-ppo", "--num-envs", "2", "--total-steps", "1280"]  # 5 updates of 2 x 128 steps
 
 
+def assert_same_weights(path, expected_path):
+    """The checkpoints hold the same weights, bit for bit."""
+    expected, got = load_checkpoint(expected_path), load_checkpoint(path)
+    assert got["params"].keys() == expected["params"].keys()
+    for name, value in expected["params"].items():
+        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+
+
 def interrupt_after(monkeypatch, method, calls):
     """Send this process SIGINT during the ``calls``-th call of ``method`` (as a user's Ctrl-C would)."""
     owner, name = method
@@ -38,25 +46,32 @@ def interrupt_after(monkeypatch, method, calls):
     monkeypatch.setattr(owner, name, wrapped)
 
 
+def run_interrupted(monkeypatch, capsys, argv, method, calls, where, resume):
+    """``minippo argv`` interrupted during the ``calls``-th call of ``method`` ends with status 130 and prints
+    ``interrupted at <where>; resume with: minippo <argv> <resume>``; returns what else it printed."""
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, method, calls)
+        assert main(argv) == runs.INTERRUPTED_STATUS
+    out = capsys.readouterr().out
+    last = f"interrupted at {where}; resume with: minippo {' '.join(argv)} {resume}\n"
+    assert out.endswith(last)
+    return out[:-len(last)]
+
+
 def test_ctrl_c_during_train_ppo_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, monkeypatch, capsys):
     straight = tmp_path / "straight.npz"
     assert main(PPO_ARGS + ["--save", str(straight), "--log-csv", str(tmp_path / "straight.csv")]) == 0
     capsys.readouterr()
     run = tmp_path / "run.npz"
     argv = PPO_ARGS + ["--save", str(run), "--log-csv", str(tmp_path / "run.csv")]
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, (Trainer, "collect_rollout"), 3)  # during the third update
-        assert main(argv) == runs.INTERRUPTED_STATUS
-    out = capsys.readouterr().out
-    command = f"minippo {' '.join(argv)} --resume {run}"
-    assert out.endswith(f"wrote {run}\ninterrupted at update 3; resume with: {command}\n")
+    out = run_interrupted(monkeypatch, capsys, argv, (Trainer, "collect_rollout"), 3,  # during the third update
+                          "update 3", f"--resume {run}")
+    assert out.endswith(f"wrote {run}\n")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     assert not (tmp_path / "run.csv").exists()  # outputs of a finished run only
-    assert main(command.split()[1:]) == 0
+    assert main(argv + ["--resume", str(run)]) == 0
     assert "resumed from" in capsys.readouterr().out
-    expected, got = load_checkpoint(straight), load_checkpoint(run)
-    for name, value in expected["params"].items():
-        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert_same_weights(run, straight)
     assert (tmp_path / "run.csv").read_text() == (tmp_path / "straight.csv").read_text()
 
 
@@ -154,18 +169,12 @@ def test_ctrl_c_during_rlhf_saves_a_run_that_resumes_bit_identically(tiny_policy
                "--minibatch-size", "2", "--max-new-tokens", "6", "--samples-every", "1"]
     assert main(options + ["--out", str(tmp_path / "straight")]) == 0
     argv = options + ["--out", str(tmp_path / "run")]
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, (RLHFTrainer, "iteration"), 2)
-        assert main(argv) == runs.INTERRUPTED_STATUS
     checkpoint = tmp_path / "run" / "policy.npz"
-    assert capsys.readouterr().out.endswith(f"interrupted at iteration 2; resume with: minippo {' '.join(argv)} "
-                                            f"--resume {checkpoint}\n")
+    run_interrupted(monkeypatch, capsys, argv, (RLHFTrainer, "iteration"), 2, "iteration 2", f"--resume {checkpoint}")
     assert main(argv) == 2  # the interrupted run's outputs are not overwritten by a new run
     assert capsys.readouterr().err.startswith(f"minippo rlhf: error: --out {tmp_path / 'run'}: {checkpoint} exists")
     assert main(argv + ["--resume", str(checkpoint)]) == 0
-    expected, got = load_checkpoint(tmp_path / "straight" / "policy.npz"), load_checkpoint(checkpoint)
-    for name, value in expected["params"].items():
-        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert_same_weights(checkpoint, tmp_path / "straight" / "policy.npz")
     assert log_without_timings(tmp_path / "run" / "rlhf_log.csv") == \
         log_without_timings(tmp_path / "straight" / "rlhf_log.csv")
     assert (tmp_path / "run" / "samples.jsonl").read_text() == (tmp_path / "straight" / "samples.jsonl").read_text()
@@ -181,19 +190,13 @@ def test_ctrl_c_during_pretrain_saves_a_checkpoint_that_resumes_bit_identically(
     assert main(argv + ["--resume"]) == 2  # nothing to resume: an error, not a fresh start
     assert capsys.readouterr().err == (f"minippo pretrain: error: --resume: {tmp_path / 'run' / 'model.npz'} does "
                                        f"not exist (to start a new run, leave out --resume)\n")
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, (pretrain_module, "sample_batch"), 3)
-        assert main(argv) == runs.INTERRUPTED_STATUS
+    run_interrupted(monkeypatch, capsys, argv, (pretrain_module, "sample_batch"), 3, "step 3", "--resume")
     checkpoint = tmp_path / "run" / "model.npz"
-    assert capsys.readouterr().out.endswith(f"interrupted at step 3; resume with: minippo {' '.join(argv)} "
-                                            f"--resume\n")
     assert load_checkpoint(checkpoint)["step"] == 3
     assert main(argv) == 2
     assert f"{checkpoint} exists (from an earlier run)" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
-    expected, got = load_checkpoint(tmp_path / "straight" / "model.npz"), load_checkpoint(checkpoint)
-    for name, value in expected["params"].items():
-        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert_same_weights(checkpoint, tmp_path / "straight" / "model.npz")
 
 
 def test_ctrl_c_during_reward_model_saves_a_checkpoint_that_resumes_bit_identically(tiny_policy, tmp_path,
@@ -202,15 +205,10 @@ def test_ctrl_c_during_reward_model_saves_a_checkpoint_that_resumes_bit_identica
     assert main(options + ["--out", str(tmp_path / "straight.npz")]) == 0
     out = tmp_path / "rm.npz"
     argv = options + ["--out", str(out)]
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, (RewardModel, "raw_scores"), 2)  # during the second step
-        assert main(argv) == runs.INTERRUPTED_STATUS
-    assert capsys.readouterr().out.endswith(f"interrupted at step 2; resume with: minippo {' '.join(argv)} "
-                                            f"--resume {out}\n")
+    run_interrupted(monkeypatch, capsys, argv, (RewardModel, "raw_scores"), 2,  # during the second step
+                    "step 2", f"--resume {out}")
     assert main(argv + ["--resume", str(out)]) == 0
-    expected, got = load_checkpoint(tmp_path / "straight.npz"), load_checkpoint(out)
-    for name, value in expected["params"].items():
-        np.testing.assert_array_equal(got["params"][name], value, err_msg=name)
+    assert_same_weights(out, tmp_path / "straight.npz")
     assert main(argv + ["--resume", str(out), "--overwrite"]) == 2  # a finished model is not a stopped run
     assert "holds a trained reward model, not a stopped training run" in capsys.readouterr().err
 
