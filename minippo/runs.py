@@ -39,6 +39,8 @@ import signal
 import sys
 import threading
 
+from minippo import distributed
+
 DEFAULT_KEEP = 3
 INTERRUPTED_STATUS = 130  # 128 + SIGINT: what a shell reports for a program ended by Ctrl-C
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -222,10 +224,10 @@ class Interrupt:
         self._previous = {}
 
 
-def resume_command(args, checkpoint):
+def resume_command(args, checkpoint, ranks=1):
     """The command line that continues this run: the one given, without ``--overwrite`` and any
     ``--resume``, plus ``--resume CHECKPOINT`` (or ``--resume`` alone for a command whose --resume is a
-    flag, when ``checkpoint`` is None)."""
+    flag, when ``checkpoint`` is None); launched on as many MPI ``ranks`` as it ran on."""
     words = list(getattr(args, "command_line", None) or sys.argv[1:])
     kept, skip = [], False
     for word in words:
@@ -236,7 +238,8 @@ def resume_command(args, checkpoint):
         elif word not in ("--overwrite", "--resume") and not word.startswith("--resume="):
             kept.append(word)
     kept += ["--resume"] + ([checkpoint] if checkpoint is not None else [])
-    return shlex.join(["minippo", *kept])
+    launcher = ["mpiexec", "-n", str(ranks)] if ranks > 1 else []
+    return shlex.join([*launcher, "minippo", *kept])
 
 
 def interrupted(args, where, checkpoint, flag=False):
@@ -248,6 +251,6 @@ def interrupted(args, where, checkpoint, flag=False):
         print(f"interrupted at {where}; nothing was saved (give a checkpoint path to make the run resumable)",
               flush=True)
     else:
-        print(f"wrote {checkpoint}\ninterrupted at {where}; resume with: "
-              f"{resume_command(args, None if flag else checkpoint)}", flush=True)
+        command = resume_command(args, None if flag else checkpoint, distributed.world().size)
+        print(f"wrote {checkpoint}\ninterrupted at {where}; resume with: {command}", flush=True)
     return INTERRUPTED_STATUS

@@ -127,6 +127,7 @@ def test_the_resume_command_replaces_resume_and_overwrite():
         "minippo rlhf --out 'my runs' --resume 'my runs/policy.npz'"
     args = argparse.Namespace(command_line=["pretrain", "--resume", "--steps", "9"])
     assert runs.resume_command(args, None) == "minippo pretrain --steps 9 --resume"
+    assert runs.resume_command(args, None, ranks=4) == "mpiexec -n 4 minippo pretrain --steps 9 --resume"
 
 
 def test_sigterm_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path):
