@@ -46,9 +46,9 @@ INTERRUPTED_STATUS = 130  # 128 + SIGINT: what a shell reports for a program end
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def add_run_options(parser, resume=True, periodic=True):
+def add_run_options(parser, resume=True, periodic=True, unit="updates"):
     """Add ``--overwrite`` and, with ``resume``, ``--resume PATH``; with ``periodic``, ``--save-every K``
-    and ``--keep K``."""
+    (K ``unit``, e.g. "iterations") and ``--keep K``."""
     from minippo.commands import integer_option  # (the command-line layer; the rest of this module is not)
 
     parser.add_argument("--overwrite", action="store_true",
@@ -59,7 +59,7 @@ def add_run_options(parser, resume=True, periodic=True):
                                  "--save-every); with the same options the result is bit-identical")
     if periodic:
         parser.add_argument("--save-every", type=integer_option(1), metavar="K",
-                            help="also write a resumable checkpoint NAME.stepN.npz every K steps (default: off)")
+                            help=f"also write a resumable checkpoint NAME.stepN.npz every K {unit} (default: off)")
         parser.add_argument("--keep", type=integer_option(1), default=DEFAULT_KEEP, metavar="K",
                             help=f"periodic checkpoints kept, the latest (default: {DEFAULT_KEEP})")
 

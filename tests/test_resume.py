@@ -1,7 +1,7 @@
 """Interrupted and resumed training runs are bit-identical to uninterrupted ones: PPO on the native
 control tasks (and their environments' saved state), RLHF on a tiny GPT."""
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -156,3 +156,26 @@ def test_an_rlhf_run_resumes_only_from_its_own_start(tmp_path):
     save_checkpoint(tmp_path / "weights.npz", first.policy.params, first.policy.config.to_dict(), kind="gpt")
     with pytest.raises(ValueError, match="holds a policy without an RLHF run's state"):
         rlhf_trainer("ppo", "float64").load_state(tmp_path / "weights.npz")
+
+
+def test_a_gymnasium_run_resumes_with_new_episodes(tmp_path):
+    """gymnasium environments have no pickle-free state: their episodes start anew, the rest continues."""
+    pytest.importorskip("gymnasium")
+    config = small_config("gymnasium:CartPole-v1", "float32", updates=2)
+    first = Trainer(config)
+    first.train(lambda trainer, stats: stats["update"] == 1)
+    first.save(tmp_path / "run.npz")
+    resumed = Trainer(config)
+    resumed.load_state(tmp_path / "run.npz")
+    assert resumed.next_obs is None  # the next rollout resets the environments
+    for name, value in first.agent.params.items():
+        np.testing.assert_array_equal(resumed.agent.params[name], value, err_msg=name)
+    assert len(resumed.train().updates) == 2 and resumed.global_step == config.total_steps
+
+
+def test_a_policy_saved_without_its_training_state_is_not_resumed(tmp_path):
+    trainer = Trainer(small_config("CartPole-v1", "float32"))
+    save_checkpoint(tmp_path / "old.npz", trainer.agent.params, asdict(trainer.config), kind="ppo_policy",
+                    extra={"obs_rms": None})
+    with pytest.raises(ValueError, match="old.npz.*holds a policy without its training state"):
+        trainer.load_state(tmp_path / "old.npz")

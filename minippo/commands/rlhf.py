@@ -89,7 +89,7 @@ def register(subparsers):
                              "in --out (default: 0, off)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
-    runs.add_run_options(parser)
+    runs.add_run_options(parser, unit="iterations")
     parser.set_defaults(func=run)
 
 

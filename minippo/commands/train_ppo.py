@@ -50,7 +50,8 @@ def register(subparsers):
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
     parser.add_argument("--plot", metavar="PATH",
                         help="learning-curve PNG (default: next to --log-csv; needs matplotlib)")
-    parser.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end")
+    parser.add_argument("--save", metavar="PATH",
+                        help="write a checkpoint (.npz) at the end and on Ctrl-C, which --resume continues")
     runs.add_run_options(parser)
     parser.set_defaults(func=run)
 

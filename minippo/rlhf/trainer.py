@@ -34,9 +34,8 @@ resamples them (DAPO) and drops those still equal.  ``mask_truncated_completions
 cut at the length limit out of every algorithm's loss.  The statistics an iteration returns are
 described in ``minippo.rlhf.diagnostics``.
 
-:meth:`RLHFTrainer.save` writes the policy as a GPT checkpoint (what ``minippo generate`` and ``rlhf
---policy`` read) that also holds the rest of the run -- critic, value head, optimizer, β, the sampling
-generators, the iteration -- so that :meth:`RLHFTrainer.load_state` continues it bit-identically.
+:meth:`RLHFTrainer.save` writes a policy checkpoint that also holds the rest of the run, which
+:meth:`RLHFTrainer.load_state` continues bit-identically (``minippo.rlhf.resume``).
 """
 import copy
 import time
@@ -175,13 +174,11 @@ class RLHFTrainer:
 
     # -- saving and resuming (minippo.rlhf.resume) -----------------------------------------------
     def save(self, path, extra=None):
-        """Write the run to ``path``, a GPT checkpoint of the policy that :meth:`load_state` continues;
-        ``extra`` is the caller's own JSON-friendly state (see ``minippo.rlhf.resume.save_run``)."""
+        """Write the run to ``path``, with the caller's JSON-friendly ``extra`` (``resume.save_run``)."""
         save_run(self, path, extra)
 
     def load_state(self, path):
-        """Continue the run :meth:`save` wrote to ``path`` bit-identically; returns the caller's ``extra``
-        (see ``minippo.rlhf.resume.load_run``)."""
+        """Continue the run :meth:`save` wrote to ``path``; returns its ``extra`` (``resume.load_run``)."""
         return load_run(self, path)
 
     def _zero_grad(self):
