@@ -234,3 +234,12 @@ def test_a_full_disk_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch, 
     assert main(PPO_ARGS[:4] + ["256", "--save", str(save)]) == 2
     assert capsys.readouterr().err == f"minippo train-ppo: error: [Errno 28] No space left on device: {str(save)!r}\n"
     assert os.listdir(tmp_path) == []  # no temporary file left behind
+
+
+def test_ctrl_c_outside_a_training_loop_ends_without_a_traceback(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "__init__", interrupted)  # e.g. while the environments are being built
+    assert main(PPO_ARGS) == runs.INTERRUPTED_STATUS
+    assert capsys.readouterr() == ("", "minippo train-ppo: interrupted\n")

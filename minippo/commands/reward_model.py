@@ -50,9 +50,10 @@ def run(args):
         train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, seed=order_seed, stop=interrupt.stop_after(world()),
                            checkpoint_path=args.out, resume_from=args.resume)
+        if interrupt.stopped_at is None:  # (a Ctrl-C from here on waits for the checkpoint)
+            print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
+            if world().is_root:
+                model.save(args.out)
     if interrupt.stopped_at is not None:
         return runs.interrupted(args, f"step {interrupt.stopped_at}", args.out)
-    print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
-    if world().is_root:
-        model.save(args.out)
     print(f"wrote {args.out}")

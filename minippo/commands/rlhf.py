@@ -137,7 +137,7 @@ def run(args):
             if interrupt.any_rank(trainer.world):
                 save(paths["policy.npz"])
                 return runs.interrupted(args, f"iteration {iteration}", paths["policy.npz"])
-    save(paths["policy.npz"])
+        save(paths["policy.npz"])  # (a Ctrl-C now waits for the checkpoint)
     if not trainer.world.is_root:  # the other ranks hold the same policy and figures
         return
     write_csv(rows, paths["rlhf_log.csv"])

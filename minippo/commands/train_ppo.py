@@ -123,16 +123,15 @@ def run(args):
         runs.save_periodic(trainer.save, args.save, stats["update"], args.save_every, args.keep)
         return interrupt.any_rank(trainer.world)
 
-    with runs.Interrupt() as interrupt:
+    with runs.Interrupt() as interrupt:  # (a Ctrl-C while saving waits for the checkpoint)
         history = trainer.train(progress)
-    if interrupt.requested or len(history.updates) < config.num_updates:  # some rank was interrupted
         if args.save:
             trainer.save(args.save)
+    if len(history.updates) < config.num_updates:  # some rank was interrupted
         return runs.interrupted(args, f"update {len(history.updates)}", args.save)
     print(f"done: {trainer.global_step:,} steps in {format_duration(history.updates[-1]['time'])}, "
           f"mean return of the last {RECENT_EPISODES} episodes {history.recent_return():.1f}")
     if args.save:
-        trainer.save(args.save)
         print(f"wrote {args.save}")
     if not trainer.world.is_root:  # the other ranks hold the same history
         return
