@@ -8,12 +8,15 @@ A training command uses it in three places::
         runs.add_run_options(parser)            # --overwrite, --resume PATH, --save-every K, --keep K
 
     def run(args):
-        runs.check_outputs(args, files=[(args.save, "--save")])   # before any work
+        runs.check_outputs(args, files=[(args.save, "--save")])  # before any work
         with runs.Interrupt() as interrupt:
-            ... train, stopping after the step during which interrupt.requested became true ...
-        if interrupt.requested:
-            ... save a resumable checkpoint to PATH ...
-            return runs.interrupted(args, "update 7", PATH)       # prints how to resume; status 130
+            for step in range(start, steps):
+                ...  # one step
+                runs.save_periodic(save, args.save, step + 1, args.save_every, args.keep)
+                if interrupt.any_rank(world):  # (a function's step loop: stop=interrupt.stop_after(world))
+                    save(args.save)
+                    return runs.interrupted(args, f"step {step + 1}", args.save)  # how to resume; 130
+            save(args.save)  # (a Ctrl-C while saving waits for the checkpoint)
 
 The rules:
 
@@ -27,7 +30,8 @@ The rules:
   ``requested``: the loop finishes its current step, the command writes its checkpoint and
   :func:`interrupted` prints ``interrupted at <step>; resume with: <the command with --resume>``
   and returns the status 130 (128 + SIGINT, what shells report for Ctrl-C), with no traceback.
-  A second signal stops at once (KeyboardInterrupt).
+  A second signal stops at once (KeyboardInterrupt, which ``minippo.cli`` reports as
+  ``minippo <command>: interrupted``, status 130).
 * **Periodic checkpoints.**  ``--save-every K`` writes ``<name>.step<N><ext>`` beside the checkpoint
   every K steps (atomically, as every checkpoint) and keeps the last ``--keep`` of them
   (:func:`save_periodic`); each one can be given to ``--resume``.
