@@ -130,8 +130,9 @@ def test_the_resume_command_replaces_resume_and_overwrite():
     assert runs.resume_command(args, None, ranks=4) == "mpiexec -n 4 minippo pretrain --steps 9 --resume"
 
 
-def test_sigterm_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path):
-    """A real process and a real signal, as a cluster scheduler sends it."""
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path, signal_number):
+    """A real process and a real signal, as Ctrl-C or a cluster scheduler sends it."""
     save = tmp_path / "run.npz"
     process = subprocess.Popen([sys.executable, "-m", "minippo", "train-ppo", "--num-envs", "2", "--total-steps",
                                 "100000000", "--save", str(save)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -139,13 +140,13 @@ def test_sigterm_ends_a_run_with_a_checkpoint_and_no_traceback(tmp_path):
     try:
         for line in process.stdout:
             if line.startswith("update"):  # training is under way
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal_number)
                 break
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
     assert process.returncode == runs.INTERRUPTED_STATUS
-    assert "Traceback" not in err and "SIGTERM: stopping after this step" in err
+    assert "Traceback" not in err and f"{signal_number.name}: stopping after this step" in err
     assert f"resume with: minippo train-ppo --num-envs 2 --total-steps 100000000 --save {save} --resume {save}" in out
     assert load_checkpoint(save)["step"] > 0
 
