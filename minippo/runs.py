@@ -249,11 +249,10 @@ def resume_command(args, checkpoint, ranks=1):
 def interrupted(args, where, checkpoint, flag=False):
     """Print ``interrupted at <where>; resume with: <command>`` and return the exit status 130.
 
-    ``checkpoint`` is where the resumable state was written (None: nothing could be saved); ``flag``
+    ``checkpoint`` is where the resumable state was written (None: train-ppo without --save); ``flag``
     means the command's ``--resume`` takes no path (pretrain)."""
     if checkpoint is None:
-        print(f"interrupted at {where}; nothing was saved (give a checkpoint path to make the run resumable)",
-              flush=True)
+        print(f"interrupted at {where}; nothing was saved (a run is resumable with --save PATH)", flush=True)
     else:
         command = resume_command(args, None if flag else checkpoint, distributed.world().size)
         print(f"wrote {checkpoint}\ninterrupted at {where}; resume with: {command}", flush=True)

@@ -75,6 +75,13 @@ def test_ctrl_c_during_train_ppo_saves_a_checkpoint_that_resumes_bit_identically
     assert (tmp_path / "run.csv").read_text() == (tmp_path / "straight.csv").read_text()
 
 
+def test_ctrl_c_without_a_checkpoint_path_says_that_nothing_was_saved(monkeypatch, capsys):
+    interrupt_after(monkeypatch, (Trainer, "collect_rollout"), 1)
+    assert main(PPO_ARGS) == runs.INTERRUPTED_STATUS
+    assert capsys.readouterr().out.endswith("interrupted at update 1; nothing was saved (a run is resumable with "
+                                            "--save PATH)\n")
+
+
 def test_an_earlier_runs_outputs_are_not_overwritten_unless_asked(tmp_path, capsys):
     save, log = tmp_path / "run.npz", tmp_path / "run.csv"
     argv = PPO_ARGS[:4] + ["256", "--save", str(save), "--log-csv", str(log)]
