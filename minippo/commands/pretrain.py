@@ -47,7 +47,8 @@ def register(subparsers):
                         help="context length")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="array dtype")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/model.npz if it exists (same settings; --steps may grow)")
+                        help=f"continue the run in OUT/model.npz, written every {defaults.checkpoint_every} steps "
+                        "and on Ctrl-C (same settings; --steps may grow)")
     parser.add_argument("--samples", type=integer_option(0), default=4,
                         help="samples to print after training (default: 4)")
     runs.add_run_options(parser, resume=False, periodic=False)  # --resume above; OUT/model.npz is written
