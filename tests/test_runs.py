@@ -251,3 +251,21 @@ def test_ctrl_c_outside_a_training_loop_ends_without_a_traceback(monkeypatch, ca
     monkeypatch.setattr(Trainer, "__init__", interrupted)  # e.g. while the environments are being built
     assert main(PPO_ARGS) == runs.INTERRUPTED_STATUS
     assert capsys.readouterr() == ("", "minippo train-ppo: interrupted\n")
+
+
+@pytest.mark.parametrize("command", [["rlhf", "--reward", "length:5"], ["pretrain"], ["reward-model"], ["dpo"]])
+@pytest.mark.parametrize("problem", ["parent is a file", "read-only directory"])
+def test_every_training_command_checks_its_output_before_the_work(tiny_policy, tmp_path, monkeypatch, capsys,
+                                                                   command, problem):
+    (tmp_path / "file").write_text("")
+    if problem == "parent is a file":
+        out, message = tmp_path / "file" / "out", f"{tmp_path / 'file'} is a file, not a directory"
+    else:
+        out = tmp_path / "out"
+        monkeypatch.setattr(runs.os, "access", lambda path, mode: False)
+        message = "(permission denied)"
+    policy = [] if command == ["pretrain"] else ["--policy", tiny_policy]
+    assert main(command + policy + ["--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"minippo {command[0]}: error: --out {out}") and message in captured.err
+    assert captured.err.count("\n") == 1 and "step" not in captured.out and "iter" not in captured.out
