@@ -4,14 +4,39 @@ The content goes to a temporary file in the destination's directory, is flushed 
 permissions a normal ``open(path, "w")`` would give (0666 minus the umask), and is then renamed over
 the destination with ``os.replace`` -- atomic on POSIX and Windows.  Every file minippo saves
 (checkpoints, tokenizers) goes through :func:`atomic_write`.
+
+Nothing is left behind: the temporary file is removed on any exception, Ctrl-C included, and the
+temporary files of the same destination that a killed process (SIGKILL, power loss) left behind are
+removed by the next write of that destination.  An operating-system error (no permission, no space
+left) names the destination, not the temporary file.
 """
 import contextlib
 import errno
 import os
+import re
 import tempfile
 
 WRITE_MODES = ("w", "wt", "wb")  # the modes whose file starts empty, as the temporary file does
 TEMPORARY_NAME_PART = 64  # characters of the destination's name in the temporary file's name
+TEMPORARY_SUFFIX = "[a-z0-9_]{8}"  # the random part tempfile.mkstemp adds
+
+
+def temporary_prefix(path):
+    """The start of the name of ``path``'s temporary files: ``.tmp-<name>-`` (64 characters of the name
+    at most: all of it could be too long)."""
+    return ".tmp-" + os.path.basename(path)[:TEMPORARY_NAME_PART] + "-"
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files an interrupted write of ``path`` left in its directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(temporary_prefix(path)) + TEMPORARY_SUFFIX + "$")
+    for name in os.listdir(directory):
+        if pattern.match(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:  # another process removed it first
+                pass
 
 
 def _current_umask():
@@ -50,6 +75,9 @@ def atomic_write(path, mode="wb", encoding=None, newline=None):
     * a symbolic link is replaced by a regular file; the file it pointed to is left as it was;
     * a file with several hard links stops being shared: the other names keep the old content;
     * missing parent directories are created.
+
+    An ``OSError`` while writing (e.g. no space left on device) is raised again with ``path`` as its
+    file name.
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"mode must be one of {WRITE_MODES}, got {mode!r}")
@@ -58,15 +86,14 @@ def atomic_write(path, mode="wb", encoding=None, newline=None):
         raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    remove_stale_temporaries(path)
     temporary = None
 
     def create_temporary(name, flags):
         # open() calls this only once it has accepted mode and encoding, and from then on the file
         # object owns the descriptor (it is closed even if open() fails after this point).
         nonlocal temporary
-        # the name's first 64 characters say whose temporary file it is; all of it could be too long
-        prefix = ".tmp-" + os.path.basename(path)[:TEMPORARY_NAME_PART] + "-"
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=prefix)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(path))
         return handle
 
     try:
@@ -76,7 +103,11 @@ def atomic_write(path, mode="wb", encoding=None, newline=None):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno is not None and (
+                error.filename is None or os.path.basename(os.fsdecode(error.filename)).startswith(
+                    temporary_prefix(path))):  # name the file the user named, not the temporary one
+            raise type(error)(error.errno, error.strerror, path) from error
         raise

@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 
-from minippo import distributed
+from minippo import distributed, runs
 from minippo.memory import keep_freed_memory
 
 # Sub-command modules, in the order ``minippo --help`` lists them.
@@ -48,13 +48,15 @@ def main(argv=None):
     arguments), file-system errors (a missing file, a directory where a file
     should be, no permission), a missing optional dependency (gymnasium for a
     ``gymnasium:`` environment) and a diverging run are reported on stderr as
-    ``minippo <command>: error: ...`` with status 2, not as a traceback.
+    ``minippo <command>: error: ...`` with status 2, not as a traceback; Ctrl-C that no training loop
+    handles (``minippo.runs``) ends with ``minippo <command>: interrupted`` and status 130.
 
     Under ``mpiexec -n N`` (``minippo.distributed``) only rank 0 writes to stdout, and an error on any
     rank ends every rank (with that rank's message), so that none waits forever for the others.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else list(argv)  # minippo.runs prints how to resume
     keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
     world = distributed.LOCAL
     try:
@@ -68,4 +70,9 @@ def main(argv=None):
         if world.size > 1:
             world.abort(2)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside (minippo.runs)
+        print(f"minippo {args.command}: interrupted", file=sys.stderr, flush=True)
+        if world.size > 1:
+            world.abort(runs.INTERRUPTED_STATUS)
+        return runs.INTERRUPTED_STATUS
     return 0 if status is None else status

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minippo import distributed
+from minippo import distributed, runs
 from minippo.checks import check_settings, integer, non_negative, positive, setting
 from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -109,15 +109,10 @@ def check_same_settings(saved, config, checkpoint_path):
     """Raise ValueError listing every setting, other than RESUMABLE_CHANGES, that differs from ``saved``
     (whose names may be the old ones of RENAMED_SETTINGS)."""
     saved = {RENAMED_SETTINGS.get(name, name): value for name, value in saved.items()}
-    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
-                   for name, value in asdict(config).items()
-                   if name not in RESUMABLE_CHANGES and saved.get(name) != value]
-    if differences:
-        raise ValueError(f"checkpoint {checkpoint_path!r} was trained with other settings ("
-                         + "; ".join(differences) + "); only " + ", ".join(RESUMABLE_CHANGES) + " may change")
+    runs.check_same_settings(saved, asdict(config), RESUMABLE_CHANGES, checkpoint_path)
 
 
-def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print):
+def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, resume=False, log=print, stop=None):
     """Train ``model`` in place on ``documents`` (from :func:`encode_documents`); return the loss curve
     of the steps trained here.
 
@@ -128,7 +123,8 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     total (from the resumed step on, the learning rate is the longer schedule's, higher than where the
     shorter run ended).  A checkpoint already at ``steps`` or beyond trains nothing and returns [].
     ``log`` receives one progress line per ``config.log_every`` steps (step, mean loss since the last
-    line, tokens/s, ETA).
+    line, tokens/s, ETA).  ``stop(steps_done)``, when given, is asked after every step: when it is true,
+    the checkpoint is written and training ends there (``minippo pretrain`` stops so on Ctrl-C).
     """
     tokenizer = tokenizer or ByteTokenizer()
     checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)  # messages show a str
@@ -206,8 +202,11 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
             log(f"step {done:5d}/{config.steps}  loss {np.mean(window):.4f}  "
                 f"{rate:,.0f} tokens/s  ETA {format_duration(eta)}")
             window.clear()
-        if checkpoint_path and (done % config.checkpoint_every == 0 or done == config.steps):
+        stopping = stop is not None and stop(done)
+        if checkpoint_path and (done % config.checkpoint_every == 0 or done == config.steps or stopping):
             save(done)
+        if stopping:
+            break
     return losses
 
 

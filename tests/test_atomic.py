@@ -115,3 +115,49 @@ def test_a_directory_at_the_destination_is_refused_before_writing(tmp_path):
     assert str(error.value) == f"[Errno 21] Is a directory: {str(tmp_path)!r}"  # not a temporary file's name
     assert body_ran == [] and os.listdir(tmp_path) == [] and not any(
         name.startswith(".tmp-") for name in os.listdir(tmp_path.parent))
+
+
+def test_temporary_files_of_killed_writes_are_swept_by_the_next_write(tmp_path):
+    """A write killed with SIGKILL cannot clean up; the next write of the same file does (and only
+    touches that file's temporaries)."""
+    path = tmp_path / "model.npz"
+    stale = [tmp_path / ".tmp-model.npz-abcd_123", tmp_path / ".tmp-model.npz-zzzzzzzz"]
+    others = [tmp_path / ".tmp-model.npz-b-abcd1234", tmp_path / ".tmp-other-abcd1234", tmp_path / "notes"]
+    for leftover in stale + others:
+        leftover.write_bytes(b"partial")
+    with atomic_write(path) as file:
+        file.write(b"whole")
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.npz"] + [p.name for p in others])
+
+
+def test_an_interrupt_while_writing_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path) as file:
+            file.write(b"half")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == ["model.npz"] and path.read_bytes() == b"old"
+
+
+def full_disk(descriptor):
+    raise OSError(28, "No space left on device")
+
+
+def read_only_directory(dir, prefix):  # noqa: A002 (tempfile's name)
+    raise PermissionError(13, "Permission denied", os.path.join(dir, prefix + "abcd1234"))
+
+
+@pytest.mark.parametrize("module, function, failure, message", [
+    (atomic.os, "fsync", full_disk, "[Errno 28] No space left on device"),
+    (atomic.tempfile, "mkstemp", read_only_directory, "[Errno 13] Permission denied")])
+def test_os_errors_are_reported_as_such_naming_the_destination(tmp_path, monkeypatch, module, function, failure,
+                                                               message):
+    """As the file system reports them (monkeypatched: tests may run as root, whom permissions do not stop)."""
+    monkeypatch.setattr(module, function, failure)
+    path = tmp_path / "model.npz"
+    with pytest.raises(OSError) as error:
+        with atomic_write(path) as file:
+            file.write(b"data")
+    assert str(error.value) == f"{message}: {str(path)!r}"  # not the temporary file's name
+    assert os.listdir(tmp_path) == []

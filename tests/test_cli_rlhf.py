@@ -37,7 +37,7 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert read_prompts(str(prompts)) == ["Q: Where is the bank? A:", "Q: When does the cafe open? A:"]
     assert main(["rlhf", "--policy", str(out / "policy.npz"), "--reward", "keyword:Sure", "--algo", "rloo",
                  "--iterations", "1", "--batch-size", "12", "--minibatch-size", "6", "--max-new-tokens", "8",
-                 "--prompts", str(prompts), "--out", str(out)]) == 0
+                 "--prompts", str(prompts), "--out", str(out), "--overwrite"]) == 0  # the first run's outputs
     capsys.readouterr()
     prompts.write_bytes("Q: Où est la banque ? A:".encode("latin-1"))
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--prompts", str(prompts)]) == 2

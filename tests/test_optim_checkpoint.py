@@ -16,6 +16,7 @@ from minippo.nn import (
     cosine_schedule,
     cross_entropy,
 )
+from minippo.nn import checkpoint as checkpoint_module
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.optim import decay_groups, linear_schedule
 
@@ -493,3 +494,26 @@ def test_format_1_checkpoints_get_their_kind_from_one_legacy_rule(tmp_path):
     np.savez(tmp_path / "odd.npz", meta=np.array(json.dumps(meta)))
     with pytest.raises(ValueError, match=r"odd.npz': unknown checkpoint kind 'mystery'"):
         load_checkpoint(tmp_path / "odd.npz")
+
+
+def test_checkpoint_os_errors_are_reported_as_such_naming_the_file(tmp_path, monkeypatch):
+    """No permission or a failing disk is not a damaged checkpoint (monkeypatched: tests may run as root)."""
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, {"w": np.ones(3)}, kind="gpt")
+
+    def refuse(name, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_module, "open", refuse, raising=False)
+        with pytest.raises(PermissionError) as error:
+            load_checkpoint(path)
+    assert str(error.value) == f"[Errno 13] Permission denied: {str(path)!r}"
+
+    def failing_disk(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint_module.np, "load", failing_disk)
+    with pytest.raises(OSError) as error:
+        load_checkpoint(path)
+    assert type(error.value) is OSError and str(error.value) == f"[Errno 5] Input/output error: {str(path)!r}"

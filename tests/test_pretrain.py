@@ -242,7 +242,8 @@ def test_pretrain_command_reports_bad_files_before_training(tmp_path, capsys):
     for bad, problem in [(["--data", ""], "No such file"),
                          (["--data", str(latin1)], f"{latin1}: not UTF-8 text"),
                          (["--data", str(tmp_path)], f"Is a directory: {str(tmp_path)!r}"),
-                         (["--data", str(data), "--out", str(not_a_directory)], f"{str(not_a_directory)!r}")]:
+                         (["--data", str(data), "--out", str(not_a_directory)],
+                          f"{not_a_directory} is a file, not a directory")]:
         assert main(["pretrain", "--out", str(tmp_path / "run"), *bad, "--steps", "2", *TINY_OPTIONS]) == 2
         captured = capsys.readouterr()
         assert captured.err.startswith("minippo pretrain: error: ") and captured.err.count("\n") == 1

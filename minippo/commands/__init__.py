@@ -1,6 +1,5 @@
 """Command-line sub-commands; each module registers one with ``register(subparsers)``."""
 import argparse
-import os
 
 import numpy as np
 
@@ -23,17 +22,6 @@ def integer_option(minimum):
         return value
 
     return parse
-
-
-def check_output_path(path, option):
-    """Fail now rather than after training: ``path`` must not be a directory, and its parent
-    directory must exist or be creatable (it is created)."""
-    if os.path.isdir(path):
-        raise ValueError(f"{option} {path} is a directory, not a file")
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{option} {path}: cannot create its directory ({error})") from error
 
 
 def preference_split(data, test_fraction, seed):

@@ -2,6 +2,7 @@
 import os
 from dataclasses import asdict
 
+from minippo import runs
 from minippo.commands import integer_option, preference_split
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.nn.checkpoint import save_checkpoint
@@ -42,6 +43,7 @@ def register(subparsers):
                         help=f"steps per log row and held-out evaluation (default: {defaults.log_every})")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/dpo", help="output directory (default: runs/dpo)")
+    runs.add_run_options(parser, resume=False, periodic=False)
     parser.set_defaults(func=run)
 
 
@@ -53,7 +55,8 @@ def run(args):
                        log_every=args.log_every, seed=order_seed)
     train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
-    os.makedirs(args.out, exist_ok=True)
+    runs.check_outputs(args, directories=[(args.out, "--out")],
+                       run_files=[(os.path.join(args.out, name), "--out") for name in ("policy.npz", "dpo_log.csv")])
     trainer = DPOTrainer(policy, tokenizer, train, config, test_pairs=test)
     rows = trainer.train()
     write_csv(rows, os.path.join(args.out, "dpo_log.csv"))

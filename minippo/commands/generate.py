@@ -13,9 +13,10 @@ import sys
 import numpy as np
 
 from minippo.atomic import atomic_write
-from minippo.commands import check_output_path, integer_option
+from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.commands.rlhf import read_prompts
+from minippo.runs import check_output_file
 
 BATCH_SIZE = 64  # prompts sampled together
 
@@ -62,7 +63,7 @@ def run(args):
     if args.out is not None:
         if args.prompts is None:
             raise ValueError("--out goes with --prompts")
-        check_output_path(args.out, "--out")
+        check_output_file(args.out, "--out")
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     prompts = [args.prompt] if args.prompts is None else read_prompts(args.prompts)
     rng = np.random.default_rng(args.seed)

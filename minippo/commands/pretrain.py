@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 
+from minippo import runs
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.distributed import world
@@ -46,10 +47,12 @@ def register(subparsers):
                         help="context length")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="array dtype")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/model.npz if it exists (same settings; --steps may grow)")
+                        help=f"continue the run in OUT/model.npz, written every {defaults.checkpoint_every} steps "
+                        "and on Ctrl-C (same settings; --steps may grow)")
     parser.add_argument("--samples", type=integer_option(0), default=4,
                         help="samples to print after training (default: 4)")
-    parser.set_defaults(func=run)
+    runs.add_run_options(parser, resume=False, periodic=False)  # --resume above; OUT/model.npz is written
+    parser.set_defaults(func=run)                                  # every checkpoint_every steps
 
 
 def print_samples(model, tokenizer, prompts, seed, log=print):
@@ -80,15 +83,21 @@ def run(args):
         documents = encode_documents(lines, tokenizer, model_config.block_size)
     except ValueError as error:
         raise ValueError(f"{args.data or 'the shipped corpus'}: {error}") from None
-    os.makedirs(args.out, exist_ok=True)  # fails now, not after training, if OUT is a file
+    checkpoint = os.path.join(args.out, "model.npz")
+    runs.check_outputs(args, directories=[(args.out, "--out")], run_files=[(checkpoint, "--out")],
+                       flag_checkpoint=checkpoint)
     init_seed, sample_seed = spawn_seeds(args.seed, 2)  # independent of the batches' stream (config.seed)
     if model is None:
         model = GPT(model_config, seed=init_seed)
     start = "" if args.init is None else f" from {args.init}"
     print(f"pretraining a {model.num_parameters():,}-parameter GPT{start} on {len(documents):,} documents "
           f"for {config.steps} steps, {world().describe()}")
-    checkpoint = os.path.join(args.out, "model.npz")
-    if pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume):
+    with runs.Interrupt() as interrupt:
+        losses = pretrain(model, documents, config, tokenizer, checkpoint_path=checkpoint, resume=args.resume,
+                          stop=interrupt.stop_after(world()))
+    if interrupt.stopped_at is not None:
+        return runs.interrupted(args, f"step {interrupt.stopped_at}", checkpoint, flag=True)
+    if losses:
         print(f"wrote {checkpoint}")
     if args.samples > 0 and world().is_root:
         prompts = [format_prompt(p) for p in load_prompts("test")[:args.samples]] if args.data is None \

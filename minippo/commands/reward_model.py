@@ -1,5 +1,10 @@
-"""``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected)."""
-from minippo.commands import check_output_path, integer_option, preference_split
+"""``minippo reward-model``: train a reward model on preference pairs (JSONL: prompt, chosen, rejected).
+
+Ctrl-C or SIGTERM writes a resumable checkpoint to --out and prints the command that continues it
+(``--resume``, bit-identically; ``minippo.runs``).
+"""
+from minippo import runs
+from minippo.commands import integer_option, preference_split
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.distributed import world
 from minippo.rewards.reward_model import (
@@ -30,19 +35,25 @@ def register(subparsers):
     parser.add_argument("--test-fraction", type=float, default=0.15,
                         help="held-out fraction for --data (default: 0.15)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
+    runs.add_run_options(parser, periodic=False)
     parser.set_defaults(func=run)
 
 
 def run(args):
-    check_output_path(args.out, "--out")
+    runs.check_outputs(args, files=[(args.out, "--out")])
     split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
     train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
     print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")
-    train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=order_seed)
-    print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
-    if world().is_root:
-        model.save(args.out)
+    with runs.Interrupt() as interrupt:
+        train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, seed=order_seed, stop=interrupt.stop_after(world()),
+                           checkpoint_path=args.out, resume_from=args.resume)
+        if interrupt.stopped_at is None:  # (a Ctrl-C from here on waits for the checkpoint)
+            print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
+            if world().is_root:
+                model.save(args.out)
+    if interrupt.stopped_at is not None:
+        return runs.interrupted(args, f"step {interrupt.stopped_at}", args.out)
     print(f"wrote {args.out}")

@@ -1,13 +1,19 @@
-"""``minippo rlhf``: PPO, REINFORCE, RLOO or GRPO on your own policy checkpoint against a reward model or a rule."""
+"""``minippo rlhf``: PPO, REINFORCE, RLOO or GRPO on your own policy checkpoint against a reward model or a rule.
+
+OUT/policy.npz is the trained policy and the whole run: ``--resume OUT/policy.npz`` (with the same options)
+continues it bit-identically, and Ctrl-C saves it and prints that command (``minippo.runs``).
+"""
 import dataclasses
+import json
 import os
 
 import numpy as np
 
+from minippo import runs
 from minippo.commands import integer_option
 from minippo.commands.evaluate import add_rlhf_evaluation_options, rlhf_evaluation
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
-from minippo.nn.checkpoint import save_checkpoint
+from minippo.nn.checkpoint import rng_from_state, rng_state
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.kl import KL_ESTIMATORS
 from minippo.rl.losses import LOSS_TYPES
@@ -16,7 +22,6 @@ from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.files import read_text
-from minippo.text.gpt2 import tokenizer_record
 
 
 def read_prompts(path):
@@ -85,6 +90,7 @@ def register(subparsers):
                              "in --out (default: 0, off)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
+    runs.add_run_options(parser, unit="iterations")
     add_rlhf_evaluation_options(parser)
     parser.set_defaults(func=run)
 
@@ -103,31 +109,57 @@ def run(args):
                         dynamic_sampling_tries=args.dynamic_sampling_tries,
                         kl_target=None if args.fixed_kl is not None else args.kl_target,
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
+    paths = {name: os.path.join(args.out, name) for name in ("policy.npz", "rlhf_log.csv", "samples.jsonl")}
+    runs.check_outputs(args, directories=[(args.out, "--out")], run_files=[(path, "--out") for path in paths.values()])
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
     evaluation = rlhf_evaluation(args, trainer)  # None without --eval-every
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
-    os.makedirs(args.out, exist_ok=True)
-    samples = SampleLog(os.path.join(args.out, "samples.jsonl"))
+    samples = SampleLog(paths["samples.jsonl"])
+    rows = []
+    if args.resume:
+        rows, rng = resume(trainer, args.resume, samples)
+        print(f"resumed from {args.resume} at iteration {trainer.iterations_done}")
     print(f"{config.algo}: {args.iterations} iterations of {config.batch_size} responses, "
           f"{trainer.world.describe()}")
-    rows = []
-    for iteration in range(1, args.iterations + 1):
-        stats = trainer.iteration([prompts[i] for i in rng.integers(0, len(prompts), config.prompts_per_iteration)])
-        rows.append({"iteration": iteration, **stats})
-        print(progress_line(iteration, args.iterations, stats))
-        if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
-            samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
-        if evaluation is not None and evaluation(iteration, rows[-1]):
-            break
+
+    def save(path):  # collective under MPI
+        trainer.save(path, extra={"prompt_rng": rng_state(rng), "rows": rows})
+
+    with runs.Interrupt() as interrupt:
+        for iteration in range(trainer.iterations_done + 1, args.iterations + 1):
+            stats = trainer.iteration([prompts[i] for i in rng.integers(0, len(prompts),
+                                                                        config.prompts_per_iteration)])
+            rows.append({"iteration": iteration, **stats})
+            print(progress_line(iteration, args.iterations, stats))
+            if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
+                samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
+            reached_target = evaluation is not None and evaluation(iteration, rows[-1])  # adds eval/* to the row
+            runs.save_periodic(save, paths["policy.npz"], iteration, args.save_every, args.keep)
+            if interrupt.any_rank(trainer.world):
+                save(paths["policy.npz"])
+                return runs.interrupted(args, f"iteration {iteration}", paths["policy.npz"])
+            if reached_target:
+                break
+        save(paths["policy.npz"])  # (a Ctrl-C now waits for the checkpoint)
     if evaluation is not None:
         print(evaluation.tracker.summary())
     if not trainer.world.is_root:  # the other ranks hold the same policy and figures
         return
-    write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
-    path = os.path.join(args.out, "policy.npz")
-    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": tokenizer_record(tokenizer)},
-                    kind="gpt")
-    print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")
+    write_csv(rows, paths["rlhf_log.csv"])
+    print(f"wrote {paths['policy.npz']} and {paths['rlhf_log.csv']}")
+
+
+def resume(trainer, checkpoint, samples):
+    """Continue in ``trainer`` the run saved in ``checkpoint``; return its log rows and prompt generator,
+    and keep in ``samples`` the lines of samples.jsonl the run had written up to there."""
+    extra = trainer.load_state(checkpoint)
+    if not {"prompt_rng", "rows"} <= set(extra):
+        raise ValueError(f"checkpoint {checkpoint!r} was not written by `minippo rlhf` (it lacks the prompt "
+                         f"order and the log)")
+    if os.path.exists(samples.path):
+        lines = read_text(samples.path).splitlines()
+        samples.lines = [line for line in lines if json.loads(line)["iteration"] <= trainer.iterations_done]
+    return extra["rows"], rng_from_state(extra["prompt_rng"])

@@ -5,9 +5,11 @@
 One progress line per update (steps, steps/s, mean return of the last 20 episodes, ETA).
 ``--log-csv`` writes one row per finished episode, ``global_step,episode_return,episode_length``,
 and, when matplotlib is installed, the learning curve as a PNG next to it (or at ``--plot``).
-``--save`` writes a checkpoint that ``minippo evaluate --load`` reads.  After training the
-checkpoint is written first, then the CSV, then the plot, so that a failing plot never loses the
-trained policy; every output path is checked before training starts.
+``--save`` writes a checkpoint that ``minippo evaluate --load`` reads and ``--resume`` continues
+(bit-identically); Ctrl-C or SIGTERM saves it and prints the command that resumes (``minippo.runs``).
+After training the checkpoint is written first, then the CSV, then the plot, so that a failing plot
+never loses the trained policy; every output path is checked before training starts, and an earlier
+run's outputs are only replaced with ``--overwrite``.
 
 Training runs with one BLAS thread (``PPOConfig.blas_threads``): tiny networks only lose time to
 thread synchronisation, several times over on a busy machine.
@@ -16,8 +18,9 @@ import csv
 import os
 from dataclasses import replace
 
+from minippo import runs
 from minippo.atomic import atomic_write
-from minippo.commands import check_output_path, integer_option
+from minippo.commands import integer_option
 from minippo.commands.evaluate import add_control_evaluation_options, periodic_evaluation
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
@@ -48,7 +51,9 @@ def register(subparsers):
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
     parser.add_argument("--plot", metavar="PATH",
                         help="learning-curve PNG (default: next to --log-csv; needs matplotlib)")
-    parser.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end")
+    parser.add_argument("--save", metavar="PATH",
+                        help="write a checkpoint (.npz) at the end and on Ctrl-C, which --resume continues")
+    runs.add_run_options(parser)
     add_control_evaluation_options(parser)
     parser.set_defaults(func=run)
 
@@ -101,28 +106,39 @@ def plot_learning_curve(path, episodes, title):
 def run(args):
     config = config_from_args(args)
     plot_path = args.plot or (os.path.splitext(args.log_csv)[0] + ".png" if args.log_csv else None)
-    for path, option in [(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")]:
-        if path:
-            check_output_path(path, option)
+    if args.save_every and not args.save:
+        raise ValueError("--save-every needs --save PATH (the periodic checkpoints are written beside it)")
+    runs.check_outputs(args, files=[(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")])
     trainer = Trainer(config)
+    if args.resume:
+        trainer.load_state(args.resume)
+        print(f"resumed from {args.resume} at update {len(trainer.history.updates)}")
+    start_update = len(trainer.history.updates)
     evaluation = periodic_evaluation(args, trainer)  # None without --eval-every
     print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
           f"{config.num_steps} steps, seed {config.seed}, {trainer.world.describe()}")
 
     def progress(trainer, stats):
-        eta = stats["time"] / stats["update"] * (config.num_updates - stats["update"])
+        eta = stats["time"] / (stats["update"] - start_update) * (config.num_updates - stats["update"])
         print(f"update {stats['update']:4d}/{config.num_updates}  step {stats['global_step']:9,}  "
               f"SPS {stats['sps']:7,.0f}  return {stats['recent_return']:8.1f}  ETA {format_duration(eta)}",
               flush=True)
-        return evaluation is not None and evaluation(trainer, stats)
+        reached_target = evaluation is not None and evaluation(trainer, stats)  # adds eval/* to the stats
+        runs.save_periodic(trainer.save, args.save, stats["update"], args.save_every, args.keep)
+        return stop(stats["update"]) or reached_target
 
-    history = trainer.train(progress)
+    with runs.Interrupt() as interrupt:  # (a Ctrl-C while saving waits for the checkpoint)
+        stop = interrupt.stop_after(trainer.world)
+        history = trainer.train(progress)
+        if args.save:
+            trainer.save(args.save)
+    if interrupt.stopped_at is not None:  # some rank was interrupted
+        return runs.interrupted(args, f"update {len(history.updates)}", args.save)
     print(f"done: {trainer.global_step:,} steps in {format_duration(history.updates[-1]['time'])}, "
           f"mean return of the last {RECENT_EPISODES} episodes {history.recent_return():.1f}")
     if evaluation is not None:
         print(evaluation.tracker.summary())
     if args.save:
-        trainer.save(args.save)
         print(f"wrote {args.save}")
     if not trainer.world.is_root:  # the other ranks hold the same history
         return

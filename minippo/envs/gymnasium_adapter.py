@@ -23,6 +23,11 @@ What the adapter translates:
   ``rng``), so the same generator state gives the same episodes.
 
 gymnasium's own per-step ``infos`` are not forwarded (``reset`` does forward its ``infos``).
+
+* **saving** -- a gymnasium environment's state can only be captured by pickling it (and not for
+  every environment), so :meth:`GymnasiumAdapter.state_dict` returns None: a training run resumed
+  from a checkpoint starts new episodes (``minippo.rl.ppo.Trainer.load_state``), where a native
+  environment continues its running ones.
 """
 import numpy as np
 
@@ -110,6 +115,15 @@ class GymnasiumAdapter(VectorEnv):
         self._obs = np.array(obs)
         self._start_episodes()
         return self._observe(), infos
+
+    def state_dict(self):
+        """None: gymnasium environments have no pickle-free state (see the module docstring)."""
+        return None
+
+    def load_state_dict(self, state):
+        """Accepts only None (:meth:`state_dict`'s); the next ``reset`` starts new episodes."""
+        if state is not None:
+            raise ValueError("a gymnasium environment's state cannot be restored; its saved state must be None")
 
     def close(self):
         self.gym_env.close()

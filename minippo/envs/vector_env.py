@@ -36,11 +36,18 @@ once (no Python loop over environments):
 
 ``self.episode_lengths`` already counts the step being taken when ``_advance`` runs, so the time
 limit ``max_episode_steps`` is simply ``truncations = self._time_limit_reached()``.
+
+**Saving.**  ``state_dict()`` is everything that decides what happens next (the sub-environments'
+``state`` array, the random generator, the running episodes' statistics), JSON-friendly (lists, no
+pickle); ``load_state_dict(state)`` continues from it exactly, so a resumed training run is
+bit-identical.  (Environments whose state cannot be read, as gymnasium's, return None: see
+``GymnasiumAdapter``.)
 """
 import numpy as np
 
 from minippo.checks import check_seed, integer_at_least
 from minippo.envs.spaces import Box, Discrete
+from minippo.nn.checkpoint import json_friendly, rng_from_state, rng_state
 
 
 class VectorEnv:
@@ -119,6 +126,27 @@ class VectorEnv:
     def unwrapped(self):
         """This environment itself (wrappers return the environment they wrap)."""
         return self
+
+    def state_dict(self):
+        """What decides the next steps, JSON-friendly: the ``state`` array of the sub-environments, the
+        random generator, the running episodes' returns and lengths, and whether a reset is due."""
+        return json_friendly({"state": self.state, "rng": rng_state(self.rng), "episode_returns": self.episode_returns,
+                              "episode_lengths": self.episode_lengths, "needs_reset": self._needs_reset})
+
+    def load_state_dict(self, state):
+        """Continue from :meth:`state_dict`'s output (ValueError if it does not fit this environment)."""
+        if not isinstance(state, dict) or set(state) != set(self.state_dict()):
+            raise ValueError(f"{type(self).__name__} state must be a dict with the keys {sorted(self.state_dict())}")
+        arrays = {name: np.asarray(state[name], dtype=getattr(self, name).dtype)
+                  for name in ("state", "episode_returns", "episode_lengths")}
+        wrong = [name for name, array in arrays.items() if array.shape != getattr(self, name).shape]
+        if wrong:
+            raise ValueError(f"{type(self).__name__} state: {', '.join(wrong)} do not fit {self.num_envs} "
+                             f"sub-environments")
+        for name, array in arrays.items():
+            getattr(self, name)[...] = array
+        self.rng = rng_from_state(state["rng"])
+        self._needs_reset = bool(state["needs_reset"])
 
     def close(self):
         """Release resources and require a new ``reset`` before stepping."""

@@ -20,13 +20,15 @@ Wrappers take a vector environment and expose the same interface (``reset``, ``s
 
 Both take ``clip`` (``None`` or a positive bound) to clip their output into ``[-clip, clip]``, and
 have ``update_stats``: set it to False to freeze the statistics, e.g. for evaluation.  The
-statistics are saved and restored with ``rms.state_dict()`` / ``rms.load_state_dict(state)``.
+statistics are saved and restored with ``rms.state_dict()`` / ``rms.load_state_dict(state)``; a
+wrapper's ``state_dict()`` holds the wrapped environment's and its own running state (JSON-friendly).
 """
 import numpy as np
 
 from minippo.checks import finite_number, is_real
 from minippo.distributed import LOCAL
 from minippo.envs.spaces import Box, as_shape
+from minippo.nn.checkpoint import json_friendly
 
 
 def check_positive(value, name):
@@ -121,6 +123,25 @@ class VectorWrapper:
     def step(self, actions):
         return self.env.step(actions)
 
+    def state_dict(self):
+        """``{"env": the wrapped environment's state, **this wrapper's own}`` (see :meth:`own_state`)."""
+        return {"env": self.env.state_dict(), **json_friendly(self.own_state())}
+
+    def load_state_dict(self, state):
+        """Continue from :meth:`state_dict`'s output."""
+        if not isinstance(state, dict) or set(state) != {"env", *self.own_state()}:
+            raise ValueError(f"{type(self).__name__} state must be a dict with the keys "
+                             f"{sorted({'env', *self.own_state()})}")
+        self.env.load_state_dict(state["env"])
+        self.load_own_state({name: value for name, value in state.items() if name != "env"})
+
+    def own_state(self):
+        """The wrapper's running state, a dict of arrays (none here)."""
+        return {}
+
+    def load_own_state(self, state):
+        """Restore :meth:`own_state`'s output (its keys are checked)."""
+
     def close(self):
         self.env.close()
 
@@ -181,6 +202,12 @@ class NormalizeObservation(VectorWrapper):
         if self.update_stats:
             self.obs_rms.update(obs)
 
+    def own_state(self):
+        return {"obs_rms": self.obs_rms.state_dict()}
+
+    def load_own_state(self, state):
+        self.obs_rms.load_state_dict(state["obs_rms"])
+
 
 class NormalizeReward(VectorWrapper):
     """Rewards divided by the running standard deviation of the discounted return (see the module
@@ -212,3 +239,14 @@ class NormalizeReward(VectorWrapper):
         self.discounted_returns[terminations | truncations] = 0.0
         scaled = clip_if(rewards / np.sqrt(self.return_rms.var + self.epsilon), self.clip)
         return obs, scaled, terminations, truncations, infos
+
+    def own_state(self):
+        return {"return_rms": self.return_rms.state_dict(), "discounted_returns": self.discounted_returns}
+
+    def load_own_state(self, state):
+        discounted_returns = np.asarray(state["discounted_returns"], dtype=np.float64)
+        if discounted_returns.shape != self.discounted_returns.shape:
+            raise ValueError(f"NormalizeReward state: discounted_returns must have shape "
+                             f"{self.discounted_returns.shape}, got {discounted_returns.shape}")
+        self.return_rms.load_state_dict(state["return_rms"])
+        self.discounted_returns = discounted_returns

@@ -1,7 +1,8 @@
 """One-file checkpoints: what they hold (their kind), config, weights, optimizer state, step and RNG state.
 
-The file is a NumPy ``.npz`` (no pickle): arrays are stored under ``params/<name>`` and
-``optimizer/<key>``; everything else (the kind, the model config, the step, the bit-generator state,
+The file is a NumPy ``.npz`` (no pickle): arrays are stored under ``params/<name>``,
+``optimizer/<key>`` and ``state/<key>`` (what else a trainer needs to continue, e.g. a value head);
+everything else (the kind, the model config, the step, the bit-generator state,
 any extra JSON-friendly metadata) is one JSON document under ``meta``.
 
 Every checkpoint records its ``kind`` (:data:`CHECKPOINT_KINDS`) and each loader asks for its own, so
@@ -11,7 +12,8 @@ before kinds were recorded) are still read: their kind follows from their metada
 
 Writing is atomic: the archive goes to a temporary file in the target directory, is flushed to disk,
 then renamed over the destination, so a crash never leaves a half-written checkpoint.  Loading checks
-the format and reports what is wrong rather than returning partial state.
+the format and reports what is wrong rather than returning partial state; a file the operating system
+cannot read (no permission, an I/O error) is reported as such, never as "not a checkpoint".
 """
 import json
 import os
@@ -31,14 +33,19 @@ CHECKPOINT_KINDS = {
 }
 
 
+def json_friendly(value):
+    """``value`` with every array in it (in dicts and lists, at any depth) made a list, and NumPy scalars
+    Python numbers: JSON writes floats exactly (shortest repr), so the values come back bit for bit."""
+    if isinstance(value, dict):
+        return {key: json_friendly(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_friendly(item) for item in value]
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+
 def rng_state(rng):
     """The JSON-friendly state of a ``numpy.random.Generator`` (arrays in it, as MT19937 and Philox
     keep, become lists; setting the state converts them back)."""
-    def json_friendly(value):
-        if isinstance(value, dict):
-            return {key: json_friendly(item) for key, item in value.items()}
-        return value.tolist() if isinstance(value, np.ndarray) else value
-
     return json_friendly(rng.bit_generator.state)
 
 
@@ -49,13 +56,18 @@ def rng_from_state(state):
     return np.random.Generator(bit_generator)
 
 
-def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng=None, extra=None, *, kind):
+ENTRY_PREFIXES = ("params/", "optimizer/", "state/")
+
+
+def save_checkpoint(path, params, config=None, optimizer_state=None, step=0, rng=None, extra=None, *, kind,
+                    state=None):
     """Atomically write a checkpoint of ``kind`` (a key of :data:`CHECKPOINT_KINDS`) to ``path`` (parent
-    directories are created)."""
+    directories are created); ``state`` is a dict of further arrays (``load_checkpoint``'s ``state``)."""
     if kind not in CHECKPOINT_KINDS:
         raise ValueError(f"kind must be one of {tuple(CHECKPOINT_KINDS)}, got {kind!r}")
     arrays = {f"params/{name}": value for name, value in params.items()}
     arrays.update({f"optimizer/{key}": value for key, value in (optimizer_state or {}).items()})
+    arrays.update({f"state/{key}": value for key, value in (state or {}).items()})
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -77,25 +89,36 @@ def legacy_kind(extra):
     return "ppo_policy" if "obs_rms" in extra else "gpt"
 
 
+def read_archive(file, path):
+    """Every entry of the ``.npz`` archive open as ``file`` (named ``path``); ValueError if it is not one.
+    Errors of the operating system (which carry an errno) are raised as they are."""
+    if not zipfile.is_zipfile(file):  # e.g. a .npy file or text: np.load would not return an archive
+        raise ValueError(f"{path!r} is not a minippo checkpoint (not an .npz archive)")
+    file.seek(0)
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        if isinstance(error, OSError) and error.errno is not None:  # the disk, not the content
+            raise type(error)(error.errno, error.strerror, path) from error
+        raise ValueError(f"{path!r} is not a minippo checkpoint (unreadable .npz: {error})") from error
+
+
 def load_checkpoint(path, kind=None):
     """Read a checkpoint written by :func:`save_checkpoint`; with ``kind``, only a checkpoint of that kind.
 
-    Returns a dict with ``kind``, ``params``, ``optimizer_state`` (possibly empty), ``config``, ``step``,
-    ``rng`` (a Generator, or None) and ``extra``.  Raises ``ValueError`` naming the file and the problem
-    (for a checkpoint of another kind: what it holds and which function loads it).
+    Returns a dict with ``kind``, ``params``, ``optimizer_state`` and ``state`` (possibly empty), ``config``,
+    ``step``, ``rng`` (a Generator, or None) and ``extra``.  Raises ``ValueError`` naming the file and the
+    problem (for a checkpoint of another kind: what it holds and which function loads it), and the
+    operating system's ``OSError`` (naming the file) when it cannot be read.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path!r} is a directory, not a file")
-    if not zipfile.is_zipfile(path):  # e.g. a .npy file or text: np.load would not return an archive
-        raise ValueError(f"{path!r} is not a minippo checkpoint (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            contents = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path!r} is not a minippo checkpoint (unreadable .npz: {error})") from error
+    with open(path, "rb") as file:  # PermissionError etc. name the file
+        contents = read_archive(file, path)
     if "meta" not in contents:
         raise ValueError(f"{path!r} is not a minippo checkpoint: it has no 'meta' entry")
     try:
@@ -119,10 +142,9 @@ def load_checkpoint(path, kind=None):
         holds, loader = CHECKPOINT_KINDS[saved_kind]
         raise ValueError(f"checkpoint {path!r} holds {holds} (load it with {loader}), "
                          f"not {CHECKPOINT_KINDS[kind][0]}")
-    params = {key[len("params/"):]: value for key, value in contents.items() if key.startswith("params/")}
-    optimizer_state = {key[len("optimizer/"):]: value for key, value in contents.items()
-                       if key.startswith("optimizer/")}
-    unknown = [key for key in contents if not key.startswith(("params/", "optimizer/"))]
+    params, optimizer_state, state = ({key[len(prefix):]: value for key, value in contents.items()
+                                       if key.startswith(prefix)} for prefix in ENTRY_PREFIXES)
+    unknown = [key for key in contents if not key.startswith(ENTRY_PREFIXES)]
     if unknown:
         raise ValueError(f"{path!r}: unexpected entries {unknown}")
     try:
@@ -133,6 +155,7 @@ def load_checkpoint(path, kind=None):
         "kind": saved_kind,
         "params": params,
         "optimizer_state": optimizer_state,
+        "state": state,
         "config": meta["config"],
         "step": meta["step"],
         "rng": rng,

@@ -36,6 +36,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ScoreHead
 from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
+from minippo.runs import check_same_settings
 from minippo.text.corpus import format_prompt
 from minippo.text.gpt2 import BYTE_RECORD, tokenizer_from_record, tokenizer_record
 from minippo.text.tokenizer import ByteTokenizer
@@ -106,11 +107,16 @@ class RewardModel:
         modules = {"trunk": self.trunk, "head": self.head}
         return prefixed(modules, "params"), prefixed(modules, "grads")
 
-    def save(self, path):
+    def save(self, path, training=None):
+        """Write the reward model to ``path``; ``training`` (from :func:`train_reward_model` when it is
+        stopped: optimizer state, step, generator, settings) makes the checkpoint resumable."""
         params, _ = self.named_parameters()
-        save_checkpoint(path, params, self.trunk.config.to_dict(),
-                        extra={"gain": self.gain, "bias": self.bias, "tokenizer": tokenizer_record(self.tokenizer)},
-                        kind="reward_model")
+        training = training or {}
+        extra = {"gain": self.gain, "bias": self.bias, "tokenizer": tokenizer_record(self.tokenizer)}
+        if training:
+            extra["training"] = training["settings"]
+        save_checkpoint(path, params, self.trunk.config.to_dict(), training.get("optimizer_state"),
+                        training.get("step", 0), training.get("rng"), extra=extra, kind="reward_model")
 
     @classmethod
     def load(cls, path):
@@ -161,13 +167,37 @@ def preference_accuracy(model, pairs, batch_size=64):
     return float(np.mean(model(prompts, chosen, batch_size) > model(prompts, rejected, batch_size)))
 
 
+def resume_training(model, optimizer, path, settings):
+    """``(step, rng)`` of the stopped training saved in ``path`` (by :func:`train_reward_model`), whose
+    weights and optimizer state are loaded into ``model`` and ``optimizer``; ValueError if the checkpoint
+    holds no training state or other ``settings`` (a dict; only ``steps`` may change)."""
+    state = load_checkpoint(path, kind="reward_model")
+    saved = state["extra"].get("training")
+    if saved is None or state["rng"] is None:
+        raise ValueError(f"checkpoint {str(path)!r} holds a trained reward model, not a stopped training run, "
+                         f"so it cannot be resumed")
+    check_same_settings(saved, settings, ("steps",), str(path))
+    try:
+        model.trunk.load_state_dict(unprefixed(state["params"], "trunk"))
+        model.head.load_state_dict(unprefixed(state["params"], "head"))
+        optimizer.load_state_dict(state["optimizer_state"])
+    except ValueError as error:
+        raise ValueError(f"checkpoint {str(path)!r}: {error}") from error
+    return state["step"], state["rng"]
+
+
 def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
-                       max_grad_norm=1.0, seed=0, log=print, log_every=25):
+                       max_grad_norm=1.0, seed=0, log=print, log_every=25, stop=None, checkpoint_path=None,
+                       resume_from=None):
     """Minimise the Bradley–Terry loss with AdamW on random mini-batches of pairs; returns the losses.
 
     Each step scores the chosen and rejected responses of ``batch_size`` pairs in one forward pass.
     Under ``mpiexec -n N`` (``minippo.distributed``) every rank draws the same pairs and scores its N-th
     of them; the gradients and the logged figures are averaged over the ranks.
+
+    ``stop(steps_done)``, when given, is asked after every step; when it is true, training ends there and
+    a resumable checkpoint is written to ``checkpoint_path``.  With ``resume_from`` (the path of such a
+    checkpoint), training continues from it exactly (the same pairs and settings; ``steps`` may grow).
     """
     if not pairs:
         raise ValueError("pairs is empty; a reward model needs preference pairs to learn from")
@@ -179,8 +209,15 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-
     params, grads = model.named_parameters()
     world.broadcast_(params)
     optimizer = AdamW(params, grads, lr=learning_rate, betas=(0.9, 0.95), weight_decay=weight_decay)
+    settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+                "weight_decay": weight_decay, "max_grad_norm": max_grad_norm,
+                "seed": seed if isinstance(seed, int) else None}
+    start = 0
+    if resume_from is not None:
+        start, rng = resume_training(model, optimizer, resume_from, settings)
+        log(f"resumed from {resume_from} at step {start}")
     losses, started = [], time.perf_counter()
-    for step in range(steps):
+    for step in range(start, steps):
         indices = rng.integers(0, len(pairs), batch_size)[rows]  # the same draw on every rank: its rows
         prompts, chosen, rejected = pair_texts([pairs[i] for i in indices])
         ids, mask = model.encode(prompts * 2, chosen + rejected)
@@ -201,4 +238,9 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-
             elapsed = time.perf_counter() - started
             log(f"reward model step {step + 1:4d}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
                 f"batch accuracy {accuracy:.2f}  {elapsed:.0f}s")
+        if stop is not None and stop(step + 1):
+            if world.is_root:
+                model.save(checkpoint_path, training={"optimizer_state": optimizer.state_dict(), "step": step + 1,
+                                                      "rng": rng, "settings": settings})
+            break
     return losses

@@ -49,7 +49,10 @@ overhead at these sizes, so training runs with ``config.blas_threads`` (default 
 
 **Reproducibility.**  The environment seed and three generators spawned from ``seed`` (network
 initialisation, action sampling, minibatch shuffling) fix everything: the same seed gives the same
-learning curve bit for bit.
+learning curve bit for bit.  :meth:`Trainer.save` holds everything a run needs to continue
+(networks, optimizer, update count, history, and of every rank the environments with their
+normalisation statistics, the generators and the next observations), and a run continued with
+:meth:`Trainer.load_state` is bit-identical to an uninterrupted one.
 """
 import math
 import time
@@ -57,10 +60,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from minippo import envs
+from minippo import envs, runs
 from minippo.blas import blas_threads
 from minippo.distributed import LOCAL, world
-from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
+from minippo.nn.checkpoint import json_friendly, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
 from minippo.rl.actor_critic import ActorCritic
 from minippo.rl.advantages import whiten
@@ -75,6 +78,7 @@ from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
+RESUMABLE_CHANGES = ("total_steps", "blas_threads")  # the settings a resumed run may change
 
 
 def make_env(config, num_envs=None, seed=None, training=True, statistics_world=LOCAL):
@@ -279,7 +283,7 @@ class Trainer:
         config = self.config
         ppo = config.algo == "ppo"
         started, start_step = time.perf_counter(), self.global_step
-        for update in range(config.num_updates):
+        for update in range(len(self.history.updates), config.num_updates):  # from where a resumed run stopped
             lr = linear_schedule(update, config.learning_rate, config.num_updates) if config.anneal_lr \
                 else config.learning_rate
             self.collect_rollout()
@@ -306,15 +310,62 @@ class Trainer:
         return self.history
 
     def save(self, path):
-        """Checkpoint the networks, the optimizer, the observation statistics and the config (on rank 0
-        only: the other ranks hold the same)."""
+        """Checkpoint the run: the networks, the optimizer, the config, the observation statistics (what
+        :func:`load_policy` reads) and, under ``extra["trainer"]``, the rest :meth:`load_state` needs to
+        continue it -- the history and, of every rank, :meth:`rank_state`.  Under MPI every rank must call
+        it (the ranks' states are gathered); rank 0 writes."""
+        ranks = self.world.gather_list([self.rank_state()])
         if not self.world.is_root:
             return
         normalizer = find_wrapper(self.env, envs.NormalizeObservation)
-        obs_rms = None if normalizer is None else {key: np.asarray(value).tolist()
-                                                   for key, value in normalizer.obs_rms.state_dict().items()}
+        obs_rms = None if normalizer is None else json_friendly(normalizer.obs_rms.state_dict())
+        trainer = {"ranks": ranks, "history": json_friendly(asdict(self.history))}
         save_checkpoint(path, self.agent.params, asdict(self.config), self.optimizer.state_dict(),
-                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms}, kind="ppo_policy")
+                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms, "trainer": trainer},
+                        kind="ppo_policy")
+
+    def rank_state(self):
+        """This rank's part of a checkpoint: its environments' state (None for gymnasium's), its action and
+        shuffle generators and the observations its next rollout starts from (JSON-friendly)."""
+        return {"env": self.env.state_dict(), "action_rng": rng_state(self.action_rng),
+                "shuffle_rng": rng_state(self.shuffle_rng),
+                "next_obs": None if self.next_obs is None else self.next_obs.tolist()}
+
+    def load_state(self, path):
+        """Continue the run :meth:`save` wrote to ``path``: training then goes on bit-identically.
+
+        The checkpoint's config must equal this trainer's except for RESUMABLE_CHANGES (a larger
+        ``total_steps`` extends a run; the learning-rate annealing then follows the new total), and it
+        must have been saved with as many MPI ranks.  A gymnasium environment's state is not saved, so
+        its episodes start anew (reset with the run's seed) where a native environment's continue.
+        """
+        path = str(path)
+        state = load_checkpoint(path, kind="ppo_policy")
+        trainer = state["extra"].get("trainer")
+        if trainer is None:
+            raise ValueError(f"checkpoint {path!r} holds a policy without its training state (written by an older "
+                             "minippo), so its run cannot be resumed")
+        try:
+            saved = asdict(PPOConfig(**state["config"]))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"checkpoint {path!r}: its PPO config is invalid ({error})") from error
+        runs.check_same_settings(saved, asdict(self.config), RESUMABLE_CHANGES, path)
+        if len(trainer["ranks"]) != self.world.size:
+            raise ValueError(f"checkpoint {path!r} was saved by {len(trainer['ranks'])} MPI ranks; resume it with as "
+                             f"many (now {self.world.size})")
+        mine = trainer["ranks"][self.world.rank]
+        try:
+            self.agent.load_state_dict(state["params"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.env.load_state_dict(mine["env"])
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path!r}: {error}") from error
+        self.action_rng, self.shuffle_rng = rng_from_state(mine["action_rng"]), rng_from_state(mine["shuffle_rng"])
+        self.next_obs = None if mine["env"] is None or mine["next_obs"] is None else \
+            np.array(mine["next_obs"], dtype=self.agent.dtype)
+        self.global_step = state["step"]
+        history = trainer["history"]
+        self.history = History(history["updates"], [tuple(episode) for episode in history["episodes"]])
 
 
 def load_policy(path, env=None):

@@ -33,6 +33,9 @@ passes of minibatches of the clipped surrogate, optionally with DAPO's ε_high, 
 resamples them (DAPO) and drops those still equal.  ``mask_truncated_completions`` leaves the responses
 cut at the length limit out of every algorithm's loss.  The statistics an iteration returns are
 described in ``minippo.rlhf.diagnostics``.
+
+:meth:`RLHFTrainer.save` writes a policy checkpoint that also holds the rest of the run, which
+:meth:`RLHFTrainer.load_state` continues bit-identically (``minippo.rlhf.resume``).
 """
 import copy
 import time
@@ -68,6 +71,7 @@ from minippo.rlhf.diagnostics import (
     mean_stats,
     reward_stats,
 )
+from minippo.rlhf.resume import load_run, save_run
 from minippo.rlhf.rollout import (
     concatenate_rollouts,
     generate_rollout,
@@ -160,12 +164,22 @@ class RLHFTrainer:
             if dtypes - {policy.config.dtype}:
                 raise TypeError(f"{argument} must have the policy's dtype {policy.config.dtype}, "
                                 f"got {sorted(str(dtype) for dtype in dtypes)}")
+        self.modules = modules  # the trained ones, by name
         self.params, self.grads = prefixed(modules, "params"), prefixed(modules, "grads")
         self.world.broadcast_(self.params)
         self.iterations_done = 0
         self.optimizer = AdamW(self.params, self.grads, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-5)
         self.kl_controller = (FixedKLController(config.init_kl_coef) if config.kl_target is None else
                               AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon))
+
+    # -- saving and resuming (minippo.rlhf.resume) -----------------------------------------------
+    def save(self, path, extra=None):
+        """Write the run to ``path``, with the caller's JSON-friendly ``extra`` (``resume.save_run``)."""
+        save_run(self, path, extra)
+
+    def load_state(self, path):
+        """Continue the run :meth:`save` wrote to ``path``; returns its ``extra`` (``resume.load_run``)."""
+        return load_run(self, path)
 
     def _zero_grad(self):
         for gradient in self.grads.values():

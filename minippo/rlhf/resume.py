@@ -1,0 +1,94 @@
+"""Saving an RLHF run and continuing it bit-identically (``RLHFTrainer.save`` / ``RLHFTrainer.load_state``).
+
+The file is a GPT checkpoint of the policy, with its tokenizer -- what ``minippo generate`` and
+``minippo rlhf --policy`` read -- that also holds everything else the run needs to continue:
+
+    params/...            the policy's weights
+    state/critic.*        the separate critic's trunk (PPO with critic="separate")
+    state/value_head.*    the value head (PPO)
+    optimizer/...         AdamW's moments of all of them and its step count
+    extra["rlhf"]         the config, the iterations done, the KL coefficient β, the sampling generator
+                          of every MPI rank, and the SHA-256 of the reference model's weights
+    extra[...]            the caller's own state (``minippo rlhf`` keeps its prompt generator and log rows)
+
+The reference model is not saved: a resumed run is built from the same starting policy, and the digest
+makes sure that it was.
+"""
+import hashlib
+from dataclasses import asdict
+
+import numpy as np
+
+from minippo.nn.checkpoint import json_friendly, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from minippo.nn.module import unprefixed
+from minippo.rlhf.config import RLHFConfig
+from minippo.runs import check_same_settings
+from minippo.text.gpt2 import tokenizer_record
+
+OWN_ENTRIES = ("tokenizer", "rlhf")  # the entries of extra that are not the caller's
+
+
+def reference_digest(trainer):
+    """SHA-256 of the reference model's weights: a resumed run must keep the reference it started with."""
+    digest = hashlib.sha256()
+    for name in sorted(trainer.reference.params):
+        digest.update(name.encode() + np.ascontiguousarray(trainer.reference.params[name]).tobytes())
+    return digest.hexdigest()
+
+
+def config_record(config):
+    """The config as a checkpoint records it: JSON-friendly, a Generator seed as None (its state is saved
+    apart, as the trainer's generator)."""
+    record = json_friendly(asdict(config))
+    if isinstance(config.seed, np.random.Generator):
+        record["seed"] = None
+    return record
+
+
+def save_run(trainer, path, extra=None):
+    """Write ``trainer``'s run to ``path`` (see the module docstring); ``extra`` is a dict of the caller's
+    JSON-friendly state.  Under MPI every rank must call it (the generators are gathered); rank 0 writes."""
+    rngs = trainer.world.gather_list([rng_state(trainer.rng)])
+    if not trainer.world.is_root:
+        return
+    others = {name: value for name, value in trainer.params.items() if not name.startswith("policy.")}
+    run = {"config": config_record(trainer.config), "iterations_done": trainer.iterations_done,
+           "beta": trainer.kl_controller.beta, "rngs": rngs, "reference": reference_digest(trainer)}
+    extra = {**json_friendly(extra or {}), "tokenizer": tokenizer_record(trainer.tokenizer), "rlhf": run}
+    save_checkpoint(path, trainer.policy.params, trainer.policy.config.to_dict(), trainer.optimizer.state_dict(),
+                    trainer.iterations_done, extra=extra, kind="gpt", state=others)
+
+
+def load_run(trainer, path):
+    """Continue in ``trainer`` the run :func:`save_run` wrote to ``path``; return the caller's ``extra``.
+
+    ``trainer`` must have been built as the saved one was: the same config, the same starting policy (the
+    reference) and as many MPI ranks; a ValueError says which differs."""
+    path = str(path)
+    state = load_checkpoint(path, kind="gpt")
+    run = state["extra"].get("rlhf")
+    if run is None:
+        raise ValueError(f"checkpoint {path!r} holds a policy without an RLHF run's state, so it cannot be resumed "
+                         f"(start a new run from it with --policy)")
+    try:
+        saved = config_record(RLHFConfig(**run["config"]))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint {path!r}: its RLHF config is invalid ({error})") from error
+    check_same_settings(saved, config_record(trainer.config), (), path)
+    if run["reference"] != reference_digest(trainer):
+        raise ValueError(f"checkpoint {path!r} continues a run that started from another policy; resume with the "
+                         f"policy the run started from")
+    if len(run["rngs"]) != trainer.world.size:
+        raise ValueError(f"checkpoint {path!r} was saved by {len(run['rngs'])} MPI ranks; resume it with as many "
+                         f"(now {trainer.world.size})")
+    weights = {"policy": state["params"], **{name: unprefixed(state["state"], name)
+                                             for name in trainer.modules if name != "policy"}}
+    try:
+        for name, module in trainer.modules.items():
+            module.load_state_dict(weights[name])
+        trainer.optimizer.load_state_dict(state["optimizer_state"])
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path!r}: {error}") from error
+    trainer.rng = rng_from_state(run["rngs"][trainer.world.rank])
+    trainer.iterations_done, trainer.kl_controller.beta = run["iterations_done"], run["beta"]
+    return {key: value for key, value in state["extra"].items() if key not in OWN_ENTRIES}
