@@ -8,6 +8,7 @@ from minippo.nn.checkpoint import save_checkpoint
 from minippo.rlhf.diagnostics import write_csv
 from minippo.rlhf.dpo import DPO_LOSS_TYPES, DPOConfig, DPOTrainer
 from minippo.seeding import spawn_seeds
+from minippo.sizes import check_memory, gpt_sizes, longest_pair_tokens, pair_memory
 from minippo.text.gpt2 import tokenizer_record
 
 
@@ -53,6 +54,8 @@ def run(args):
                        log_every=args.log_every, seed=order_seed)
     train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    check_memory(pair_memory, {"--batch-size": args.batch_size},
+                 {"model": gpt_sizes(policy.config), "tokens": longest_pair_tokens(tokenizer, train), "reference": 1})
     os.makedirs(args.out, exist_ok=True)
     trainer = DPOTrainer(policy, tokenizer, train, config, test_pairs=test)
     rows = trainer.train()

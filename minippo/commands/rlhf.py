@@ -13,6 +13,7 @@ from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.diagnostics import SampleLog, progress_line, write_csv
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
+from minippo.sizes import check_memory, gpt_sizes, longest_in_tokens, model_parameters, rlhf_memory
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.files import read_text
 from minippo.text.gpt2 import tokenizer_record
@@ -104,6 +105,11 @@ def run(args):
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
+    check_memory(rlhf_memory, {"--batch-size": config.batch_size, "--minibatch-size": config.minibatch_size,
+                               "--max-new-tokens": config.max_new_tokens},
+                 {"model": gpt_sizes(policy.config), "prompt_tokens": longest_in_tokens(tokenizer, prompts),
+                  "frozen_parameters": policy.num_parameters() + model_parameters(reward),
+                  "separate_critic": config.critic == "separate"})
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
