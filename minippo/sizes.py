@@ -19,12 +19,14 @@ T_max, k bytes per float):
     activations  B·T·(L·(14·C + H·T) + 2·V)·k                   kept for backward, logits and their gradient
     KV cache     2·L·B·T·C·k                                    while sampling
 """
+import math
 import os
 from functools import partial
 
 GPT_TRAINING_COPIES = 4  # parameters, gradients, AdamW's first and second moments
 ACTIVATION_WIDTHS = 14  # floats per token and layer kept for backward, in units of C (plus H·T of attention)
 FLOAT64_BYTES = 8
+ROLLOUT_SCALARS = 8  # per rollout step: log-prob, value, reward, two done flags, final value, advantage, return
 UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 
@@ -99,6 +101,20 @@ def rlhf_memory(model, batch_size, minibatch_size, max_new_tokens, prompt_tokens
     }
 
 
+def grpo_memory(model, n_layer, n_embd, prompts_per_iteration, num_generations, max_new_tokens, pretrain_batch):
+    """``minippo grpo``: pretraining a GPT of ``n_layer`` blocks of width ``n_embd`` on batches of
+    ``pretrain_batch`` problems, then RL on ``prompts_per_iteration`` · ``num_generations`` responses in one
+    minibatch, with a frozen reference (the larger of the two stages)."""
+    model = {**model, "n_layer": n_layer, "n_embd": n_embd}
+    responses = prompts_per_iteration * num_generations
+    rl = rlhf_memory(model, responses, responses, max_new_tokens, model["block_size"],
+                     gpt_parameters(model["vocab_size"], model["block_size"], n_layer, n_embd))
+    pretraining = pretrain_memory(**{name: model[name] for name in ("vocab_size", "block_size", "n_head", "itemsize")},
+                                  n_layer=n_layer, n_embd=n_embd, batch_size=pretrain_batch,
+                                  tokens=model["block_size"])
+    return rl if sum(rl.values()) >= sum(pretraining.values()) else pretraining
+
+
 def pair_memory(model, batch_size, tokens, reference):
     """``minippo reward-model`` and ``minippo dpo``: a GPT trunk in training scoring the chosen and the rejected
     text of ``batch_size`` pairs of ``tokens`` tokens each, plus a frozen copy for DPO's ``reference``."""
@@ -112,9 +128,11 @@ def pair_memory(model, batch_size, tokens, reference):
     }
 
 
-def rollout_memory(num_envs, num_steps, floats_per_step):
-    """``minippo train-ppo``: the rollout buffers, ``floats_per_step`` float64 numbers per environment step
-    (observation, action, log-probability, reward, done, value, advantage, return)."""
+def rollout_memory(num_envs, num_steps, env):
+    """``minippo train-ppo``: the rollout buffers of ``num_envs`` copies of ``env`` (a vector environment) for
+    ``num_steps`` steps, float64 numbers for the observation, the action and ROLLOUT_SCALARS more per step."""
+    floats_per_step = (math.prod(env.single_observation_space.shape) + math.prod(env.single_action_space.shape)
+                       + ROLLOUT_SCALARS)
     return {"rollout buffers": num_envs * num_steps * floats_per_step * FLOAT64_BYTES}
 
 

@@ -16,11 +16,13 @@ import csv
 import os
 from dataclasses import replace
 
+from minippo import envs
 from minippo.atomic import atomic_write
 from minippo.commands import check_output_path, integer_option
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
 from minippo.rl.ppo_config import CONTROL_ALGORITHMS, PRESETS, preset_for
+from minippo.sizes import check_memory, rollout_memory
 
 EPISODE_COLUMNS = ("global_step", "episode_return", "episode_length")
 
@@ -102,6 +104,8 @@ def run(args):
     for path, option in [(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")]:
         if path:
             check_output_path(path, option)
+    with envs.make(config.env_id, num_envs=1, seed=0) as probe:  # its spaces size the rollout buffers
+        check_memory(rollout_memory, {"--num-envs": config.num_envs}, {"num_steps": config.num_steps, "env": probe})
     trainer = Trainer(config)
     print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
           f"{config.num_steps} steps, seed {config.seed}, {trainer.world.describe()}")
