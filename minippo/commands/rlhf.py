@@ -7,6 +7,7 @@ import numpy as np
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
 from minippo.nn.checkpoint import save_checkpoint
+from minippo.progress import Progress, format_duration
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.kl import KL_ESTIMATORS
 from minippo.rl.losses import LOSS_TYPES
@@ -117,10 +118,11 @@ def run(args):
     print(f"{config.algo}: {args.iterations} iterations of {config.batch_size} responses, "
           f"{trainer.world.describe()}")
     rows = []
+    progress = Progress(args.iterations, "iterations")
     for iteration in range(1, args.iterations + 1):
         stats = trainer.iteration([prompts[i] for i in rng.integers(0, len(prompts), config.prompts_per_iteration)])
         rows.append({"iteration": iteration, **stats})
-        print(progress_line(iteration, args.iterations, stats))
+        print(f"{progress_line(iteration, args.iterations, stats)}  ETA {format_duration(progress.eta(iteration))}")
         if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
             samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
     if not trainer.world.is_root:  # the other ranks hold the same policy and figures

@@ -37,7 +37,7 @@ def monte_carlo_values(P, R, gamma, terminal, n_episodes, rng, max_steps, watch=
 
     The episodes run in chunks of about CHUNK_EPISODES (``simulate_returns``), and only running
     sums are kept: per state the count, the mean and M2 = Σ (G_i − mean)², merged chunk by chunk
-    (Chan, Golub and LeVeque's pairwise update), so memory stays bounded for any ``n_episodes``.
+    (``merge_moments``), so memory stays bounded for any ``n_episodes``.
     ``watch(episodes_done)``, called after each chunk, may print progress and return True to stop
     early (e.g. at a time limit); the estimate then uses the episodes done (a chunk holds 2 at least).
 
@@ -51,19 +51,28 @@ def monte_carlo_values(P, R, gamma, terminal, n_episodes, rng, max_steps, watch=
     while done < n_episodes:
         count = min(per_chunk, n_episodes - done)
         returns, cut = simulate_returns(sample_successors, R, gamma, terminal, count, rng, max_steps)
-        chunk_mean = returns.mean(axis=1)
-        chunk_m2 = ((returns - chunk_mean[:, None]) ** 2).sum(axis=1)
-        if done == 0:
-            mean, m2 = chunk_mean, chunk_m2
-        else:  # merge (done, mean, m2) with (count, chunk_mean, chunk_m2)
-            delta, total = chunk_mean - mean, done + count
-            mean = mean + delta * (count / total)
-            m2 = m2 + chunk_m2 + delta**2 * (done * count / total)
-        done += count
+        done, mean, m2 = merge_moments(done, mean, m2, returns)
         truncated += cut
         if watch is not None and watch(done):
             break
     return MonteCarloEstimate(mean, np.sqrt(m2 / (done - 1)) / math.sqrt(done), done, truncated)
+
+
+def merge_moments(count, mean, m2, sample):
+    """The running (count, mean, M2) of ``count`` numbers, updated with the numbers of ``sample`` along its
+    last axis (Chan, Golub and LeVeque):
+
+        n = n_a + n_b,   mean = mean_a + δ·n_b/n,   M2 = M2_a + M2_b + δ²·n_a·n_b/n,   δ = mean_b − mean_a
+
+    where M2 = Σ (x − mean)², so the sample variance is M2/(n − 1).  Exact for the first sample (count 0).
+    """
+    k = sample.shape[-1]
+    sample_mean = sample.mean(axis=-1)
+    sample_m2 = ((sample - sample_mean[..., None]) ** 2).sum(axis=-1)
+    if count == 0:
+        return k, sample_mean, sample_m2
+    delta, total = sample_mean - mean, count + k
+    return total, mean + delta * (k / total), m2 + sample_m2 + delta**2 * (count * k / total)
 
 
 def simulate_returns(sample_successors, R, gamma, terminal, n_episodes, rng, max_steps):
