@@ -12,7 +12,7 @@ import warnings
 
 from minippo.commands import integer_option
 from minippo.mrp import MRP
-from minippo.mrp.monte_carlo import default_max_steps
+from minippo.mrp.monte_carlo import NEGLIGIBLE_TAIL_WEIGHT, default_max_steps
 from minippo.progress import Progress, format_duration
 from minippo.text.files import read_text
 
@@ -175,9 +175,9 @@ def value_table(mrp, n_episodes, seed, methods=(*SOLVERS, MONTE_CARLO), max_swee
         description += f"; auto uses {mrp.auto_method()}"
     if MONTE_CARLO in methods:
         header.append("Monte Carlo ± stderr")
-        estimate, note = monte_carlo_column(mrp, n_episodes, seed, time_limit, log)
+        estimate, note, biased = monte_carlo_column(mrp, n_episodes, seed, time_limit, log)
         for row, value, stderr, cut in zip(rows, estimate.values, estimate.stderr, estimate.truncated):
-            row.append(f"{value:.4f} ± {stderr:.4f}{' *' if cut else ''}")
+            row.append(f"{value:.4f} ± {stderr:.4f}{' *' if biased and cut else ''}")
         residuals.append("")
         description += f"; Monte Carlo: {estimate.n_episodes} episodes per state, seed {seed}"
         notes += note
@@ -223,7 +223,8 @@ def iteration_watch(time_limit, log):
 
 
 def monte_carlo_column(mrp, n_episodes, seed, time_limit, log):
-    """The Monte Carlo estimate (with progress and ETA, stopped at ``time_limit``) and the notes on it."""
+    """``(estimate, notes, biased)``: the Monte Carlo estimate (with progress and ETA, stopped at ``time_limit``),
+    the notes on it, and whether episodes cut at max_steps bias it (their states are starred)."""
     progress = Progress(n_episodes, "Monte Carlo: episodes per state", log, interval=PROGRESS_INTERVAL)
 
     def watch(done):
@@ -237,11 +238,12 @@ def monte_carlo_column(mrp, n_episodes, seed, time_limit, log):
     if estimate.n_episodes < n_episodes:
         notes.append(f"Monte Carlo: stopped after {estimate.n_episodes:,} of {n_episodes:,} episodes per state "
                      f"(--time-limit {time_limit:g} s)")
-    cut = int(estimate.truncated.sum())
-    if cut:
+    cut, max_steps = int(estimate.truncated.sum()), default_max_steps(mrp.gamma)
+    biased = cut > 0 and mrp.gamma**max_steps > NEGLIGIBLE_TAIL_WEIGHT  # else the cut tail is negligible
+    if biased:
         notes.append(f"* {cut:,} episodes (of {estimate.n_episodes:,} per state) were still running after "
-                     f"{default_max_steps(mrp.gamma):,} steps and were cut short: the starred estimates are biased")
-    return estimate, notes
+                     f"{max_steps:,} steps and were cut short: the starred estimates are biased")
+    return estimate, notes, biased
 
 
 def format_table(header, rows):
