@@ -275,7 +275,8 @@ def solve_krylov(P, R, gamma, tol):
     residual to the predecessors of the states it covered, e.g. from e₀ to e_{S−1} on a cycle
     with R = e₀.  I − γP is nonsingular (γ < 1, or every state terminates), so ``solve_direct``
     then always succeeds, and for such permutation-like P its LU stays about as sparse as P.
-    A RuntimeError reports any other failure to converge.
+    A RuntimeError reports any other failure to converge, unless the values overflowed (they are then
+    returned as they are, and ``MRP.solve`` reports the overflow).
     """
     S = P.shape[0]
     system = scipy.sparse.linalg.LinearOperator((S, S), matvec=lambda V: V - gamma * (P @ V), dtype=float)
@@ -284,7 +285,7 @@ def solve_krylov(P, R, gamma, tol):
     values, info = scipy.sparse.linalg.bicgstab(system, R, rtol=tol, atol=0.0, M=preconditioner)
     if info < 0:  # breakdown
         return solve_direct(P, R, gamma)
-    if info > 0:
+    if info > 0 and np.isfinite(values).all():  # values that overflowed are returned: MRP.solve names them
         residual = bellman_residual(P, R, gamma, values)
         raise RuntimeError(
             f"BiCGSTAB stopped (scipy info={info}) at relative residual {residual:.2e} "
