@@ -162,14 +162,13 @@ def value_table(mrp, n_episodes, seed, methods=(*SOLVERS, MONTE_CARLO), max_swee
     for method in solvers:
         try:
             solutions[method], note = solve_column(mrp, method, max_sweeps, time_limit, log)
-        except RuntimeError as error:  # a Krylov solve that does not converge
-            solutions[method], note = None, f"{method}: failed: {error}"
+        except RuntimeError as error:  # a Krylov solve that does not converge: its column says "failed"
+            note = f"{method}: failed: {error}"
         notes += [note] if note else []
-    solutions = {method: values for method, values in solutions.items() if values is not None}
     header = ["state", "reward", *solvers]
     rows = [[str(state), f"{mrp.R[i]:g}", *(f"{solutions[m][i]:.4f}" if m in solutions else "failed"
                                             for m in solvers)] for i, state in enumerate(mrp.states)]
-    residuals = ["", "", *(f"{mrp.residual(solutions[m]):.1e}" if m in solutions else "" for m in solvers)]
+    residuals = ["residual", "", *(f"{mrp.residual(solutions[m]):.1e}" if m in solutions else "" for m in solvers)]
     description = f"with γ = {mrp.gamma:g}, {mrp.n_states} states"
     if "auto" in solvers:
         description += f"; auto uses {mrp.auto_method()}"
@@ -181,7 +180,7 @@ def value_table(mrp, n_episodes, seed, methods=(*SOLVERS, MONTE_CARLO), max_swee
         residuals.append("")
         description += f"; Monte Carlo: {estimate.n_episodes} episodes per state, seed {seed}"
         notes += note
-    rows.append(["residual", *residuals[1:]])
+    rows.append(residuals)
     return "\n".join(
         [
             f"V(s) = R(s) + γ Σ P(s'|s) V(s') {description}",
