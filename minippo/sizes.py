@@ -141,6 +141,12 @@ def samples_memory(num_samples, prompts, max_new_tokens):
     return {"samples kept until written": num_samples * prompts * (4 * max_new_tokens + 200)}
 
 
+def lu_memory(n_states):
+    """``minippo mrp --methods direct`` on a P that is not grid-like: the LU factors of I − γP may fill in
+    completely, n² entries of 8 bytes and a 4-byte index each."""
+    return {"LU factors if they fill in": 12 * n_states**2}
+
+
 def gpt_sizes(config):
     """The fields of a :class:`~minippo.nn.gpt.GPTConfig` the estimates use, as a dict (``itemsize`` in bytes)."""
     return {"vocab_size": config.vocab_size, "block_size": config.block_size, "n_layer": config.n_layer,

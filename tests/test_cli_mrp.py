@@ -1,4 +1,5 @@
 """Tests for ``minippo mrp``: the seed example's table, --file, and clean errors for malformed files."""
+import collections
 import json
 import re
 import time
@@ -212,3 +213,24 @@ def test_values_that_overflow_are_named_with_the_file(tmp_path, capsys):
         assert status == 2 and out == ""
         assert err.startswith(f"minippo mrp: error: {path}: the values overflow: ") and err.count("\n") == 1, err
         assert "V('a') = inf" in err or "V('a') = nan" in err
+
+
+def test_direct_is_not_run_when_its_lu_could_not_fit(tmp_path, capsys, monkeypatch):
+    # more than DIRECT_MAX_STATES, and from each state a step back or a jump far away: not grid-like, so auto
+    # uses krylov; s0 is terminal and s1 leads to it, V(s1) = 1 + 0.9
+    n = 1200
+    transitions = {"s1": {"s0": 1.0}}
+    for i in range(2, n):
+        transitions[f"s{i}"] = collections.Counter({f"s{i - 1}": 0.5})
+        transitions[f"s{i}"][f"s{i * 577 % n}"] += 0.5
+    spec = {"gamma": 0.9, "rewards": {f"s{i}": 1 for i in range(n)}, "transitions": transitions}
+    path = write_spec(tmp_path, spec)
+    monkeypatch.setattr("minippo.sizes.available_memory", lambda: 10**9)
+    status, out, _ = run_cli(["mrp", "--file", path, "--methods", "direct,krylov"], capsys)
+    assert status == 0
+    assert table_rows(out)["s1"][1:] == ["1.9000", "1.9000"] and "not run" not in out  # 17 MB fit in 1 GB
+    monkeypatch.setattr("minippo.sizes.available_memory", lambda: 10**6)
+    status, out, _ = run_cli(["mrp", "--file", path, "--methods", "direct,krylov"], capsys)
+    assert status == 0 and table_rows(out)["s1"][1:] == ["n/a", "1.9000"]
+    assert out.splitlines()[-1] == ("direct: not run: needs ~17.3 MB of memory (LU factors if they fill in "
+                                    "17.3 MB); 1 MB available (auto uses krylov)")

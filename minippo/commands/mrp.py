@@ -14,6 +14,7 @@ from minippo.commands import integer_option
 from minippo.mrp import MRP
 from minippo.mrp.monte_carlo import NEGLIGIBLE_TAIL_WEIGHT, default_max_steps
 from minippo.progress import Progress, format_duration
+from minippo.sizes import check_memory, lu_memory
 from minippo.text.files import read_text
 
 SPEC_FORMAT = """\
@@ -162,11 +163,11 @@ def value_table(mrp, n_episodes, seed, methods=(*SOLVERS, MONTE_CARLO), max_swee
     for method in solvers:
         try:
             solutions[method], note = solve_column(mrp, method, max_sweeps, time_limit, log)
-        except RuntimeError as error:  # a Krylov solve that does not converge: its column says "failed"
-            note = f"{method}: failed: {error}"
+        except RuntimeError as error:  # a Krylov solve that does not converge, an LU too large: no column values
+            note = f"{method}: {error}"
         notes += [note] if note else []
     header = ["state", "reward", *solvers]
-    rows = [[str(state), f"{mrp.R[i]:g}", *(f"{solutions[m][i]:.4f}" if m in solutions else "failed"
+    rows = [[str(state), f"{mrp.R[i]:g}", *(f"{solutions[m][i]:.4f}" if m in solutions else "n/a"
                                             for m in solvers)] for i, state in enumerate(mrp.states)]
     residuals = ["residual", "", *(f"{mrp.residual(solutions[m]):.1e}" if m in solutions else "" for m in solvers)]
     description = f"with γ = {mrp.gamma:g}, {mrp.n_states} states"
@@ -193,7 +194,15 @@ def value_table(mrp, n_episodes, seed, methods=(*SOLVERS, MONTE_CARLO), max_swee
 
 
 def solve_column(mrp, method, max_sweeps, time_limit, log):
-    """``(values, note)``: the values by ``method``, and for value iteration stopped by a cap, a note saying so."""
+    """``(values, note)``: the values by ``method``, and for value iteration stopped by a cap, a note saying so.
+
+    A RuntimeError says why there are no values: BiCGSTAB did not converge, or "direct" was asked for on a
+    P whose LU factors could fill in beyond the memory available (``minippo.sizes.lu_memory``)."""
+    if method == "direct" and mrp.auto_method() != "direct":  # not small, not grid-like: LU may fill in
+        try:
+            check_memory(lu_memory, {}, {"n_states": mrp.n_states})
+        except ValueError as error:
+            raise RuntimeError(f"not run: {error} (auto uses {mrp.auto_method()})") from None
     if method != "iterative":
         return mrp.solve(method), None
     result = mrp.solve_iterative(max_sweeps=max_sweeps, watch=iteration_watch(time_limit, log))
