@@ -15,8 +15,11 @@ from minippo.mrp.tables import successor_sampler
 NEGLIGIBLE_TAIL_WEIGHT = 1e-12
 MAX_DEFAULT_STEPS = 100_000
 # Episodes (over all start states) simulated together: the arrays of a chunk hold about this many
-# numbers, whatever the number of episodes asked for
+# numbers, whatever the number of episodes asked for ...
 CHUNK_EPISODES = 1 << 18
+# ... and fewer when episodes may be long: a chunk runs at most this many episode-steps (a few seconds),
+# so that progress lines and time limits come between chunks
+CHUNK_STEPS = 1 << 26
 
 
 class MonteCarloEstimate(NamedTuple):
@@ -35,17 +38,18 @@ def monte_carlo_values(P, R, gamma, terminal, n_episodes, rng, max_steps, watch=
     T is the step at which a terminal state's reward has been collected, or ``max_steps``,
     whichever comes first; truncation biases the estimate by at most γ^max_steps·max|R|/(1 − γ).
 
-    The episodes run in chunks of about CHUNK_EPISODES (``simulate_returns``), and only running
-    sums are kept: per state the count, the mean and M2 = Σ (G_i − mean)², merged chunk by chunk
-    (``merge_moments``), so memory stays bounded for any ``n_episodes``.
-    ``watch(episodes_done)``, called after each chunk, may print progress and return True to stop
-    early (e.g. at a time limit); the estimate then uses the episodes done (a chunk holds 2 at least).
+    The episodes run in chunks (``simulate_returns``) of about CHUNK_EPISODES, fewer when max_steps
+    is large (at most CHUNK_STEPS episode-steps), and only running sums are kept: per state the
+    count, the mean and M2 = Σ (G_i − mean)², merged chunk by chunk (``merge_moments``), so memory
+    stays bounded for any ``n_episodes``.  ``watch(episodes_done)``, called after each chunk, may
+    print progress and return True to stop early (e.g. at a time limit); the estimate then uses the
+    episodes done (a chunk holds 2 per state at least).
 
     Returns ``MonteCarloEstimate``; stderr is the sample standard deviation of the returns divided by √n.
     """
     n_states = len(R)
     sample_successors = successor_sampler(P)
-    per_chunk = max(2, CHUNK_EPISODES // n_states)
+    per_chunk = max(2, min(CHUNK_EPISODES, CHUNK_STEPS // max_steps) // n_states)
     done, mean, m2 = 0, np.zeros(n_states), np.zeros(n_states)
     truncated = np.zeros(n_states, dtype=np.int64)
     while done < n_episodes:
