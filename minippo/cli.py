@@ -98,8 +98,9 @@ def main(argv=None):
 
 
 def error_message(error):
-    """The one line that reports ``error``: its message for the user's errors and for ``MemoryError``, its
-    type and message (and how to see the traceback) for anything unexpected."""
+    """The one line that reports ``error``: its message for the user's errors and the operating system's,
+    "out of memory (...)" for ``MemoryError``, its type and message (and how to see the traceback) for
+    anything unexpected."""
     message = one_line(error)
     if isinstance(error, USER_ERRORS):
         return message
