@@ -29,6 +29,7 @@ from minippo.nn.categorical import cross_entropy
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
+from minippo.progress import eta_seconds, format_duration
 from minippo.text.gpt2 import tokenizer_record
 from minippo.text.tokenizer import ByteTokenizer
 
@@ -98,11 +99,6 @@ def sample_batch(documents, batch_size, pad_id, rng, rows=slice(None)):
         inputs[row, :len(doc) - 1] = doc[:-1]
         targets[row, :len(doc) - 1] = doc[1:]
     return inputs, targets
-
-
-def format_duration(seconds):
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def check_same_settings(saved, config, checkpoint_path):
@@ -198,7 +194,7 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
             world.check_identical(model.params, f"step {done}")
             elapsed = time.perf_counter() - started
             rate = tokens_seen / elapsed
-            eta = elapsed / (done - start_step) * (config.steps - done)
+            eta = eta_seconds(elapsed, done - start_step, config.steps - start_step)
             log(f"step {done:5d}/{config.steps}  loss {np.mean(window):.4f}  "
                 f"{rate:,.0f} tokens/s  ETA {format_duration(eta)}")
             window.clear()

@@ -1,6 +1,8 @@
 """Tests for ``minippo mrp``: the seed example's table, --file, and clean errors for malformed files."""
+import collections
 import json
 import re
+import time
 
 import pytest
 
@@ -141,3 +143,94 @@ def test_bad_options_and_help(capsys):
     assert exit_info.value.code == 0
     for option in ("--file", "--gamma", "--episodes", "--seed", '"transitions"', "terminal"):
         assert option in out
+
+
+def write_spec(tmp_path, spec):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    return str(path)
+
+
+# γ = 1 and an exit probability of 1e-6 per step: V(a) = 1e6, but value iteration needs ~4e7 sweeps to certify it
+SLOW_CHAIN = {"gamma": 1, "rewards": {"a": 1, "end": 0}, "transitions": {"a": {"a": 0.999999, "end": 0.000001}}}
+
+
+def test_methods_option_chooses_the_columns(capsys):
+    status, out, _ = run_cli(["mrp", "--methods", "monte-carlo,direct"], capsys)
+    assert status == 0
+    header = out.splitlines()[3].split()
+    assert header == ["state", "reward", "direct", "Monte", "Carlo", "±", "stderr"]
+    assert table_rows(out)["吃饭"][1] == "13.6800"
+    status, out, _ = run_cli(["mrp", "--methods", "krylov"], capsys)
+    assert out.splitlines()[3].split() == ["state", "reward", "krylov"] and "Monte Carlo" not in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mrp", "--methods", "direct,exact"])
+    assert exit_info.value.code == 2
+    assert "--methods: expected methods among direct, iterative, krylov, auto, monte-carlo" in capsys.readouterr().err
+
+
+def test_slow_value_iteration_stops_at_its_cap_and_says_so(tmp_path, capsys):
+    path = write_spec(tmp_path, SLOW_CHAIN)
+    started = time.perf_counter()
+    status, out, _ = run_cli(["mrp", "--file", path, "--methods", "direct,iterative", "--max-sweeps", "1000"], capsys)
+    assert status == 0 and time.perf_counter() - started < 2
+    assert table_rows(out)["a"][1] == "1000000.0000"
+    assert re.search(r"iterative: stopped after 1,000 sweeps \(--max-sweeps 1000\), with ‖V − V\*‖∞ ≤ \S+, "
+                     r"not yet 1e-10", out)
+    status, out, _ = run_cli(["mrp", "--file", path, "--methods", "iterative", "--time-limit", "0.3"], capsys)
+    assert status == 0 and time.perf_counter() - started < 4
+    assert re.search(r"iterative: stopped after [\d,]+ sweeps \(--time-limit 0.3 s\)", out)
+
+
+def test_monte_carlo_marks_truncated_estimates_in_the_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("minippo.mrp.monte_carlo.MAX_DEFAULT_STEPS", 1000)
+    status, out, err = run_cli(["mrp", "--file", write_spec(tmp_path, SLOW_CHAIN), "--methods", "monte-carlo"],
+                               capsys)
+    assert status == 0 and err == ""
+    rows = table_rows(out)  # an episode ends within 1,000 steps with probability 1e-3: nearly all are cut
+    assert rows["a"][4] == "*" and 990 < float(rows["a"][1]) <= 1000 and rows["end"] == ["0", "0.0000", "±", "0.0000"]
+    assert re.fullmatch(r"\* (99\d|1,000) episodes \(of 1,000 per state\) were still running after 1,000 steps "
+                        r"and were cut short: the starred estimates are biased", out.splitlines()[-1])
+
+
+def test_monte_carlo_stops_at_the_time_limit_with_what_it_has(capsys, monkeypatch):
+    monkeypatch.setattr("minippo.mrp.monte_carlo.CHUNK_EPISODES", 50)
+    started = time.perf_counter()
+    status, out, _ = run_cli(["mrp", "--methods", "monte-carlo", "--episodes", str(10**12), "--time-limit", "0.2"],
+                             capsys)
+    assert status == 0 and time.perf_counter() - started < 2
+    done = int(re.search(r"Monte Carlo: (\d+) episodes per state", out).group(1))
+    assert 10 <= done < 10**12 and done % 10 == 0  # whole chunks of 50 episodes over 5 states
+    assert f"Monte Carlo: stopped after {done:,} of {10**12:,} episodes per state (--time-limit 0.2 s)" in out
+    assert abs(float(table_rows(out)["吃饭"][1]) - 13.68) < 1
+
+
+def test_values_that_overflow_are_named_with_the_file(tmp_path, capsys):
+    spec = {"gamma": 0.999, "rewards": {"a": 1e306, "b": 1e306}, "transitions": {"a": {"b": 1}, "b": {"a": 1}}}
+    path = write_spec(tmp_path, spec)
+    for methods in ("direct", "iterative", "krylov", "monte-carlo"):
+        status, out, err = run_cli(["mrp", "--file", path, "--methods", methods, "--episodes", "2"], capsys)
+        assert status == 2 and out == ""
+        assert err.startswith(f"minippo mrp: error: {path}: the values overflow: ") and err.count("\n") == 1, err
+        assert "V('a') = inf" in err or "V('a') = nan" in err
+
+
+def test_direct_is_not_run_when_its_lu_could_not_fit(tmp_path, capsys, monkeypatch):
+    # more than DIRECT_MAX_STATES, and from each state a step back or a jump far away: not grid-like, so auto
+    # uses krylov; s0 is terminal and s1 leads to it, V(s1) = 1 + 0.9
+    n = 1200
+    transitions = {"s1": {"s0": 1.0}}
+    for i in range(2, n):
+        transitions[f"s{i}"] = collections.Counter({f"s{i - 1}": 0.5})
+        transitions[f"s{i}"][f"s{i * 577 % n}"] += 0.5
+    spec = {"gamma": 0.9, "rewards": {f"s{i}": 1 for i in range(n)}, "transitions": transitions}
+    path = write_spec(tmp_path, spec)
+    monkeypatch.setattr("minippo.sizes.available_memory", lambda: 10**9)
+    status, out, _ = run_cli(["mrp", "--file", path, "--methods", "direct,krylov"], capsys)
+    assert status == 0
+    assert table_rows(out)["s1"][1:] == ["1.9000", "1.9000"] and "not run" not in out  # 17 MB fit in 1 GB
+    monkeypatch.setattr("minippo.sizes.available_memory", lambda: 10**6)
+    status, out, _ = run_cli(["mrp", "--file", path, "--methods", "direct,krylov"], capsys)
+    assert status == 0 and table_rows(out)["s1"][1:] == ["n/a", "1.9000"]
+    assert out.splitlines()[-1] == ("direct: not run: needs ~17.3 MB of memory (LU factors if they fill in "
+                                    "17.3 MB); 1 MB available (auto uses krylov)")

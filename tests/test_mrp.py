@@ -7,6 +7,7 @@ import scipy.sparse
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import minippo.mrp.monte_carlo
 import minippo.mrp.reward_process
 from minippo.mrp import (
     MDP,
@@ -564,3 +565,75 @@ def test_evaluate_rejects_bad_policies(policy, error, message):
 def test_mdp_method_arguments_are_validated(call, error, message):
     with pytest.raises(error, match=message):
         call(random_mdp(seed=0, n_states=3, n_actions=2, gamma=0.9, sparse=False))
+
+
+# --------------------------------------------------------------------- limits: streaming, caps, overflow
+@given(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=40), st.data())
+def test_merged_moments_equal_those_of_the_whole_sample(numbers, data):
+    from minippo.mrp.monte_carlo import merge_moments
+
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(numbers) - 1), max_size=5)))
+    count, mean, m2 = 0, 0.0, 0.0
+    for piece in np.split(np.array(numbers), cuts):
+        count, mean, m2 = merge_moments(count, mean, m2, piece)
+    whole = np.array(numbers)
+    assert count == len(numbers)
+    assert mean == pytest.approx(whole.mean(), rel=1e-9, abs=1e-6)
+    assert m2 == pytest.approx(((whole - whole.mean()) ** 2).sum(), rel=1e-8, abs=1e-3)
+
+
+def test_monte_carlo_streams_in_bounded_chunks(monkeypatch):
+    import tracemalloc
+
+    mrp = seed_example()
+    tracemalloc.start()
+    estimate = mrp.monte_carlo(200_000, seed=0)  # 10^6 episodes: ~40 MB as one batch of arrays
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 25e6
+    assert estimate.n_episodes == 200_000 and not estimate.truncated.any()
+    assert abs(estimate.values[0] - 13.68) <= 4 * estimate.stderr[0]
+    assert estimate.stderr[0] == pytest.approx(1.12 / np.sqrt(200_000), rel=0.05)
+    # many small chunks give the same statistics as the samples taken together
+    monkeypatch.setattr("minippo.mrp.monte_carlo.CHUNK_EPISODES", 10)
+    chunks = []
+    real_simulate = minippo.mrp.monte_carlo.simulate_returns
+
+    def recording_simulate(*args):
+        returns, cut = real_simulate(*args)
+        chunks.append(returns)
+        return returns, cut
+
+    monkeypatch.setattr("minippo.mrp.monte_carlo.simulate_returns", recording_simulate)
+    estimate = mrp.monte_carlo(25, seed=1)
+    returns = np.concatenate(chunks, axis=1)
+    assert [chunk.shape for chunk in chunks] == [(5, 2)] * 12 + [(5, 1)]
+    np.testing.assert_allclose(estimate.values, returns.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(estimate.stderr, returns.std(axis=1, ddof=1) / 5, rtol=1e-9, atol=1e-15)
+
+
+def test_monte_carlo_watch_can_stop_it_early():
+    seen = []
+    estimate = seed_example().monte_carlo(10**12, seed=0, watch=lambda done: seen.append(done) or len(seen) == 2)
+    assert estimate.n_episodes == seen[-1] == 2 * seen[0]
+
+
+def test_value_iteration_caps_report_where_they_stopped():
+    slow = MRP([[0.999999, 1e-6], [0.0, 0.0]], [1.0, 0.0], 1.0)  # V = (1e6, 0), ~4e7 sweeps to certify
+    result = slow.solve_iterative(max_sweeps=100)
+    assert not result.converged and result.sweeps == 100 and result.values[0] == pytest.approx(100, rel=1e-4)
+    assert result.error_bound >= 1e6 - 100 - 1e-3  # the bound holds: V* − V_100 = 1e6 − 100
+    calls = []
+    result = slow.solve_iterative(watch=lambda sweeps, bound: calls.append((sweeps, bound)) or sweeps == 7)
+    assert result.sweeps == 7 and calls[0] == (0, np.inf) and len(calls) == 8
+    done = seed_example().solve_iterative()
+    assert done.converged and done.error_bound <= 1e-10 and done.values[0] == pytest.approx(13.68, abs=1e-10)
+
+
+@pytest.mark.parametrize("method", ["direct", "iterative", "krylov"])
+def test_values_that_overflow_are_reported_not_returned(method):
+    mrp = MRP([[0.0, 1.0], [1.0, 0.0]], [1e306, 1e306], 0.999, states=["a", "b"])
+    with pytest.raises(FloatingPointError, match=rf"the values overflow: {method} gives V\('a'\) = (inf|nan)"):
+        mrp.solve(method)
+    with pytest.raises(FloatingPointError, match="the values overflow: Monte Carlo gives"):
+        mrp.monte_carlo(2, seed=0)

@@ -542,3 +542,15 @@ def test_every_config_field_has_a_one_line_help_and_a_check():
             assert isinstance(help_text, str) and help_text and "\n" not in help_text, (config, spec.name)
             check = spec.metadata.get("check")
             assert check is None or isinstance(check.rule, str), (config, spec.name)
+
+
+def test_estimate_value_keeps_only_what_it_is_asked_to_and_streams_the_rest():
+    settings = {"tokenizer": TinyTokenizer(), "max_new_tokens": RESPONSE_LENGTH, "seed": 3, "batch_size": 7}
+    full = estimate_value(tiny_policy(), PROMPT, count_a, 30, **settings)
+    seen = []
+    kept = estimate_value(tiny_policy(), PROMPT, count_a, 30, keep=4, watch=seen.append, **settings)
+    assert kept.mean == pytest.approx(full.mean, rel=1e-12) and kept.stderr == pytest.approx(full.stderr, rel=1e-9)
+    assert full.mean == pytest.approx(full.rewards.mean()) and len(full.responses) == 30
+    assert kept.stderr == pytest.approx(full.rewards.std(ddof=1) / np.sqrt(30), rel=1e-9)
+    assert kept.responses == full.responses[:4] and kept.rewards.shape == kept.logprobs.shape == (4,)
+    assert seen == [7, 14, 21, 28, 30]

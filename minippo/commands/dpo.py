@@ -9,6 +9,7 @@ from minippo.nn.checkpoint import save_checkpoint
 from minippo.rlhf.diagnostics import write_csv
 from minippo.rlhf.dpo import DPO_LOSS_TYPES, DPOConfig, DPOTrainer
 from minippo.seeding import spawn_seeds
+from minippo.sizes import check_memory, gpt_sizes, longest_pair_tokens, pair_memory
 from minippo.text.gpt2 import tokenizer_record
 
 
@@ -57,6 +58,8 @@ def run(args):
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     runs.check_outputs(args, directories=[(args.out, "--out")],
                        run_files=[(os.path.join(args.out, name), "--out") for name in ("policy.npz", "dpo_log.csv")])
+    check_memory(pair_memory, {"--batch-size": args.batch_size},
+                 {"model": gpt_sizes(policy.config), "tokens": longest_pair_tokens(tokenizer, train), "reference": 1})
     trainer = DPOTrainer(policy, tokenizer, train, config, test_pairs=test)
     rows = trainer.train()
     write_csv(rows, os.path.join(args.out, "dpo_log.csv"))

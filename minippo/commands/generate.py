@@ -17,6 +17,7 @@ from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.commands.rlhf import read_prompts
 from minippo.runs import check_output_file
+from minippo.sizes import check_memory, samples_memory
 
 BATCH_SIZE = 64  # prompts sampled together
 
@@ -66,6 +67,8 @@ def run(args):
         check_output_file(args.out, "--out")
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     prompts = [args.prompt] if args.prompts is None else read_prompts(args.prompts)
+    check_memory(samples_memory, {"--num-samples": args.num_samples},
+                 {"prompts": len(prompts), "max_new_tokens": min(args.max_new_tokens, policy.config.block_size)})
     rng = np.random.default_rng(args.seed)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     records = []

@@ -1,12 +1,16 @@
 """``minippo grpo``: RL with a verifiable reward on two-digit arithmetic, end to end."""
 from dataclasses import fields, replace
 
+import numpy as np
+
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.trainer import RLHF_ALGORITHMS
+from minippo.sizes import check_memory, gpt_sizes, grpo_memory
 from minippo.tasks.pipeline import ArithmeticRLConfig, run_arithmetic_rl
+from minippo.text.tokenizer import ByteTokenizer
 
 # the ArithmeticRLConfig fields that are options, named after them (--num-generations), with their types
 SETTING_OPTIONS = {
@@ -52,9 +56,24 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
+def require_memory_for(config, policy):
+    """Refuse now, naming the option, if the pretraining or the RL stage cannot fit."""
+    options = {"--prompts-per-iteration": config.prompts_per_iteration, "--num-generations": config.num_generations}
+    if policy is None:
+        model = {"vocab_size": ByteTokenizer().vocab_size, "block_size": config.block_size, "n_head": config.n_head,
+                 "n_layer": config.n_layer, "n_embd": config.n_embd, "itemsize": np.dtype(np.float32).itemsize}
+        options.update({"--n-layer": config.n_layer, "--n-embd": config.n_embd})
+    else:
+        model = gpt_sizes(policy.config)
+    check_memory(grpo_memory, options, {"model": model, "n_layer": model["n_layer"], "n_embd": model["n_embd"],
+                                        "max_new_tokens": config.max_new_tokens,
+                                        "pretrain_batch": config.pretrain.batch_size})
+
+
 def run(args):
     defaults = ArithmeticRLConfig()
     config = replace(defaults, algo=args.algo, pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
                      **{name: getattr(args, name) for name in (*SETTING_OPTIONS, *CHOICE_OPTIONS)})
     policy, tokenizer = load_policy_and_tokenizer(args.policy) if args.policy else (None, None)
+    require_memory_for(config, policy)
     run_arithmetic_rl(config, out_dir=args.out, policy=policy, tokenizer=tokenizer)

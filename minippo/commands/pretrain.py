@@ -11,6 +11,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rlhf.rollout import generate_rollout
 from minippo.seeding import spawn_seeds
+from minippo.sizes import check_memory, gpt_sizes, longest_in_tokens, pretrain_memory
 from minippo.text.corpus import format_prompt, load_corpus, load_prompts
 from minippo.text.files import read_text
 from minippo.text.tokenizer import ByteTokenizer
@@ -67,6 +68,16 @@ def print_samples(model, tokenizer, prompts, seed, log=print):
         log(f"  {prompt}{response}")
 
 
+def require_memory_for(args, model_config, longest_line):
+    """Refuse now, naming the option, if the model in training and a batch of documents as long as the
+    longest line (``longest_line`` tokens) cannot fit."""
+    options = {"--batch-size": args.batch_size}
+    if args.init is None:
+        options.update({"--n-layer": args.n_layer, "--n-head": args.n_head, "--n-embd": args.n_embd,
+                        "--block-size": args.block_size})
+    check_memory(pretrain_memory, options, {**gpt_sizes(model_config), "tokens": longest_line})
+
+
 def run(args):
     if args.init is None:
         model, tokenizer = None, ByteTokenizer()
@@ -75,10 +86,12 @@ def run(args):
     else:
         model, tokenizer = load_policy_and_tokenizer(args.init)
         model_config = model.config
+    require_memory_for(args, model_config, 1)  # documents of one token at least: before reading them
     lines = load_corpus() if args.data is None else read_text(args.data).splitlines()
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             min_learning_rate=min(args.learning_rate, PretrainConfig.min_learning_rate),
                             seed=args.seed)
+    require_memory_for(args, model_config, longest_in_tokens(tokenizer, lines))
     try:
         documents = encode_documents(lines, tokenizer, model_config.block_size)
     except ValueError as error:

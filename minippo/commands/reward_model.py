@@ -13,6 +13,7 @@ from minippo.rewards.reward_model import (
     train_reward_model,
 )
 from minippo.seeding import spawn_seeds
+from minippo.sizes import check_memory, gpt_sizes, longest_pair_tokens, pair_memory
 
 
 def register(subparsers):
@@ -44,6 +45,8 @@ def run(args):
     split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
     train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    check_memory(pair_memory, {"--batch-size": args.batch_size},
+                 {"model": gpt_sizes(policy.config), "tokens": longest_pair_tokens(tokenizer, train), "reference": 0})
     model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
     print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")
     with runs.Interrupt() as interrupt:

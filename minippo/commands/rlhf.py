@@ -14,12 +14,14 @@ from minippo.commands import integer_option
 from minippo.commands.evaluate import add_rlhf_evaluation_options, rlhf_evaluation
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
 from minippo.nn.checkpoint import rng_from_state, rng_state
+from minippo.progress import Progress, format_duration
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.kl import KL_ESTIMATORS
 from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.diagnostics import SampleLog, progress_line, write_csv
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
+from minippo.sizes import check_memory, gpt_sizes, longest_in_tokens, model_parameters, rlhf_memory
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.files import read_text
 
@@ -114,6 +116,11 @@ def run(args):
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
+    check_memory(rlhf_memory, {"--batch-size": config.batch_size, "--minibatch-size": config.minibatch_size,
+                               "--max-new-tokens": config.max_new_tokens},
+                 {"model": gpt_sizes(policy.config), "prompt_tokens": longest_in_tokens(tokenizer, prompts),
+                  "frozen_parameters": policy.num_parameters() + model_parameters(reward),
+                  "separate_critic": config.critic == "separate"})
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
     evaluation = rlhf_evaluation(args, trainer)  # None without --eval-every
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
@@ -128,12 +135,13 @@ def run(args):
     def save(path):  # collective under MPI
         trainer.save(path, extra={"prompt_rng": rng_state(rng), "rows": rows})
 
+    progress = Progress(args.iterations, "iterations", start=trainer.iterations_done)  # for the ETA
     with runs.Interrupt() as interrupt:
         for iteration in range(trainer.iterations_done + 1, args.iterations + 1):
             stats = trainer.iteration([prompts[i] for i in rng.integers(0, len(prompts),
                                                                         config.prompts_per_iteration)])
             rows.append({"iteration": iteration, **stats})
-            print(progress_line(iteration, args.iterations, stats))
+            print(f"{progress_line(iteration, args.iterations, stats)}  ETA {format_duration(progress.eta(iteration))}")
             if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
                 samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
             reached_target = evaluation is not None and evaluation(iteration, rows[-1])  # adds eval/* to the row

@@ -18,13 +18,14 @@ import csv
 import os
 from dataclasses import replace
 
-from minippo import runs
+from minippo import envs, runs
 from minippo.atomic import atomic_write
 from minippo.commands import integer_option
 from minippo.commands.evaluate import add_control_evaluation_options, periodic_evaluation
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
 from minippo.rl.ppo_config import CONTROL_ALGORITHMS, PRESETS, preset_for
+from minippo.sizes import check_memory, rollout_memory
 
 EPISODE_COLUMNS = ("global_step", "episode_return", "episode_length")
 
@@ -109,6 +110,8 @@ def run(args):
     if args.save_every and not args.save:
         raise ValueError("--save-every needs --save PATH (the periodic checkpoints are written beside it)")
     runs.check_outputs(args, files=[(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")])
+    with envs.make(config.env_id, num_envs=1, seed=0) as probe:  # its spaces size the rollout buffers
+        check_memory(rollout_memory, {"--num-envs": config.num_envs}, {"num_steps": config.num_steps, "env": probe})
     trainer = Trainer(config)
     if args.resume:
         trainer.load_state(args.resume)

@@ -1,7 +1,10 @@
 """``minippo value``: Monte Carlo estimate of a prompt's value E_π[R] under a policy and a reward."""
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
+from minippo.progress import Progress
 from minippo.rlhf.value import estimate_value
+
+PROGRESS_INTERVAL = 10.0  # seconds between progress lines
 
 
 def register(subparsers):
@@ -29,8 +32,10 @@ def register(subparsers):
 
 def run(args):
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    progress = Progress(args.samples, "samples", interval=PROGRESS_INTERVAL)
     result = estimate_value(policy, args.prompt, load_reward(args.reward), args.samples, tokenizer,
-                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    for response, reward, logprob in list(zip(result.responses, result.rewards, result.logprobs))[:args.show]:
+                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                            keep=args.show, watch=progress.update)
+    for response, reward, logprob in zip(result.responses, result.rewards, result.logprobs):
         print(f"  R = {reward:+.3f}  log P = {logprob:8.2f}  {response}")
     print(f"V(prompt) ≈ {result.mean:+.4f} ± {result.stderr:.4f} (standard error, {args.samples} samples)")

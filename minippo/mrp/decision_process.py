@@ -148,7 +148,7 @@ class MDP:
             reward_bound=np.max(np.abs(self.R)),
             n_states=self.n_states,
             tol=positive(tol, "tol"),
-        )
+        ).values
         return MDPSolution(values, self.action_values(values).argmax(axis=1))
 
     def policy_iteration(self, method="auto"):

@@ -6,6 +6,8 @@ Bellman backup (an MRP's, or an MDP's optimality backup) until a proven bound gu
 
 The functions take checked tables (as ``MRP`` and ``MDP`` hold them) and trust them.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -32,8 +34,24 @@ def plain_value_iteration(P, R, gamma, n_sweeps):
     return values
 
 
-def certified_value_iteration(backup, survival_backup, gamma, reward_bound, n_states, tol):
+class ValueIteration(NamedTuple):
+    """What ``certified_value_iteration`` found: the values after ``sweeps`` backups, a proven bound
+    ‖values − V*‖∞ ≤ ``error_bound`` (inf while no bound is known yet), and whether it reached tol."""
+
+    values: np.ndarray
+    sweeps: int
+    error_bound: float
+    converged: bool
+
+
+def certified_value_iteration(backup, survival_backup, gamma, reward_bound, n_states, tol, max_sweeps=None,
+                              watch=None):
     """Iterate V_{k+1} = B(V_k) from V_0 = 0 until ‖V_{k+1} − V*‖∞ ≤ tol is guaranteed.
+
+    Returns a ``ValueIteration``.  Two caps end it early, with ``converged`` False and the bound
+    reached so far: ``max_sweeps`` backups, and ``watch(sweeps, error_bound)``, called after every
+    backup, returning True (e.g. a time limit; it may also print progress).  Values that overflow
+    end it too (not converged, error bound inf).
 
     B (``backup``) is the Bellman backup of an MRP, ``bellman_backup``, or of an MDP,
     ``bellman_optimality_backup`` (then read "P" below as the worst action's).  ``reward_bound``
@@ -60,14 +78,20 @@ def certified_value_iteration(backup, survival_backup, gamma, reward_bound, n_st
     values = np.zeros(n_states)
     still_running = 1.0 if gamma < 1 else np.ones(n_states)  # q_k
     expected_length = 0.0  # L_k
-    while True:
+    sweeps, error_bound = 0, np.inf
+    while error_bound > tol:
+        if sweeps == max_sweeps or (watch is not None and watch(sweeps, error_bound)):
+            return ValueIteration(values, sweeps, float(error_bound), False)
         expected_length = expected_length + still_running
         next_values = backup(values)
         still_running = gamma * still_running if gamma < 1 else survival_backup(still_running)
         change = np.max(np.abs(next_values - values))
         values = next_values
+        sweeps += 1
+        if not np.isfinite(change):  # the values overflowed: no bound will ever hold
+            return ValueIteration(values, sweeps, np.inf, False)
         survival = np.max(still_running)
         if survival < 1:
             horizon = np.max(expected_length) / (1 - survival)
-            if min((horizon - 1) * change, survival * horizon * reward_bound) <= tol:
-                return values
+            error_bound = min((horizon - 1) * change, survival * horizon * reward_bound)
+    return ValueIteration(values, sweeps, float(error_bound), True)

@@ -7,6 +7,7 @@
 tables once, chooses a method, and calls these functions.
 """
 import math
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -15,7 +16,7 @@ import scipy.sparse.linalg
 
 from minippo.checks import check_seed, fraction, integer_at_least, is_real, one_of, positive
 from minippo.mrp.iteration import bellman_backup, certified_value_iteration
-from minippo.mrp.monte_carlo import default_max_steps, monte_carlo_values
+from minippo.mrp.monte_carlo import NEGLIGIBLE_TAIL_WEIGHT, default_max_steps, monte_carlo_values
 from minippo.mrp.tables import (
     as_finite_array,
     as_names,
@@ -154,18 +155,41 @@ class MRP:
         tol = positive(tol, "tol")
         if method == "auto":
             method = self.auto_method()
-        if method == "direct":
-            return solve_direct(self.P, self.R, self.gamma)
         if method == "iterative":
-            return certified_value_iteration(
+            return self.solve_iterative(tol).values
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+            values = solve_direct(self.P, self.R, self.gamma) if method == "direct" else \
+                solve_krylov(self.P, self.R, self.gamma, tol)
+        return self.check_finite(values, method)
+
+    def solve_iterative(self, tol=1e-10, max_sweeps=None, watch=None):
+        """``certified_value_iteration`` of ``bellman_backup`` V ← R + γPV, with its caps (``max_sweeps``,
+        ``watch``); returns its ``ValueIteration`` (values, sweeps, error bound, converged)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = certified_value_iteration(
                 backup=lambda V: bellman_backup(self.P, self.R, self.gamma, V),
                 survival_backup=lambda q: self.P @ q,
                 gamma=self.gamma,
                 reward_bound=np.max(np.abs(self.R)),
                 n_states=self.n_states,
-                tol=tol,
+                tol=positive(tol, "tol"),
+                max_sweeps=max_sweeps,
+                watch=watch,
             )
-        return solve_krylov(self.P, self.R, self.gamma, tol)
+        self.check_finite(result.values, "iterative")
+        return result
+
+    def check_finite(self, values, method):
+        """``values``, or a FloatingPointError naming the first state whose value overflowed float64."""
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise FloatingPointError(
+                f"the values overflow: {method} gives V({self.states[bad[0]]!r}) = {values[bad[0]]} "
+                f"({bad.size} of {self.n_states} states are not finite); the rewards (up to "
+                f"{np.max(np.abs(self.R)):.3g}) times the expected discounted episode length exceed "
+                f"the largest float, {np.finfo(np.float64).max:.3g}"
+            )
+        return values
 
     def auto_method(self):
         """The method ``solve("auto")`` uses, decided from size and sparsity alone.
@@ -196,23 +220,34 @@ class MRP:
         return bellman_residual(self.P, self.R, self.gamma, values)
 
     # ----------------------------------------------------------------- simulation
-    def monte_carlo(self, n_episodes, seed=None, max_steps=None):
+    def monte_carlo(self, n_episodes, seed=None, max_steps=None, watch=None):
         """Estimate V(s) for every s by simulating ``n_episodes`` episodes from each state.
 
         See ``monte_carlo_values`` for the estimate.  ``n_episodes`` is at least 2 (the
         standard error needs two).  ``seed`` (an int, a ``numpy.random.Generator`` or None)
         fixes every random number: the same seed gives identical estimates.  The default
         ``max_steps`` makes γ^max_steps ≤ NEGLIGIBLE_TAIL_WEIGHT, capped at MAX_DEFAULT_STEPS;
-        when γ = 1 it is only a safety cap (episodes end with probability 1).
+        when γ = 1 it is only a safety cap (episodes end with probability 1).  A RuntimeWarning
+        says when truncation may bias the estimate (γ^max_steps > NEGLIGIBLE_TAIL_WEIGHT).
+        ``watch(episodes_done)`` may print progress and return True to stop early.
 
-        Returns ``MonteCarloEstimate(values, stderr)``.
+        Returns ``MonteCarloEstimate(values, stderr, n_episodes, truncated)``.
         """
         n_episodes = integer_at_least(n_episodes, "n_episodes", 2)
         if max_steps is None:
             max_steps = default_max_steps(self.gamma)
         max_steps = integer_at_least(max_steps, "max_steps", 1)
         rng = np.random.default_rng(check_seed(seed))
-        return monte_carlo_values(self.P, self.R, self.gamma, self.terminal, n_episodes, rng, max_steps)
+        with np.errstate(over="ignore", invalid="ignore"):
+            estimate = monte_carlo_values(self.P, self.R, self.gamma, self.terminal, n_episodes, rng, max_steps,
+                                          watch)
+        self.check_finite(estimate.values, "Monte Carlo")
+        cut = int(estimate.truncated.sum())
+        if cut and self.gamma**max_steps > NEGLIGIBLE_TAIL_WEIGHT:
+            warnings.warn(f"{cut} of {estimate.truncated.size * estimate.n_episodes} episodes were still running "
+                          f"after max_steps={max_steps}; their truncated returns bias the estimate",
+                          RuntimeWarning, stacklevel=2)
+        return estimate
 
 
 def solve_direct(P, R, gamma):
@@ -240,7 +275,8 @@ def solve_krylov(P, R, gamma, tol):
     residual to the predecessors of the states it covered, e.g. from e₀ to e_{S−1} on a cycle
     with R = e₀.  I − γP is nonsingular (γ < 1, or every state terminates), so ``solve_direct``
     then always succeeds, and for such permutation-like P its LU stays about as sparse as P.
-    A RuntimeError reports any other failure to converge.
+    A RuntimeError reports any other failure to converge, unless the values overflowed (they are then
+    returned as they are, and ``MRP.solve`` reports the overflow).
     """
     S = P.shape[0]
     system = scipy.sparse.linalg.LinearOperator((S, S), matvec=lambda V: V - gamma * (P @ V), dtype=float)
@@ -249,7 +285,7 @@ def solve_krylov(P, R, gamma, tol):
     values, info = scipy.sparse.linalg.bicgstab(system, R, rtol=tol, atol=0.0, M=preconditioner)
     if info < 0:  # breakdown
         return solve_direct(P, R, gamma)
-    if info > 0:
+    if info > 0 and np.isfinite(values).all():  # values that overflowed are returned: MRP.solve names them
         residual = bellman_residual(P, R, gamma, values)
         raise RuntimeError(
             f"BiCGSTAB stopped (scipy info={info}) at relative residual {residual:.2e} "

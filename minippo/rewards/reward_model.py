@@ -36,6 +36,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ScoreHead
 from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
+from minippo.progress import eta_seconds, format_duration
 from minippo.runs import check_same_settings
 from minippo.text.corpus import format_prompt
 from minippo.text.gpt2 import BYTE_RECORD, tokenizer_from_record, tokenizer_record
@@ -237,7 +238,8 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-
             world.check_identical(params, f"reward model step {step + 1}")
             elapsed = time.perf_counter() - started
             log(f"reward model step {step + 1:4d}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
-                f"batch accuracy {accuracy:.2f}  {elapsed:.0f}s")
+                f"batch accuracy {accuracy:.2f}  {format_duration(elapsed)}  "
+                f"ETA {format_duration(eta_seconds(elapsed, step + 1 - start, steps - start))}")
         if stop is not None and stop(step + 1):
             if world.is_root:
                 model.save(checkpoint_path, training={"optimizer_state": optimizer.state_dict(), "step": step + 1,
