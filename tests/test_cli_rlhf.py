@@ -4,6 +4,7 @@ import json
 import pytest
 
 from minippo.cli import main
+from minippo.commands import preference_split
 from minippo.commands.rlhf import read_prompts
 from minippo.seeding import spawn_seeds
 
@@ -127,17 +128,28 @@ def test_reward_model_checks_its_output_path_before_training(policy_checkpoint, 
     assert capsys.readouterr() == ("", f"minippo reward-model: error: --out {tmp_path} is a directory, not a file\n")
 
 
-def test_reward_model_needs_two_pairs_for_a_split(policy_checkpoint, tmp_path, capsys):
+def test_reward_model_needs_two_prompts_for_a_split(policy_checkpoint, tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
-    pair = json.dumps({"prompt": "Where?", "chosen": "Over there, sir.", "rejected": "Go away."})
-    pairs.write_text(pair + "\n", encoding="utf-8")
+    pair = {"prompt": "Where?", "chosen": "Over there, sir.", "rejected": "Go away."}
+    pairs.write_text(json.dumps(pair) + "\n" + json.dumps({**pair, "chosen": "Right here."}) + "\n", encoding="utf-8")
     assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(pairs)]) == 2
-    assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: 1 preference pair; a train/test split "
-                                       f"needs at least 2 (one to train on, one to test)\n")
-    pairs.write_text(pair + "\n" + pair + "\n", encoding="utf-8")
+    assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: the pairs have 1 distinct prompt; a "
+                                       f"train/test split by prompt needs at least 2 (one to train on, one to test)\n")
+    pairs.write_text(json.dumps(pair) + "\n" + json.dumps({**pair, "prompt": "When?"}) + "\n", encoding="utf-8")
     assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(pairs), "--test-fraction", "0.9"]) == 2
     assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: --test-fraction 0.9 holds out all 2 "
-                                       f"preference pairs, leaving none to train on\n")
+                                       f"prompts, leaving none to train on\n")
+
+
+def test_the_held_out_pairs_are_those_of_whole_prompts(tmp_path):
+    pairs = [{"prompt": f"p{i % 7}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(40)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(pair) for pair in pairs), encoding="utf-8")
+    for seed in range(5):
+        train, test = preference_split(str(path), 0.3, seed)
+        assert sorted(train + test, key=pairs.index) == pairs
+        assert not {pair["prompt"] for pair in train} & {pair["prompt"] for pair in test}
+        assert len({pair["prompt"] for pair in test}) == 2  # round(0.3 · 7 prompts)
 
 
 def test_rule_reward_file_that_is_a_directory(policy_checkpoint, tmp_path, capsys):

@@ -19,6 +19,7 @@ import json
 import os
 
 from minippo.atomic import atomic_write
+from minippo.text.files import unique_keys
 
 ENDOFTEXT = "<|endoftext|>"
 MERGES_HEADER = "#version: 0.2"
@@ -102,20 +103,14 @@ class TokenizerFileError(ValueError):
 
 def read_json(path):
     """The JSON value in ``path``; a repeated key in an object is an error, not a silent overwrite."""
-
-    def unique_keys(pairs):
-        keys = [key for key, _ in pairs]
-        repeated = sorted({key for key in keys if keys.count(key) > 1}) if len(set(keys)) < len(keys) else []
-        if repeated:
-            raise TokenizerFileError(f"{path}: repeated key {repeated[0]!r}")
-        return dict(pairs)
-
     with open(path, "rb") as file:
         content = file.read()
     try:
-        return json.loads(content.decode("utf-8"), object_pairs_hook=unique_keys)
+        return json.loads(content.decode("utf-8"), object_pairs_hook=unique_keys(path))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TokenizerFileError(f"{path}: invalid JSON ({error})") from None
+    except ValueError as error:  # a repeated key
+        raise TokenizerFileError(str(error)) from None
 
 
 def check_vocab(vocab, path):
