@@ -46,8 +46,7 @@ class TinyTokenizer:
     def encode(self, text, add_eos=False):
         return [self.alphabet.index(ch) for ch in text]
 
-    def encode_batch(self, texts, add_eos=False):
-        rows = [self.encode(t) for t in texts]
+    def pad_batch(self, rows):
         T = max(len(r) for r in rows)
         ids = np.full((len(rows), T), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), T), dtype=np.int64)
@@ -79,7 +78,7 @@ def tiny_policy(dtype=np.float64, seed=0):
 def every_response_rollout():
     """A rollout holding each of the 4**3 possible responses once (padding is a possible action)."""
     tokenizer = TinyTokenizer()
-    prompt_ids, prompt_mask = tokenizer.encode_batch([PROMPT])
+    prompt_ids, prompt_mask = tokenizer.pad_batch([tokenizer.encode(PROMPT)])
     responses = np.array(list(itertools.product(range(4), repeat=RESPONSE_LENGTH)), dtype=np.int64)
     n = len(responses)
     tokens = np.concatenate([np.repeat(prompt_ids, n, axis=0), responses], axis=1)

@@ -62,14 +62,16 @@ class RewardModel:
 
         A text longer than the trunk's context keeps its last block_size tokens, where the score is
         read, and a warning says so (texts that differ only in the cut-off beginning then score alike).
+        Texts are cut before they are padded, so one very long text costs its own tokens, not a batch
+        padded to its length.
         """
-        texts = [prompt + response for prompt, response in zip(prompts, responses)]
-        ids, mask = self.tokenizer.encode_batch(texts, add_eos=self.tokenizer.eos_id != self.tokenizer.pad_id)
+        add_eos = self.tokenizer.eos_id != self.tokenizer.pad_id
+        rows = [self.tokenizer.encode(prompt + response, add_eos) for prompt, response in zip(prompts, responses)]
         block = self.trunk.config.block_size
-        if ids.shape[1] > block:
+        if any(len(row) > block for row in rows):
             warnings.warn(f"RewardModel: some prompt + response texts are longer than the reward model's "
                           f"context ({block} tokens); only their last {block} tokens are scored", stacklevel=2)
-        return ids[:, -block:], mask[:, -block:]  # left-padded: keep the end, where the score is read
+        return self.tokenizer.pad_batch([row[-block:] for row in rows])  # keep the end, where the score is read
 
     def raw_scores(self, ids, mask):
         """r (B,) before normalisation; keeps what :meth:`backward` needs."""
