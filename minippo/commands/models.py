@@ -51,8 +51,8 @@ def load_reward_model(path):
 def load_reward(spec):
     """A reward callable: a reward model (a model directory or a ``*.npz`` checkpoint) or a rule spec such
     as ``rouge:refs.txt`` (see :func:`minippo.rewards.rule_specs.parse_rule_reward`)."""
-    if is_model_directory(spec) or (spec.endswith(".npz")
-                                    and spec.partition(":")[0].strip().lower() not in RULE_REWARD_KINDS):
+    kind = spec.partition(":")[0].partition(".")[0].strip().lower()  # "rouge" of "rouge.char:refs.txt"
+    if is_model_directory(spec) or (spec.endswith(".npz") and kind not in RULE_REWARD_KINDS):
         return load_reward_model(spec)
     return parse_rule_reward(spec)
 
