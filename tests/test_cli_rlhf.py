@@ -34,8 +34,8 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert (out / "policy.npz").exists() and (out / "rlhf_log.csv").read_text().count("\n") == 3
 
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("Q: Where is the bank? A:\r\n\nQ: When does the cafe open? A:\n", encoding="utf-8")
-    assert read_prompts(str(prompts)) == ["Q: Where is the bank? A:", "Q: When does the cafe open? A:"]
+    prompts.write_text("Where is the bank?\r\n\nWhen does the cafe open?\n", encoding="utf-8")
+    assert read_prompts(str(prompts)) == ["Where is the bank?", "When does the cafe open?"]
     assert main(["rlhf", "--policy", str(out / "policy.npz"), "--reward", "keyword:Sure", "--algo", "rloo",
                  "--iterations", "1", "--batch-size", "12", "--minibatch-size", "6", "--max-new-tokens", "8",
                  "--prompts", str(prompts), "--out", str(out)]) == 0
@@ -46,7 +46,7 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--batch-size", "12"]) == 2
     assert "batch_size (12) must be a multiple of minibatch_size (16)" in capsys.readouterr().err
 
-    assert main(["value", "--prompt", "Q: Where is the bank? A:", "--samples", "8", "--policy", policy_checkpoint,
+    assert main(["value", "--prompt", "Where is the bank?", "--samples", "8", "--policy", policy_checkpoint,
                  "--reward", "length:10", "--max-new-tokens", "8"]) == 0
     assert "V(prompt) ≈" in capsys.readouterr().out
 

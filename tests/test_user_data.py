@@ -6,11 +6,15 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import minippo
 from minippo.cli import main
+from minippo.commands.models import checkpoint_tokenizer, policy_template
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rlhf.rollout import generate_rollout
+from minippo.text.bpe import BPETokenizer
 from minippo.text.corpus import format_prompt
+from minippo.text.template import DEFAULT_TEMPLATE, Template, agreed_template
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -49,3 +53,96 @@ def test_a_huge_prompt_is_refused_before_it_is_padded():
                          np.random.default_rng(0))
     assert tracemalloc.get_traced_memory()[1] < 200e6
     tracemalloc.stop()
+
+
+def test_templates_lay_out_prompt_and_response():
+    default = Template()
+    assert default == Template("Q: {prompt} A:") == Template(DEFAULT_TEMPLATE)
+    assert default.prompt_text("Where?") == format_prompt("Where?") and default.response_text("Here.") == " Here."
+    chinese = Template("问：{prompt}\n答：{response}")
+    assert chinese.prompt_text("你好吗？") + chinese.response_text("很好。") == "问：你好吗？\n答：很好。"
+    assert Template("{prompt}").prompt_text("Q: {x} A:") == "Q: {x} A:"  # verbatim; other braces are kept
+    for bad in ("no field", "{prompt} {prompt}", "{response} {prompt}", "{prompt} {response} {response}"):
+        with pytest.raises(ValueError, match="template must hold {prompt} once"):
+            Template(bad)
+    assert agreed_template([(None, "a"), (None, "b")]) == default
+    assert agreed_template([(None, "--template"), (chinese, "p.npz"), (chinese, "rm.npz")]) == chinese
+    with pytest.raises(ValueError, match=r"^p.npz uses the prompt template 'Q: \{prompt\} A: \{response\}' but "
+                                         r"rm.npz uses '问：\{prompt\}\\n答：\{response\}'; give them the same"):
+        agreed_template([(default, "p.npz"), (chinese, "rm.npz")])
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"minippo {minippo.__version__}\n"
+
+
+TINY = ["--steps", "3", "--batch-size", "4", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "48",
+        "--samples", "0"]
+
+
+@pytest.mark.filterwarnings("ignore:RewardModel. some prompt . response texts are longer")  # sampled + EOS
+def test_a_users_tokenizer_and_template_flow_through_every_stage(tmp_path, capsys):
+    text = tmp_path / "chat.txt"
+    text.write_text("\ufeff" + "\n".join(f"问：第{i}个问题？\n答：不知道{i}。" for i in range(40)), encoding="utf-8")
+    assert main(["tokenizer", "train", "--data", str(text), "--vocab-size", "300",
+                 "--out", str(tmp_path / "bpe.json")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    bpe = BPETokenizer.load(tmp_path / "bpe.json")
+    assert bpe.vocab_size == 300
+    assert main(["pretrain", "--data", str(text), "--tokenizer", f"bpe:{tmp_path / 'bpe.json'}",
+                 "--out", str(tmp_path / "bpe_policy"), *TINY]) == 0
+    policy = str(tmp_path / "bpe_policy" / "model.npz")
+    assert checkpoint_tokenizer(policy).encode("问：好") == bpe.encode("问：好")
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"prompt": f"第{i}个问题？", "chosen": f"是{i}。", "rejected": "不知道。"},
+                                          ensure_ascii=False) for i in range(12)), encoding="utf-8")
+    template = "问：{prompt}\\n答：{response}"  # as typed in a shell: \n is a newline
+    reward_path = str(tmp_path / "rm.npz")
+    assert main(["reward-model", "--policy", policy, "--data", str(pairs), "--template", template, "--steps", "2",
+                 "--batch-size", "4", "--normalize-samples", "8", "--out", reward_path]) == 0
+    assert "normalised on 8 responses" in capsys.readouterr().out
+    reward_model = RewardModel.load(reward_path)
+    assert reward_model.template == Template("问：{prompt}\n答：{response}") and reward_model.gain != 1.0
+
+    # rlhf formats the raw prompts with the reward model's template, and records it in the policy it writes
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("第1个问题？\n", encoding="utf-8")
+    out = tmp_path / "rlhf"
+    assert main(["rlhf", "--policy", policy, "--reward", reward_path, "--prompts", str(prompts), "--iterations", "1",
+                 "--batch-size", "4", "--minibatch-size", "4", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert policy_template(str(out / "policy.npz")) == reward_model.template
+    capsys.readouterr()
+    assert main(["value", "--policy", policy, "--reward", reward_path, "--prompt", "x", "--template",
+                 "Q: {prompt} A:", "--samples", "2"]) == 2
+    assert capsys.readouterr().err == (
+        f"minippo value: error: --template uses the prompt template 'Q: {{prompt}} A: {{response}}' but {reward_path} "
+        "uses '问：{prompt}\\n答：{response}'; give them the same --template\n")
+
+    # a reward model trained from a byte-level policy cannot score the BPE policy's text
+    assert main(["pretrain", "--data", str(text), "--out", str(tmp_path / "byte_policy"), *TINY]) == 0
+    byte_reward = str(tmp_path / "byte_rm.npz")
+    assert main(["reward-model", "--policy", str(tmp_path / "byte_policy" / "model.npz"), "--data", str(pairs),
+                 "--steps", "1", "--batch-size", "2", "--normalize-samples", "0", "--out", byte_reward]) == 0
+    capsys.readouterr()
+    assert main(["rlhf", "--policy", policy, "--reward", byte_reward, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"minippo rlhf: error: the policy {policy} and the reward model {byte_reward} use different tokenizers "
+        f"(GPT2Tokenizer of 300 tokens and byte); train the reward model from this policy "
+        f"(minippo reward-model --policy {policy})\n")
+
+
+def test_bad_tokenizer_options_are_named(tmp_path, capsys):
+    assert main(["pretrain", "--tokenizer", "bpe:missing.json", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "minippo pretrain: error: --tokenizer bpe:missing.json: no such file " \
+                                      "'missing.json'\n"
+    assert main(["pretrain", "--tokenizer", "sentencepiece", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("minippo pretrain: error: --tokenizer must be byte, bpe:FILE or a Hugging Face "
+                                       "tokenizer directory, got 'sentencepiece'\n")
+    assert main(["pretrain", "--tokenizer", "byte", "--init", "x.npz", "--out", str(tmp_path)]) == 2
+    assert "--tokenizer cannot be used with --init: x.npz brings its own tokenizer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "train", "--data", "x.txt", "--vocab-size", "10", "--out", "t.json"])
+    assert "argument --vocab-size: expected an integer >= 258, got '10'" in capsys.readouterr().err

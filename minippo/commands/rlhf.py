@@ -5,7 +5,13 @@ import os
 import numpy as np
 
 from minippo.commands import integer_option
-from minippo.commands.models import load_policy_and_tokenizer, load_reward
+from minippo.commands.models import (
+    add_template_option,
+    command_template,
+    load_policy_and_reward,
+    policy_template,
+    reward_template,
+)
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.kl import KL_ESTIMATORS
@@ -13,15 +19,15 @@ from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.diagnostics import SampleLog, progress_line, write_csv
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
-from minippo.text.corpus import format_prompt, load_prompts
+from minippo.text.corpus import load_prompts
 from minippo.text.files import read_text
 from minippo.text.gpt2 import tokenizer_record
 
 
 def read_prompts(path):
-    """Prompts from a file (one per line, used verbatim), or the shipped training prompts as "Q: ... A:"."""
+    """Raw prompts from a file (one per line), or the shipped training prompts; the template formats them."""
     if path is None:
-        return [format_prompt(p) for p in load_prompts("train")]
+        return load_prompts("train")
     prompts = [line for line in read_text(path).split("\n") if line.strip()]
     if not prompts:
         raise ValueError(f"{path}: no prompts found (one prompt per line)")
@@ -45,7 +51,9 @@ def register(subparsers):
     parser.add_argument("--reward", required=True,
                         help="reward-model checkpoint (.npz), Hugging Face reward-model directory, or rule spec")
     parser.add_argument("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
-    parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
+    parser.add_argument("--prompts", help="prompt file, one raw prompt per line, formatted by the template "
+                        "(default: shipped prompts)")
+    add_template_option(parser)
     parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
     parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
                         help=f"responses per iteration (default: {defaults.batch_size})")
@@ -101,9 +109,10 @@ def run(args):
                         dynamic_sampling_tries=args.dynamic_sampling_tries,
                         kl_target=None if args.fixed_kl is not None else args.kl_target,
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
-    policy, tokenizer = load_policy_and_tokenizer(args.policy)
-    reward = load_reward(args.reward)
-    prompts = read_prompts(args.prompts)
+    policy, tokenizer, reward = load_policy_and_reward(args.policy, args.reward)
+    template = command_template(args.template, [(policy_template(args.policy), args.policy),
+                                                reward_template(reward, args.reward)])
+    prompts = [template.prompt_text(prompt) for prompt in read_prompts(args.prompts)]
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
@@ -121,6 +130,6 @@ def run(args):
         return
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))
     path = os.path.join(args.out, "policy.npz")
-    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": tokenizer_record(tokenizer)},
-                    kind="gpt")
+    save_checkpoint(path, policy.params, policy.config.to_dict(),
+                    extra={"tokenizer": tokenizer_record(tokenizer), "template": template.text}, kind="gpt")
     print(f"wrote {path} and {os.path.join(args.out, 'rlhf_log.csv')}")
