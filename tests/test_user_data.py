@@ -13,6 +13,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rlhf.rollout import generate_rollout
 from minippo.text.bpe import BPETokenizer
+from minippo.text.gpt2 import GPT2Tokenizer
 from minippo.text.corpus import format_prompt
 from minippo.text.template import DEFAULT_TEMPLATE, Template, agreed_template
 from minippo.text.tokenizer import ByteTokenizer
@@ -146,3 +147,15 @@ def test_bad_tokenizer_options_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["tokenizer", "train", "--data", "x.txt", "--vocab-size", "10", "--out", "t.json"])
     assert "argument --vocab-size: expected an integer >= 258, got '10'" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_dropped_from_tokenizer_files(tmp_path):
+    bpe = BPETokenizer.train("the cat sat on the mat " * 20, 270)
+    bpe.save(tmp_path / "bpe.json")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "bpe.json").read_bytes())
+    assert BPETokenizer.load(tmp_path / "bom.json") == bpe
+    bpe.save_pretrained(tmp_path / "gpt2")
+    for name in ("vocab.json", "merges.txt"):
+        path = tmp_path / "gpt2" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert GPT2Tokenizer.from_pretrained(tmp_path / "gpt2").encode("the cat") == bpe.encode("the cat")
