@@ -13,8 +13,8 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rlhf.rollout import generate_rollout
 from minippo.text.bpe import BPETokenizer
-from minippo.text.gpt2 import GPT2Tokenizer
 from minippo.text.corpus import format_prompt
+from minippo.text.gpt2 import GPT2Tokenizer
 from minippo.text.template import DEFAULT_TEMPLATE, Template, agreed_template
 from minippo.text.tokenizer import ByteTokenizer
 
