@@ -1,7 +1,9 @@
 """A user's own data on the command line: tokenizers, templates, JSON specs, long texts (issue 18)."""
 import json
+import shutil
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 import minippo
 from minippo.cli import main
 from minippo.commands.models import checkpoint_tokenizer, policy_template
+from minippo.hf.config import read_config
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rlhf.rollout import generate_rollout
@@ -159,3 +162,15 @@ def test_a_byte_order_mark_is_dropped_from_tokenizer_files(tmp_path):
         path = tmp_path / "gpt2" / name
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert GPT2Tokenizer.from_pretrained(tmp_path / "gpt2").encode("the cat") == bpe.encode("the cat")
+
+
+def test_a_model_directory_config_with_a_repeated_key_or_a_byte_order_mark(tmp_path):
+    fixture = Path(__file__).parent / "fixtures" / "gpt2_tiny"
+    shutil.copytree(fixture, tmp_path / "model")
+    config = tmp_path / "model" / "config.json"
+    text = config.read_text(encoding="utf-8")
+    config.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert read_config(tmp_path / "model") == json.loads(text)
+    config.write_text(text.replace("{", '{"n_layer": 7, ', 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config.json: repeated key 'n_layer'$"):
+        read_config(tmp_path / "model")
