@@ -25,7 +25,8 @@ from minippo.text.gpt2 import tokenizer_record
 
 
 def read_prompts(path):
-    """Raw prompts from a file (one per line), or the shipped training prompts; the template formats them."""
+    """The prompts of a file, one per line as written, or the shipped training prompts (raw: rlhf lays them out
+    with its template; generate samples from them as they are)."""
     if path is None:
         return load_prompts("train")
     prompts = [line for line in read_text(path).split("\n") if line.strip()]
