@@ -441,7 +441,7 @@ def test_preference_file_that_is_not_utf8_names_the_file(tmp_path):
 
 
 def test_loaders_name_the_file_and_the_kind_of_checkpoint_it_holds(tmp_path):
-    from minippo.commands.rlhf import load_reward
+    from minippo.commands.models import load_reward
     from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
     from minippo.pretrain import load_model
     from minippo.rewards.rules import RougeReward
