@@ -13,10 +13,13 @@ from minippo.cli import main
 from minippo.commands.models import checkpoint_tokenizer, policy_template
 from minippo.hf.config import read_config
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.pretrain import PretrainConfig
 from minippo.rewards.reward_model import RewardModel, train_reward_model
+from minippo.rlhf.config import RLHFConfig
+from minippo.rlhf.pipeline import DemoConfig, run_demo
 from minippo.rlhf.rollout import generate_rollout
 from minippo.text.bpe import BPETokenizer
-from minippo.text.corpus import format_prompt
+from minippo.text.corpus import format_prompt, load_corpus
 from minippo.text.gpt2 import GPT2Tokenizer
 from minippo.text.template import DEFAULT_TEMPLATE, Template, agreed_template
 from minippo.text.tokenizer import ByteTokenizer
@@ -145,6 +148,8 @@ def test_bad_tokenizer_options_are_named(tmp_path, capsys):
     assert main(["pretrain", "--tokenizer", "sentencepiece", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == ("minippo pretrain: error: --tokenizer must be byte, bpe:FILE or a Hugging Face "
                                        "tokenizer directory, got 'sentencepiece'\n")
+    assert main(["demo", "--tokenizer", "sentencepiece", "--out", str(tmp_path)]) == 2
+    assert "minippo demo: error: --tokenizer must be byte, bpe:FILE or" in capsys.readouterr().err
     assert main(["pretrain", "--tokenizer", "byte", "--init", "x.npz", "--out", str(tmp_path)]) == 2
     assert "--tokenizer cannot be used with --init: x.npz brings its own tokenizer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -174,3 +179,16 @@ def test_a_model_directory_config_with_a_repeated_key_or_a_byte_order_mark(tmp_p
     config.write_text(text.replace("{", '{"n_layer": 7, ', 1), encoding="utf-8")
     with pytest.raises(ValueError, match=r"config.json: repeated key 'n_layer'$"):
         read_config(tmp_path / "model")
+
+
+def test_the_demo_takes_a_tokenizer_and_records_it(tmp_path):
+    bpe = BPETokenizer.train("\n".join(load_corpus()[:2000]), 300)
+    config = DemoConfig(n_layer=1, n_embd=16, n_head=2, pretrain=PretrainConfig(steps=2, batch_size=4),
+                        reward_steps=2, iterations=1, eval_samples=4,
+                        rlhf=RLHFConfig(batch_size=4, minibatch_size=4, max_new_tokens=8))
+    run_demo(config, out_dir=str(tmp_path), log=lambda line: None, tokenizer=bpe)
+    for name in ("policy.npz", "base_policy.npz"):
+        assert checkpoint_tokenizer(str(tmp_path / name)).encode("Q: Hi? A: Sure!") == bpe.encode("Q: Hi? A: Sure!")
+        assert policy_template(str(tmp_path / name)) == Template()
+    reward_model = RewardModel.load(tmp_path / "reward_model.npz")
+    assert reward_model.tokenizer.encode("Sure!") == bpe.encode("Sure!") and reward_model.template == Template()

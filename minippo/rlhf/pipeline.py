@@ -40,6 +40,7 @@ from minippo.text.corpus import (
     load_preferences,
     load_prompts,
 )
+from minippo.text.gpt2 import tokenizer_record
 from minippo.text.template import Template
 from minippo.text.tokenizer import ByteTokenizer
 
@@ -89,12 +90,16 @@ def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, s
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
 
 
-def run_demo(config=None, out_dir="runs/demo", log=print):
-    """Run every stage and return the summary dict (also written to ``out_dir/summary.json``)."""
+def run_demo(config=None, out_dir="runs/demo", log=print, tokenizer=None):
+    """Run every stage and return the summary dict (also written to ``out_dir/summary.json``).
+
+    ``tokenizer`` is the policy's (default: a :class:`~minippo.text.tokenizer.ByteTokenizer`); the
+    checkpoints record it."""
     config = config or DemoConfig()
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    tokenizer, template = ByteTokenizer(), Template()  # the shipped corpus's "Q: {prompt} A: {response}"
+    tokenizer = tokenizer or ByteTokenizer()
+    template = Template()  # the shipped corpus's "Q: {prompt} A: {response}"
     (init_seed, pretrain_seed, head_seed, pair_order_seed, calibration_seed, prompt_seed, rlhf_seed,
      evaluation_seed) = spawn_seeds(config.seed, 8)
     config = replace(config, pretrain=replace(config.pretrain, seed=pretrain_seed),
@@ -153,7 +158,7 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     write_csv(rows, os.path.join(out_dir, "rlhf_log.csv"))
     plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"), "mean reward (std units)", "PPO iteration",
                           rows[0]["kl_target"])
-    recorded = {"tokenizer": "byte", "template": template.text}
+    recorded = {"tokenizer": tokenizer_record(tokenizer), "template": template.text}
     save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(), extra=recorded,
                     kind="gpt")
     reward_model.save(os.path.join(out_dir, "reward_model.npz"))
