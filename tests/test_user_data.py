@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minippo
 from minippo.cli import main
@@ -192,3 +194,25 @@ def test_the_demo_takes_a_tokenizer_and_records_it(tmp_path):
         assert policy_template(str(tmp_path / name)) == Template()
     reward_model = RewardModel.load(tmp_path / "reward_model.npz")
     assert reward_model.tokenizer.encode("Sure!") == bpe.encode("Sure!") and reward_model.template == Template()
+
+
+BPE = BPETokenizer.train("\n".join(load_corpus()[:500]) + " 今天天气晴朗。", 400)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(st.sampled_from("ab 今天,.!\n\t'sQ:A9") | st.characters(blacklist_categories=("Cs",))),
+       max_tokens=st.integers(1, 12), add_eos=st.booleans())
+def test_encode_end_is_the_end_of_encode(text, max_tokens, add_eos):
+    for tokenizer in (ByteTokenizer(), BPE):
+        assert tokenizer.encode_end(text, max_tokens, add_eos) == tokenizer.encode(text, add_eos)[-max_tokens:]
+
+
+def test_a_3_mb_answer_costs_a_bpe_reward_model_its_last_tokens_only():
+    policy = GPT(GPTConfig(vocab_size=BPE.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16), seed=0)
+    model = RewardModel.from_policy(policy, BPE, seed=0)
+    huge = " Sure! It opens at 9 am." * 125_000  # 3 MB
+    started = time.perf_counter()
+    with pytest.warns(UserWarning, match="only their last 16 tokens are scored"):
+        ids, mask = model.encode(["Q: When? A:"] * 2, [huge, " Sure!"])
+    assert time.perf_counter() - started < 5  # the whole text through BPE took 4 s on its own
+    assert ids.shape == (2, 16) and ids[0].tolist() == BPE.encode(huge[-200:], add_eos=True)[-16:]

@@ -69,12 +69,14 @@ class RewardModel:
 
         A text longer than the trunk's context keeps its last block_size tokens, where the score is
         read, and a warning says so (texts that differ only in the cut-off beginning then score alike).
-        Texts are cut before they are padded, so one very long text costs its own tokens, not a batch
-        padded to its length.
+        Only the end of each text is encoded (:meth:`~minippo.text.tokenizer.Tokenizer.encode_end`) and
+        cut before the batch is padded, so one very long text costs its last tokens, not a batch padded to
+        its length.
         """
         add_eos = self.tokenizer.eos_id != self.tokenizer.pad_id
-        rows = [self.tokenizer.encode(prompt + response, add_eos) for prompt, response in zip(prompts, responses)]
         block = self.trunk.config.block_size
+        rows = [self.tokenizer.encode_end(prompt + response, block + 1, add_eos)  # one more: was it cut?
+                for prompt, response in zip(prompts, responses)]
         if any(len(row) > block for row in rows):
             warnings.warn(f"RewardModel: some prompt + response texts are longer than the reward model's "
                           f"context ({block} tokens); only their last {block} tokens are scored", stacklevel=2)

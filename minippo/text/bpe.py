@@ -76,6 +76,15 @@ class ByteLevelBPE(Tokenizer):
             ids.extend(self._encode_pretoken(pretoken))
         return ids
 
+    def _encode_text_end(self, text, count):
+        # merges stay inside a pre-token, so the last pre-tokens' ids are the last ids of the whole text
+        ids = []
+        for pretoken in reversed(pretokenize(text)):
+            if len(ids) >= count:
+                break
+            ids[:0] = self._encode_pretoken(pretoken)
+        return ids
+
     def _merge_pretoken(self, pretoken):
         """Return the token ids of one pre-token (a tuple), applying merges by rank.
 
