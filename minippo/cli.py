@@ -6,11 +6,13 @@ the function that runs it.  ``main`` only wires them together.
 """
 import argparse
 import importlib
+import importlib.metadata
 import os
 import sys
 import traceback
 import warnings
 
+import minippo
 from minippo import distributed, runs
 from minippo.memory import keep_freed_memory
 
@@ -26,6 +28,7 @@ COMMAND_MODULES = [
     "minippo.commands.grpo",
     "minippo.commands.mrp",
     "minippo.commands.pretrain",
+    "minippo.commands.tokenizer",
     "minippo.commands.reward_model",
     "minippo.commands.rlhf",
     "minippo.commands.dpo",
@@ -37,11 +40,20 @@ COMMAND_MODULES = [
 ]
 
 
+def version():
+    """The installed package's version (its metadata), or ``minippo.__version__`` when run from a source tree."""
+    try:
+        return importlib.metadata.version("minippo")
+    except importlib.metadata.PackageNotFoundError:
+        return minippo.__version__
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="minippo",
         description="Reinforcement learning from human feedback, from scratch in NumPy.",
     )
+    parser.add_argument("--version", action="version", version=f"minippo {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     subparsers.required = True
     for module_name in COMMAND_MODULES:

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from minippo.cli import main
+from minippo.commands import preference_split
 from minippo.commands.rlhf import read_prompts
 from minippo.seeding import spawn_seeds
 
@@ -33,8 +34,8 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert (out / "policy.npz").exists() and (out / "rlhf_log.csv").read_text().count("\n") == 3
 
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("Q: Where is the bank? A:\r\n\nQ: When does the cafe open? A:\n", encoding="utf-8")
-    assert read_prompts(str(prompts)) == ["Q: Where is the bank? A:", "Q: When does the cafe open? A:"]
+    prompts.write_text("Where is the bank?\r\n\nWhen does the cafe open?\n", encoding="utf-8")
+    assert read_prompts(str(prompts)) == ["Where is the bank?", "When does the cafe open?"]
     assert main(["rlhf", "--policy", str(out / "policy.npz"), "--reward", "keyword:Sure", "--algo", "rloo",
                  "--iterations", "1", "--batch-size", "12", "--minibatch-size", "6", "--max-new-tokens", "8",
                  "--prompts", str(prompts), "--out", str(out), "--overwrite"]) == 0  # the first run's outputs
@@ -45,7 +46,7 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--batch-size", "12"]) == 2
     assert "batch_size (12) must be a multiple of minibatch_size (16)" in capsys.readouterr().err
 
-    assert main(["value", "--prompt", "Q: Where is the bank? A:", "--samples", "8", "--policy", policy_checkpoint,
+    assert main(["value", "--prompt", "Where is the bank?", "--samples", "8", "--policy", policy_checkpoint,
                  "--reward", "length:10", "--max-new-tokens", "8"]) == 0
     assert "V(prompt) ≈" in capsys.readouterr().out
 
@@ -127,17 +128,28 @@ def test_reward_model_checks_its_output_path_before_training(policy_checkpoint, 
     assert capsys.readouterr() == ("", f"minippo reward-model: error: --out {tmp_path} is a directory, not a file\n")
 
 
-def test_reward_model_needs_two_pairs_for_a_split(policy_checkpoint, tmp_path, capsys):
+def test_reward_model_needs_two_prompts_for_a_split(policy_checkpoint, tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
-    pair = json.dumps({"prompt": "Where?", "chosen": "Over there, sir.", "rejected": "Go away."})
-    pairs.write_text(pair + "\n", encoding="utf-8")
+    pair = {"prompt": "Where?", "chosen": "Over there, sir.", "rejected": "Go away."}
+    pairs.write_text(json.dumps(pair) + "\n" + json.dumps({**pair, "chosen": "Right here."}) + "\n", encoding="utf-8")
     assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(pairs)]) == 2
-    assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: 1 preference pair; a train/test split "
-                                       f"needs at least 2 (one to train on, one to test)\n")
-    pairs.write_text(pair + "\n" + pair + "\n", encoding="utf-8")
+    assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: the pairs have 1 distinct prompt; a "
+                                       f"train/test split by prompt needs at least 2 (one to train on, one to test)\n")
+    pairs.write_text(json.dumps(pair) + "\n" + json.dumps({**pair, "prompt": "When?"}) + "\n", encoding="utf-8")
     assert main(["reward-model", "--policy", policy_checkpoint, "--data", str(pairs), "--test-fraction", "0.9"]) == 2
     assert capsys.readouterr().err == (f"minippo reward-model: error: {pairs}: --test-fraction 0.9 holds out all 2 "
-                                       f"preference pairs, leaving none to train on\n")
+                                       f"prompts, leaving none to train on\n")
+
+
+def test_the_held_out_pairs_are_those_of_whole_prompts(tmp_path):
+    pairs = [{"prompt": f"p{i % 7}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(40)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(pair) for pair in pairs), encoding="utf-8")
+    for seed in range(5):
+        train, test = preference_split(str(path), 0.3, seed)
+        assert sorted(train + test, key=pairs.index) == pairs
+        assert not {pair["prompt"] for pair in train} & {pair["prompt"] for pair in test}
+        assert len({pair["prompt"] for pair in test}) == 2  # round(0.3 · 7 prompts)
 
 
 def test_rule_reward_file_that_is_a_directory(policy_checkpoint, tmp_path, capsys):

@@ -17,6 +17,7 @@ from minippo.nn import GPT, GPTConfig
 from minippo.text import GPT2Tokenizer
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+RAW_PROMPTS = ["Hi?", "Bye?"]  # what prompt files and `value --prompt` hold: rlhf and value format them
 PROMPTS = ["Q: Hi? A:", "Q: Bye? A:"]
 # a sampled byte that is not UTF-8 comes back as U+FFFD, three bytes: some texts outgrow the 16-token context
 pytestmark = pytest.mark.filterwarnings("ignore:RewardModel. some prompt . response texts are longer")
@@ -37,7 +38,7 @@ def walkthrough(request, tmp_path_factory):
         shutil.copytree(FIXTURES / "gpt2_tiny", root / "gpt2")
     else:
         gpt2_bpe_directory(root / "gpt2")
-    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    (root / "prompts.txt").write_text("\n".join(RAW_PROMPTS) + "\n", encoding="utf-8")
     pairs = [{"prompt": "Hi?", "chosen": "Yes.", "rejected": "No."},
              {"prompt": "Bye?", "chosen": "Ok.", "rejected": "Go."}]
     (root / "prefs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs * 4), encoding="utf-8")
@@ -54,7 +55,7 @@ def walkthrough(request, tmp_path_factory):
          "--out", path("runs/rlhf")],
         ["export", "--policy", path("runs/rlhf/policy.npz"), "--reward", path("runs/reward_model.npz"),
          "--out", path("runs/hf")],
-        ["value", "--policy", path("runs/hf"), "--reward", path("runs/hf/reward_model"), "--prompt", PROMPTS[1],
+        ["value", "--policy", path("runs/hf"), "--reward", path("runs/hf/reward_model"), "--prompt", RAW_PROMPTS[1],
          "--samples", "2", "--max-new-tokens", "4"],
     ]
     for command in commands:

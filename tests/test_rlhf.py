@@ -46,8 +46,7 @@ class TinyTokenizer:
     def encode(self, text, add_eos=False):
         return [self.alphabet.index(ch) for ch in text]
 
-    def encode_batch(self, texts, add_eos=False):
-        rows = [self.encode(t) for t in texts]
+    def pad_batch(self, rows):
         T = max(len(r) for r in rows)
         ids = np.full((len(rows), T), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), T), dtype=np.int64)
@@ -79,7 +78,7 @@ def tiny_policy(dtype=np.float64, seed=0):
 def every_response_rollout():
     """A rollout holding each of the 4**3 possible responses once (padding is a possible action)."""
     tokenizer = TinyTokenizer()
-    prompt_ids, prompt_mask = tokenizer.encode_batch([PROMPT])
+    prompt_ids, prompt_mask = tokenizer.pad_batch([tokenizer.encode(PROMPT)])
     responses = np.array(list(itertools.product(range(4), repeat=RESPONSE_LENGTH)), dtype=np.int64)
     n = len(responses)
     tokens = np.concatenate([np.repeat(prompt_ids, n, axis=0), responses], axis=1)
@@ -442,7 +441,7 @@ def test_preference_file_that_is_not_utf8_names_the_file(tmp_path):
 
 
 def test_loaders_name_the_file_and_the_kind_of_checkpoint_it_holds(tmp_path):
-    from minippo.commands.rlhf import load_reward
+    from minippo.commands.models import load_reward
     from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
     from minippo.pretrain import load_model
     from minippo.rewards.rules import RougeReward

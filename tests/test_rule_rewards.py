@@ -53,7 +53,7 @@ def test_char_level_makes_every_non_space_character_a_token():
     assert tokenize("今天天气晴朗", level="char") == ["今", "天", "天", "气", "晴", "朗"]
     assert tokenize("a b,\tc", level="char") == ["a", "b", ",", "c"]
     # At word level a run of Chinese characters is one "word".
-    assert tokenize("今天天气晴朗") == ["今天天气晴朗"]
+    assert tokenize("今天天气晴朗", level="word") == ["今天天气晴朗"]
 
 
 def test_tokenize_rejects_bad_input():
@@ -271,7 +271,7 @@ def test_rouge_l_chinese_at_char_level():
     assert lcs_length(candidate_tokens, tokenize("今天天气很晴朗", "char")) == 6
     assert rouge_l("今天天气晴朗", "今天天气很晴朗", level="char") == pytest.approx(12 / 13)
     # At word level each sentence is one token, and they differ.
-    assert rouge_l("今天天气晴朗", "今天天气很晴朗") == 0.0
+    assert rouge_l("今天天气晴朗", "今天天气很晴朗", level="word") == 0.0
 
 
 def test_rouge_l_identical_empty_and_disjoint():
@@ -322,7 +322,7 @@ def test_keyword_reward_fraction_any_and_case():
 
 def test_keyword_reward_matches_whole_tokens():
     assert keyword_reward("that was impolite", ["polite"]) == 0.0
-    assert keyword_reward("谢谢你", ["谢谢"]) == 0.0  # one word-level token "谢谢你"
+    assert keyword_reward("谢谢你", ["谢谢"], level="word") == 0.0  # one word-level token "谢谢你"
     assert keyword_reward("谢谢你", ["谢谢"], level="char") == 1.0
 
 
@@ -608,3 +608,33 @@ def test_check_rewards_requires_real_numbers(rewards, shown):
         check_rewards(rewards, ["first", "second"])
     assert str(error.value).startswith("rewards must be numbers (real, not str, bool or None); ")
     assert shown in str(error.value)
+
+
+def test_auto_level_counts_chinese_and_japanese_by_character_and_the_rest_by_word():
+    assert tokenize("Hi, 我不知道。 5pm ひらがな") == ["Hi", ",", *"我不知道。", "5pm", *"ひらがな"]
+    assert tokenize("Hi, it's 5pm!") == tokenize("Hi, it's 5pm!", level="word")
+
+
+def test_a_chinese_non_answer_no_longer_scores_like_an_answer():
+    # At word level each sentence is one token plus "。", so any answer ending in "。" shares half its tokens
+    # with the reference: "不知道。" ("don't know") scored like a real answer, and a policy learned to say it.
+    reference, answer, non_answer = "天气晴朗。", "今天很晴朗。", "不知道。"
+    assert rouge_l(answer, reference, level="word") == rouge_l(non_answer, reference, level="word") == 0.5
+    assert rouge_l(non_answer, reference) == pytest.approx(2 / 9)  # LCS "。": P = 1/4, R = 1/5
+    assert rouge_l(answer, reference) == pytest.approx(8 / 11)  # LCS "天晴朗。": P = 4/6, R = 4/5
+    answer_reward, non_answer_reward = RougeReward(reference)(["Q"] * 2, [answer, non_answer])
+    assert answer_reward > 3 * non_answer_reward
+
+
+def test_a_spec_chooses_the_level_after_a_dot(tmp_path):
+    references = tmp_path / "refs.txt"
+    references.write_text("天气晴朗。\n", encoding="utf-8")
+    responses = ["今天很晴朗。", "不知道。"]
+    assert parse_rule_reward(f"rouge:{references}").level == "auto"
+    np.testing.assert_allclose(parse_rule_reward(f"rouge.word:{references}")(["Q"] * 2, responses), [0.5, 0.5])
+    assert parse_rule_reward(f"bleu.char:{references}").level == "char"
+    assert parse_rule_reward("keyword.char:谢谢")(["Q"], ["谢谢你"])[0] == 1.0
+    assert parse_rule_reward("length.word:3")(["Q"], ["a b c"])[0] == 0.0
+    for spec in (f"rouge.bytes:{references}", "arithmetic.char:0"):
+        with pytest.raises(ValueError, match=r"take a level \(auto, word, char\) after a dot"):
+            parse_rule_reward(spec)

@@ -9,6 +9,7 @@ from minippo.rewards import parse_rule_reward
 from minippo.text.corpus import load_preferences
 from minippo.text.files import (
     jsonl_lines,
+    parse_json,
     parse_preference_pairs,
     read_preference_pairs,
     read_text,
@@ -103,3 +104,29 @@ def test_check_str_and_check_choice_name_the_argument():
         check_choice("byte", "level", ("word", "char"))
     with pytest.raises(ValueError, match=r"^level must be one of \('word', 'char'\), got \['word'\]$"):
         check_choice(["word"], "level", ("word", "char"))
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"rejected": PAIR["chosen"]}, "'chosen' and 'rejected' are the same text, so the pair prefers nothing"),
+        ({"chosen": ""}, "'chosen' is empty; a preference pair needs two responses to compare"),
+        ({"rejected": " \t"}, "'rejected' is empty; a preference pair needs two responses to compare"),
+    ],
+)
+def test_a_pair_that_prefers_nothing_is_named_by_file_and_line(tmp_path, change, problem):
+    path = write_lines(tmp_path / "pairs.jsonl", [json.dumps(PAIR), json.dumps({**PAIR, **change})])
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:2: {re.escape(problem)}$"):
+        read_preference_pairs(path)
+
+
+def test_a_repeated_json_key_is_an_error_naming_it(tmp_path):
+    line = '{"prompt": "p", "chosen": "a", "rejected": "b", "chosen": "c"}'
+    path = write_lines(tmp_path / "pairs.jsonl", [json.dumps(PAIR), line])
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:2: repeated key 'chosen'$"):
+        read_preference_pairs(path)
+    with pytest.raises(ValueError, match=r"^spec.json: repeated key 'gamma'$"):
+        parse_json('{"gamma": 0.9, "rewards": [1], "gamma": 0.5}', "spec.json")
+    with pytest.raises(ValueError, match=r"^spec.json: not valid JSON \(Expecting value at line 2 column 1\)$"):
+        parse_json('{"a":\n}', "spec.json")
+    assert parse_json('{"a": {"a": 1}}', "x") == {"a": {"a": 1}}  # the same key in two objects is fine

@@ -26,18 +26,22 @@ def integer_option(minimum):
 
 def preference_split(data, test_fraction, seed):
     """``(train, test)`` preference pairs: the shipped splits when ``data`` is None or empty, otherwise the pairs of
-    the JSONL file ``data`` with a random ``test_fraction`` of them (at least one) held out."""
+    the JSONL file ``data`` split by prompt: a random ``test_fraction`` of its distinct prompts (at least one) is
+    held out with all their pairs, so held-out accuracy measures prompts the model never trained on."""
     if not data:
         return load_preferences("train"), load_preferences("test")
     if not 0 < test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1), got {test_fraction}")
     pairs = read_preference_pairs(data)
-    if len(pairs) < 2:
-        raise ValueError(f"{data}: {len(pairs)} preference pair; a train/test split needs at least 2 "
-                         f"(one to train on, one to test)")
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_test = max(1, round(test_fraction * len(pairs)))
-    if n_test == len(pairs):
-        raise ValueError(f"{data}: --test-fraction {test_fraction} holds out all {len(pairs)} "
-                         f"preference pairs, leaving none to train on")
-    return [pairs[i] for i in order[n_test:]], [pairs[i] for i in order[:n_test]]
+    prompts = list(dict.fromkeys(pair["prompt"] for pair in pairs))  # distinct, in file order
+    if len(prompts) < 2:
+        raise ValueError(f"{data}: the pairs have {len(prompts)} distinct prompt; a train/test split by prompt "
+                         f"needs at least 2 (one to train on, one to test)")
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    n_test = max(1, round(test_fraction * len(prompts)))
+    if n_test == len(prompts):
+        raise ValueError(f"{data}: --test-fraction {test_fraction} holds out all {len(prompts)} "
+                         f"prompts, leaving none to train on")
+    test_prompts = {prompts[i] for i in order[:n_test]}
+    return ([pair for pair in pairs if pair["prompt"] not in test_prompts],
+            [pair for pair in pairs if pair["prompt"] in test_prompts])

@@ -2,6 +2,7 @@
 from dataclasses import replace
 
 from minippo.commands import integer_option
+from minippo.commands.tokenizer import add_tokenizer_option, load_tokenizer
 from minippo.rlhf.pipeline import DemoConfig, run_demo
 
 
@@ -25,6 +26,7 @@ def register(subparsers):
                         help=f"PPO iterations (default: {defaults.iterations})")
     parser.add_argument("--kl-target", type=float, default=defaults.rlhf.kl_target,
                         help=f"target KL to the reference per response, nats (default: {defaults.rlhf.kl_target})")
+    add_tokenizer_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -38,4 +40,4 @@ def run(args):
         iterations=args.iterations,
         rlhf=replace(defaults.rlhf, kl_target=args.kl_target),
     )
-    run_demo(config, out_dir=args.out)
+    run_demo(config, out_dir=args.out, tokenizer=load_tokenizer(args.tokenizer))

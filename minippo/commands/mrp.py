@@ -15,7 +15,7 @@ from minippo.mrp import MRP
 from minippo.mrp.monte_carlo import NEGLIGIBLE_TAIL_WEIGHT, default_max_steps
 from minippo.progress import Progress, format_duration
 from minippo.sizes import check_memory, lu_memory
-from minippo.text.files import read_text
+from minippo.text.files import read_text, unique_keys
 
 SPEC_FORMAT = """\
 spec.json format (the arguments of MRP.from_dict):
@@ -125,7 +125,7 @@ def read_spec(path):
     except OSError as error:
         raise ValueError(f"{path}: cannot read the file ({error.strerror})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys(path))  # a repeated key is an error
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 

@@ -6,6 +6,7 @@ import numpy as np
 from minippo import runs
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
+from minippo.commands.tokenizer import add_tokenizer_option, load_tokenizer
 from minippo.distributed import world
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
@@ -14,7 +15,6 @@ from minippo.seeding import spawn_seeds
 from minippo.sizes import check_memory, gpt_sizes, longest_in_tokens, pretrain_memory
 from minippo.text.corpus import format_prompt, load_corpus, load_prompts
 from minippo.text.files import read_text
-from minippo.text.tokenizer import ByteTokenizer
 
 DEFAULT_MODEL = dict(block_size=96, n_layer=2, n_head=4, n_embd=96)
 
@@ -47,6 +47,7 @@ def register(subparsers):
     parser.add_argument("--block-size", type=integer_option(1), default=DEFAULT_MODEL["block_size"],
                         help="context length")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="array dtype")
+    add_tokenizer_option(parser)
     parser.add_argument("--resume", action="store_true",
                         help=f"continue the run in OUT/model.npz, written every {defaults.checkpoint_every} steps "
                         "and on Ctrl-C (same settings; --steps may grow)")
@@ -80,9 +81,11 @@ def require_memory_for(args, model_config, longest_line):
 
 def run(args):
     if args.init is None:
-        model, tokenizer = None, ByteTokenizer()
+        model, tokenizer = None, load_tokenizer(args.tokenizer)
         model_config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                                  n_head=args.n_head, n_embd=args.n_embd, dtype=args.dtype)
+    elif args.tokenizer is not None:
+        raise ValueError(f"--tokenizer cannot be used with --init: {args.init} brings its own tokenizer")
     else:
         model, tokenizer = load_policy_and_tokenizer(args.init)
         model_config = model.config

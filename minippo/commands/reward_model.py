@@ -3,15 +3,24 @@
 Ctrl-C or SIGTERM writes a resumable checkpoint to --out and prints the command that continues it
 (``--resume``, bit-identically; ``minippo.runs``).
 """
+import numpy as np
+
 from minippo import runs
 from minippo.commands import integer_option, preference_split
-from minippo.commands.models import load_policy_and_tokenizer
+from minippo.commands.models import (
+    add_template_option,
+    command_template,
+    load_policy_and_tokenizer,
+    policy_template,
+)
 from minippo.distributed import world
 from minippo.rewards.reward_model import (
     RewardModel,
+    normalize_under_policy,
     preference_accuracy,
     train_reward_model,
 )
+from minippo.rlhf.config import RLHFConfig
 from minippo.seeding import spawn_seeds
 from minippo.sizes import check_memory, gpt_sizes, longest_pair_tokens, pair_memory
 
@@ -22,7 +31,8 @@ def register(subparsers):
         help="train a Bradley-Terry reward model on preference pairs",
         description="Train a reward model -log σ(r(chosen) - r(rejected)) whose trunk starts from a policy "
         "checkpoint. Pairs are JSONL lines {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}; a random "
-        "--test-fraction is held out to report preference accuracy.",
+        "--test-fraction of the prompts is held out, with all their pairs, to report preference accuracy. The "
+        "model is then normalised to mean 0, std 1 on responses the policy samples to the training prompts.",
     )
     parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
     parser.add_argument("--policy", required=True,
@@ -34,20 +44,47 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=integer_option(1), default=32, help="pairs per step (default: 32)")
     parser.add_argument("--learning-rate", "--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument("--test-fraction", type=float, default=0.15,
-                        help="held-out fraction for --data (default: 0.15)")
+                        help="fraction of the prompts of --data held out, with all their pairs (default: 0.15)")
+    add_template_option(parser)
+    parser.add_argument("--normalize-samples", type=integer_option(0), default=256, metavar="N",
+                        help="responses sampled from the policy (the reference of later RL) to set the scores' mean "
+                             "to 0 and std to 1; 0: no normalisation (default: 256)")
+    parser.add_argument("--max-new-tokens", type=integer_option(1), default=None,
+                        help=f"length limit of those responses (default: {RLHFConfig.max_new_tokens}, as rlhf, or less "
+                             "if the shortest prompt leaves less room in the context)")
     parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     runs.add_run_options(parser, periodic=False)
     parser.set_defaults(func=run)
 
 
+def normalization_prompts(prompts, tokenizer, block_size, max_new_tokens):
+    """``(prompt texts, max_new_tokens)`` of the normalisation samples: the prompts that leave
+    ``max_new_tokens`` of room in the context (None: as rlhf's default, or less so the shortest prompt fits).
+    Checked before training, so that a bad setting fails now rather than after it."""
+    lengths = [len(tokenizer.encode(prompt)) for prompt in prompts]
+    if max_new_tokens is None:
+        max_new_tokens = min(RLHFConfig.max_new_tokens, block_size - min(lengths))
+    fitting = [prompt for prompt, length in zip(prompts, lengths) if 0 < length <= block_size - max_new_tokens]
+    if max_new_tokens < 1 or not fitting:
+        raise ValueError(f"no training prompt leaves room for responses of {max(1, max_new_tokens)} tokens in the "
+                         f"policy's {block_size}-token context, to normalise the reward model on (set "
+                         f"--max-new-tokens, or --normalize-samples 0)")
+    return fitting, max_new_tokens
+
+
 def run(args):
     runs.check_outputs(args, files=[(args.out, "--out")])
-    split_seed, head_seed, order_seed = spawn_seeds(args.seed, 3)
+    split_seed, head_seed, order_seed, prompt_seed, sample_seed = spawn_seeds(args.seed, 5)
     train, test = preference_split(args.data, args.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    template = command_template(args.template, [(policy_template(args.policy), args.policy)])
     check_memory(pair_memory, {"--batch-size": args.batch_size},
                  {"model": gpt_sizes(policy.config), "tokens": longest_pair_tokens(tokenizer, train), "reference": 0})
-    model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
+    if args.normalize_samples:
+        prompts = list(dict.fromkeys(template.prompt_text(pair["prompt"]) for pair in train))
+        prompts, max_new_tokens = normalization_prompts(prompts, tokenizer, policy.config.block_size,
+                                                        args.max_new_tokens)
+    model = RewardModel.from_policy(policy, tokenizer, seed=head_seed, template=template)
     print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")
     with runs.Interrupt() as interrupt:
         train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
@@ -55,6 +92,12 @@ def run(args):
                            checkpoint_path=args.out, resume_from=args.resume)
         if interrupt.stopped_at is None:  # (a Ctrl-C from here on waits for the checkpoint)
             print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
+            if args.normalize_samples:
+                chosen = np.random.default_rng(prompt_seed).integers(0, len(prompts), args.normalize_samples)
+                raw = normalize_under_policy(model, policy, tokenizer, [prompts[i] for i in chosen], max_new_tokens,
+                                             RLHFConfig.temperature, sample_seed)
+                print(f"normalised on {args.normalize_samples} responses of {args.policy}: raw scores "
+                      f"{raw.mean():+.3f} ± {raw.std():.3f} become mean 0, std 1")
             if world().is_root:
                 model.save(args.out)
     if interrupt.stopped_at is not None:

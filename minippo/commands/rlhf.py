@@ -12,7 +12,13 @@ import numpy as np
 from minippo import runs
 from minippo.commands import integer_option
 from minippo.commands.evaluate import add_rlhf_evaluation_options, rlhf_evaluation
-from minippo.commands.models import load_policy_and_tokenizer, load_reward
+from minippo.commands.models import (
+    add_template_option,
+    command_template,
+    load_policy_and_reward,
+    policy_template,
+    reward_template,
+)
 from minippo.nn.checkpoint import rng_from_state, rng_state
 from minippo.progress import Progress, format_duration
 from minippo.rl.advantages import SCALE_REWARDS
@@ -22,14 +28,15 @@ from minippo.rlhf.diagnostics import SampleLog, progress_line, write_csv
 from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.sizes import check_memory, gpt_sizes, longest_in_tokens, model_parameters, rlhf_memory
-from minippo.text.corpus import format_prompt, load_prompts
+from minippo.text.corpus import load_prompts
 from minippo.text.files import read_text
 
 
 def read_prompts(path):
-    """Prompts from a file (one per line, used verbatim), or the shipped training prompts as "Q: ... A:"."""
+    """The prompts of a file, one per line as written, or the shipped training prompts (raw: rlhf lays them out
+    with its template; generate samples from them as they are)."""
     if path is None:
-        return [format_prompt(p) for p in load_prompts("train")]
+        return load_prompts("train")
     prompts = [line for line in read_text(path).split("\n") if line.strip()]
     if not prompts:
         raise ValueError(f"{path}: no prompts found (one prompt per line)")
@@ -53,7 +60,9 @@ def register(subparsers):
     parser.add_argument("--reward", required=True,
                         help="reward-model checkpoint (.npz), Hugging Face reward-model directory, or rule spec")
     parser.add_argument("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
-    parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
+    parser.add_argument("--prompts", help="prompt file, one raw prompt per line, formatted by the template "
+                        "(default: shipped prompts)")
+    add_template_option(parser)
     parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
     parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
                         help=f"responses per iteration (default: {defaults.batch_size})")
@@ -113,16 +122,17 @@ def run(args):
                         init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
     paths = {name: os.path.join(args.out, name) for name in ("policy.npz", "rlhf_log.csv", "samples.jsonl")}
     runs.check_outputs(args, directories=[(args.out, "--out")], run_files=[(path, "--out") for path in paths.values()])
-    policy, tokenizer = load_policy_and_tokenizer(args.policy)
-    reward = load_reward(args.reward)
-    prompts = read_prompts(args.prompts)
+    policy, tokenizer, reward = load_policy_and_reward(args.policy, args.reward)
+    template = command_template(args.template, [(policy_template(args.policy), args.policy),
+                                                reward_template(reward, args.reward)])
+    prompts = [template.prompt_text(prompt) for prompt in read_prompts(args.prompts)]
     check_memory(rlhf_memory, {"--batch-size": config.batch_size, "--minibatch-size": config.minibatch_size,
                                "--max-new-tokens": config.max_new_tokens},
                  {"model": gpt_sizes(policy.config), "prompt_tokens": longest_in_tokens(tokenizer, prompts),
                   "frozen_parameters": policy.num_parameters() + model_parameters(reward),
                   "separate_critic": config.critic == "separate"})
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
-    evaluation = rlhf_evaluation(args, trainer)  # None without --eval-every
+    evaluation = rlhf_evaluation(args, trainer, template)  # None without --eval-every
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     samples = SampleLog(paths["samples.jsonl"])
     rows = []
@@ -133,7 +143,7 @@ def run(args):
           f"{trainer.world.describe()}")
 
     def save(path):  # collective under MPI
-        trainer.save(path, extra={"prompt_rng": rng_state(rng), "rows": rows})
+        trainer.save(path, extra={"prompt_rng": rng_state(rng), "rows": rows, "template": template.text})
 
     progress = Progress(args.iterations, "iterations", start=trainer.iterations_done)  # for the ETA
     with runs.Interrupt() as interrupt:

@@ -1,6 +1,12 @@
 """``minippo value``: Monte Carlo estimate of a prompt's value E_π[R] under a policy and a reward."""
 from minippo.commands import integer_option
-from minippo.commands.models import load_policy_and_tokenizer, load_reward
+from minippo.commands.models import (
+    add_template_option,
+    command_template,
+    load_policy_and_reward,
+    policy_template,
+    reward_template,
+)
 from minippo.progress import Progress
 from minippo.rlhf.value import estimate_value
 
@@ -15,7 +21,8 @@ def register(subparsers):
         "print the mean (the Monte Carlo value V_π(prompt) = Σ_τ R(τ) P_π(τ)) with its standard error.",
     )
     parser.add_argument("--prompt", required=True,
-                        help="the prompt text, used verbatim (e.g. 'Q: Where is the bank? A:')")
+                        help="the raw prompt, formatted by the template (e.g. 'Where is the bank?')")
+    add_template_option(parser)
     parser.add_argument("--samples", type=integer_option(2), default=64,
                         help="number of sampled responses, at least 2 (default: 64)")
     parser.add_argument("--policy", default="runs/demo/policy.npz",
@@ -31,9 +38,11 @@ def register(subparsers):
 
 
 def run(args):
-    policy, tokenizer = load_policy_and_tokenizer(args.policy)
+    policy, tokenizer, reward = load_policy_and_reward(args.policy, args.reward)
+    template = command_template(args.template, [(policy_template(args.policy), args.policy),
+                                                reward_template(reward, args.reward)])
     progress = Progress(args.samples, "samples", interval=PROGRESS_INTERVAL)
-    result = estimate_value(policy, args.prompt, load_reward(args.reward), args.samples, tokenizer,
+    result = estimate_value(policy, template.prompt_text(args.prompt), reward, args.samples, tokenizer,
                             max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                             keep=args.show, watch=progress.update)
     for response, reward, logprob in zip(result.responses, result.rewards, result.logprobs):

@@ -29,6 +29,7 @@ import numpy as np
 from minippo.checks import is_integer, is_real
 from minippo.nn.gpt import GPTConfig
 from minippo.nn.layers import LAYERNORM_EPS
+from minippo.text.files import parse_json, read_text
 
 CONFIG_FILE = "config.json"
 TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh")
@@ -52,11 +53,7 @@ def read_config(directory):
     path = os.path.join(os.fspath(directory), CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; a Hugging Face model directory has one")
-    try:
-        with open(path, encoding="utf-8") as file:
-            values = json.load(file)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    values = parse_json(read_text(path), path)  # a byte order mark dropped, a repeated key refused
     if not isinstance(values, dict):
         raise ValueError(f"{path}: must be a JSON object, got {type(values).__name__}")
     return values

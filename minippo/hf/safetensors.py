@@ -25,6 +25,7 @@ import struct
 import numpy as np
 
 from minippo.atomic import atomic_write
+from minippo.text.files import parse_json, read_text
 
 # safetensors dtype name -> NumPy dtype of its little-endian bytes (BF16 is read as raw 16-bit words)
 DTYPES = {
@@ -190,11 +191,7 @@ def load_sharded_safetensors(index_path, mmap_file=True):
     Each shard must hold exactly the tensors the index assigns to it.
     """
     index_path = os.fspath(index_path)
-    try:
-        with open(index_path, encoding="utf-8") as file:
-            index = json.load(file)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{index_path}: not valid JSON ({error})") from None
+    index = parse_json(read_text(index_path), index_path)  # a byte order mark dropped, a repeated key refused
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
         raise ValueError(f"{index_path}: must be an object with a 'weight_map' of tensor names to shard files")

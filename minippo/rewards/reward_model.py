@@ -15,11 +15,12 @@ the RLHF trainer passes to any reward.  For the shipped corpus that text is
 with a space.  When the tokenizer's EOS is its padding token (GPT-2's ``<|endoftext|>``), that reader
 would skip an EOS, so none is appended and the score is read at the last token of the response.
 Preference pairs store the bare question and answers, so :func:`pair_texts` turns them into that same
-text before the model sees them.
+text, with the reward model's prompt template (:class:`~minippo.text.template.Template`, recorded in its
+checkpoint), before the model sees them.
 
 After training, :meth:`RewardModel.normalize` sets a gain and bias so that responses sampled from the
-reference policy score mean 0 and standard deviation 1; a policy's improvement is then measured in
-standard deviations of the reference policy's reward.
+reference policy (:func:`normalize_under_policy`) score mean 0 and standard deviation 1; a policy's
+improvement is then measured in standard deviations of the reference policy's reward.
 """
 import copy
 import math
@@ -37,25 +38,31 @@ from minippo.nn.heads import ScoreHead
 from minippo.nn.module import as_generator, prefixed, unprefixed
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.progress import eta_seconds, format_duration
+from minippo.rlhf.rollout import generate_rollout
 from minippo.runs import check_same_settings
-from minippo.text.corpus import format_prompt
 from minippo.text.gpt2 import BYTE_RECORD, tokenizer_from_record, tokenizer_record
+from minippo.text.template import DEFAULT_TEMPLATE, Template
 from minippo.text.tokenizer import ByteTokenizer
 
 
 class RewardModel:
-    """A GPT trunk plus a score head; calling it scores responses: ``reward(prompts, responses) -> (B,)``."""
+    """A GPT trunk plus a score head; calling it scores responses: ``reward(prompts, responses) -> (B,)``.
 
-    def __init__(self, trunk, tokenizer=None, seed=None):
+    ``template`` (a :class:`~minippo.text.template.Template`) lays out the preference pairs it learns from;
+    None means not known (a Hugging Face directory), and pairs then take the default template.
+    """
+
+    def __init__(self, trunk, tokenizer=None, seed=None, template=None):
         self.trunk = trunk
         self.head = ScoreHead(trunk.config.n_embd, trunk.config.dtype, init_std=0.0, seed=seed)
         self.tokenizer = tokenizer or ByteTokenizer()
+        self.template = template
         self.gain, self.bias = 1.0, 0.0
 
     @classmethod
-    def from_policy(cls, policy, tokenizer=None, seed=None):
+    def from_policy(cls, policy, tokenizer=None, seed=None, template=None):
         """A reward model whose trunk starts as a copy of a (pretrained) policy."""
-        return cls(copy.deepcopy(policy), tokenizer, seed)
+        return cls(copy.deepcopy(policy), tokenizer, seed, template)
 
     # -- scoring ---------------------------------------------------------------------------------
     def encode(self, prompts, responses):
@@ -64,14 +71,18 @@ class RewardModel:
 
         A text longer than the trunk's context keeps its last block_size tokens, where the score is
         read, and a warning says so (texts that differ only in the cut-off beginning then score alike).
+        Only the end of each text is encoded (:meth:`~minippo.text.tokenizer.Tokenizer.encode_end`) and
+        cut before the batch is padded, so one very long text costs its last tokens, not a batch padded to
+        its length.
         """
-        texts = [prompt + response for prompt, response in zip(prompts, responses)]
-        ids, mask = self.tokenizer.encode_batch(texts, add_eos=self.tokenizer.eos_id != self.tokenizer.pad_id)
+        add_eos = self.tokenizer.eos_id != self.tokenizer.pad_id
         block = self.trunk.config.block_size
-        if ids.shape[1] > block:
+        rows = [self.tokenizer.encode_end(prompt + response, block + 1, add_eos)  # one more: was it cut?
+                for prompt, response in zip(prompts, responses)]
+        if any(len(row) > block for row in rows):
             warnings.warn(f"RewardModel: some prompt + response texts are longer than the reward model's "
                           f"context ({block} tokens); only their last {block} tokens are scored", stacklevel=2)
-        return ids[:, -block:], mask[:, -block:]  # left-padded: keep the end, where the score is read
+        return self.tokenizer.pad_batch([row[-block:] for row in rows])  # keep the end, where the score is read
 
     def raw_scores(self, ids, mask):
         """r (B,) before normalisation; keeps what :meth:`backward` needs."""
@@ -93,7 +104,7 @@ class RewardModel:
         return self.gain * np.concatenate(scores) + self.bias
 
     def normalize(self, prompts, responses):
-        """Set gain and bias so these (reference-policy) samples score mean 0, std 1."""
+        """Set gain and bias so these (reference-policy) samples score mean 0, std 1; returns their raw scores."""
         self.gain, self.bias = 1.0, 0.0
         raw = self(prompts, responses)
         std = float(raw.std())
@@ -113,7 +124,8 @@ class RewardModel:
         stopped: optimizer state, step, generator, settings) makes the checkpoint resumable."""
         params, _ = self.named_parameters()
         training = training or {}
-        extra = {"gain": self.gain, "bias": self.bias, "tokenizer": tokenizer_record(self.tokenizer)}
+        extra = {"gain": self.gain, "bias": self.bias, "tokenizer": tokenizer_record(self.tokenizer),
+                 "template": (self.template or Template()).text}
         if training:
             extra["training"] = training["settings"]
         save_checkpoint(path, params, self.trunk.config.to_dict(), training.get("optimizer_state"),
@@ -126,7 +138,8 @@ class RewardModel:
         try:
             gain, bias = finite_number(extra.get("gain"), "gain"), finite_number(extra.get("bias"), "bias")
             tokenizer = tokenizer_from_record(extra.get("tokenizer", BYTE_RECORD), "tokenizer")
-            model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0), tokenizer)
+            template = Template(extra.get("template", DEFAULT_TEMPLATE))  # older checkpoints: the default
+            model = cls(GPT(GPTConfig.from_dict(state["config"]), seed=0), tokenizer, template=template)
             model.trunk.load_state_dict(unprefixed(state["params"], "trunk"))
             model.head.load_state_dict(unprefixed(state["params"], "head"))
         except (TypeError, ValueError) as error:
@@ -145,6 +158,14 @@ class RewardModel:
         save_reward_model(self, path)
 
 
+def normalize_under_policy(reward_model, policy, tokenizer, prompts, max_new_tokens, temperature, seed):
+    """Sample one response per prompt (formatted prompt texts) from ``policy``, the reference policy of the
+    RL that follows, and :meth:`~RewardModel.normalize` the reward model on them: mean 0, std 1, so RL
+    rewards and KL penalties have a known scale.  Returns the raw scores."""
+    rollout = generate_rollout(policy, tokenizer, prompts, max_new_tokens, temperature, np.random.default_rng(seed))
+    return reward_model.normalize(rollout.prompts, rollout.responses)
+
+
 def bradley_terry_loss(chosen_scores, rejected_scores):
     """Mean −log σ(r_c − r_r) over pairs, its gradients, and the fraction of pairs ranked correctly."""
     margin = (chosen_scores - rejected_scores).astype(np.float64)
@@ -154,17 +175,19 @@ def bradley_terry_loss(chosen_scores, rejected_scores):
     return loss, (-weight).astype(dtype), weight.astype(dtype), float(np.mean(margin > 0))
 
 
-def pair_texts(pairs):
-    """``(prompts, chosen, rejected)`` of preference pairs as the policy sees and writes them: the prompt
-    as ``"Q: <prompt> A:"`` and each response after a space, so that prompt + response is the text
-    ``"Q: <prompt> A: <response>"`` a rollout produces."""
-    prompts = [format_prompt(pair["prompt"]) for pair in pairs]
-    return prompts, [" " + pair["chosen"] for pair in pairs], [" " + pair["rejected"] for pair in pairs]
+def pair_texts(pairs, template=None):
+    """``(prompts, chosen, rejected)`` of preference pairs as the policy sees and writes them, laid out by
+    ``template`` (None: the default): by default the prompt as ``"Q: <prompt> A:"`` and each response after
+    a space, so that prompt + response is the text ``"Q: <prompt> A: <response>"`` a rollout produces."""
+    template = template or Template()
+    prompts = [template.prompt_text(pair["prompt"]) for pair in pairs]
+    return (prompts, [template.response_text(pair["chosen"]) for pair in pairs],
+            [template.response_text(pair["rejected"]) for pair in pairs])
 
 
 def preference_accuracy(model, pairs, batch_size=64):
     """Fraction of pairs where r(chosen) > r(rejected)."""
-    prompts, chosen, rejected = pair_texts(pairs)
+    prompts, chosen, rejected = pair_texts(pairs, model.template)
     return float(np.mean(model(prompts, chosen, batch_size) > model(prompts, rejected, batch_size)))
 
 
@@ -220,7 +243,7 @@ def train_reward_model(model, pairs, steps=150, batch_size=32, learning_rate=1e-
     losses, started = [], time.perf_counter()
     for step in range(start, steps):
         indices = rng.integers(0, len(pairs), batch_size)[rows]  # the same draw on every rank: its rows
-        prompts, chosen, rejected = pair_texts([pairs[i] for i in indices])
+        prompts, chosen, rejected = pair_texts([pairs[i] for i in indices], model.template)
         ids, mask = model.encode(prompts * 2, chosen + rejected)
         scores = model.raw_scores(ids, mask)  # (2·rows,): chosen then rejected
         loss, dchosen, drejected, accuracy = bradley_terry_loss(scores[:len(indices)], scores[len(indices):])

@@ -6,7 +6,7 @@
 from minippo.checks import check_str
 from minippo.rewards.arithmetic import ArithmeticReward
 from minippo.rewards.rules import BleuReward, KeywordReward, LengthReward, RougeReward
-from minippo.rewards.text_metrics import check_references
+from minippo.rewards.text_metrics import LEVELS, check_references
 from minippo.text.files import jsonl_lines, read_text
 
 # Valid command-line forms of parse_rule_reward, shown in its error message.
@@ -18,6 +18,8 @@ RULE_REWARD_FORMS = (
     "arithmetic:FORMAT_REWARD",
 )
 RULE_REWARD_KINDS = tuple(form.partition(":")[0] for form in RULE_REWARD_FORMS)
+# The rules that count text tokens take the level as a suffix of their kind: ``rouge.char:PATH``.
+LEVELLED_KINDS = ("bleu", "rouge", "keyword", "length")
 
 
 def load_references(path):
@@ -78,23 +80,31 @@ def parse_rule_reward(spec):
 
     PATH is read by :func:`load_references` (``.jsonl``: references per
     prompt; otherwise one shared reference per line).  Options keep their
-    defaults (word level, BLEU with add-1 smoothing, ROUGE-L F1).  An unknown
-    or malformed spec raises ValueError listing the valid forms.
+    defaults (BLEU with add-1 smoothing, ROUGE-L F1), and text is counted at
+    ``level="auto"``: by word, and by character in Chinese and Japanese (see
+    :func:`~minippo.rewards.text_metrics.tokenize`).  ``bleu``, ``rouge``,
+    ``keyword`` and ``length`` take another level after a dot:
+    ``rouge.char:refs.txt``, ``length.word:40``.  An unknown or malformed spec
+    raises ValueError listing the valid forms.
     """
     kind, separator, argument = check_str(spec, "spec").partition(":")
-    kind, argument = kind.strip().lower(), argument.strip()
-    valid_forms = f"valid forms: {', '.join(RULE_REWARD_FORMS)}"
-    if not separator or not argument or kind not in RULE_REWARD_KINDS:
+    kind, _, level = kind.strip().lower().partition(".")
+    argument = argument.strip()
+    valid_forms = (f"valid forms: {', '.join(RULE_REWARD_FORMS)}; {', '.join(LEVELLED_KINDS)} take a level "
+                   f"({', '.join(LEVELS)}) after a dot, e.g. rouge.char:PATH")
+    if not separator or not argument or kind not in RULE_REWARD_KINDS or \
+            (level and (kind not in LEVELLED_KINDS or level not in LEVELS)):
         raise ValueError(f"unknown rule reward spec {spec!r}; {valid_forms}")
+    level = level or "auto"
     if kind == "bleu":
-        return BleuReward(load_references(argument))
+        return BleuReward(load_references(argument), level=level)
     if kind == "rouge":
-        return RougeReward(load_references(argument))
+        return RougeReward(load_references(argument), level=level)
     if kind == "keyword":
         keywords = [keyword.strip() for keyword in argument.split(",") if keyword.strip()]
         if not keywords:
             raise ValueError(f"spec {spec!r} names no keyword; {valid_forms}")
-        return KeywordReward(keywords)
+        return KeywordReward(keywords, level=level)
     if kind == "arithmetic":
         try:
             return ArithmeticReward(float(argument))
@@ -102,4 +112,4 @@ def parse_rule_reward(spec):
             raise ValueError(f"spec {spec!r}: FORMAT_REWARD must be a number in [0, 1); {valid_forms}") from None
     if not argument.isdigit() or int(argument) < 1:
         raise ValueError(f"spec {spec!r}: N must be a positive integer; {valid_forms}")
-    return LengthReward(int(argument))
+    return LengthReward(int(argument), level=level)

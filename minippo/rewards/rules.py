@@ -38,14 +38,14 @@ KEYWORD_MODES = ("fraction", "any")
 # --- keyword rule ----------------------------------------------------------------
 
 
-def keyword_reward(text, keywords, mode="fraction", case_sensitive=False, level="word"):
+def keyword_reward(text, keywords, mode="fraction", case_sensitive=False, level="auto"):
     """Score how many of ``keywords`` appear in ``text``, in [0, 1].
 
     A keyword appears if its tokens occur consecutively among the text's
     tokens (:func:`~minippo.rewards.text_metrics.tokenize` at ``level``), so
     ``"thank you"`` matches ``"Thank you!"`` but ``"polite"`` does not match
-    ``"impolite"``.  For Chinese use ``level="char"``: ``"谢谢"`` then matches
-    ``"谢谢你"``.
+    ``"impolite"``.  Chinese and Japanese are matched by character at the
+    default ``level="auto"``, so ``"谢谢"`` matches ``"谢谢你"``.
 
     - ``mode="fraction"``: (number of keywords found) / (number of keywords);
     - ``mode="any"``: 1.0 if at least one keyword is found, else 0.0.
@@ -97,7 +97,7 @@ def _contains_sequence(tokens, sequence):
 # --- length rule -----------------------------------------------------------------
 
 
-def length_reward(text_or_tokens, target, tolerance=0, level="word"):
+def length_reward(text_or_tokens, target, tolerance=0, level="auto"):
     """Penalise a length n that is off ``target`` by more than ``tolerance``, in (-inf, 0].
 
     ::
@@ -217,7 +217,7 @@ class ReferenceReward(RuleReward):
 class BleuReward(ReferenceReward):
     """Reward = :func:`~minippo.rewards.text_metrics.bleu` of the response against the prompt's references."""
 
-    def __init__(self, references, max_n=4, smoothing="add1", level="word"):
+    def __init__(self, references, max_n=4, smoothing="add1", level="auto"):
         super().__init__(references, level)
         check_bleu_options(max_n, smoothing)
         self.max_n, self.smoothing = max_n, smoothing
@@ -230,7 +230,7 @@ class RougeReward(ReferenceReward):
     """Reward = :func:`~minippo.rewards.text_metrics.rouge_l` F-measure of the response against the
     prompt's references."""
 
-    def __init__(self, references, beta=1.0, level="word"):
+    def __init__(self, references, beta=1.0, level="auto"):
         super().__init__(references, level)
         check_beta(beta)
         self.beta = beta
@@ -242,7 +242,7 @@ class RougeReward(ReferenceReward):
 class KeywordReward(RuleReward):
     """Reward = :func:`keyword_reward` of the response; the prompt is not used."""
 
-    def __init__(self, keywords, mode="fraction", case_sensitive=False, level="word"):
+    def __init__(self, keywords, mode="fraction", case_sensitive=False, level="auto"):
         self.tokens_of = tokenizer_for(level)
         self.keyword_tokens = _keyword_token_lists(keywords, case_sensitive, self.tokens_of)
         self.mode = check_choice(mode, "mode", KEYWORD_MODES)
@@ -257,7 +257,7 @@ class KeywordReward(RuleReward):
 class LengthReward(RuleReward):
     """Reward = :func:`length_reward` of the response; the prompt is not used."""
 
-    def __init__(self, target, tolerance=0, level="word"):
+    def __init__(self, target, tolerance=0, level="auto"):
         _check_length_options(target, tolerance)
         self.tokens_of = tokenizer_for(level)
         self.target, self.tolerance, self.level = target, tolerance, level

@@ -1,8 +1,9 @@
 """Text metrics that compare a candidate text with reference texts: BLEU and ROUGE-L.
 
-- :func:`tokenize`  the tokens every metric counts: words (``level="word"``) or characters
-  (``level="char"``, for scripts such as Chinese that do not put spaces between words).  This is
-  *not* the model's tokenizer.
+- :func:`tokenize`  the tokens every metric counts: words (``level="word"``), characters
+  (``level="char"``), or by default words with every Chinese or Japanese character a token of its own
+  (``level="auto"``: scripts that put no spaces between words are counted by character, others by
+  word).  This is *not* the model's tokenizer.
 - :func:`bleu`      n-gram precision with a brevity penalty (Papineni et al., 2002), built from
   :func:`ngram_counts`, :func:`modified_precision_counts`, :func:`closest_reference_length` and
   :func:`brevity_penalty`.
@@ -25,6 +26,11 @@ from minippo.checks import check_choice, check_str, integer_at_least, is_real
 # A word token is a run of letters, digits and underscores (any script), or a
 # single character that is neither such a letter nor whitespace (punctuation).
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
+# Characters of the scripts written without spaces between words: kana and CJK ideographs (Unicode blocks
+# Hiragana, Katakana, CJK Unified Ideographs and their extensions, CJK Compatibility Ideographs).
+CJK_CHARACTERS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+# As WORD_PATTERN, but each CJK character is a token of its own and never part of a word.
+AUTO_PATTERN = re.compile(f"[{CJK_CHARACTERS}]|[^\\W{CJK_CHARACTERS}]+|[^\\w\\s]")
 
 # Epsilon of Chen & Cherry's smoothing method 1 (the value NLTK uses).
 BLEU_EPSILON = 0.1
@@ -38,23 +44,35 @@ def word_tokens(text):
     return WORD_PATTERN.findall(text)
 
 
+def auto_tokens(text):
+    """Words and punctuation, with every Chinese or Japanese character a token of its own:
+    ``"Hi, 我不知道。"`` -> ``["Hi", ",", "我", "不", "知", "道", "。"]``."""
+    return AUTO_PATTERN.findall(text)
+
+
 def char_tokens(text):
     """Every non-space character: ``"今天 晴朗"`` -> ``["今", "天", "晴", "朗"]``."""
     return [character for character in text if not character.isspace()]
 
 
-TOKENIZERS = {"word": word_tokens, "char": char_tokens}
+TOKENIZERS = {"auto": auto_tokens, "word": word_tokens, "char": char_tokens}
 LEVELS = tuple(TOKENIZERS)
 
 
 def tokenizer_for(level):
-    """The function that splits a text into the tokens of ``level`` (``"word"`` or ``"char"``), checked."""
+    """The function that splits a text into the tokens of ``level`` (``"auto"``, ``"word"`` or ``"char"``),
+    checked."""
     return TOKENIZERS[check_choice(level, "level", LEVELS)]
 
 
-def tokenize(text, level="word"):
+def tokenize(text, level="auto"):
     """Split ``text`` into the tokens that the rule rewards count (a list of str).
 
+    - ``level="auto"`` (the default): words and punctuation as at ``"word"``
+      level, but every Chinese or Japanese character (kana, CJK ideographs) is a
+      token of its own, as those scripts put no spaces between words:
+      ``"Hi, 我不知道。"`` -> ``["Hi", ",", "我", "不", "知", "道", "。"]``.  Text
+      without such characters is split exactly as at ``"word"`` level.
     - ``level="word"``: words and punctuation.  A word is a run of letters,
       digits or underscores; every other non-space character is a token of its
       own.  ``"Hi, it's 5pm!"`` -> ``["Hi", ",", "it", "'", "s", "5pm", "!"]``.
@@ -62,7 +80,8 @@ def tokenize(text, level="word"):
       ``"今天天气晴朗"`` -> ``["今天天气晴朗"]``.
     - ``level="char"``: every non-space character is a token, punctuation
       included, so ``"今天天气晴朗"`` gives 6 tokens and ``"a b"`` gives
-      ``["a", "b"]``.  Use this level for Chinese, Japanese or Thai.
+      ``["a", "b"]``.  Use this level for Thai, or for Latin-script text scored
+      by character.
 
     Case is kept: ``"The"`` and ``"the"`` are different tokens.
     """
@@ -162,7 +181,7 @@ def check_bleu_options(max_n, smoothing):
     check_choice(smoothing, "smoothing", tuple(BLEU_SMOOTHING))
 
 
-def bleu(candidate, references, max_n=4, smoothing="add1", level="word"):
+def bleu(candidate, references, max_n=4, smoothing="add1", level="auto"):
     """Sentence BLEU of ``candidate`` against one or more ``references``, in [0, 1].
 
     With c = len(candidate), r = the reference length closest to c (ties go
@@ -277,7 +296,7 @@ def check_beta(beta):
         raise ValueError(f"beta must be a finite positive number, got {beta!r}")
 
 
-def rouge_l(candidate, references, beta=1.0, level="word"):
+def rouge_l(candidate, references, beta=1.0, level="auto"):
     """ROUGE-L F-measure of ``candidate`` against its best reference, in [0, 1].
 
     For each reference, with LCS = :func:`lcs_length` of the token lists::

@@ -164,10 +164,10 @@ class PreferenceSet:
     """Preference pairs tokenized once, as the text the policy sees and writes, with the reference's
     log-probabilities of their chosen and rejected responses (computed here, once, without gradients)."""
 
-    def __init__(self, pairs, tokenizer, reference, batch_size):
+    def __init__(self, pairs, tokenizer, reference, batch_size, template=None):
         if not pairs:
             raise ValueError("pairs is empty; DPO needs preference pairs to learn from")
-        prompts, chosen, rejected = pair_texts(pairs)
+        prompts, chosen, rejected = pair_texts(pairs, template)
         block = reference.config.block_size
         self.rows, self.response_lengths = [], []  # chosen rows 0..n−1, then rejected rows n..2n−1
         for responses in (chosen, rejected):
@@ -202,14 +202,16 @@ class DPOTrainer:
     """Minimise a DPO loss (:func:`dpo_loss`) on preference pairs with AdamW; see the module docstring.
 
     ``reference`` defaults to the policy itself as it is now; only its log-probabilities are kept.
+    ``template`` lays out the pairs (:func:`~minippo.rewards.reward_model.pair_texts`; None: the default).
     """
 
-    def __init__(self, policy, tokenizer, pairs, config=None, test_pairs=None, reference=None):
+    def __init__(self, policy, tokenizer, pairs, config=None, test_pairs=None, reference=None, template=None):
         self.config = config = config or DPOConfig()
         self.policy = policy
         reference = policy if reference is None else reference
-        self.train_set = PreferenceSet(pairs, tokenizer, reference, config.eval_batch_size)
-        self.test_set = PreferenceSet(test_pairs, tokenizer, reference, config.eval_batch_size) if test_pairs else None
+        self.train_set = PreferenceSet(pairs, tokenizer, reference, config.eval_batch_size, template)
+        self.test_set = PreferenceSet(test_pairs, tokenizer, reference, config.eval_batch_size, template) \
+            if test_pairs else None
         self.rng = as_generator(config.seed)
         self.optimizer = AdamW(policy.params, policy.grads, lr=config.learning_rate, betas=(0.9, 0.95),
                                weight_decay=config.weight_decay)

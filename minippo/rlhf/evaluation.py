@@ -21,16 +21,18 @@ from minippo.envs.wrappers import RunningMeanStd
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.rl.evaluation import EvaluationTracker
 from minippo.rlhf.rollout import encode_prompts, generate_rollout, response_logprobs
-from minippo.text.corpus import format_prompt, load_prompts
+from minippo.text.corpus import load_prompts
 from minippo.text.gpt2 import tokenizer_record
+from minippo.text.template import Template
 
 EVAL_BATCH_SIZE = 32  # prompts generated and scored at once
 RLHF_METRICS = ("reward",)  # --eval-metric of rlhf; higher is better
 
 
-def held_out_prompts():
-    """The shipped test prompts, formatted as "Q: ... A:" (never seen in training)."""
-    return [format_prompt(p) for p in load_prompts("test")]
+def held_out_prompts(template=None):
+    """The shipped test prompts (never seen in training) laid out by ``template`` (default: "Q: ... A:")."""
+    template = template or Template()
+    return [template.prompt_text(prompt) for prompt in load_prompts("test")]
 
 
 def judge(reward, prompts, responses, weights=None):
@@ -98,10 +100,11 @@ def evaluate_rlhf(trainer_or_policy, reward=None, prompts=None, *, reference=Non
             "eval/kl": float(kls.mean), "eval/responses": rewards.count}
 
 
-def save_policy(path, policy, tokenizer):
-    """The policy as a ``gpt`` checkpoint that ``rlhf --policy`` and ``generate`` load."""
-    save_checkpoint(path, policy.params, policy.config.to_dict(), extra={"tokenizer": tokenizer_record(tokenizer)},
-                    kind="gpt")
+def save_policy(path, policy, tokenizer, template=None):
+    """The policy as a ``gpt`` checkpoint that ``rlhf --policy`` and ``generate`` load, with its tokenizer and
+    prompt template."""
+    extra = {"tokenizer": tokenizer_record(tokenizer), "template": (template or Template()).text}
+    save_checkpoint(path, policy.params, policy.config.to_dict(), extra=extra, kind="gpt")
 
 
 class PeriodicRLHFEvaluation:
@@ -110,9 +113,10 @@ class PeriodicRLHFEvaluation:
     ``best_path`` (rank 0; None: keep none) and returns True (stop) once ``metric`` reaches ``stop_at``."""
 
     def __init__(self, trainer, every, prompts=None, metric="reward", stop_at=None, best_path=None, seed=0,
-                 greedy=False, log=print):
+                 greedy=False, log=print, template=None):
         self.trainer, self.every = trainer, integer_at_least(every, "every", 1)
-        self.prompts = held_out_prompts() if prompts is None else list(prompts)
+        self.template = template
+        self.prompts = held_out_prompts(template) if prompts is None else list(prompts)
         encode_prompts(trainer.policy, trainer.tokenizer, self.prompts,  # a prompt too long: an error now, not later
                        trainer.config.max_new_tokens)
         self.seed, self.greedy = seed, greedy
@@ -120,7 +124,7 @@ class PeriodicRLHFEvaluation:
 
     def save(self, path):
         if self.trainer.world.is_root:
-            save_policy(path, self.trainer.policy, self.trainer.tokenizer)
+            save_policy(path, self.trainer.policy, self.trainer.tokenizer, self.template)
 
     def __call__(self, iteration, row):
         if iteration % self.every:

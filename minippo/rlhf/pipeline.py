@@ -26,21 +26,22 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import (
     RewardModel,
+    normalize_under_policy,
     preference_accuracy,
     train_reward_model,
 )
 from minippo.rlhf.diagnostics import plot_curves, progress_line, write_csv
 from minippo.rlhf.evaluation import score_responses
-from minippo.rlhf.rollout import generate_rollout
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import (
-    format_prompt,
     is_preferred,
     load_corpus,
     load_preferences,
     load_prompts,
 )
+from minippo.text.gpt2 import tokenizer_record
+from minippo.text.template import Template
 from minippo.text.tokenizer import ByteTokenizer
 
 
@@ -85,12 +86,16 @@ def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, s
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
 
 
-def run_demo(config=None, out_dir="runs/demo", log=print):
-    """Run every stage and return the summary dict (also written to ``out_dir/summary.json``)."""
+def run_demo(config=None, out_dir="runs/demo", log=print, tokenizer=None):
+    """Run every stage and return the summary dict (also written to ``out_dir/summary.json``).
+
+    ``tokenizer`` is the policy's (default: a :class:`~minippo.text.tokenizer.ByteTokenizer`); the
+    checkpoints record it."""
     config = config or DemoConfig()
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    tokenizer = ByteTokenizer()
+    tokenizer = tokenizer or ByteTokenizer()
+    template = Template()  # the shipped corpus's "Q: {prompt} A: {response}"
     (init_seed, pretrain_seed, head_seed, pair_order_seed, calibration_seed, prompt_seed, rlhf_seed,
      evaluation_seed) = spawn_seeds(config.seed, 8)
     config = replace(config, pretrain=replace(config.pretrain, seed=pretrain_seed),
@@ -105,20 +110,19 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     pretrain(policy, documents, config.pretrain, tokenizer, log=log)
 
     log("== 2/4 training the reward model on preference pairs ==")
-    reward_model = RewardModel.from_policy(policy, tokenizer, seed=head_seed)
+    reward_model = RewardModel.from_policy(policy, tokenizer, seed=head_seed, template=template)
     train_reward_model(reward_model, load_preferences("train"), steps=config.reward_steps, seed=pair_order_seed,
                        log=log)
     accuracy = preference_accuracy(reward_model, load_preferences("test"))
     log(f"reward model held-out preference accuracy: {accuracy:.3f}")
-    train_prompts = [format_prompt(p) for p in load_prompts("train")]
+    train_prompts = [template.prompt_text(p) for p in load_prompts("train")]
     calibration = [train_prompts[i] for i in prompt_rng.integers(0, len(train_prompts), config.eval_samples)]
-    calibration_rollout = generate_rollout(policy, tokenizer, calibration, config.rlhf.max_new_tokens,
-                                           config.rlhf.temperature, np.random.default_rng(calibration_seed))
-    reward_model.normalize(calibration_rollout.prompts, calibration_rollout.responses)
+    normalize_under_policy(reward_model, policy, tokenizer, calibration, config.rlhf.max_new_tokens,
+                           config.rlhf.temperature, calibration_seed)
     trainer = RLHFTrainer(policy, reward_model, tokenizer, config.rlhf)
     reference = trainer.reference
 
-    test_prompts = [format_prompt(p) for p in load_prompts("test")]
+    test_prompts = [template.prompt_text(p) for p in load_prompts("test")]
     eval_prompts = [test_prompts[i % len(test_prompts)] for i in range(config.eval_samples)]
     before = evaluate_on_prompts(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
     log(f"before PPO: mean reward {before['reward']:+.3f} (std {before['reward_std']:.3f}), "
@@ -150,11 +154,12 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
     write_csv(rows, os.path.join(out_dir, "rlhf_log.csv"))
     plotted = plot_curves(rows, os.path.join(out_dir, "rlhf.png"), "mean reward (std units)", "PPO iteration",
                           rows[0]["kl_target"])
-    save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(),
-                    extra={"tokenizer": "byte"}, kind="gpt")
+    recorded = {"tokenizer": tokenizer_record(tokenizer), "template": template.text}
+    save_checkpoint(os.path.join(out_dir, "policy.npz"), policy.params, model_config.to_dict(), extra=recorded,
+                    kind="gpt")
     reward_model.save(os.path.join(out_dir, "reward_model.npz"))
     save_checkpoint(os.path.join(out_dir, "base_policy.npz"), reference.params, model_config.to_dict(),
-                    extra={"tokenizer": "byte"}, kind="gpt")  # the pretrained start: DPO's or another run's
+                    extra=recorded, kind="gpt")  # the pretrained start: DPO's or another run's
     summary = {
         "reward_before": before["reward"], "reward_after": after["reward"],
         "reward_std_before": before["reward_std"], "improvement_in_std": improvement,

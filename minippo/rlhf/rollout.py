@@ -75,15 +75,15 @@ def encode_prompts(policy, tokenizer, prompt_texts, max_new_tokens):
     if max_new_tokens >= policy.config.block_size:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) must be less than the policy's block_size "
                          f"({policy.config.block_size}), to leave room for a prompt")
-    prompt_ids, prompt_mask = tokenizer.encode_batch(prompt_texts)
-    lengths = prompt_mask.sum(axis=1)
     room = policy.config.block_size - max_new_tokens
-    for index, length in enumerate(lengths):
-        if length == 0 or length > room:
-            need = "at least one token" if length == 0 else f"at most {room} tokens (block_size " \
-                f"{policy.config.block_size} - max_new_tokens {max_new_tokens}), it has {length}"
-            raise ValueError(f"prompt {index} ({prompt_texts[index][:60]!r}) must be {need}")
-    return prompt_ids, prompt_mask
+    rows = []
+    for index, text in enumerate(prompt_texts):  # each checked as it is encoded: a huge prompt costs only itself
+        rows.append(tokenizer.encode(text))
+        if len(rows[-1]) == 0 or len(rows[-1]) > room:
+            need = "at least one token" if len(rows[-1]) == 0 else f"at most {room} tokens (block_size " \
+                f"{policy.config.block_size} - max_new_tokens {max_new_tokens}), it has {len(rows[-1])}"
+            raise ValueError(f"prompt {index} ({text[:60]!r}) must be {need}")
+    return tokenizer.pad_batch(rows)
 
 
 def generate_rollout(policy, tokenizer, prompt_texts, max_new_tokens, temperature, rng):

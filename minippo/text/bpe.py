@@ -29,6 +29,7 @@ import json
 
 from minippo.atomic import atomic_write
 from minippo.checks import is_integer
+from minippo.text.files import BYTE_ORDER_MARK
 from minippo.text.pretokenize import pretokenize
 from minippo.text.tokenizer import NUM_BYTES, SPECIAL_TOKENS, Tokenizer, utf8_bytes
 
@@ -73,6 +74,15 @@ class ByteLevelBPE(Tokenizer):
         ids = []
         for pretoken in pretokenize(text):
             ids.extend(self._encode_pretoken(pretoken))
+        return ids
+
+    def _encode_text_end(self, text, count):
+        # merges stay inside a pre-token, so the last pre-tokens' ids are the last ids of the whole text
+        ids = []
+        for pretoken in reversed(pretokenize(text)):
+            if len(ids) >= count:
+                break
+            ids[:0] = self._encode_pretoken(pretoken)
         return ids
 
     def _merge_pretoken(self, pretoken):
@@ -227,7 +237,7 @@ class BPETokenizer(ByteLevelBPE):
         # ValueError covers UnicodeDecodeError and JSONDecodeError; arrays or objects
         # nested thousands deep make the JSON decoder raise RecursionError.
         try:
-            payload = json.loads(content.decode("utf-8"))
+            payload = json.loads(content.decode("utf-8").removeprefix(BYTE_ORDER_MARK))
         except (ValueError, RecursionError) as error:
             raise ValueError(f"{path} is not a BPE tokenizer file: invalid JSON ({error})") from None
         expected = {"format": FILE_FORMAT, "version": FILE_VERSION, "special_tokens": list(SPECIAL_TOKENS)}

@@ -19,6 +19,7 @@ import json
 import os
 
 from minippo.atomic import atomic_write
+from minippo.text.files import BYTE_ORDER_MARK, unique_keys
 
 ENDOFTEXT = "<|endoftext|>"
 MERGES_HEADER = "#version: 0.2"
@@ -102,20 +103,14 @@ class TokenizerFileError(ValueError):
 
 def read_json(path):
     """The JSON value in ``path``; a repeated key in an object is an error, not a silent overwrite."""
-
-    def unique_keys(pairs):
-        keys = [key for key, _ in pairs]
-        repeated = sorted({key for key in keys if keys.count(key) > 1}) if len(set(keys)) < len(keys) else []
-        if repeated:
-            raise TokenizerFileError(f"{path}: repeated key {repeated[0]!r}")
-        return dict(pairs)
-
     with open(path, "rb") as file:
         content = file.read()
     try:
-        return json.loads(content.decode("utf-8"), object_pairs_hook=unique_keys)
+        return json.loads(content.decode("utf-8").removeprefix(BYTE_ORDER_MARK), object_pairs_hook=unique_keys(path))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TokenizerFileError(f"{path}: invalid JSON ({error})") from None
+    except ValueError as error:  # a repeated key
+        raise TokenizerFileError(str(error)) from None
 
 
 def check_vocab(vocab, path):
@@ -140,7 +135,8 @@ def read_merges(path):
     """The merges of a ``merges.txt``: the ``#version`` line and blank lines skipped."""
     with open(path, "rb") as file:
         try:
-            lines = file.read().decode("utf-8").splitlines()  # "\r\n" too; no byte-level token holds a line break
+            text = file.read().decode("utf-8").removeprefix(BYTE_ORDER_MARK)
+            lines = text.splitlines()  # "\r\n" too; no byte-level token holds a line break
         except UnicodeDecodeError as error:
             raise TokenizerFileError(f"{path}: not UTF-8 ({error})") from None
     lines = [line for line in lines if line and not line.startswith("#version")]

@@ -62,6 +62,11 @@ class Tokenizer:
         """Return the ids of the regular tokens that make up ``text`` (a list)."""
         raise NotImplementedError
 
+    def _encode_text_end(self, text, count):
+        """At least the last ``count`` ids of ``_encode_text(text)`` (all of them if it has fewer), as a list.
+        Subclasses that can encode less than the whole text do."""
+        return self._encode_text(text)
+
     def encode(self, text, add_eos=False):
         """Return the token ids of ``text`` as a list of ints.
 
@@ -75,6 +80,18 @@ class Tokenizer:
         if add_eos:
             ids.append(self.eos_id)
         return ids
+
+    def encode_end(self, text, max_tokens, add_eos=False):
+        """The last ``max_tokens`` (>= 1) ids of ``encode(text, add_eos)``, encoding only the end of the text
+        they come from where the tokenizer can: a model that keeps the end of a text too long for its
+        context pays for what it keeps, not for a 3 MB text.  (A lone surrogate in the part not encoded
+        goes unnoticed.)"""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        ids = self._encode_text_end(text, max_tokens - (1 if add_eos else 0))
+        if add_eos:
+            ids.append(self.eos_id)
+        return ids[-max_tokens:]
 
     def decode(self, ids, skip_special=True):
         """Return the text of the token ids ``ids`` (a sequence or 1-D integer array).
@@ -201,3 +218,6 @@ class ByteTokenizer(Tokenizer):
 
     def _encode_text(self, text):
         return list(utf8_bytes(text))
+
+    def _encode_text_end(self, text, count):
+        return self._encode_text(text[max(0, len(text) - count):])  # count characters hold >= count bytes
