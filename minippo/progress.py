@@ -73,12 +73,13 @@ class Progress:
         return (f"{self.what} {done:,}/{self.total:,} ({percent}%)  {format_duration(self.elapsed())}  "
                 f"ETA {format_duration(self.eta(done))}")
 
-    def update(self, done):
-        """Print the progress line for ``done`` units if one is due; returns True if it printed."""
+    def update(self, done, detail=""):
+        """Print the progress line for ``done`` units, followed by ``detail`` (e.g. a running mean), if one is
+        due; returns True if it printed."""
         now = self.clock()
         finished = done >= self.total and self.printed
         if now - self.last_line < self.interval and not finished:
             return False
         self.last_line, self.printed = now, True
-        self.log(self.line(done))
+        self.log(f"{self.line(done)}  {detail}" if detail else self.line(done))
         return True

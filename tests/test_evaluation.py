@@ -12,10 +12,10 @@ from minippo import envs
 from minippo.cli import main
 from minippo.commands import evaluate as evaluate_command
 from minippo.nn.checkpoint import load_checkpoint
+from minippo.progress import Progress
 from minippo.rl.evaluation import (
     EvaluationTracker,
     PeriodicEvaluation,
-    ProgressPrinter,
     evaluate_episodes,
     evaluate_policy,
 )
@@ -98,14 +98,16 @@ def test_evaluate_command_streams_and_reports_what_finished_on_ctrl_c(trained, c
     assert capsys.readouterr().out.rstrip().endswith("over 70 episodes (sampled actions)")
 
 
-def test_progress_printer_gives_an_eta(trained, capsys):
+def test_progress_of_a_long_evaluation_gives_an_eta(trained, capsys):
     agent = trained[0].agent
-    printer = ProgressPrinter(12, interval=0.0)
+    progress = Progress(12, "episodes", interval=0.0)
     evaluate_episodes(agent, envs.make("CartPole-v1", num_envs=4, seed=0), 12, np.random.default_rng(0),
-                      on_chunk=printer)
+                      on_chunk=lambda statistics: progress.update(statistics.count, f"mean {statistics.mean:.1f}")
+                      and False)  # (a true value would stop the evaluation)
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("  ")[0] for line in lines] == ["4/12 episodes", "8/12 episodes"]  # not at the end
-    assert all("ETA" in line for line in lines)
+    assert [line.split("  ")[0] for line in lines] == ["episodes 4/12 (33%)", "episodes 8/12 (66%)",
+                                                        "episodes 12/12 (100%)"]
+    assert all("ETA" in line and "mean " in line for line in lines)
 
 
 # -- the tracker --------------------------------------------------------------------------------------

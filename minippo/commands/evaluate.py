@@ -18,11 +18,11 @@ import numpy as np
 from minippo import envs
 from minippo.checks import finite_number
 from minippo.commands import integer_option
+from minippo.progress import Progress
 from minippo.rl.evaluation import (
     CONTROL_METRICS,
     MAX_EVAL_ENVS,
     PeriodicEvaluation,
-    ProgressPrinter,
     ReturnStatistics,
     evaluate_episodes,
 )
@@ -64,13 +64,13 @@ def run(args, on_chunk=None):
         normalizer.obs_rms.load_state_dict(obs_rms)
         normalizer.update_stats = False
     action_rng = np.random.default_rng(spawn_seeds(args.seed, 1)[0])  # independent of the environments' stream
-    progress = ProgressPrinter(args.episodes)
+    progress = Progress(args.episodes, "episodes")
     finished = ReturnStatistics()
 
     def after_chunk(statistics):
         nonlocal finished
         finished = statistics
-        progress(statistics)
+        progress.update(statistics.count, f"mean return {statistics.mean:.2f}")
         return on_chunk is not None and on_chunk(statistics)
 
     mode = "deterministic" if args.deterministic else "sampled actions"

@@ -11,14 +11,12 @@ chunks, and the periodic evaluation of a training run that keeps the best checkp
   statistics, so evaluating never changes the training run.
 """
 import math
-import time
 
 import numpy as np
 
 from minippo import envs
 from minippo.checks import finite_number, integer_at_least
 from minippo.envs.wrappers import RunningMeanStd
-from minippo.pretrain import format_duration
 from minippo.rl.ppo import find_wrapper, make_env, network_obs
 from minippo.seeding import spawn_seeds
 
@@ -98,24 +96,6 @@ def evaluate_episodes(agent, env, episodes, rng, deterministic=False, max_steps=
         if on_chunk is not None and on_chunk(statistics):
             break
     return statistics
-
-
-class ProgressPrinter:
-    """An ``on_chunk`` hook that prints ``done/total`` with an ETA at most every ``interval`` seconds (a
-    short evaluation prints nothing)."""
-
-    def __init__(self, total, interval=10.0):
-        self.total, self.interval = total, interval
-        self.started = self.last = time.perf_counter()
-
-    def __call__(self, statistics):
-        now = time.perf_counter()
-        if now - self.last >= self.interval and statistics.count < self.total:
-            self.last = now
-            eta = (now - self.started) / statistics.count * (self.total - statistics.count)
-            print(f"{statistics.count:,}/{self.total:,} episodes  mean return {statistics.mean:.2f}  "
-                  f"ETA {format_duration(eta)}", flush=True)
-        return False
 
 
 class EvaluationTracker:
