@@ -122,6 +122,12 @@ def test_tracker_keeps_the_best_and_stops_at_the_target():
     assert lines[-1] == "eval/x 5.000 reached --stop-at 5: stopping"
     assert tracker.summary() == "best eval/x 5.000 at update 4 (best.npz)"
     assert EvaluationTracker("eval/x", "update").summary() == "no evaluation ran"
+
+    resumed, saved = EvaluationTracker("eval/x", "update", best_path="best.npz", log=lines.append), []
+    resumed.replay([1, 2, 3], [{"eval/x": 1.0}, {"loss": 9.0}, {"eval/x": 3.0}])  # a resumed run's log
+    assert (resumed.best_step, resumed.best_value) == (3, 3.0)
+    resumed.record(4, {"eval/x": 2.0}, saved.append, "x 2")
+    assert saved == [] and resumed.summary() == "best eval/x 3.000 at update 3 (best.npz)"  # best.npz kept
     with pytest.raises(ValueError, match="stop_at must be a finite number"):
         EvaluationTracker("eval/x", "update", stop_at=float("nan"))
 

@@ -120,11 +120,14 @@ def best_path_beside(path):
 
 def periodic_evaluation(args, trainer):
     """train-ppo's :class:`PeriodicEvaluation` from the options (None without ``--eval-every``); the best
-    checkpoint goes beside ``--save``."""
+    checkpoint goes beside ``--save``.  Call it after a resumed run is loaded: its best so far carries on."""
     if not evaluation_requested(args):
         return None
-    return PeriodicEvaluation(trainer, args.eval_every, args.eval_episodes, args.eval_metric, args.stop_at,
-                              best_path_beside(args.save))
+    evaluation = PeriodicEvaluation(trainer, args.eval_every, args.eval_episodes, args.eval_metric, args.stop_at,
+                                    best_path_beside(args.save))
+    updates = trainer.history.updates  # of a resumed run: its evaluations so far
+    evaluation.tracker.replay([stats["update"] for stats in updates], updates)
+    return evaluation
 
 
 def add_rlhf_evaluation_options(parser):

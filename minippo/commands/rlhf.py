@@ -138,6 +138,8 @@ def run(args):
     rows = []
     if args.resume:
         rows, rng = resume(trainer, args.resume, samples)
+        if evaluation is not None:  # the best of the evaluations so far carries on
+            evaluation.tracker.replay([row["iteration"] for row in rows], rows)
         print(f"resumed from {args.resume} at iteration {trainer.iterations_done}")
     print(f"{config.algo}: {args.iterations} iterations of {config.batch_size} responses, "
           f"{trainer.world.describe()}")

@@ -124,6 +124,13 @@ class EvaluationTracker:
             self.log(f"{self.metric} {self.latest:.3f} reached --stop-at {self.stop_at:g}: stopping")
         return self.reached
 
+    def replay(self, steps, rows):
+        """Take up the best of a resumed run: ``rows`` are its logged figures at ``steps``; those holding
+        ``metric`` count as evaluations (nothing is saved or logged: best_path already holds the best)."""
+        for step, row in zip(steps, rows):
+            if self.metric in row and (self.best_step is None or row[self.metric] > self.best_value):
+                self.best_step, self.best_value = step, row[self.metric]
+
     @property
     def reached(self):
         """True once the latest evaluation is at or above ``stop_at``."""
