@@ -3,6 +3,7 @@
 Run (from the repository root, with ``pip install ".[mpi]"``)::
 
     python benchmarks/bench_mpi.py                          # all workloads, N = 1 and 2
+    python benchmarks/bench_mpi.py --workloads cartpole --repeats 5 --split-wait
     python benchmarks/bench_mpi.py --workloads cartpole --ranks 1 2 4
 
 Each measurement is a fresh ``mpiexec -n N`` of this script (``--worker``), with one BLAS thread and
@@ -16,8 +17,22 @@ N ranks do the same work as one (strong scaling):
 * **pretrain-M** -- GPT pretraining at config M of ``bench_gpt.py`` (V 2048, C 256, 6 layers, 8 heads,
   T 256, batch 8 documents of T + 1 tokens); tokens/s over steps 2..n.
 
-Speed-up = rate(N) / rate(1); parallel efficiency = speed-up / N.  The worker also times the
-``Allreduce`` calls (``World.average_gradients``: communication plus waiting for the slowest rank).
+For every N > 1 it also runs **one rank's share alone**: one process with 1/N of the batch (64 of the
+128 environments, ...).  That splits the speed-up t_1 / t_N into two factors that say where time goes:
+
+    t_1 / t_N  =  (t_1 / t_share)  x  (t_share / t_N)
+                  the code's own      what MPI costs: collectives, waiting for the slowest rank, and
+                  ceiling (work that  the ranks slowing each other down (shared caches, memory, a busy
+                  does not shrink)    machine's other jobs)
+
+The worker times every collective of ``minippo.distributed`` (gradients, statistics, gathers, the
+parameter check) and counts them.  With ``--split-wait`` each is preceded by a ``Barrier`` timed on its
+own, separating *waiting* for the other ranks from the *transfer* itself, which does not depend on the
+machine's load (the barrier adds a few microseconds per collective).
+
+On a shared machine one measurement says little: ``--repeats R`` runs the N = 1, share and N runs
+interleaved R times (rotating their order) and reports the median of the paired ratios, each run's
+line giving the load average it started at.
 
 **Cost model** (printed from the N = 1 measurements): per optimiser step every rank sends and receives
 the flat gradient buffer (parameters x 4 bytes in float32); a ring allreduce moves 2 (N − 1) / N of it
@@ -30,6 +45,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +53,8 @@ import time
 from _options import positive_int
 
 WORKLOADS = ("cartpole", "pendulum", "pretrain-M")
+COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_weight", "gather_rows", "gather_list",
+               "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
 EFFICIENCY = 0.8
 
@@ -47,70 +65,87 @@ def parse_args(argv=None):
     parser.add_argument("--ranks", type=positive_int, nargs="+", default=[1, 2], help="rank counts (default: 1 2)")
     parser.add_argument("--updates", type=positive_int, default=6,
                         help="PPO updates / pretraining steps timed per run, after one warm-up (default: 6)")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="interleaved repeats of every run; medians are reported (default: 1)")
+    parser.add_argument("--split-wait", action="store_true",
+                        help="time a Barrier before every collective: waiting apart from transfer")
     parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=positive_int, default=1, help=argparse.SUPPRESS)  # 1/share of the batch
     return parser.parse_args(argv)
 
 
 # -- the workers (run under mpiexec) ----------------------------------------------------------------
-def timed_allreduce(world):
-    """Wrap ``world.average_gradients`` to add up the seconds spent in it; returns the running total."""
-    spent = [0.0]
-    average = world.average_gradients
+def time_collectives(world, split_wait):
+    """Wrap every collective of ``world`` to count it and add up its seconds (and, with ``split_wait``,
+    those of a Barrier before it); returns the running totals {"calls", "seconds", "wait"}."""
+    totals, depth = {"calls": 0, "seconds": 0.0, "wait": 0.0}, [0]
 
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        result = average(*args, **kwargs)
-        spent[0] += time.perf_counter() - started
-        return result
+    def timed(method):
+        def run(*args, **kwargs):
+            if depth[0]:  # called by another collective (LOCAL.mean_std calls mean): counted there
+                return method(*args, **kwargs)
+            if split_wait and world.size > 1:
+                started = time.perf_counter()
+                world.comm.Barrier()
+                totals["wait"] += time.perf_counter() - started
+            started, depth[0] = time.perf_counter(), 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] = 0
+                totals["seconds"] += time.perf_counter() - started
+                totals["calls"] += 1
+        return run
 
-    world.average_gradients = timed
-    return spent
+    for name in COLLECTIVES:
+        setattr(world, name, timed(getattr(world, name)))
+    return totals
 
 
-def ppo_worker(workload, updates):
+def per_update(marks, updates):
+    """Seconds per update and the collectives' figures per update between the first and last mark."""
+    (t0, first), (t1, last) = marks[0], marks[-1]
+    return {"update_seconds": (t1 - t0) / updates,
+            **{f"{name}_per_update": (last[name] - first[name]) / updates for name in first}}
+
+
+def ppo_worker(workload, updates, share, split_wait):
     from minippo.rl.ppo import Trainer
     from minippo.rl.ppo_config import PPOConfig
 
     if workload == "cartpole":
-        config = PPOConfig(num_envs=128, num_steps=128, total_steps=128 * 128 * (updates + 1))
+        num_envs = 128 // share
+        config = PPOConfig(num_envs=num_envs, num_steps=128, total_steps=num_envs * 128 * (updates + 1))
     else:
-        config = PPOConfig(env_id="Pendulum-v1", num_envs=16, num_steps=128, total_steps=16 * 128 * (updates + 1),
-                           num_minibatches=32, update_epochs=10, ent_coef=0.0, normalize_obs=True,
-                           normalize_reward=True, learning_rate=3e-4)
+        num_envs = 16 // share
+        config = PPOConfig(env_id="Pendulum-v1", num_envs=num_envs, num_steps=128,
+                           total_steps=num_envs * 128 * (updates + 1), num_minibatches=32, update_epochs=10,
+                           ent_coef=0.0, normalize_obs=True, normalize_reward=True, learning_rate=3e-4)
     trainer = Trainer(config)
-    spent, marks = timed_allreduce(trainer.world), []
-    trainer.train(lambda trainer, stats: marks.append((time.perf_counter(), stats["global_step"], spent[0])))
-    (t0, step0, comm0), (t1, step1, comm1) = marks[0], marks[-1]
+    totals, marks = time_collectives(trainer.world, split_wait), []
+    trainer.train(lambda trainer, stats: marks.append((time.perf_counter(), dict(totals))))
     params = sum(value.size for value in trainer.agent.params.values())
-    return {"rate": (step1 - step0) / (t1 - t0), "unit": "env steps/s", "update_seconds": (t1 - t0) / updates,
-            "allreduce_seconds": (comm1 - comm0) / updates, "params": params,
-            "steps_per_update": config.update_epochs * config.num_minibatches, "split_limit": config.num_envs}
+    return {**per_update(marks, updates), "params": params, "items_per_update": config.batch_size,
+            "unit": "env steps/s", "steps_per_update": config.update_epochs * config.num_minibatches,
+            "split_limit": config.num_envs}
 
 
-def pretrain_worker(updates):
+def pretrain_worker(updates, share, split_wait):
     import numpy as np
 
     from minippo.distributed import world
     from minippo.nn.gpt import GPT, GPTConfig
     from minippo.pretrain import PretrainConfig, pretrain
 
-    V, C, L, H, T, B = 2048, 256, 6, 8, 256, 8
+    V, C, L, H, T, B = 2048, 256, 6, 8, 256, 8 // share
     rng = np.random.default_rng(0)
     documents = [rng.integers(0, V, T + 1) for _ in range(64)]
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C), seed=0)
     config = PretrainConfig(steps=updates + 1, batch_size=B, log_every=1, checkpoint_every=10 ** 6)
-    spent, marks = timed_allreduce(world()), []
-
-    def log(line):
-        marks.append((time.perf_counter(), spent[0]))
-
-    pretrain(model, documents, config, log=log)
-    if not world().is_root:
-        return None
-    (t0, comm0), (t1, comm1) = marks[0], marks[-1]
-    return {"rate": B * T * updates / (t1 - t0), "unit": "tokens/s", "update_seconds": (t1 - t0) / updates,
-            "allreduce_seconds": (comm1 - comm0) / updates, "params": model.num_parameters(),
-            "steps_per_update": 1, "split_limit": B}
+    totals, marks = time_collectives(world(), split_wait), []
+    pretrain(model, documents, config, log=lambda line: marks.append((time.perf_counter(), dict(totals))))
+    return {**per_update(marks, updates), "params": model.num_parameters(), "items_per_update": B * T,
+            "unit": "tokens/s", "steps_per_update": 1, "split_limit": B}
 
 
 def worker(args):
@@ -120,24 +155,36 @@ def worker(args):
 
     parallel.set_num_threads(1)
     with blas_threads(1):
-        result = ppo_worker(args.worker, args.updates) if args.worker != "pretrain-M" else \
-            pretrain_worker(args.updates)
+        result = ppo_worker(args.worker, args.updates, args.share, args.split_wait) \
+            if args.worker != "pretrain-M" else pretrain_worker(args.updates, args.share, args.split_wait)
     if world().is_root:
         print("RESULT " + json.dumps({**result, "ranks": world().size}), flush=True)
 
 
 # -- the driver --------------------------------------------------------------------------------------
-def measure(workload, ranks, updates):
+def measure(workload, ranks, args, share=1):
+    """One run's result dict: ``ranks`` ranks on the whole batch, or one process on 1/``share`` of it."""
     mpiexec = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     if mpiexec is None:
         sys.exit('mpiexec not found: pip install ".[mpi]"')
-    command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", workload, "--updates", str(updates)]
+    command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", workload, "--updates",
+               str(args.updates), "--share", str(share)] + ["--split-wait"] * args.split_wait
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    load = os.getloadavg()[0]
     completed = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode or not lines:
         sys.exit(f"{workload} on {ranks} ranks failed:\n{completed.stderr}")
-    return json.loads(lines[0][len("RESULT "):])
+    return {**json.loads(lines[0][len("RESULT "):]), "load": load}
+
+
+def runs_of(ranks_list):
+    """The (label, ranks, share) runs of one repeat: N = 1, then for each N > 1 one rank's share and N."""
+    runs = [("N=1", 1, 1)]
+    for ranks in ranks_list:
+        if ranks > 1:
+            runs += [(f"1/{ranks} alone", 1, ranks), (f"N={ranks}", ranks, 1)]
+    return runs
 
 
 def ring_seconds(result, ranks, gbits):
@@ -156,32 +203,58 @@ def max_ranks(result, gbits):
     return best
 
 
+def spread(values, digits=2, unit=""):
+    """``median [min-max]`` of ``values``, or the one value."""
+    text = f"{statistics.median(values):.{digits}f}{unit}"
+    return text if len(values) == 1 else f"{text} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"{os.cpu_count()} cores (load average {load}); one thread per rank; {args.updates} timed updates "
-          f"after one warm-up")
-    print(f"{'workload':12s} {'N':>3s} {'rate':>14s} {'speed-up':>9s} {'efficiency':>10s} "
-          f"{'s/update':>9s} {'allreduce+wait':>15s}")
-    singles = {}
-    for workload in args.workloads:
-        for ranks in args.ranks:
-            result = measure(workload, ranks, args.updates)
-            single = singles.setdefault(workload, result)
-            speedup = result["rate"] / single["rate"]
-            print(f"{workload:12s} {ranks:3d} {result['rate']:10,.0f} {result['unit'].split()[0]:>3s} "
-                  f"{speedup:8.2f}x {speedup / ranks:9.0%} {result['update_seconds']:9.3f} "
-                  f"{result['allreduce_seconds']:13.4f} s", flush=True)
-    print("\ncost model (ring allreduce, bandwidth only; compute time per update measured at N = 1):")
+    if 1 not in args.ranks:
+        args.ranks = [1, *args.ranks]
+    runs = runs_of(args.ranks)
+    print(f"{os.cpu_count()} cores; one thread per rank; {args.updates} timed updates after one warm-up; "
+          f"{args.repeats} interleaved repeat(s)" + ("; a timed Barrier before every collective" * args.split_wait))
+    print(f"{'workload':11s} {'run':11s} {'load':>5s} {'rate':>18s} {'s/update':>9s} {'collectives':>11s} "
+          f"{'in them':>9s} {'waiting':>9s}")
+    results = {workload: {label: [] for label, _, _ in runs} for workload in args.workloads}
+    for repeat in range(args.repeats):
+        for workload in args.workloads:
+            rotated = runs[repeat % len(runs):] + runs[:repeat % len(runs)]  # pairs every order alike
+            for label, ranks, share in rotated:
+                result = measure(workload, ranks, args, share)
+                results[workload][label].append(result)
+                waiting = f"{result['wait_per_update']:8.4f}s" if args.split_wait and ranks > 1 else f"{'':9s}"
+                rate = f"{result['items_per_update'] / result['update_seconds']:9,.0f} {result['unit']}"
+                print(f"{workload:11s} {label:11s} {result['load']:5.1f} {rate:>18s} {result['update_seconds']:9.4f} "
+                      f"{result['calls_per_update']:11.0f} {result['seconds_per_update']:8.4f}s {waiting}",
+                      flush=True)
+    print(f"\nmedian [min-max] over {args.repeats} repeat(s) of the paired ratios (t_1 / t_share: the "
+          f"single-process ceiling; t_share / t_N: what MPI keeps of it)")
+    print(f"{'workload':11s} {'N':>3s} {'speed-up t_1/t_N':>22s} {'ceiling t_1/t_share':>22s} "
+          f"{'MPI t_share/t_N':>22s} {'collectives s/update':>21s}")
+    for workload, by_label in results.items():
+        single = [result["update_seconds"] for result in by_label["N=1"]]
+        for ranks in args.ranks[1:]:
+            alone = [result["update_seconds"] for result in by_label[f"1/{ranks} alone"]]
+            many = [result["update_seconds"] for result in by_label[f"N={ranks}"]]
+            in_them = [result["seconds_per_update"] for result in by_label[f"N={ranks}"]]
+            print(f"{workload:11s} {ranks:3d} {spread([a / b for a, b in zip(single, many)], unit='x'):>22s} "
+                  f"{spread([a / b for a, b in zip(single, alone)], unit='x'):>22s} "
+                  f"{spread([a / b for a, b in zip(alone, many)], unit='x'):>22s} {spread(in_them, 4):>21s}")
+    print("\ncost model (ring allreduce, bandwidth only; compute time per update: median at N = 1):")
     print(f"{'workload':12s} {'params':>10s} {'bytes/step':>11s} {'steps/update':>12s} {'compute s':>10s} "
           f"{'comm@10G':>9s} {'comm@100G':>10s} {'N>80%@10G':>10s} {'N>80%@100G':>11s}")
-    for workload, result in singles.items():
+    for workload, by_label in results.items():
+        result = {**by_label["N=1"][0],
+                  "update_seconds": statistics.median(result["update_seconds"] for result in by_label["N=1"])}
         print(f"{workload:12s} {result['params']:10,d} {4 * result['params']:11,d} {result['steps_per_update']:12d} "
               f"{result['update_seconds']:10.3f} {ring_seconds(result, 2 ** 20, 10):9.4f} "
               f"{ring_seconds(result, 2 ** 20, 100):10.5f} {max_ranks(result, 10):10d} {max_ranks(result, 100):11d}")
-    limits = ", ".join(f"{workload} {result['split_limit']}" for workload, result in singles.items())
+    limits = ", ".join(f"{workload} {by_label['N=1'][0]['split_limit']}" for workload, by_label in results.items())
     print(f"(comm columns at large N; N is capped at the environments or documents per update: {limits})")
 
 

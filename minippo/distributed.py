@@ -265,6 +265,15 @@ def launched_size(environ=os.environ):
     return 1
 
 
+def require_one_process(command, instead):
+    """ValueError under ``mpiexec -n N`` with N > 1, for a command that does not run data-parallel: N copies
+    would repeat its work and race to write the same files.  ``instead`` says what to run."""
+    size = launched_size()
+    if size > 1:
+        raise ValueError(f"{command} runs in one process, not on {size} MPI ranks: run it without mpiexec. "
+                         f"{instead}")
+
+
 def world():
     """This process's :class:`World`: :data:`LOCAL` in one process, an :class:`MPIWorld` under
     ``mpiexec -n N`` with N > 1 (which also makes an uncaught exception abort the job)."""

@@ -163,6 +163,14 @@ def test_train_ppo_on_two_ranks_prints_once_and_writes_once(mpiexec, tmp_path):
     assert (tmp_path / "policy.npz").exists() and (tmp_path / "episodes.csv").exists()
 
 
+def test_the_demo_refuses_to_run_on_several_ranks_before_any_work(mpiexec, tmp_path):
+    started = time.perf_counter()
+    completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", "demo", "--out", "demo"], cwd=tmp_path)
+    assert completed.returncode != 0 and time.perf_counter() - started < 20
+    assert "the demo runs in one process, not on 2 MPI ranks: run it without mpiexec" in completed.stderr
+    assert not (tmp_path / "demo").exists()
+
+
 def test_one_process_imports_nothing_and_changes_nothing():
     assert launched_size({}) == 1 and launched_size({"PMI_SIZE": "4"}) == 4
     assert launched_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3

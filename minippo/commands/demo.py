@@ -2,6 +2,7 @@
 from dataclasses import replace
 
 from minippo.commands import integer_option
+from minippo.distributed import require_one_process
 from minippo.rlhf.pipeline import DemoConfig, run_demo
 
 
@@ -29,6 +30,8 @@ def register(subparsers):
 
 
 def run(args):
+    require_one_process("the demo", "Its stages scale out one by one: mpiexec -n N minippo pretrain, "
+                        "reward-model, rlhf (docs/mpi.md).")
     defaults = DemoConfig()
     config = replace(
         defaults,
