@@ -17,20 +17,23 @@ N ranks do the same work as one (strong scaling):
 * **pretrain-M** -- GPT pretraining at config M of ``bench_gpt.py`` (V 2048, C 256, 6 layers, 8 heads,
   T 256, batch 8 documents of T + 1 tokens); tokens/s over steps 2..n.
 
-For every N > 1 it also runs **one rank's share alone**: one process with 1/N of the batch (64 of the
-128 environments, ...).  That splits the speed-up t_1 / t_N into two factors that say where time goes:
+For every N > 1 it also runs **one rank's share alone** (one process with 1/N of the batch: 64 of the
+128 environments, ...) and **N such shares at once** as independent processes without MPI.  That
+splits the speed-up t_1 / t_N into three factors that say where the time goes:
 
-    t_1 / t_N  =  (t_1 / t_share)  x  (t_share / t_N)
-                  the code's own      what MPI costs: collectives, waiting for the slowest rank, and
-                  ceiling (work that  the ranks slowing each other down (shared caches, memory, a busy
-                  does not shrink)    machine's other jobs)
+    t_1 / t_N  =  t_1 / t_share   x   t_share / t_xN   x   t_xN / t_N
+                  code: the work      machine: N busy       MPI: collectives and waiting for the
+                  that does not       processes slow each   slowest rank at every one of them
+                  shrink with the     other (shared caches,
+                  batch (per-step     memory, clock; a busy
+                  Python overhead)    machine's other jobs)
 
 The worker times every collective of ``minippo.distributed`` (gradients, statistics, gathers, the
 parameter check) and counts them.  With ``--split-wait`` each is preceded by a ``Barrier`` timed on its
-own, separating *waiting* for the other ranks from the *transfer* itself, which does not depend on the
+own, separating *waiting* for the other ranks from the *transfer* itself, which depends far less on the
 machine's load (the barrier adds a few microseconds per collective).
 
-On a shared machine one measurement says little: ``--repeats R`` runs the N = 1, share and N runs
+On a shared machine one measurement says little: ``--repeats R`` runs these four
 interleaved R times (rotating their order) and reports the median of the paired ratios, each run's
 line giving the load average it started at.
 
@@ -162,8 +165,9 @@ def worker(args):
 
 
 # -- the driver --------------------------------------------------------------------------------------
-def measure(workload, ranks, args, share=1):
-    """One run's result dict: ``ranks`` ranks on the whole batch, or one process on 1/``share`` of it."""
+def measure(workload, args, ranks=1, share=1, copies=1):
+    """One run's result dict: ``ranks`` ranks on the whole batch, or one process on 1/``share`` of it;
+    with ``copies`` > 1, that many such processes at once, independent (the slowest one's result)."""
     mpiexec = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     if mpiexec is None:
         sys.exit('mpiexec not found: pip install ".[mpi]"')
@@ -171,19 +175,26 @@ def measure(workload, ranks, args, share=1):
                str(args.updates), "--share", str(share)] + ["--split-wait"] * args.split_wait
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     load = os.getloadavg()[0]
-    completed = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode or not lines:
-        sys.exit(f"{workload} on {ranks} ranks failed:\n{completed.stderr}")
-    return {**json.loads(lines[0][len("RESULT "):]), "load": load}
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(copies)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if process.returncode or not lines:
+            sys.exit(f"{workload} on {ranks} ranks failed:\n{stderr}")
+        results.append(json.loads(lines[0][len("RESULT "):]))
+    return {**max(results, key=lambda result: result["update_seconds"]), "load": load}
 
 
 def runs_of(ranks_list):
-    """The (label, ranks, share) runs of one repeat: N = 1, then for each N > 1 one rank's share and N."""
-    runs = [("N=1", 1, 1)]
+    """The (label, ranks, share, copies) runs of one repeat: N = 1, then for each N > 1: one rank's share
+    alone, N such shares at once as independent processes, and N ranks."""
+    runs = [("N=1", 1, 1, 1)]
     for ranks in ranks_list:
         if ranks > 1:
-            runs += [(f"1/{ranks} alone", 1, ranks), (f"N={ranks}", ranks, 1)]
+            runs += [(f"1/{ranks} alone", 1, ranks, 1), (f"1/{ranks} x{ranks}", 1, ranks, ranks),
+                     (f"N={ranks}", ranks, 1, 1)]
     return runs
 
 
@@ -220,31 +231,33 @@ def main(argv=None):
           f"{args.repeats} interleaved repeat(s)" + ("; a timed Barrier before every collective" * args.split_wait))
     print(f"{'workload':11s} {'run':11s} {'load':>5s} {'rate':>18s} {'s/update':>9s} {'collectives':>11s} "
           f"{'in them':>9s} {'waiting':>9s}")
-    results = {workload: {label: [] for label, _, _ in runs} for workload in args.workloads}
+    results = {workload: {label: [] for label, *_ in runs} for workload in args.workloads}
     for repeat in range(args.repeats):
         for workload in args.workloads:
             rotated = runs[repeat % len(runs):] + runs[:repeat % len(runs)]  # pairs every order alike
-            for label, ranks, share in rotated:
-                result = measure(workload, ranks, args, share)
+            for label, ranks, share, copies in rotated:
+                result = measure(workload, args, ranks, share, copies)
                 results[workload][label].append(result)
                 waiting = f"{result['wait_per_update']:8.4f}s" if args.split_wait and ranks > 1 else f"{'':9s}"
                 rate = f"{result['items_per_update'] / result['update_seconds']:9,.0f} {result['unit']}"
                 print(f"{workload:11s} {label:11s} {result['load']:5.1f} {rate:>18s} {result['update_seconds']:9.4f} "
                       f"{result['calls_per_update']:11.0f} {result['seconds_per_update']:8.4f}s {waiting}",
                       flush=True)
-    print(f"\nmedian [min-max] over {args.repeats} repeat(s) of the paired ratios (t_1 / t_share: the "
-          f"single-process ceiling; t_share / t_N: what MPI keeps of it)")
-    print(f"{'workload':11s} {'N':>3s} {'speed-up t_1/t_N':>22s} {'ceiling t_1/t_share':>22s} "
-          f"{'MPI t_share/t_N':>22s} {'collectives s/update':>21s}")
+    print(f"\nmedian [min-max] over {args.repeats} repeat(s) of the paired ratios: speed-up = code x machine x MPI")
+    print(f"{'workload':11s} {'N':>3s} {'speed-up t_1/t_N':>22s} {'code t_1/t_share':>22s} "
+          f"{'machine t_share/t_xN':>22s} {'MPI t_xN/t_N':>22s} {'collectives s/update':>21s}")
     for workload, by_label in results.items():
-        single = [result["update_seconds"] for result in by_label["N=1"]]
+        def seconds(label):
+            return [result["update_seconds"] for result in by_label[label]]
+
+        def ratios(top, bottom):
+            return spread([a / b for a, b in zip(seconds(top), seconds(bottom))], unit="x")
+
         for ranks in args.ranks[1:]:
-            alone = [result["update_seconds"] for result in by_label[f"1/{ranks} alone"]]
-            many = [result["update_seconds"] for result in by_label[f"N={ranks}"]]
-            in_them = [result["seconds_per_update"] for result in by_label[f"N={ranks}"]]
-            print(f"{workload:11s} {ranks:3d} {spread([a / b for a, b in zip(single, many)], unit='x'):>22s} "
-                  f"{spread([a / b for a, b in zip(single, alone)], unit='x'):>22s} "
-                  f"{spread([a / b for a, b in zip(alone, many)], unit='x'):>22s} {spread(in_them, 4):>21s}")
+            alone, at_once, many = f"1/{ranks} alone", f"1/{ranks} x{ranks}", f"N={ranks}"
+            in_them = [result["seconds_per_update"] for result in by_label[many]]
+            print(f"{workload:11s} {ranks:3d} {ratios('N=1', many):>22s} {ratios('N=1', alone):>22s} "
+                  f"{ratios(alone, at_once):>22s} {ratios(at_once, many):>22s} {spread(in_them, 4):>21s}")
     print("\ncost model (ring allreduce, bandwidth only; compute time per update: median at N = 1):")
     print(f"{'workload':12s} {'params':>10s} {'bytes/step':>11s} {'steps/update':>12s} {'compute s':>10s} "
           f"{'comm@10G':>9s} {'comm@100G':>10s} {'N>80%@10G':>10s} {'N>80%@100G':>11s}")
