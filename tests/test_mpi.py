@@ -163,12 +163,13 @@ def test_train_ppo_on_two_ranks_prints_once_and_writes_once(mpiexec, tmp_path):
     assert (tmp_path / "policy.npz").exists() and (tmp_path / "episodes.csv").exists()
 
 
-def test_the_demo_refuses_to_run_on_several_ranks_before_any_work(mpiexec, tmp_path):
+@pytest.mark.parametrize("command, name", [("demo", "minippo demo"), ("grpo", "minippo grpo")])
+def test_the_pipelines_refuse_to_run_on_several_ranks_before_any_work(mpiexec, tmp_path, command, name):
     started = time.perf_counter()
-    completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", "demo", "--out", "demo"], cwd=tmp_path)
+    completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", command, "--out", "out"], cwd=tmp_path)
     assert completed.returncode != 0 and time.perf_counter() - started < 20
-    assert "the demo runs in one process, not on 2 MPI ranks: run it without mpiexec" in completed.stderr
-    assert not (tmp_path / "demo").exists()
+    assert f"{name} runs in one process, not on 2 MPI ranks: run it without mpiexec" in completed.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_one_process_imports_nothing_and_changes_nothing():

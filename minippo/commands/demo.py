@@ -30,7 +30,7 @@ def register(subparsers):
 
 
 def run(args):
-    require_one_process("the demo", "Its stages scale out one by one: mpiexec -n N minippo pretrain, "
+    require_one_process("minippo demo", "Its stages scale out one by one: mpiexec -n N minippo pretrain, "
                         "reward-model, rlhf (docs/mpi.md).")
     defaults = DemoConfig()
     config = replace(
