@@ -5,6 +5,7 @@ Run (from the repository root, with ``pip install ".[mpi]"``)::
     python benchmarks/bench_mpi.py                          # all workloads, N = 1 and 2
     python benchmarks/bench_mpi.py --workloads cartpole --repeats 5 --split-wait
     python benchmarks/bench_mpi.py --workloads cartpole --ranks 1 2 4
+    python benchmarks/bench_mpi.py --workloads cartpole --instructions --updates 3
 
 Each measurement is a fresh ``mpiexec -n N`` of this script (``--worker``), with one BLAS thread and
 one minippo thread per rank (N ranks x 1 thread = the cores used), on a fixed *global* batch, so that
@@ -33,6 +34,11 @@ parameter check) and counts them.  With ``--split-wait`` each is preceded by a `
 own, separating *waiting* for the other ranks from the *transfer* itself, which depends far less on the
 machine's load (the barrier adds a few microseconds per collective).
 
+``--instructions`` (PPO workloads, needs valgrind; minutes per run) counts instructions per update
+instead of timing: at N = 1, for one rank's share alone and per rank at N, each split into those run in
+MPI's libraries (transfer and busy waiting) and the rest.  Unlike times, the counts outside MPI do not
+move with the machine's load, so they show what the ranks compute beyond one rank's share.
+
 On a shared machine one measurement says little: ``--repeats R`` runs these four
 interleaved R times (rotating their order) and reports the median of the paired ratios, each run's
 line giving the load average it started at.
@@ -45,12 +51,16 @@ The table gives t_comm at 10 and 100 Gbit/s and the largest N whose efficiency s
 (and at most the number of environments or documents per update, past which there is nothing to split).
 """
 import argparse
+import functools
+import glob
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from _options import positive_int
@@ -59,6 +69,8 @@ WORKLOADS = ("cartpole", "pendulum", "pretrain-M")
 COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_weight", "gather_rows", "gather_list",
                "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
+WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+MPI_LIBRARIES = ("libmpi", "libucs", "libucp", "libuct", "libfabric", "mpi4py")  # where MPI's instructions run
 EFFICIENCY = 0.8
 
 
@@ -72,9 +84,14 @@ def parse_args(argv=None):
                         help="interleaved repeats of every run; medians are reported (default: 1)")
     parser.add_argument("--split-wait", action="store_true",
                         help="time a Barrier before every collective: waiting apart from transfer")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per update under valgrind instead of timing (PPO workloads; slow)")
     parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
     parser.add_argument("--share", type=positive_int, default=1, help=argparse.SUPPRESS)  # 1/share of the batch
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.instructions and not args.worker and "pretrain-M" in args.workloads:
+        parser.error("--instructions counts the PPO workloads only: pass --workloads cartpole and/or pendulum")
+    return args
 
 
 # -- the workers (run under mpiexec) ----------------------------------------------------------------
@@ -112,10 +129,12 @@ def per_update(marks, updates):
             **{f"{name}_per_update": (last[name] - first[name]) / updates for name in first}}
 
 
-def ppo_worker(workload, updates, share, split_wait):
+def ppo_worker(workload, updates, share, split_wait, count_instructions):
     from minippo.rl.ppo import Trainer
     from minippo.rl.ppo_config import PPOConfig
 
+    if count_instructions:  # one warm-up update, then ``updates`` counted ones, each a train() of one update
+        updates, counted = 0, updates
     if workload == "cartpole":
         num_envs = 128 // share
         config = PPOConfig(num_envs=num_envs, num_steps=128, total_steps=num_envs * 128 * (updates + 1))
@@ -125,9 +144,14 @@ def ppo_worker(workload, updates, share, split_wait):
                            total_steps=num_envs * 128 * (updates + 1), num_minibatches=32, update_epochs=10,
                            ent_coef=0.0, normalize_obs=True, normalize_reward=True, learning_rate=3e-4)
     trainer = Trainer(config)
+    params = sum(value.size for value in trainer.agent.params.values())
+    if count_instructions:
+        trainer.train()
+        # callgrind --toggle-collect=functools_reduce counts only inside this call
+        functools.reduce(lambda first, second: [trainer.train() for _ in range(counted)], [None, None])
+        return {"params": params}
     totals, marks = time_collectives(trainer.world, split_wait), []
     trainer.train(lambda trainer, stats: marks.append((time.perf_counter(), dict(totals))))
-    params = sum(value.size for value in trainer.agent.params.values())
     return {**per_update(marks, updates), "params": params, "items_per_update": config.batch_size,
             "unit": "env steps/s", "steps_per_update": config.update_epochs * config.num_minibatches,
             "split_limit": config.num_envs}
@@ -158,24 +182,29 @@ def worker(args):
 
     parallel.set_num_threads(1)
     with blas_threads(1):
-        result = ppo_worker(args.worker, args.updates, args.share, args.split_wait) \
+        result = ppo_worker(args.worker, args.updates, args.share, args.split_wait, args.instructions) \
             if args.worker != "pretrain-M" else pretrain_worker(args.updates, args.share, args.split_wait)
     if world().is_root:
         print("RESULT " + json.dumps({**result, "ranks": world().size}), flush=True)
 
 
 # -- the driver --------------------------------------------------------------------------------------
-def measure(workload, args, ranks=1, share=1, copies=1):
-    """One run's result dict: ``ranks`` ranks on the whole batch, or one process on 1/``share`` of it;
-    with ``copies`` > 1, that many such processes at once, independent (the slowest one's result)."""
+def worker_command(workload, args, ranks, share, tool=()):
+    """The ``mpiexec -n ranks [tool...] python bench_mpi.py --worker ...`` command of one run."""
     mpiexec = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     if mpiexec is None:
         sys.exit('mpiexec not found: pip install ".[mpi]"')
-    command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", workload, "--updates",
-               str(args.updates), "--share", str(share)] + ["--split-wait"] * args.split_wait
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return [mpiexec, "-n", str(ranks), *tool, sys.executable, __file__, "--worker", workload, "--updates",
+            str(args.updates), "--share", str(share)] + ["--split-wait"] * args.split_wait + \
+        ["--instructions"] * args.instructions
+
+
+def measure(workload, args, ranks=1, share=1, copies=1):
+    """One run's result dict: ``ranks`` ranks on the whole batch, or one process on 1/``share`` of it;
+    with ``copies`` > 1, that many such processes at once, independent (the slowest one's result)."""
+    command = worker_command(workload, args, ranks, share)
     load = os.getloadavg()[0]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=WORKER_ENV)
                  for _ in range(copies)]
     results = []
     for process in processes:
@@ -185,6 +214,54 @@ def measure(workload, args, ranks=1, share=1, copies=1):
             sys.exit(f"{workload} on {ranks} ranks failed:\n{stderr}")
         results.append(json.loads(lines[0][len("RESULT "):]))
     return {**max(results, key=lambda result: result["update_seconds"]), "load": load}
+
+
+def count_instructions(workload, args, ranks=1, share=1):
+    """Instructions per update of each rank, as (total, in MPI's libraries) pairs: the worker under
+    callgrind, counting only its ``args.updates`` updates after a warm-up one."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as folder:
+        tool = [valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
+                f"--callgrind-out-file={folder}/callgrind.%p"]
+        completed = subprocess.run(worker_command(workload, args, ranks, share, tool), check=False,
+                                   capture_output=True, text=True, env=WORKER_ENV)
+        if completed.returncode:
+            sys.exit(f"{workload} on {ranks} ranks failed under valgrind:\n{completed.stderr[-3000:]}")
+        return [callgrind_totals(path, args.updates) for path in sorted(glob.glob(f"{folder}/callgrind.*"))]
+
+
+def callgrind_totals(path, updates):
+    """(all instructions, those in MPI_LIBRARIES) per update, from a callgrind output file."""
+    listing = subprocess.run(["callgrind_annotate", "--threshold=100", path], check=True, capture_output=True,
+                             text=True).stdout
+    total = in_mpi = 0
+    for line in listing.splitlines():  # "  1,234 (12.3%)  file:function [object]"
+        match = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        if match is None:
+            continue
+        count, where = int(match.group(1).replace(",", "")), match.group(2)
+        if where.startswith("PROGRAM TOTALS"):
+            total = count
+        elif any(library in where.rpartition("[")[2] for library in MPI_LIBRARIES):
+            in_mpi += count
+    return total / updates, in_mpi / updates
+
+
+def report_instructions(args):
+    """``--instructions``: for each PPO workload, instructions per update at N = 1, for one rank's share
+    alone and per rank at N, with the part spent in MPI's libraries (transfer and busy waiting)."""
+    print(f"instructions per update (valgrind --tool=callgrind; {args.updates} counted updates after one warm-up)")
+    print(f"{'workload':11s} {'run':11s} {'per rank':>12s} {'in MPI libs':>12s} {'outside MPI':>12s}")
+    for workload in args.workloads:
+        for label, ranks, share, copies in runs_of(args.ranks):
+            if copies > 1:
+                continue  # instructions do not depend on what else runs
+            for rank, (total, in_mpi) in enumerate(count_instructions(workload, args, ranks, share)):
+                name = label if ranks == 1 else f"{label} r{rank}"
+                print(f"{workload:11s} {name:11s} {total / 1e6:11.1f}M {in_mpi / 1e6:11.1f}M "
+                      f"{(total - in_mpi) / 1e6:11.1f}M", flush=True)
 
 
 def runs_of(ranks_list):
@@ -226,6 +303,8 @@ def main(argv=None):
         return worker(args)
     if 1 not in args.ranks:
         args.ranks = [1, *args.ranks]
+    if args.instructions:
+        return report_instructions(args)
     runs = runs_of(args.ranks)
     print(f"{os.cpu_count()} cores; one thread per rank; {args.updates} timed updates after one warm-up; "
           f"{args.repeats} interleaved repeat(s)" + ("; a timed Barrier before every collective" * args.split_wait))
