@@ -171,6 +171,8 @@ def pretrain_worker(updates, share, split_wait):
     config = PretrainConfig(steps=updates + 1, batch_size=B, log_every=1, checkpoint_every=10 ** 6)
     totals, marks = time_collectives(world(), split_wait), []
     pretrain(model, documents, config, log=lambda line: marks.append((time.perf_counter(), dict(totals))))
+    if not world().is_root:  # only rank 0 logs
+        return None
     return {**per_update(marks, updates), "params": model.num_parameters(), "items_per_update": B * T,
             "unit": "tokens/s", "steps_per_update": 1, "split_limit": B}
 
