@@ -35,8 +35,8 @@ own, separating *waiting* for the other ranks from the *transfer* itself, which 
 machine's load (the barrier adds a few microseconds per collective).
 
 ``--instructions`` (PPO workloads, needs valgrind; minutes per run) counts instructions per update
-instead of timing: at N = 1, for one rank's share alone and per rank at N, each split into those run in
-MPI's libraries (transfer and busy waiting) and the rest.  Unlike times, the counts outside MPI do not
+instead of timing: at N = 1, for one rank's share alone and per rank at N, each split into those run
+inside MPI calls (transfer and busy waiting) and the rest.  Unlike times, the counts outside MPI do not
 move with the machine's load, so they show what the ranks compute beyond one rank's share.
 
 On a shared machine one measurement says little: ``--repeats R`` runs these four
@@ -70,7 +70,6 @@ COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_weight", "gather_r
                "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
 WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-MPI_LIBRARIES = ("libmpi", "libucs", "libucp", "libuct", "libfabric", "mpi4py")  # where MPI's instructions run
 EFFICIENCY = 0.8
 
 
@@ -188,6 +187,11 @@ def worker(args):
             if args.worker != "pretrain-M" else pretrain_worker(args.updates, args.share, args.split_wait)
     if world().is_root:
         print("RESULT " + json.dumps({**result, "ranks": world().size}), flush=True)
+    if args.instructions:  # under valgrind, Python's own exit after MPI's has crashed: end here
+        if world().size > 1:
+            world().comm.Barrier()
+            world().MPI.Finalize()
+        os._exit(0)
 
 
 # -- the driver --------------------------------------------------------------------------------------
@@ -219,7 +223,7 @@ def measure(workload, args, ranks=1, share=1, copies=1):
 
 
 def count_instructions(workload, args, ranks=1, share=1):
-    """Instructions per update of each rank, as (total, in MPI's libraries) pairs: the worker under
+    """Instructions per update of each rank, as (total, inside MPI calls) pairs: the worker under
     callgrind, counting only its ``args.updates`` updates after a warm-up one."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -235,27 +239,28 @@ def count_instructions(workload, args, ranks=1, share=1):
 
 
 def callgrind_totals(path, updates):
-    """(all instructions, those in MPI_LIBRARIES) per update, from a callgrind output file."""
-    listing = subprocess.run(["callgrind_annotate", "--threshold=100", path], check=True, capture_output=True,
-                             text=True).stdout
+    """(all instructions, those inside MPI calls) per update, from a callgrind output file: the latter
+    the inclusive counts of MPI's entry points (``PMPI_*``, which MPI functions do not call)."""
+    listing = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path], check=True,
+                             capture_output=True, text=True).stdout
     total = in_mpi = 0
     for line in listing.splitlines():  # "  1,234 (12.3%)  file:function [object]"
-        match = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        match = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S*)", line)
         if match is None:
             continue
         count, where = int(match.group(1).replace(",", "")), match.group(2)
-        if where.startswith("PROGRAM TOTALS"):
+        if where == "PROGRAM":
             total = count
-        elif any(library in where.rpartition("[")[2] for library in MPI_LIBRARIES):
+        elif where.partition(":")[2].startswith("PMPI_"):
             in_mpi += count
     return total / updates, in_mpi / updates
 
 
 def report_instructions(args):
     """``--instructions``: for each PPO workload, instructions per update at N = 1, for one rank's share
-    alone and per rank at N, with the part spent in MPI's libraries (transfer and busy waiting)."""
+    alone and per rank at N, with the part spent inside MPI calls (transfer and busy waiting)."""
     print(f"instructions per update (valgrind --tool=callgrind; {args.updates} counted updates after one warm-up)")
-    print(f"{'workload':11s} {'run':11s} {'per rank':>12s} {'in MPI libs':>12s} {'outside MPI':>12s}")
+    print(f"{'workload':11s} {'run':11s} {'per rank':>12s} {'in MPI calls':>12s} {'outside':>12s}")
     for workload in args.workloads:
         for label, ranks, share, copies in runs_of(args.ranks):
             if copies > 1:
