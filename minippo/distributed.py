@@ -214,8 +214,8 @@ class MPIWorld(World):
 
 def checksum(array):
     """Σ_i w_i mod 2^64 over the words w_i of ``array``'s bytes read as unsigned 32-bit integers (bytes
-    when their number is not a multiple of 4): any change to one element changes it, and it reads
-    memory about ten times as fast as a cryptographic hash (``World.check_identical``)."""
+    when their number is not a multiple of 4): a change to any one word (a float32 element) changes it,
+    and it reads memory about ten times as fast as a cryptographic hash (``World.check_identical``)."""
     words = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     if words.size % 4 == 0:
         words = words.view(np.uint32)
