@@ -3,7 +3,9 @@
 Run (from the repository root, with ``pip install ".[mpi]"``)::
 
     python benchmarks/bench_mpi.py                          # all workloads, N = 1 and 2
+    python benchmarks/bench_mpi.py --workloads cartpole --repeats 5 --split-wait
     python benchmarks/bench_mpi.py --workloads cartpole --ranks 1 2 4
+    python benchmarks/bench_mpi.py --workloads cartpole --instructions --updates 3
 
 Each measurement is a fresh ``mpiexec -n N`` of this script (``--worker``), with one BLAS thread and
 one minippo thread per rank (N ranks x 1 thread = the cores used), on a fixed *global* batch, so that
@@ -16,8 +18,30 @@ N ranks do the same work as one (strong scaling):
 * **pretrain-M** -- GPT pretraining at config M of ``bench_gpt.py`` (V 2048, C 256, 6 layers, 8 heads,
   T 256, batch 8 documents of T + 1 tokens); tokens/s over steps 2..n.
 
-Speed-up = rate(N) / rate(1); parallel efficiency = speed-up / N.  The worker also times the
-``Allreduce`` calls (``World.average_gradients``: communication plus waiting for the slowest rank).
+For every N > 1 it also runs **one rank's share alone** (one process with 1/N of the batch: 64 of the
+128 environments, ...) and **N such shares at once** as independent processes without MPI.  That
+splits the speed-up t_1 / t_N into three factors that say where the time goes:
+
+    t_1 / t_N  =  t_1 / t_share   x   t_share / t_xN   x   t_xN / t_N
+                  code: the work      machine: N busy       MPI: collectives and waiting for the
+                  that does not       processes slow each   slowest rank at every one of them
+                  shrink with the     other (shared caches,
+                  batch (per-step     memory, clock; a busy
+                  Python overhead)    machine's other jobs)
+
+The worker times every collective of ``minippo.distributed`` (gradients, statistics, gathers, the
+parameter check) and counts them.  With ``--split-wait`` each is preceded by a ``Barrier`` timed on its
+own, separating *waiting* for the other ranks from the *transfer* itself, which depends far less on the
+machine's load (the barrier adds a few microseconds per collective).
+
+``--instructions`` (PPO workloads, needs valgrind; minutes per run) counts instructions per update
+instead of timing: at N = 1, for one rank's share alone and per rank at N, each split into those run
+inside MPI calls (transfer and busy waiting) and the rest.  Unlike times, the counts outside MPI do not
+move with the machine's load, so they show what the ranks compute beyond one rank's share.
+
+On a shared machine one measurement says little: ``--repeats R`` runs these four
+interleaved R times (rotating their order) and reports the median of the paired ratios, each run's
+line giving the load average it started at.
 
 **Cost model** (printed from the N = 1 measurements): per optimiser step every rank sends and receives
 the flat gradient buffer (parameters x 4 bytes in float32); a ring allreduce moves 2 (N − 1) / N of it
@@ -27,17 +51,25 @@ The table gives t_comm at 10 and 100 Gbit/s and the largest N whose efficiency s
 (and at most the number of environments or documents per update, past which there is nothing to split).
 """
 import argparse
+import functools
+import glob
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from _options import positive_int
 
 WORKLOADS = ("cartpole", "pendulum", "pretrain-M")
+COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_weight", "gather_rows", "gather_list",
+               "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
+WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 EFFICIENCY = 0.8
 
 
@@ -47,70 +79,101 @@ def parse_args(argv=None):
     parser.add_argument("--ranks", type=positive_int, nargs="+", default=[1, 2], help="rank counts (default: 1 2)")
     parser.add_argument("--updates", type=positive_int, default=6,
                         help="PPO updates / pretraining steps timed per run, after one warm-up (default: 6)")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="interleaved repeats of every run; medians are reported (default: 1)")
+    parser.add_argument("--split-wait", action="store_true",
+                        help="time a Barrier before every collective: waiting apart from transfer")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per update under valgrind instead of timing (PPO workloads; slow)")
     parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--share", type=positive_int, default=1, help=argparse.SUPPRESS)  # 1/share of the batch
+    args = parser.parse_args(argv)
+    if args.instructions and not args.worker and "pretrain-M" in args.workloads:
+        parser.error("--instructions counts the PPO workloads only: pass --workloads cartpole and/or pendulum")
+    return args
 
 
 # -- the workers (run under mpiexec) ----------------------------------------------------------------
-def timed_allreduce(world):
-    """Wrap ``world.average_gradients`` to add up the seconds spent in it; returns the running total."""
-    spent = [0.0]
-    average = world.average_gradients
+def time_collectives(world, split_wait):
+    """Wrap every collective of ``world`` to count it and add up its seconds (and, with ``split_wait``,
+    those of a Barrier before it); returns the running totals {"calls", "seconds", "wait"}."""
+    totals, depth = {"calls": 0, "seconds": 0.0, "wait": 0.0}, [0]
 
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        result = average(*args, **kwargs)
-        spent[0] += time.perf_counter() - started
-        return result
+    def timed(method):
+        def run(*args, **kwargs):
+            if depth[0]:  # called by another collective (LOCAL.mean_std calls mean): counted there
+                return method(*args, **kwargs)
+            if split_wait and world.size > 1:
+                started = time.perf_counter()
+                world.comm.Barrier()
+                totals["wait"] += time.perf_counter() - started
+            started, depth[0] = time.perf_counter(), 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] = 0
+                totals["seconds"] += time.perf_counter() - started
+                totals["calls"] += 1
+        return run
 
-    world.average_gradients = timed
-    return spent
+    for name in COLLECTIVES:
+        setattr(world, name, timed(getattr(world, name)))
+    return totals
 
 
-def ppo_worker(workload, updates):
+def per_update(marks, updates):
+    """Seconds per update and the collectives' figures per update between the first and last mark."""
+    (t0, first), (t1, last) = marks[0], marks[-1]
+    return {"update_seconds": (t1 - t0) / updates,
+            **{f"{name}_per_update": (last[name] - first[name]) / updates for name in first}}
+
+
+def ppo_worker(workload, updates, share, split_wait, count_instructions):
     from minippo.rl.ppo import Trainer
     from minippo.rl.ppo_config import PPOConfig
 
+    if count_instructions:  # one warm-up update, then ``updates`` counted ones, each a train() of one update
+        updates, counted = 0, updates
     if workload == "cartpole":
-        config = PPOConfig(num_envs=128, num_steps=128, total_steps=128 * 128 * (updates + 1))
+        num_envs = 128 // share
+        config = PPOConfig(num_envs=num_envs, num_steps=128, total_steps=num_envs * 128 * (updates + 1))
     else:
-        config = PPOConfig(env_id="Pendulum-v1", num_envs=16, num_steps=128, total_steps=16 * 128 * (updates + 1),
-                           num_minibatches=32, update_epochs=10, ent_coef=0.0, normalize_obs=True,
-                           normalize_reward=True, learning_rate=3e-4)
+        num_envs = 16 // share
+        config = PPOConfig(env_id="Pendulum-v1", num_envs=num_envs, num_steps=128,
+                           total_steps=num_envs * 128 * (updates + 1), num_minibatches=32, update_epochs=10,
+                           ent_coef=0.0, normalize_obs=True, normalize_reward=True, learning_rate=3e-4)
     trainer = Trainer(config)
-    spent, marks = timed_allreduce(trainer.world), []
-    trainer.train(lambda trainer, stats: marks.append((time.perf_counter(), stats["global_step"], spent[0])))
-    (t0, step0, comm0), (t1, step1, comm1) = marks[0], marks[-1]
     params = sum(value.size for value in trainer.agent.params.values())
-    return {"rate": (step1 - step0) / (t1 - t0), "unit": "env steps/s", "update_seconds": (t1 - t0) / updates,
-            "allreduce_seconds": (comm1 - comm0) / updates, "params": params,
-            "steps_per_update": config.update_epochs * config.num_minibatches, "split_limit": config.num_envs}
+    if count_instructions:
+        trainer.train()
+        # callgrind --toggle-collect=functools_reduce counts only inside this call
+        functools.reduce(lambda first, second: [trainer.train() for _ in range(counted)], [None, None])
+        return {"params": params}
+    totals, marks = time_collectives(trainer.world, split_wait), []
+    trainer.train(lambda trainer, stats: marks.append((time.perf_counter(), dict(totals))))
+    return {**per_update(marks, updates), "params": params, "items_per_update": config.batch_size,
+            "unit": "env steps/s", "steps_per_update": config.update_epochs * config.num_minibatches,
+            "split_limit": config.num_envs}
 
 
-def pretrain_worker(updates):
+def pretrain_worker(updates, share, split_wait):
     import numpy as np
 
     from minippo.distributed import world
     from minippo.nn.gpt import GPT, GPTConfig
     from minippo.pretrain import PretrainConfig, pretrain
 
-    V, C, L, H, T, B = 2048, 256, 6, 8, 256, 8
+    V, C, L, H, T, B = 2048, 256, 6, 8, 256, 8 // share
     rng = np.random.default_rng(0)
     documents = [rng.integers(0, V, T + 1) for _ in range(64)]
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C), seed=0)
     config = PretrainConfig(steps=updates + 1, batch_size=B, log_every=1, checkpoint_every=10 ** 6)
-    spent, marks = timed_allreduce(world()), []
-
-    def log(line):
-        marks.append((time.perf_counter(), spent[0]))
-
-    pretrain(model, documents, config, log=log)
-    if not world().is_root:
+    totals, marks = time_collectives(world(), split_wait), []
+    pretrain(model, documents, config, log=lambda line: marks.append((time.perf_counter(), dict(totals))))
+    if not world().is_root:  # only rank 0 logs
         return None
-    (t0, comm0), (t1, comm1) = marks[0], marks[-1]
-    return {"rate": B * T * updates / (t1 - t0), "unit": "tokens/s", "update_seconds": (t1 - t0) / updates,
-            "allreduce_seconds": (comm1 - comm0) / updates, "params": model.num_parameters(),
-            "steps_per_update": 1, "split_limit": B}
+    return {**per_update(marks, updates), "params": model.num_parameters(), "items_per_update": B * T,
+            "unit": "tokens/s", "steps_per_update": 1, "split_limit": B}
 
 
 def worker(args):
@@ -120,24 +183,103 @@ def worker(args):
 
     parallel.set_num_threads(1)
     with blas_threads(1):
-        result = ppo_worker(args.worker, args.updates) if args.worker != "pretrain-M" else \
-            pretrain_worker(args.updates)
+        result = ppo_worker(args.worker, args.updates, args.share, args.split_wait, args.instructions) \
+            if args.worker != "pretrain-M" else pretrain_worker(args.updates, args.share, args.split_wait)
     if world().is_root:
         print("RESULT " + json.dumps({**result, "ranks": world().size}), flush=True)
+    if args.instructions:  # under valgrind, Python's own exit after MPI's has crashed: end here
+        if world().size > 1:
+            world().comm.Barrier()
+            world().MPI.Finalize()
+        os._exit(0)
 
 
 # -- the driver --------------------------------------------------------------------------------------
-def measure(workload, ranks, updates):
+def worker_command(workload, args, ranks, share, tool=()):
+    """The ``mpiexec -n ranks [tool...] python bench_mpi.py --worker ...`` command of one run."""
     mpiexec = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     if mpiexec is None:
         sys.exit('mpiexec not found: pip install ".[mpi]"')
-    command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", workload, "--updates", str(updates)]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode or not lines:
-        sys.exit(f"{workload} on {ranks} ranks failed:\n{completed.stderr}")
-    return json.loads(lines[0][len("RESULT "):])
+    return [mpiexec, "-n", str(ranks), *tool, sys.executable, __file__, "--worker", workload, "--updates",
+            str(args.updates), "--share", str(share)] + ["--split-wait"] * args.split_wait + \
+        ["--instructions"] * args.instructions
+
+
+def measure(workload, args, ranks=1, share=1, copies=1):
+    """One run's result dict: ``ranks`` ranks on the whole batch, or one process on 1/``share`` of it;
+    with ``copies`` > 1, that many such processes at once, independent (the slowest one's result)."""
+    command = worker_command(workload, args, ranks, share)
+    load = os.getloadavg()[0]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=WORKER_ENV)
+                 for _ in range(copies)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if process.returncode or not lines:
+            sys.exit(f"{workload} on {ranks} ranks failed:\n{stderr}")
+        results.append(json.loads(lines[0][len("RESULT "):]))
+    return {**max(results, key=lambda result: result["update_seconds"]), "load": load}
+
+
+def count_instructions(workload, args, ranks=1, share=1):
+    """Instructions per update of each rank, as (total, inside MPI calls) pairs: the worker under
+    callgrind, counting only its ``args.updates`` updates after a warm-up one."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as folder:
+        tool = [valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
+                f"--callgrind-out-file={folder}/callgrind.%p"]
+        completed = subprocess.run(worker_command(workload, args, ranks, share, tool), check=False,
+                                   capture_output=True, text=True, env=WORKER_ENV)
+        if completed.returncode:
+            sys.exit(f"{workload} on {ranks} ranks failed under valgrind:\n{completed.stderr[-3000:]}")
+        return [callgrind_totals(path, args.updates) for path in sorted(glob.glob(f"{folder}/callgrind.*"))]
+
+
+def callgrind_totals(path, updates):
+    """(all instructions, those inside MPI calls) per update, from a callgrind output file: the latter
+    the inclusive counts of MPI's entry points (``PMPI_*``, which MPI functions do not call)."""
+    listing = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path], check=True,
+                             capture_output=True, text=True).stdout
+    total = in_mpi = 0
+    for line in listing.splitlines():  # "  1,234 (12.3%)  file:function [object]"
+        match = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S*)", line)
+        if match is None:
+            continue
+        count, where = int(match.group(1).replace(",", "")), match.group(2)
+        if where == "PROGRAM":
+            total = count
+        elif where.partition(":")[2].startswith("PMPI_"):
+            in_mpi += count
+    return total / updates, in_mpi / updates
+
+
+def report_instructions(args):
+    """``--instructions``: for each PPO workload, instructions per update at N = 1, for one rank's share
+    alone and per rank at N, with the part spent inside MPI calls (transfer and busy waiting)."""
+    print(f"instructions per update (valgrind --tool=callgrind; {args.updates} counted updates after one warm-up)")
+    print(f"{'workload':11s} {'run':11s} {'per rank':>12s} {'in MPI calls':>12s} {'outside':>12s}")
+    for workload in args.workloads:
+        for label, ranks, share, copies in runs_of(args.ranks):
+            if copies > 1:
+                continue  # instructions do not depend on what else runs
+            for rank, (total, in_mpi) in enumerate(count_instructions(workload, args, ranks, share)):
+                name = label if ranks == 1 else f"{label} r{rank}"
+                print(f"{workload:11s} {name:11s} {total / 1e6:11.1f}M {in_mpi / 1e6:11.1f}M "
+                      f"{(total - in_mpi) / 1e6:11.1f}M", flush=True)
+
+
+def runs_of(ranks_list):
+    """The (label, ranks, share, copies) runs of one repeat: N = 1, then for each N > 1: one rank's share
+    alone, N such shares at once as independent processes, and N ranks."""
+    runs = [("N=1", 1, 1, 1)]
+    for ranks in ranks_list:
+        if ranks > 1:
+            runs += [(f"1/{ranks} alone", 1, ranks, 1), (f"1/{ranks} x{ranks}", 1, ranks, ranks),
+                     (f"N={ranks}", ranks, 1, 1)]
+    return runs
 
 
 def ring_seconds(result, ranks, gbits):
@@ -156,32 +298,62 @@ def max_ranks(result, gbits):
     return best
 
 
+def spread(values, digits=2, unit=""):
+    """``median [min-max]`` of ``values``, or the one value."""
+    text = f"{statistics.median(values):.{digits}f}{unit}"
+    return text if len(values) == 1 else f"{text} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"{os.cpu_count()} cores (load average {load}); one thread per rank; {args.updates} timed updates "
-          f"after one warm-up")
-    print(f"{'workload':12s} {'N':>3s} {'rate':>14s} {'speed-up':>9s} {'efficiency':>10s} "
-          f"{'s/update':>9s} {'allreduce+wait':>15s}")
-    singles = {}
-    for workload in args.workloads:
-        for ranks in args.ranks:
-            result = measure(workload, ranks, args.updates)
-            single = singles.setdefault(workload, result)
-            speedup = result["rate"] / single["rate"]
-            print(f"{workload:12s} {ranks:3d} {result['rate']:10,.0f} {result['unit'].split()[0]:>3s} "
-                  f"{speedup:8.2f}x {speedup / ranks:9.0%} {result['update_seconds']:9.3f} "
-                  f"{result['allreduce_seconds']:13.4f} s", flush=True)
-    print("\ncost model (ring allreduce, bandwidth only; compute time per update measured at N = 1):")
+    if 1 not in args.ranks:
+        args.ranks = [1, *args.ranks]
+    if args.instructions:
+        return report_instructions(args)
+    runs = runs_of(args.ranks)
+    print(f"{os.cpu_count()} cores; one thread per rank; {args.updates} timed updates after one warm-up; "
+          f"{args.repeats} interleaved repeat(s)" + ("; a timed Barrier before every collective" * args.split_wait))
+    print(f"{'workload':11s} {'run':11s} {'load':>5s} {'rate':>18s} {'s/update':>9s} {'collectives':>11s} "
+          f"{'in them':>9s} {'waiting':>9s}")
+    results = {workload: {label: [] for label, *_ in runs} for workload in args.workloads}
+    for repeat in range(args.repeats):
+        for workload in args.workloads:
+            rotated = runs[repeat % len(runs):] + runs[:repeat % len(runs)]  # pairs every order alike
+            for label, ranks, share, copies in rotated:
+                result = measure(workload, args, ranks, share, copies)
+                results[workload][label].append(result)
+                waiting = f"{result['wait_per_update']:8.4f}s" if args.split_wait and ranks > 1 else f"{'':9s}"
+                rate = f"{result['items_per_update'] / result['update_seconds']:9,.0f} {result['unit']}"
+                print(f"{workload:11s} {label:11s} {result['load']:5.1f} {rate:>18s} {result['update_seconds']:9.4f} "
+                      f"{result['calls_per_update']:11.0f} {result['seconds_per_update']:8.4f}s {waiting}",
+                      flush=True)
+    print(f"\nmedian [min-max] over {args.repeats} repeat(s) of the paired ratios: speed-up = code x machine x MPI")
+    print(f"{'workload':11s} {'N':>3s} {'speed-up t_1/t_N':>22s} {'code t_1/t_share':>22s} "
+          f"{'machine t_share/t_xN':>22s} {'MPI t_xN/t_N':>22s} {'collectives s/update':>21s}")
+    for workload, by_label in results.items():
+        def seconds(label):
+            return [result["update_seconds"] for result in by_label[label]]
+
+        def ratios(top, bottom):
+            return spread([a / b for a, b in zip(seconds(top), seconds(bottom))], unit="x")
+
+        for ranks in args.ranks[1:]:
+            alone, at_once, many = f"1/{ranks} alone", f"1/{ranks} x{ranks}", f"N={ranks}"
+            in_them = [result["seconds_per_update"] for result in by_label[many]]
+            print(f"{workload:11s} {ranks:3d} {ratios('N=1', many):>22s} {ratios('N=1', alone):>22s} "
+                  f"{ratios(alone, at_once):>22s} {ratios(at_once, many):>22s} {spread(in_them, 4):>21s}")
+    print("\ncost model (ring allreduce, bandwidth only; compute time per update: median at N = 1):")
     print(f"{'workload':12s} {'params':>10s} {'bytes/step':>11s} {'steps/update':>12s} {'compute s':>10s} "
           f"{'comm@10G':>9s} {'comm@100G':>10s} {'N>80%@10G':>10s} {'N>80%@100G':>11s}")
-    for workload, result in singles.items():
+    for workload, by_label in results.items():
+        result = {**by_label["N=1"][0],
+                  "update_seconds": statistics.median(result["update_seconds"] for result in by_label["N=1"])}
         print(f"{workload:12s} {result['params']:10,d} {4 * result['params']:11,d} {result['steps_per_update']:12d} "
               f"{result['update_seconds']:10.3f} {ring_seconds(result, 2 ** 20, 10):9.4f} "
               f"{ring_seconds(result, 2 ** 20, 100):10.5f} {max_ranks(result, 10):10d} {max_ranks(result, 100):11d}")
-    limits = ", ".join(f"{workload} {result['split_limit']}" for workload, result in singles.items())
+    limits = ", ".join(f"{workload} {by_label['N=1'][0]['split_limit']}" for workload, by_label in results.items())
     print(f"(comm columns at large N; N is capped at the environments or documents per update: {limits})")
 
 

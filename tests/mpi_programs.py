@@ -72,6 +72,10 @@ def statistics(out):
     share = slice(comm.rank * 8 // comm.size, (comm.rank + 1) * 8 // comm.size)
     results = {"whiten": comm.gather_rows(whiten(values[share], mask[share], world=comm)),
                "whiten_scale": comm.gather_rows(whiten(values[share], mask[share], shift_mean=False, world=comm))}
+    lopsided = slice(0, 7) if comm.rank == 0 else slice(7, 7)  # rank 1 of 2 has no rows
+    rows = {"float32": values.astype(np.float32), "int": rng.integers(-5, 5, (7, 2, 3)), "bool": mask}
+    results.update({f"gathered_{name}": comm.gather_rows(array[lopsided]) for name, array in rows.items()})
+    results["mean_std_lopsided"] = np.array(comm.mean_std(values[lopsided]))
     rms = RunningMeanStd((3,), world=comm)
     for batch in observations:
         rms.update(batch[comm.rank * 4 // comm.size:(comm.rank + 1) * 4 // comm.size])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minippo.distributed import LOCAL, SIZE_VARIABLES, launched_size
+from minippo.distributed import LOCAL, SIZE_VARIABLES, checksum, launched_size, local_moments, merged_moments
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).with_name("mpi_programs.py")
@@ -75,8 +75,11 @@ def test_two_ranks_with_half_the_batch_take_the_optimiser_steps_of_one_process(t
 def test_global_statistics_equal_the_single_process_ones(tmp_path, mpiexec):
     """Whitening (masked), running mean/std merging, and a training run with both normalisation wrappers."""
     single, double = one_and_two_ranks("statistics", tmp_path, mpiexec)
-    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var"):
+    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var", "mean_std_lopsided"):
         np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-12, err_msg=name)
+    for name in ("gathered_float32", "gathered_int", "gathered_bool"):  # rank 1 of 2 gathers no rows
+        assert double[name].dtype == single[name].dtype and double[name].shape == single[name].shape, name
+        np.testing.assert_array_equal(double[name], single[name], err_msg=name)
     for name in ("rms_count", "obs_count", "return_count", "updates", "global_step"):
         assert double[name] == single[name], name
     assert single["obs_count"] == 4 * (2 * 32 + 1) and single["global_step"] == 256
@@ -141,7 +144,7 @@ def test_a_killed_rank_stops_the_job(mpiexec):
 def test_diverged_parameters_stop_the_run_naming_the_step(mpiexec):
     completed = run_program("diverge", ranks=2, mpiexec=mpiexec)
     assert completed.returncode != 0
-    assert "the parameters of ranks [1] differ from rank 0's at update 3" in completed.stderr
+    assert "the parameters of ranks [1] differ from rank 0's at update 3 (in actor.layers.0.bias)" in completed.stderr
 
 
 def test_bad_input_on_every_rank_ends_the_command_with_its_message(mpiexec, tmp_path):
@@ -160,6 +163,15 @@ def test_train_ppo_on_two_ranks_prints_once_and_writes_once(mpiexec, tmp_path):
     assert (tmp_path / "policy.npz").exists() and (tmp_path / "episodes.csv").exists()
 
 
+@pytest.mark.parametrize("command, name", [("demo", "minippo demo"), ("grpo", "minippo grpo")])
+def test_the_pipelines_refuse_to_run_on_several_ranks_before_any_work(mpiexec, tmp_path, command, name):
+    started = time.perf_counter()
+    completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", command, "--out", "out"], cwd=tmp_path)
+    assert completed.returncode != 0 and time.perf_counter() - started < 20
+    assert f"{name} runs in one process, not on 2 MPI ranks: run it without mpiexec" in completed.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_process_imports_nothing_and_changes_nothing():
     assert launched_size({}) == 1 and launched_size({"PMI_SIZE": "4"}) == 4
     assert launched_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3
@@ -172,3 +184,25 @@ def test_one_process_imports_nothing_and_changes_nothing():
     assert LOCAL.mean_std(values) == (values.mean(), values.std())
     with pytest.raises(ValueError, match="at least one"):
         LOCAL.mean_std(values[:0])
+
+
+def test_merged_moments_of_groups_equal_those_of_their_union():
+    """Far from 0 (where Σx² − n·mean² would cancel), with an empty group and groups of unequal sizes."""
+    values = 1e8 + np.random.default_rng(0).normal(0.0, 1.0, 101)
+    groups = [values[:60], values[60:60], values[60:61], values[61:]]
+    count, mean, std = merged_moments(np.concatenate([local_moments(group) for group in groups]))
+    assert count == 101
+    assert mean == pytest.approx(values.mean(), rel=1e-15)
+    assert std == pytest.approx(values.std(), rel=1e-7)  # Σx² − n·mean² would lose every digit here
+    assert merged_moments(np.concatenate([local_moments(values[:0])] * 2)) == (0, 0.0, 0.0)
+
+
+def test_checksum_changes_with_any_element():
+    rng = np.random.default_rng(1)
+    for array in (rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=7), np.arange(5, dtype=np.uint8)):
+        total = checksum(array)
+        assert checksum(array.copy()) == total and checksum(array.T) == checksum(np.ascontiguousarray(array.T))
+        for index in range(array.size):
+            changed = array.copy().reshape(-1)
+            changed.view(np.uint8)[index * array.itemsize] ^= 1  # the lowest bit of one element
+            assert checksum(changed) != total, (array.dtype, index)

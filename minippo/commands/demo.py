@@ -3,6 +3,7 @@ from dataclasses import replace
 
 from minippo.commands import integer_option
 from minippo.commands.tokenizer import add_tokenizer_option, load_tokenizer
+from minippo.distributed import require_one_process
 from minippo.rlhf.pipeline import DemoConfig, run_demo
 
 
@@ -31,6 +32,8 @@ def register(subparsers):
 
 
 def run(args):
+    require_one_process("minippo demo", "Its stages scale out one by one: mpiexec -n N minippo pretrain, "
+                        "reward-model, rlhf (docs/mpi.md).")
     defaults = DemoConfig()
     config = replace(
         defaults,

@@ -5,6 +5,7 @@ import numpy as np
 
 from minippo.commands import integer_option
 from minippo.commands.models import load_policy_and_tokenizer
+from minippo.distributed import require_one_process
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.trainer import RLHF_ALGORITHMS
@@ -71,6 +72,7 @@ def require_memory_for(config, policy):
 
 
 def run(args):
+    require_one_process("minippo grpo", "Its RL stage scales out as mpiexec -n N minippo rlhf (docs/mpi.md).")
     defaults = ArithmeticRLConfig()
     config = replace(defaults, algo=args.algo, pretrain=replace(defaults.pretrain, steps=args.pretrain_steps),
                      **{name: getattr(args, name) for name in (*SETTING_OPTIONS, *CHOICE_OPTIONS)})
