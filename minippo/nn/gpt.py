@@ -193,6 +193,9 @@ class GPT(Module):
         self._parallel = RowParallel()  # the activations of the last forward, per shard of rows
         self._last_forward = None  # "logits", "hidden" or "loss": what the last forward computed
         self._head_dhidden = self._head_dwte = None  # the LM head's gradients made by loss()
+        names = list(parameter_shapes(config))
+        self._layer_groups = {layer: [name for name in names if name.startswith(f"transformer.h.{layer}.")]
+                              for layer in range(config.n_layer)}  # a block's parameters, for RowParallel
 
     def load_state_dict(self, state_dict):
         """Load parameters named as in a Hugging Face GPT-2 checkpoint.
@@ -295,11 +298,11 @@ class GPT(Module):
         if self._last_forward == "loss":  # the LM head's gradient, made by loss()
             dhidden = self._head_dhidden if dhidden is None else dhidden + self._head_dhidden
 
-        def backward_rows(rows, activations, grads):
+        def backward_rows(rows, activations, grads, layer_done):
             self.serial_backward(activations, None if dlogits is None else dlogits[rows],
-                                 None if dhidden is None else dhidden[rows], grads)
+                                 None if dhidden is None else dhidden[rows], grads, layer_done)
 
-        self._parallel.backward(backward_rows, self.grads)
+        self._parallel.backward(backward_rows, self.grads, self._layer_groups)
         if self._last_forward == "loss":
             self.grads["transformer.wte.weight"] += self._head_dwte
         return self.grads
@@ -418,11 +421,12 @@ class GPT(Module):
         dx += da  # the residual path
         return dx
 
-    def serial_backward(self, acts, dlogits, dhidden, grads):
+    def serial_backward(self, acts, dlogits, dhidden, grads, layer_done=None):
         """The backward pass of one :meth:`serial_forward`, in the calling thread, adding into ``grads``.
 
         dlogits (B, T, V) and dhidden (B, T, C), either may be None, are the gradients w.r.t. its
-        logits and hidden state."""
+        logits and hidden state.  ``layer_done(layer)``, if given, is called once a block's parameter
+        gradients are complete (``minippo.nn.data_parallel`` reduces the shards' parts then)."""
         B, T = acts.idx.shape
         C, V = self.config.n_embd, self.config.vocab_size
         wte = self.params["transformer.wte.weight"]
@@ -437,5 +441,7 @@ class GPT(Module):
                                 grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"])
         for layer in reversed(range(self.config.n_layer)):
             dx = self.block_backward(layer, dx, acts.blocks[layer], B, T, grads)
+            if layer_done is not None:
+                layer_done(layer)
         embedding_backward(dx, acts.idx, grads["transformer.wte.weight"])
         embedding_backward(dx, acts.positions, grads["transformer.wpe.weight"])
