@@ -53,6 +53,7 @@ from minippo.nn.layers import (
 )
 from minippo.nn.lm_head import lm_head_cross_entropy
 from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.parallel import map_shards, row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -303,8 +304,9 @@ class GPT(Module):
                                  None if dhidden is None else dhidden[rows], grads, layer_done)
 
         self._parallel.backward(backward_rows, self.grads, self._layer_groups)
-        if self._last_forward == "loss":
-            self.grads["transformer.wte.weight"] += self._head_dwte
+        if self._last_forward == "loss":  # dE of the LM head, added by rows of the vocabulary in threads
+            dwte, head_dwte = self.grads["transformer.wte.weight"], self._head_dwte
+            map_shards(lambda _, rows: np.add(dwte[rows], head_dwte[rows], out=dwte[rows]), row_shards(len(dwte)))
         return self.grads
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
