@@ -13,7 +13,7 @@ vocabulary of 50,257: their train step runs at B 4, T 256 (and B 8, T 512 for ``
 generation samples 128 tokens after a 16-token prompt at batch 8 and batch 1 (``--train-shapes``,
 ``--gen-batches`` and ``--new-tokens`` change them).  There the peers are Hugging Face
 ``GPT2LMHeadModel`` (its default attention; ``generate`` with its KV cache) and the lean PyTorch
-KV-cache loop below ("torch-sdpa"), all loaded from minippo's random initial weights.
+KV-cache loop ("torch-sdpa"), all loaded from minippo's random initial weights.
 ``--limits`` measures this machine's limits with the benchmark's own shapes (sgemm GFLOP/s of the
 train step's products; streaming-read bandwidth of every thread) and prints the time they allow;
 ``--memory`` runs each library alone in its own process per workload and reports its peak resident
@@ -29,8 +29,8 @@ Two workloads per config, both float32:
   up to T tokens in total with a KV cache; tokens/s = B·(T − 16) new tokens / call time (prefill
   included).  Log-probabilities of the sampled tokens are computed by both implementations.
 
-PyTorch peers (only when ``import torch`` works and ``--no-torch`` is not given): a compact GPT-2 with
-the same architecture -- pre-LN blocks, fused QKV ``Linear(C, 3C)``, tanh GELU, LM head tied to the
+PyTorch peers (``_torch_gpt.py``; only when ``import torch`` works and ``--no-torch`` is not given):
+a compact GPT-2 with the same architecture -- pre-LN blocks, fused QKV ``Linear(C, 3C)``, tanh GELU, LM head tied to the
 token embedding -- in eager mode with ``torch.set_num_threads`` equal to the OpenBLAS thread count,
 trained with ``torch.optim.AdamW`` (default implementation, same parameter groups).  Attention is
 run two ways: plain ``softmax(QKᵀ/√d + mask) V`` with matmuls ("torch-matmul") and
@@ -38,7 +38,7 @@ run two ways: plain ``softmax(QKᵀ/√d + mask) V`` with matmuls ("torch-matmul
 ``torch.inference_mode()`` with a preallocated KV cache and ``torch.multinomial``.  The PyTorch model
 is loaded with minippo's initial weights and the two initial losses are printed as a parity check.
 
-Timing: after warm-up, each repeat visits every implementation in turn, interleaved.  On switching
+Timing (``_pairing.py``): after warm-up, each repeat visits every implementation in turn, interleaved.  On switching
 it pauses (so that spinning BLAS/OpenMP worker threads of the other library go to sleep), runs one
 untimed call (the first call after an idle pause is 5-15% slower for every implementation: cold
 caches, sleeping threads), then times ``--calls`` calls back to back, as a training or sampling
@@ -48,9 +48,10 @@ means minippo is faster).  On a shared machine whole repeats run 10-15% faster o
 closing summary pairs the implementations within each repeat (one ratio per repeat) and shows the
 median and quartiles of those ratios; a target counts as met only when the lower quartile meets it.
 
-FLOP model (nominal, identical for every implementation; biases, LayerNorm, GELU, softmax and the
-optimizer are not counted).  With L layers, width C, vocabulary V, and the matmul parameter count
-N = 12·L·C² + V·C (the block weights plus the tied LM head; position/token lookups are free):
+FLOP model (``_gpt_limits.py``, beside the measured limits; nominal, identical for every implementation;
+biases, LayerNorm, GELU, softmax and the optimizer are not counted).  With L layers, width C,
+vocabulary V, and the matmul parameter count N = 12·L·C² + V·C (the block weights plus the tied LM
+head; position/token lookups are free):
 
 * train step:  B·T·(6·N + 12·L·T·C)  -- 6 FLOPs per matmul weight per token for forward + backward
   (2 + 4), plus attention QKᵀ and AV over the full T×T score matrix (4·L·T·C per token forward,
@@ -62,10 +63,8 @@ N = 12·L·C² + V·C (the block weights plus the tied LM head; position/token l
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 from _options import non_negative_int, positive_int
 
@@ -79,10 +78,8 @@ CONFIGS = {
                         generate=[(8, 128), (1, 128)]),
 }
 GPT2_SIZES = ("gpt2", "gpt2-medium")
-PROMPT_LEN = 16
-LR, BETAS, EPS, WEIGHT_DECAY = 3e-4, (0.9, 0.95), 1e-8, 0.1
+ADAMW = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 TARGETS = {"train": 1.2, "generate": 1.5}  # minippo speed / PyTorch speed, from the issue
-SWITCH_PAUSE = 0.15  # s: OpenBLAS workers spin ~2^28 cycles before sleeping; let them park
 
 
 def parse_args(argv=None):
@@ -152,48 +149,21 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402
+from _gpt_limits import PROMPT_LEN, generation_flops, print_limits, train_flops  # noqa: E402
+from _pairing import format_ratios, measure, paired_ratios, report, verdict  # noqa: E402
 
 from minippo.blas import get_blas_threads  # noqa: E402
 from minippo.memory import keep_freed_memory  # noqa: E402
 from minippo.nn import GPT, AdamW, GPTConfig, cross_entropy  # noqa: E402
-from minippo.parallel import get_num_threads, map_shards, row_shards, set_num_threads  # noqa: E402
+from minippo.parallel import get_num_threads, set_num_threads  # noqa: E402
 
 torch = None
 if not ARGS.no_torch:
     try:
         import torch  # noqa: E402
-        import torch.nn.functional as F  # noqa: E402
+        from _torch_gpt import HFRunner, TorchRunner  # noqa: E402
     except ImportError:
         torch = None
-
-
-
-# ------------------------------------------------------------------------------------------------
-# FLOP model (see the module docstring)
-# ------------------------------------------------------------------------------------------------
-def matmul_params(cfg):
-    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
-    return 12 * L * C * C + V * C
-
-
-def train_flops(cfg, B, T):
-    L, C = cfg["n_layer"], cfg["n_embd"]
-    return B * T * (6 * matmul_params(cfg) + 12 * L * T * C)
-
-
-def generation_flops(cfg, B, G):
-    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
-    P = PROMPT_LEN
-    context = P * P + sum(range(P + 1, P + G))  # keys attended, summed over trunk positions
-    return B * ((P + G - 1) * 24 * L * C * C + 4 * L * C * context + G * 2 * V * C)
-
-
-def decode_step_bytes(cfg, B, G):
-    """Bytes one decode step must read, on average over the G steps: every float32 weight of the
-    products (blocks and the tied LM head) and the keys and values cached so far."""
-    L, C = cfg["n_layer"], cfg["n_embd"]
-    mean_context = PROMPT_LEN + (G - 1) / 2
-    return 4 * (matmul_params(cfg) + 2 * L * B * mean_context * C)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,8 +188,7 @@ class MinippoRunner:
 
     def train_step(self, x, y):
         if self.optimizer is None:
-            self.optimizer = AdamW(self.model.params, self.model.grads, lr=LR, betas=BETAS, eps=EPS,
-                                   weight_decay=WEIGHT_DECAY)
+            self.optimizer = AdamW(self.model.params, self.model.grads, **ADAMW)
         model = self.model
         model.zero_grad()
         loss = model.loss(x, y)  # LM head and cross-entropy fused over chunks of rows
@@ -231,177 +200,6 @@ class MinippoRunner:
         return self.model.generate(prompt, max_new, temperature=1.0, rng=self.rng).tokens
 
 
-# ------------------------------------------------------------------------------------------------
-# PyTorch peers: a compact GPT-2 with the same architecture, and Hugging Face's GPT2LMHeadModel
-# ------------------------------------------------------------------------------------------------
-def build_torch_gpt(cfg, block_size, sdpa):
-    nn = torch.nn
-    V, C, L, nh, T = cfg["vocab_size"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"], block_size
-    hs = C // nh
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1 = nn.LayerNorm(C)
-            self.c_attn = nn.Linear(C, 3 * C)
-            self.attn_proj = nn.Linear(C, C)
-            self.ln_2 = nn.LayerNorm(C)
-            self.c_fc = nn.Linear(C, 4 * C)
-            self.mlp_proj = nn.Linear(4 * C, C)
-            self.register_buffer("causal", torch.ones(T, T, dtype=torch.bool).triu(1), persistent=False)
-
-        def forward(self, x, kv=None, start=0):
-            B, Tq, _ = x.shape
-            q, k, v = self.c_attn(self.ln_1(x)).view(B, Tq, 3, nh, hs).permute(2, 0, 3, 1, 4)
-            if kv is not None:  # write the new keys/values, attend over every cached position
-                keys, values = kv
-                keys[:, :, start:start + Tq] = k
-                values[:, :, start:start + Tq] = v
-                k, v = keys[:, :, :start + Tq], values[:, :, :start + Tq]
-            causal = Tq > 1  # a single decoding query may see every cached key
-            if sdpa:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            else:
-                att = (q @ k.transpose(-2, -1)) * (1.0 / hs ** 0.5)
-                if causal:
-                    att = att.masked_fill(self.causal[:Tq, :Tq], float("-inf"))
-                y = att.softmax(dim=-1) @ v
-            x = x + self.attn_proj(y.transpose(1, 2).reshape(B, Tq, C))
-            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-    class TorchGPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding(V, C)
-            self.wpe = nn.Embedding(T, C)
-            self.h = nn.ModuleList(Block() for _ in range(L))
-            self.ln_f = nn.LayerNorm(C)
-
-        def hidden(self, idx, start=0, kv_caches=None):
-            pos = torch.arange(start, start + idx.shape[1])
-            x = self.wte(idx) + self.wpe(pos)
-            for layer, block in enumerate(self.h):
-                x = block(x, None if kv_caches is None else kv_caches[layer], start)
-            return self.ln_f(x)
-
-        def forward(self, idx):
-            return self.hidden(idx) @ self.wte.weight.T  # tied LM head
-
-    return TorchGPT()
-
-
-def load_minippo_weights(model, params):
-    """Copy minippo's parameters (HF GPT-2 names, Conv1D (in, out) weights) into the torch model."""
-    def put(tensor, array, transpose=False):
-        tensor.copy_(torch.from_numpy(np.ascontiguousarray(array.T if transpose else array)))
-
-    with torch.no_grad():
-        put(model.wte.weight, params["transformer.wte.weight"])
-        put(model.wpe.weight, params["transformer.wpe.weight"])
-        for i, block in enumerate(model.h):
-            pre = f"transformer.h.{i}."
-            for module, name, linear in ((block.ln_1, "ln_1", False), (block.c_attn, "attn.c_attn", True),
-                                         (block.attn_proj, "attn.c_proj", True), (block.ln_2, "ln_2", False),
-                                         (block.c_fc, "mlp.c_fc", True), (block.mlp_proj, "mlp.c_proj", True)):
-                put(module.weight, params[pre + name + ".weight"], transpose=linear)
-                put(module.bias, params[pre + name + ".bias"])
-        put(model.ln_f.weight, params["transformer.ln_f.weight"])
-        put(model.ln_f.bias, params["transformer.ln_f.bias"])
-
-
-def torch_adamw(named_parameters):
-    """AdamW with minippo's parameter groups: matrices decayed, embeddings, biases and gains not."""
-    decay, no_decay = [], []
-    for name, param in named_parameters:
-        embedding = "wte" in name or "wpe" in name
-        (decay if param.ndim >= 2 and not embedding else no_decay).append(param)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=BETAS, eps=EPS)
-
-
-class TorchRunner:
-    def __init__(self, cfg, block_size, initial_params, sdpa):
-        self.name = "torch-sdpa" if sdpa else "torch-matmul"
-        self.cfg = cfg
-        self.model = build_torch_gpt(cfg, block_size, sdpa)
-        load_minippo_weights(self.model, initial_params)
-        self.optimizer = None
-        self.generator = torch.Generator().manual_seed(1)
-
-    def logits(self, x):
-        return self.model(x)
-
-    def loss(self, x, y):
-        with torch.no_grad():
-            logits = self.logits(torch.from_numpy(x))
-            return F.cross_entropy(logits.view(-1, logits.shape[-1]), torch.from_numpy(y).view(-1)).item()
-
-    def train_step(self, x, y):
-        if self.optimizer is None:
-            self.optimizer = torch_adamw(self.model.named_parameters())
-        self.optimizer.zero_grad(set_to_none=True)
-        logits = self.logits(torch.from_numpy(x))
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), torch.from_numpy(y).view(-1))
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()
-
-    def generate(self, prompt, max_new, temperature=1.0):
-        with torch.inference_mode():
-            return self._generate(torch.from_numpy(prompt), max_new, temperature)
-
-    def _generate(self, prompt, max_new, temperature):
-        model, cfg = self.model, self.cfg
-        B, P = prompt.shape
-        total, nh = P + max_new, cfg["n_head"]
-        hs = cfg["n_embd"] // nh
-        kv_caches = [(torch.empty(B, nh, total, hs), torch.empty(B, nh, total, hs)) for _ in model.h]
-        tokens = torch.empty(B, total, dtype=torch.long)
-        tokens[:, :P] = prompt
-        logprobs = torch.empty(B, max_new)
-        wte = model.wte.weight
-        hidden = model.hidden(prompt, 0, kv_caches)
-        for step in range(max_new):
-            log_probs = torch.log_softmax((hidden[:, -1] @ wte.T) / temperature, dim=-1)  # (B, V)
-            token = torch.multinomial(log_probs.exp(), 1, generator=self.generator)  # (B, 1)
-            tokens[:, P + step] = token[:, 0]
-            logprobs[:, step] = log_probs.gather(1, token)[:, 0]
-            if step == max_new - 1:
-                break
-            hidden = model.hidden(token, P + step, kv_caches)
-        return tokens
-
-
-class HFRunner(TorchRunner):
-    """Hugging Face ``GPT2LMHeadModel`` (default attention), trained as a user would, sampling with
-    ``generate`` (its KV cache); dropout off."""
-
-    def __init__(self, cfg, block_size, initial_params):
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        self.name, self.cfg = "hf", cfg
-        config = transformers.GPT2Config(
-            vocab_size=cfg["vocab_size"], n_positions=block_size, n_embd=cfg["n_embd"], n_layer=cfg["n_layer"],
-            n_head=cfg["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        self.model = transformers.GPT2LMHeadModel(config)
-        state = {name: torch.from_numpy(value) for name, value in initial_params.items()}
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        assert not unexpected and all(name == "lm_head.weight" or ".attn.bias" in name for name in missing)
-        self.model.tie_weights()
-        self.optimizer = None
-        torch.manual_seed(1)
-
-    def logits(self, x):
-        return self.model(x).logits
-
-    def generate(self, prompt, max_new, temperature=1.0):
-        prompt = torch.from_numpy(prompt)
-        return self.model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
-                                   temperature=temperature, top_k=0, max_new_tokens=max_new,
-                                   min_new_tokens=max_new, pad_token_id=0)
-
-
 def make_runners(key, cfg, block_size, workload, initial_params):
     runners = [MinippoRunner(cfg, block_size, initial_params)]
     if torch is None:
@@ -411,95 +209,9 @@ def make_runners(key, cfg, block_size, workload, initial_params):
         peers = ["torch-matmul", "torch-sdpa"] if key not in GPT2_SIZES else (
             ["hf"] if workload == "train" else ["hf", "torch-sdpa"])
     for peer in peers:
-        runners.append(HFRunner(cfg, block_size, initial_params) if peer == "hf"
-                       else TorchRunner(cfg, block_size, initial_params, sdpa=peer == "torch-sdpa"))
+        runners.append(HFRunner(cfg, block_size, initial_params, ADAMW) if peer == "hf"
+                       else TorchRunner(cfg, block_size, initial_params, ADAMW, sdpa=peer == "torch-sdpa"))
     return runners
-
-
-# ------------------------------------------------------------------------------------------------
-# timing
-# ------------------------------------------------------------------------------------------------
-def measure(runners, method, args, repeats, warmup, calls):
-    """Interleaved timing: {runner name: [seconds per call]}."""
-    times = {runner.name: [] for runner in runners}
-    for _ in range(warmup):
-        for runner in runners:
-            getattr(runner, method)(*args)
-    for _ in range(repeats):
-        for runner in runners:
-            time.sleep(SWITCH_PAUSE)
-            fn = getattr(runner, method)
-            fn(*args)  # back from the pause: not timed
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn(*args)
-            times[runner.name].append((time.perf_counter() - start) / calls)
-    return times
-
-
-def report(title, times, tokens, flops):
-    print(title)
-    print(f"  {'implementation':<14} {'ms/call':>10} {'(min)':>9} {'tokens/s':>11} {'GFLOP/s':>8} "
-          f"{'vs minippo':>11}")
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    base = medians["minippo"]
-    for name, t in times.items():
-        median = medians[name]
-        ratio = "" if name == "minippo" else f"{median / base:10.2f}x"
-        print(f"  {name:<14} {median * 1e3:10.1f} {min(t) * 1e3:9.1f} {tokens / median:11.0f} "
-              f"{flops / median / 1e9:8.1f} {ratio:>11}")
-
-
-# ------------------------------------------------------------------------------------------------
-# this machine's limits, measured at the benchmark's shapes
-# ------------------------------------------------------------------------------------------------
-def best_time(fn, repeats=5):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def sgemm_gflops(cfg, B, T):
-    """GFLOP/s of float32 matrix products at a train step's shapes (all BLAS threads): the block's
-    four products and the LM head, forward shapes, best of 5."""
-    C, V, N = cfg["n_embd"], cfg["vocab_size"], B * T
-    rng = np.random.default_rng(0)
-    flops, seconds = 0, 0.0
-    for k, n in ((C, 3 * C), (C, C), (C, 4 * C), (4 * C, C), (C, V)):
-        a = rng.standard_normal((N, k), dtype=np.float32)
-        b = rng.standard_normal((k, n), dtype=np.float32)
-        out = np.empty((N, n), dtype=np.float32)
-        seconds += best_time(lambda: np.matmul(a, b, out=out))
-        flops += 2 * N * k * n
-    return flops / seconds / 1e9
-
-
-def read_bandwidth(megabytes=512):
-    """Bytes per second of a streaming read on every thread: each thread sums its rows of a float32
-    array (a one-thread matrix-vector product), best of 5."""
-    array = np.ones((megabytes * 256, 1024), dtype=np.float32)  # megabytes · 2^20 bytes
-    ones = np.ones(1024, dtype=np.float32)
-    shards = row_shards(len(array))
-    seconds = best_time(lambda: map_shards(lambda _, rows: array[rows] @ ones, shards))
-    return array.nbytes / seconds
-
-
-def print_limits(cfg):
-    print("   this machine's limits (--limits):")
-    for B, T in train_shapes(cfg):
-        gflops = sgemm_gflops(cfg, B, T)
-        print(f"     train B {B} T {T}: sgemm {gflops:.0f} GFLOP/s at the step's shapes -> "
-              f">= {train_flops(cfg, B, T) / gflops / 1e9 * 1e3:.0f} ms per step")
-    bandwidth = read_bandwidth()
-    print(f"     streaming read on {get_num_threads()} threads: {bandwidth / 1e9:.1f} GB/s")
-    for B, G in generate_shapes(cfg):
-        step = decode_step_bytes(cfg, B, G)
-        print(f"     decode batch {B}: {step / 1e6:.0f} MB per step (weights + mean KV cache) -> "
-              f">= {step / bandwidth * 1e3:.1f} ms per step, {G * step / bandwidth * 1e3:.0f} ms per call")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -512,7 +224,7 @@ def peak_memory_child(key, library, workload, shape):
     block_size = max(block_sizes(cfg))
     initial_params = GPT(gpt_config(cfg, block_size), seed=0).params
     runner = (MinippoRunner(cfg, block_size, initial_params) if library == "minippo"
-              else HFRunner(cfg, block_size, initial_params))
+              else HFRunner(cfg, block_size, initial_params, ADAMW))
     del initial_params  # minippo uses these arrays as its parameters; HF copied them
     x, y, prompt = workload_data(cfg, B, length)
     for _ in range(2):
@@ -592,7 +304,7 @@ def main():
         print(f"\n== config {key}: vocab {cfg['vocab_size']}, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers, "
               f"{cfg['n_head']} heads; {sum(v.size for v in initial_params.values()) / 1e6:.2f}M parameters")
         if ARGS.limits:
-            print_limits(cfg)
+            print_limits(cfg, train_shapes(cfg), generate_shapes(cfg))
         if ARGS.memory:
             print_peak_memory(key)
         for workload, shapes in (("train", train_shapes(cfg)), ("generate", generate_shapes(cfg))):
@@ -627,35 +339,6 @@ def main():
             print(f"   {label:<28}: " + ", ".join(
                 f"vs {name} {format_ratios(paired_ratios(times, name))}" for name in times if name != "minippo")
                 + f"  -> {verdict(times, TARGETS[workload])}")
-
-
-def paired_ratios(times, name):
-    """minippo's speed relative to ``name`` in each repeat: that implementation's time / minippo's time."""
-    return [other / mine for other, mine in zip(times[name], times["minippo"])]
-
-
-def quartiles(values):
-    """(lower quartile, median, upper quartile)."""
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    lower, median, upper = statistics.quantiles(values, n=4, method="inclusive")
-    return lower, median, upper
-
-
-def format_ratios(ratios):
-    lower, median, upper = quartiles(ratios)
-    return f"{median:.2f}x [{lower:.2f}-{upper:.2f}]"
-
-
-def verdict(times, target):
-    """'meets target' when even the lower quartile of the paired ratios against every PyTorch peer
-    reaches the target, 'below target' when the median misses it, 'borderline' in between."""
-    peers = [quartiles(paired_ratios(times, name)) for name in times if name != "minippo"]
-    if min(lower for lower, _, _ in peers) >= target:
-        return "meets target"
-    if min(median for _, median, _ in peers) >= target:
-        return "borderline (median meets it, lower quartile does not)"
-    return "below target"
 
 
 if __name__ == "__main__":

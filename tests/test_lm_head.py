@@ -19,11 +19,18 @@ def head_problem(dtype, rng, N=23, C=6, V=17):
     return hidden, wte, targets, weights
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])  # the vocabulary in 1, 2 or 3 slices
 @pytest.mark.parametrize("chunk_rows", [1, 5, 23, 64])
-def test_fused_head_equals_its_twin(chunk_rows):
+def test_fused_head_equals_its_twin(chunk_rows, threads):
     hidden, wte, targets, weights = head_problem(np.float64, np.random.default_rng(0))
+    targets[:3] = [0, 16, 8]  # the first and last word, and one in the middle slice
     fast_dwte, twin_dwte = np.full(wte.shape, 0.5), np.full(wte.shape, 0.5)  # both must add into it
-    fast = lm_head_cross_entropy(hidden, wte, targets, weights, fast_dwte, chunk_rows=chunk_rows)
+    saved = get_num_threads()
+    set_num_threads(threads)
+    try:
+        fast = lm_head_cross_entropy(hidden, wte, targets, weights, fast_dwte, chunk_rows=chunk_rows)
+    finally:
+        set_num_threads(saved)
     twin = lm_head_cross_entropy_reference(hidden, wte, targets, weights, twin_dwte)
     assert fast[0] == pytest.approx(twin[0], rel=1e-13)
     np.testing.assert_allclose(fast[1], twin[1], rtol=1e-12, atol=1e-15)

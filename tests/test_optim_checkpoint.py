@@ -18,7 +18,7 @@ from minippo.nn import (
 )
 from minippo.nn import checkpoint as checkpoint_module
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
-from minippo.nn.optim import decay_groups, linear_schedule
+from minippo.nn.optim import CACHE_BLOCK, cache_blocks, decay_groups, linear_schedule
 
 
 def tiny_config(dtype=np.float64, n_layer=2):
@@ -72,6 +72,24 @@ def test_adamw_updates_in_place():
     AdamW(params, grads, lr=0.1).step()
     assert params["w"] is w
     assert not np.array_equal(w, small_problem()[0]["w"])
+
+
+def test_adamw_in_cache_blocks_equals_the_whole_array_update_exactly():
+    """C-ordered parameters are updated in blocks of CACHE_BLOCK elements, others whole: bit-identical."""
+    rng = np.random.default_rng(3)
+    shape = (3 * CACHE_BLOCK // 200 + 7, 200)  # several blocks and a partial one
+    start, grads = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal((2,) + shape, dtype=np.float32)
+    results = []
+    for order in "CF":
+        param = {"w": np.array(start, order=order)}
+        grad = {"w": np.zeros(shape, dtype=np.float32, order=order)}
+        assert len(cache_blocks((param["w"], grad["w"]))) == (4 if order == "C" else 1)
+        optimizer = AdamW(param, grad, lr=1e-2, weight_decay=0.1)
+        for g in grads:
+            grad["w"][...] = g
+            optimizer.step()
+        results.append(param["w"])
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_adamw_errors():

@@ -223,6 +223,31 @@ def test_gpt_shards_give_the_single_thread_numbers(threads, count):
         np.testing.assert_allclose(gradient, expected[2][name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("slow", ["caller", "pool"])
+def test_shard_gradients_add_up_in_one_order_whichever_shard_finishes_a_block_first(threads, slow):
+    """Each block's scratch of shard 1 is added when both shards are done with the block, by whichever
+    finishes last; the sums are bit for bit those of a run without the race (float32, accumulating)."""
+    threads(2)
+    config = GPTConfig(vocab_size=11, block_size=6, n_layer=3, n_head=2, n_embd=8)
+    idx = np.random.default_rng(0).integers(0, 11, size=(4, 6))
+    results = []
+    for delay in (0.0, 0.02):
+        model = GPT(config, seed=3)
+        block_backward = model.block_backward
+
+        def delayed(*args, delay=delay):  # one shard (the calling thread's or the pool's) lags
+            if (threading.current_thread() is threading.main_thread()) == (slow == "caller"):
+                time.sleep(delay)
+            return block_backward(*args)
+
+        model.block_backward = delayed
+        for _ in range(2):  # the second backward adds onto the first
+            model.backward(cross_entropy(model.forward(idx), idx)[1])
+        results.append({name: g.copy() for name, g in model.grads.items()})
+    for name, gradient in results[0].items():
+        np.testing.assert_array_equal(gradient, results[1][name], err_msg=name)
+
+
 def test_sharded_float32_training_is_reproducible_and_stays_float32(threads):
     threads(2)
     config = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8)

@@ -51,11 +51,9 @@ from minippo.nn.layers import (
     linear_backward,
     linear_forward,
 )
-from minippo.nn.lm_head import (
-    lm_head_cross_entropy_backward,
-    lm_head_cross_entropy_forward,
-)
+from minippo.nn.lm_head import lm_head_cross_entropy
 from minippo.nn.module import Module, as_generator, check_dtype
+from minippo.parallel import map_shards, row_shards
 
 # Buffers some GPT-2 checkpoints carry (the causal mask); they hold no learned values.
 CHECKPOINT_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
@@ -164,7 +162,6 @@ class Activations(NamedTuple):
     hidden: np.ndarray  # LN_f(hᴸ), the LM head's input                         (B, T, C)
     lnf_norm: np.ndarray  # x̂ of LN_f                                           (B*T, C)
     lnf_rstd: np.ndarray  # 1/σ of LN_f                                         (B*T, 1)
-    head: tuple = None  # after GPT.loss: (loss, targets, weights, log Σ exp z), the last three (B*T,)
 
 
 def positions_and_bias(mask, B, T, dtype):
@@ -196,6 +193,10 @@ class GPT(Module):
         self.hidden = None
         self._parallel = RowParallel()  # the activations of the last forward, per shard of rows
         self._last_forward = None  # "logits", "hidden" or "loss": what the last forward computed
+        self._head_dhidden = self._head_dwte = None  # the LM head's gradients made by loss()
+        names = list(parameter_shapes(config))
+        self._layer_groups = {layer: [name for name in names if name.startswith(f"transformer.h.{layer}.")]
+                              for layer in range(config.n_layer)}  # a block's parameters, for RowParallel
 
     def load_state_dict(self, state_dict):
         """Load parameters named as in a Hugging Face GPT-2 checkpoint.
@@ -241,14 +242,15 @@ class GPT(Module):
 
     def loss(self, idx, targets, attention_mask=None, ignore_index=-1):
         """Mean cross-entropy −(1/n) Σ_t log π(targets_t) of the next-token distributions of ``idx``
-        (B, T) over the n positions whose target is not ``ignore_index``; a float.
+        (B, T) over the n positions whose target is not ``ignore_index``; a float.  Made for training.
 
         The LM head and the cross-entropy run fused over chunks of rows
-        (:func:`minippo.nn.lm_head.lm_head_cross_entropy`): the (B, T, vocab) logits and their gradient
-        are never held whole: the forward keeps log Σ exp z per position, and the next :meth:`backward`
-        (with no argument, or with ``dhidden`` from heads reading ``self.hidden``) recomputes the logits
-        chunk by chunk and adds their gradient.  The same
-        number as ``cross_entropy(model.forward(idx), targets)`` (its textbook path).
+        (:func:`minippo.nn.lm_head.lm_head_cross_entropy`): the (B, T, vocab) logits are never held
+        whole, and their gradient is made with the loss, in the same pass (dE into a buffer of the
+        model, dL/dh beside it); the next :meth:`backward` (with no argument, or with ``dhidden`` from
+        heads reading ``self.hidden``) sends it through the trunk and adds dE into ``grads``.  The same
+        number as ``cross_entropy(model.forward(idx), targets)`` (its textbook path, which is the one
+        to use for an evaluation without backward).
         """
         idx = check_token_ids(idx, self.config, self.config.block_size)
         mask = check_attention_mask(attention_mask, idx.shape)
@@ -256,27 +258,29 @@ class GPT(Module):
         counted = targets != ignore_index
         weights = counted * np.asarray(1.0 / counted.sum(), dtype=self.config.dtype)  # w_t = 1/n or 0: (B, T)
         targets = np.where(counted, targets, 0)
-        wte = self.params["transformer.wte.weight"]
 
         def forward_rows(_, rows, positions, bias, hidden):
-            activations = self.serial_forward(idx[rows], positions, bias, hidden)
-            head = (targets[rows].reshape(-1), weights[rows].reshape(-1))  # (B*T,) each
-            loss, log_normalizers = lm_head_cross_entropy_forward(hidden.reshape(-1, wte.shape[1]), wte, *head)
-            return activations._replace(head=(loss, *head, log_normalizers))
+            return self.serial_forward(idx[rows], positions, bias, hidden)
 
-        shards = self._sharded_forward(forward_rows, idx, mask, "loss")
-        return sum(activations.head[0] for activations in shards)
+        self._sharded_forward(forward_rows, idx, mask, "loss")
+        wte = self.params["transformer.wte.weight"]
+        if self._head_dwte is None:
+            self._head_dwte = np.empty_like(wte)
+        self._head_dwte.fill(0.0)
+        loss, dhidden = lm_head_cross_entropy(self.hidden.reshape(-1, wte.shape[1]), wte, targets.reshape(-1),
+                                              weights.reshape(-1), self._head_dwte)  # (B*T, C) rows
+        self._head_dhidden = dhidden.reshape(self.hidden.shape)  # (B*T, C) -> (B, T, C)
+        return loss
 
     def _sharded_forward(self, forward_rows, idx, mask, kind):
         """Run ``forward_rows(shard, rows, positions, bias, hidden)`` on shards of the rows in threads;
-        keep the hidden state and what backward needs.  Returns each shard's :class:`Activations`."""
+        keep the hidden state and what backward needs."""
         B, T = idx.shape
         positions, bias = positions_and_bias(mask, B, T, self.config.dtype)
         hidden = np.empty((B, T, self.config.n_embd), dtype=self.config.dtype)
         self._parallel.forward(lambda index, rows: forward_rows(
             index, rows, positions[rows], bias if mask is None else bias[rows], hidden[rows]), B)
         self.hidden, self._last_forward = hidden, kind
-        return self._parallel.activations
 
     def backward(self, dlogits=None, dhidden=None):
         """Add the gradients of the last forward's loss into ``self.grads`` and return it.
@@ -292,12 +296,17 @@ class GPT(Module):
             raise RuntimeError("backward called before forward: run model.forward(idx) first")
         dlogits, dhidden = check_output_gradients(dlogits, dhidden, self.hidden.shape[:2], self.config,
                                                   self._last_forward)
+        if self._last_forward == "loss":  # the LM head's gradient, made by loss()
+            dhidden = self._head_dhidden if dhidden is None else dhidden + self._head_dhidden
 
-        def backward_rows(rows, activations, grads):
+        def backward_rows(rows, activations, grads, layer_done):
             self.serial_backward(activations, None if dlogits is None else dlogits[rows],
-                                 None if dhidden is None else dhidden[rows], grads)
+                                 None if dhidden is None else dhidden[rows], grads, layer_done)
 
-        self._parallel.backward(backward_rows, self.grads)
+        self._parallel.backward(backward_rows, self.grads, self._layer_groups)
+        if self._last_forward == "loss":  # dE of the LM head, added by rows of the vocabulary in threads
+            dwte, head_dwte = self.grads["transformer.wte.weight"], self._head_dwte
+            map_shards(lambda _, rows: np.add(dwte[rows], head_dwte[rows], out=dwte[rows]), row_shards(len(dwte)))
         return self.grads
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
@@ -414,11 +423,12 @@ class GPT(Module):
         dx += da  # the residual path
         return dx
 
-    def serial_backward(self, acts, dlogits, dhidden, grads):
+    def serial_backward(self, acts, dlogits, dhidden, grads, layer_done=None):
         """The backward pass of one :meth:`serial_forward`, in the calling thread, adding into ``grads``.
 
         dlogits (B, T, V) and dhidden (B, T, C), either may be None, are the gradients w.r.t. its
-        logits and hidden state."""
+        logits and hidden state.  ``layer_done(layer)``, if given, is called once a block's parameter
+        gradients are complete (``minippo.nn.data_parallel`` reduces the shards' parts then)."""
         B, T = acts.idx.shape
         C, V = self.config.n_embd, self.config.vocab_size
         wte = self.params["transformer.wte.weight"]
@@ -429,13 +439,11 @@ class GPT(Module):
             dlnf += dlogits @ wte  # (B*T, V) @ (V, C)
         if dhidden is not None:
             dlnf += dhidden.reshape(B * T, C)
-        if acts.head is not None:  # the fused LM head and cross-entropy of GPT.loss
-            _, targets, weights, log_normalizers = acts.head
-            dlnf += lm_head_cross_entropy_backward(acts.hidden.reshape(B * T, C), wte, targets, weights,
-                                                   log_normalizers, grads["transformer.wte.weight"])
         dx = layernorm_backward(dlnf, acts.lnf_norm, acts.lnf_rstd, self.params["transformer.ln_f.weight"],
                                 grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"])
         for layer in reversed(range(self.config.n_layer)):
             dx = self.block_backward(layer, dx, acts.blocks[layer], B, T, grads)
+            if layer_done is not None:
+                layer_done(layer)
         embedding_backward(dx, acts.idx, grads["transformer.wte.weight"])
         embedding_backward(dx, acts.positions, grads["transformer.wpe.weight"])

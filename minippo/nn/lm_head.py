@@ -1,4 +1,4 @@
-"""The LM head and the cross-entropy fused, over chunks of rows: pretraining without (N, V) logits.
+"""The LM head and the cross-entropy fused, over chunks of rows: training without (N, V) logits.
 
 For final hidden states h_t (N, C), the tied LM head E (V, C), targets y_t and weights w_t:
 
@@ -9,19 +9,25 @@ For final hidden states h_t (N, C), the tied LM head E (V, C), targets y_t and w
 :func:`lm_head_cross_entropy_reference` first: the plain path, logits → cross-entropy → two products.
 At GPT-2's vocabulary (V = 50,257) those logits and their gradient are the largest arrays of a train
 step, 2·N·V floats (400 MB at N = 1024), each written and read several times.
-:func:`lm_head_cross_entropy` computes the same loss and gradients ``chunk_rows`` rows at a time, as
-fused-linear-cross-entropy kernels do: the forward keeps only the loss and log Σ exp z per row; the
-backward recomputes a chunk's logits into one (chunk, V) buffer, turns them into their gradient in
-place, and uses it for the two products before the next chunk overwrites it.  dE is accumulated by
-BLAS itself (gemm with β = 1), so no (V, C) temporary is made per chunk, and it goes straight into the
-gradient buffer: nothing of size V·C is held between forward and backward.
+:func:`lm_head_cross_entropy` computes the same loss and both gradients ``chunk_rows`` rows at a time
+in one pass, as fused-linear-cross-entropy kernels do: a chunk's logits go into one (chunk, V) buffer,
+become their gradient there, and serve the two products before the next chunk overwrites them.  The
+gradient is made with the loss (the loss is the end of the graph, so dL/dz is known as soon as the
+chunk's softmax is), which costs three products instead of the four a forward-then-recompute would.
+
+The vocabulary is split into one contiguous slice per thread (``minippo.parallel``): each thread
+computes its slice of every product, its own rows of dE and a partial dh, with one-thread BLAS calls
+on large shapes; the slices meet twice per chunk (the softmax's normaliser, and the sum of the partial
+dh in slice order, so the result does not depend on timing).  dE is accumulated by BLAS itself (gemm
+with β = 1) straight into the caller's buffer, so no (V, C) temporary is made.
 """
 import numpy as np
 from scipy.linalg import blas as scipy_blas
 
 from minippo.nn.layers import row_sums
+from minippo.parallel import map_shards, row_shards
 
-CHUNK_ROWS = 128  # rows per chunk: a (128, 50257) float32 buffer is 26 MB
+CHUNK_ROWS = 256  # rows per chunk: a (256, 50257) float32 buffer is 51 MB
 
 
 def lm_head_cross_entropy_reference(hidden, wte, targets, weights, dwte):
@@ -40,55 +46,51 @@ def lm_head_cross_entropy_reference(hidden, wte, targets, weights, dwte):
 
 
 def lm_head_cross_entropy(hidden, wte, targets, weights, dwte, chunk_rows=CHUNK_ROWS):
-    """L = Σ_t w_t · (−log softmax(h_t Eᵀ)[y_t]) and its gradients: :func:`lm_head_cross_entropy_forward`
-    then :func:`lm_head_cross_entropy_backward`.
+    """L = Σ_t w_t · (−log softmax(h_t Eᵀ)[y_t]) and its gradients, in one pass over chunks of rows.
 
     hidden (N, C) and wte (V, C) in one dtype; targets (N,) integer ids in [0, V); weights (N,) in that
-    dtype.  Returns ``(L, dhidden)`` with dhidden (N, C), and adds dL/dE into ``dwte`` (V, C).
+    dtype.  Returns ``(L, dhidden)`` with dhidden (N, C), and adds dL/dE into ``dwte`` (V, C, C-ordered).
+    Per chunk and vocabulary slice j: z_j = h E_jᵀ and e_j = exp(z_j − m_j) with m_j the row max of the
+    slice; the normaliser log Σ_j exp z = M + log Σ_j exp(m_j − M) Σ e_j (M = max_j m_j); then
+    dz_j = w (e_j exp(m_j − log Σ exp z) − onehot_j(y)), dE_j += dz_jᵀ h and dh = Σ_j dz_j E_j.
     Textbook twin: :func:`lm_head_cross_entropy_reference`.
     """
-    loss, log_normalizers = lm_head_cross_entropy_forward(hidden, wte, targets, weights, chunk_rows)
-    return loss, lm_head_cross_entropy_backward(hidden, wte, targets, weights, log_normalizers, dwte, chunk_rows)
-
-
-def lm_head_cross_entropy_forward(hidden, wte, targets, weights, chunk_rows=CHUNK_ROWS):
-    """``(L, log Σ_j exp z_tj)``: the loss and, per row, the log of the softmax's normaliser -- all that
-    backward keeps of the logits (N floats instead of N·V).  One (chunk, V) buffer of logits at a time."""
-    N = len(hidden)
-    log_normalizers = np.empty(N, dtype=hidden.dtype)
-    buffer = np.empty((min(chunk_rows, N), len(wte)), dtype=hidden.dtype)
+    N, V = len(hidden), len(wte)
+    gemm = scipy_blas.get_blas_funcs("gemm", (hidden,))
+    slices = row_shards(V)  # one slice of the vocabulary per thread
+    buffers = [np.empty((min(chunk_rows, N), s.stop - s.start), dtype=hidden.dtype) for s in slices]
+    partial_dh = [np.empty((min(chunk_rows, N), hidden.shape[1]), dtype=hidden.dtype) for _ in slices]
+    dhidden = np.empty_like(hidden)
     loss = 0.0
     for start in range(0, N, chunk_rows):
         rows = slice(start, min(start + chunk_rows, N))
-        y, n = targets[rows], rows.stop - rows.start
-        logits = np.matmul(hidden[rows], wte.T, out=buffer[:n])  # z: (n, C) @ (C, V) -> (n, V)
-        peak = logits.max(axis=-1)  # max z
-        target_logits = logits[np.arange(n), y]  # z_y
-        logits -= peak[:, None]
-        log_normalizers[rows] = peak + np.log(row_sums(np.exp(logits, out=logits)))  # log Σ exp z
-        loss -= float(np.dot(weights[rows], target_logits - log_normalizers[rows]))  # −Σ w log π(y)
-    return loss, log_normalizers
-
-
-def lm_head_cross_entropy_backward(hidden, wte, targets, weights, log_normalizers, dwte, chunk_rows=CHUNK_ROWS):
-    """dhidden (N, C), adding dE into ``dwte`` (V, C): per chunk the logits again (one product), then
-    dz = w (π − onehot(y)) in place with π = exp(z − log Σ exp z), dE += dzᵀ h and dh = dz E.
-
-    Recomputing the logits costs one product of the three; keeping them would cost N·V floats."""
-    N = len(hidden)
-    gemm = scipy_blas.get_blas_funcs("gemm", (hidden,))
-    dwte_t = dwte.T  # (C, V), Fortran-ordered: gemm writes into it in place
-    dhidden = np.empty_like(hidden)
-    buffer = np.empty((min(chunk_rows, N), len(wte)), dtype=hidden.dtype)
-    for start in range(0, N, chunk_rows):
-        rows = slice(start, min(start + chunk_rows, N))
         h, y, w, n = hidden[rows], targets[rows], weights[rows], rows.stop - rows.start
-        probs = np.matmul(h, wte.T, out=buffer[:n])  # z: (n, C) @ (C, V) -> (n, V)
-        probs -= log_normalizers[rows, None]
-        np.exp(probs, out=probs)  # π
-        probs *= w[:, None]  # w π
-        probs[np.arange(n), y] -= w  # dz = w (π − onehot(y))
-        # dEᵀ (C, V) += hᵀ dz: gemm on Fortran-ordered views, β = 1 accumulates in place
-        gemm(1.0, h.T, probs.T, beta=1.0, c=dwte_t, trans_b=True, overwrite_c=True)
-        np.matmul(probs, wte, out=dhidden[rows])  # dh = dz E: (n, V) @ (V, C) -> (n, C)
-    return dhidden
+
+        def exp_logits(j, vocab):  # e_j = exp(z_j − m_j) in slice j's buffer; (m_j, Σ e_j, z_y where y is in j)
+            z = np.matmul(h, wte[vocab].T, out=buffers[j][:n])  # z_j: (n, C) @ (C, V_j) -> (n, V_j)
+            inside = (y >= vocab.start) & (y < vocab.stop)
+            target_logits = np.where(inside, z[np.arange(n), np.where(inside, y - vocab.start, 0)], 0.0)
+            peak = z.max(axis=-1)  # m_j
+            z -= peak[:, None]
+            return peak, row_sums(np.exp(z, out=z)), target_logits
+
+        parts = map_shards(exp_logits, slices)
+        peak = np.max([p for p, _, _ in parts], axis=0)  # M: (n,)
+        log_normalizers = peak + np.log(sum(s * np.exp(p - peak) for p, s, _ in parts))  # log Σ exp z
+        target_logits = sum(t for _, _, t in parts)  # z_y (each y lies in one slice)
+        loss -= float(np.dot(w, target_logits - log_normalizers))  # −Σ w log π(y)
+
+        def gradient(j, vocab):  # dz_j in place, dE_j += dz_jᵀ h, dh_j = dz_j E_j
+            dz = buffers[j][:n]
+            dz *= (w * np.exp(parts[j][0] - log_normalizers))[:, None]  # w π_j = w e_j exp(m_j − log Σ exp z)
+            inside = np.flatnonzero((y >= vocab.start) & (y < vocab.stop))
+            dz[inside, y[inside] - vocab.start] -= w[inside]  # − w onehot(y)
+            # dE_jᵀ (C, V_j) += hᵀ dz_j: gemm on Fortran-ordered views, β = 1 accumulates in place
+            gemm(1.0, h.T, dz.T, beta=1.0, c=dwte[vocab].T, trans_b=True, overwrite_c=True)
+            np.matmul(dz, wte[vocab], out=partial_dh[j][:n])  # dz_j E_j: (n, V_j) @ (V_j, C) -> (n, C)
+
+        map_shards(gradient, slices)
+        dhidden[rows] = partial_dh[0][:n]
+        for partial in partial_dh[1:]:  # Σ_j dz_j E_j in slice order
+            dhidden[rows] += partial[:n]
+    return loss, dhidden
