@@ -117,6 +117,7 @@ def one_of(*choices):
     def check(value, name):
         return check_choice(value, name, choices)
     check.rule = f"one of {', '.join(map(str, choices))}"
+    check.choices = choices  # for generated command-line options
     return check
 
 

@@ -1,17 +1,24 @@
 """``minippo rlhf``: PPO, REINFORCE, RLOO or GRPO on your own policy checkpoint against a reward model or a rule."""
-import dataclasses
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from minippo.commands import integer_option
+from minippo.checks import integer, setting
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
+from minippo.commands.options import (
+    CONFIG_NAME,
+    add_config_option,
+    add_setting_options,
+    apply_settings,
+    chosen_settings,
+    setting_values,
+    write_config,
+)
 from minippo.nn.checkpoint import save_checkpoint
-from minippo.rl.advantages import SCALE_REWARDS
-from minippo.rl.kl import KL_ESTIMATORS
-from minippo.rl.losses import LOSS_TYPES
 from minippo.rlhf.diagnostics import SampleLog, progress_line, write_csv
-from minippo.rlhf.trainer import RLHF_ALGORITHMS, RLHFConfig, RLHFTrainer
+from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
+from minippo.run_log import RunLog, add_tensorboard_option, samples_markdown
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import format_prompt, load_prompts
 from minippo.text.files import read_text
@@ -28,79 +35,55 @@ def read_prompts(path):
     return prompts
 
 
-HELP = {spec.name: spec.metadata["help"] for spec in dataclasses.fields(RLHFConfig)}
+@dataclass
+class RLHFRun:
+    """The settings of ``minippo rlhf`` besides the trainer's (:class:`RLHFConfig`)."""
+
+    iterations: int = setting(40, "RL iterations", integer(1))
+    seed: int = setting(0, "seed of the run: the trainer's sampling and the prompt order derive from it", integer(0))
+    samples_every: int = setting(0, "every K iterations, append that iteration's responses and rewards to "
+                                 "samples.jsonl in --out (and to TensorBoard); 0: off", integer(0))
 
 
 def register(subparsers):
-    defaults = RLHFConfig()
     parser = subparsers.add_parser(
         "rlhf",
         help="fine-tune a policy checkpoint with PPO/REINFORCE/RLOO/GRPO against a reward",
         description="RL fine-tuning of a GPT checkpoint (from `minippo pretrain` or `minippo demo`) with a "
         "KL penalty to its starting point. The policy and a reward model may also be Hugging Face GPT-2 "
         "directories. The reward is a reward-model checkpoint (*.npz, from `minippo reward-model`) or a "
-        "rule: bleu:REFS, rouge:REFS, keyword:W1,W2, length:N.",
+        "rule: bleu:REFS, rouge:REFS, keyword:W1,W2, length:N. Every RLHFConfig field is an option; the "
+        "settings run with are written to --out as config.json, which --config reads back.",
     )
     parser.add_argument("--policy", required=True, help="policy checkpoint (.npz) or Hugging Face GPT-2 directory")
     parser.add_argument("--reward", required=True,
                         help="reward-model checkpoint (.npz), Hugging Face reward-model directory, or rule spec")
-    parser.add_argument("--algo", choices=RLHF_ALGORITHMS, default=defaults.algo, help="algorithm (default: ppo)")
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
-    parser.add_argument("--iterations", type=integer_option(1), default=40, help="iterations (default: 40)")
-    parser.add_argument("--batch-size", type=integer_option(1), default=defaults.batch_size,
-                        help=f"responses per iteration (default: {defaults.batch_size})")
-    parser.add_argument("--minibatch-size", type=integer_option(1), default=defaults.minibatch_size,
-                        help=f"responses per gradient step; must divide --batch-size "
-                             f"(default: {defaults.minibatch_size})")
-    parser.add_argument("--max-new-tokens", type=integer_option(1), default=defaults.max_new_tokens,
-                        help="response length limit")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="sampling temperature")
-    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate, help="learning rate")
-    parser.add_argument("--kl-target", type=float, default=defaults.kl_target,
-                        help=f"adaptive-KL target in nats per response (default: {defaults.kl_target})")
-    parser.add_argument("--fixed-kl", type=float, default=None,
-                        help="use this fixed β instead of adaptive KL (grpo: β of the KL term in the loss; 0: "
-                             "no reference model)")
-    parser.add_argument("--critic", choices=("shared", "separate"), default=defaults.critic, help="critic trunk")
-    parser.add_argument("--num-generations", type=integer_option(1), default=defaults.num_generations,
-                        help=f"{HELP['num_generations']} (default: {defaults.num_generations})")
-    parser.add_argument("--update-epochs", type=integer_option(1), default=defaults.update_epochs,
-                        help=f"{HELP['update_epochs']} (default: {defaults.update_epochs})")
-    parser.add_argument("--clip-coef", type=float, default=defaults.clip_coef,
-                        help=f"{HELP['clip_coef']} (default: {defaults.clip_coef})")
-    parser.add_argument("--clip-coef-high", type=float, default=None, help=HELP["clip_coef_high"])
-    parser.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default=None,
-                        help=f"{HELP['kl_estimator']} (default: k3 for grpo, k1 otherwise)")
-    parser.add_argument("--scale-rewards", choices=SCALE_REWARDS, default=defaults.scale_rewards,
-                        help=f"{HELP['scale_rewards']} (default: {defaults.scale_rewards})")
-    parser.add_argument("--loss-type", choices=LOSS_TYPES, default=None,
-                        help=f"{HELP['loss_type']} (default: grpo for grpo, dapo otherwise)")
-    parser.add_argument("--missing-eos-penalty", type=float, default=None, help=HELP["missing_eos_penalty"])
-    parser.add_argument("--mask-truncated-completions", action="store_true", help=HELP["mask_truncated_completions"])
-    parser.add_argument("--dynamic-sampling-tries", type=integer_option(0), default=0,
-                        help=HELP["dynamic_sampling_tries"])
-    parser.add_argument("--samples-every", type=integer_option(0), default=0, metavar="K",
-                        help="every K iterations, append that iteration's responses and rewards to samples.jsonl "
-                             "in --out (default: 0, off)")
-    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
+    add_config_option(parser)
+    add_setting_options(parser, RLHFRun())
+    add_setting_options(parser, RLHFConfig(), skip=("seed",), aliases={"learning_rate": ["--lr"]})
+    parser.add_argument("--fixed-kl", type=float, metavar="BETA",
+                        help="a fixed β instead of adaptive KL: --init-kl-coef BETA --kl-target none (grpo: β of "
+                        "the KL term in the loss; 0: no reference model)")
+    add_tensorboard_option(parser)
     parser.set_defaults(func=run)
 
 
+def settings_from_args(args):
+    """``(run, config)``: the defaults, then the ``--config`` file, then the options given (``--fixed-kl`` as
+    the two settings it stands for); the trainer's seed is derived from the run's."""
+    chosen = chosen_settings(args)
+    if args.fixed_kl is not None:
+        chosen.update(init_kl_coef=args.fixed_kl, kl_target=None)
+    run_settings = apply_settings(RLHFRun(), chosen)
+    rlhf_seed = spawn_seeds(run_settings.seed, 2)[0]  # sampling in the trainer; the prompts' stream is the other
+    return run_settings, apply_settings(RLHFConfig(seed=rlhf_seed), chosen, skip=("seed",))
+
+
 def run(args):
-    rlhf_seed, prompt_seed = spawn_seeds(args.seed, 2)  # sampling in the trainer, picking prompts here
-    config = RLHFConfig(algo=args.algo, batch_size=args.batch_size, minibatch_size=args.minibatch_size,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        learning_rate=args.learning_rate,
-                        critic=args.critic, seed=rlhf_seed, num_generations=args.num_generations,
-                        update_epochs=args.update_epochs, clip_coef=args.clip_coef,
-                        clip_coef_high=args.clip_coef_high, kl_estimator=args.kl_estimator,
-                        scale_rewards=args.scale_rewards, loss_type=args.loss_type,
-                        missing_eos_penalty=args.missing_eos_penalty,
-                        mask_truncated_completions=args.mask_truncated_completions,
-                        dynamic_sampling_tries=args.dynamic_sampling_tries,
-                        kl_target=None if args.fixed_kl is not None else args.kl_target,
-                        init_kl_coef=args.fixed_kl if args.fixed_kl is not None else RLHFConfig.init_kl_coef)
+    run_settings, config = settings_from_args(args)
+    prompt_seed = spawn_seeds(run_settings.seed, 2)[1]
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     reward = load_reward(args.reward)
     prompts = read_prompts(args.prompts)
@@ -108,15 +91,22 @@ def run(args):
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
     samples = SampleLog(os.path.join(args.out, "samples.jsonl"))
-    print(f"{config.algo}: {args.iterations} iterations of {config.batch_size} responses, "
-          f"{trainer.world.describe()}")
+    settings = {**setting_values(run_settings), **setting_values(config, skip=("seed",))}
+    if trainer.world.is_root:
+        write_config(os.path.join(args.out, CONFIG_NAME), settings)
+    run_log = RunLog(args.tensorboard if trainer.world.is_root else None, settings)
+    iterations = run_settings.iterations
+    print(f"{config.algo}: {iterations} iterations of {config.batch_size} responses, {trainer.world.describe()}")
     rows = []
-    for iteration in range(1, args.iterations + 1):
+    for iteration in range(1, iterations + 1):
         stats = trainer.iteration([prompts[i] for i in rng.integers(0, len(prompts), config.prompts_per_iteration)])
         rows.append({"iteration": iteration, **stats})
-        print(progress_line(iteration, args.iterations, stats))
-        if args.samples_every and iteration % args.samples_every == 0 and trainer.world.is_root:
+        print(progress_line(iteration, iterations, stats))
+        run_log.scalars(iteration, stats)
+        if run_settings.samples_every and iteration % run_settings.samples_every == 0 and trainer.world.is_root:
             samples.add(iteration, trainer.last_samples)  # rank 0's share of the responses
+            run_log.text("samples", iteration, samples_markdown(trainer.last_samples))
+    run_log.close()
     if not trainer.world.is_root:  # the other ranks hold the same policy and figures
         return
     write_csv(rows, os.path.join(args.out, "rlhf_log.csv"))

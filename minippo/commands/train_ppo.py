@@ -13,14 +13,23 @@ Training runs with one BLAS thread (``PPOConfig.blas_threads``): tiny networks o
 thread synchronisation, several times over on a busy machine.
 """
 import csv
+import math
 import os
-from dataclasses import replace
 
 from minippo.atomic import atomic_write
-from minippo.commands import check_output_path, integer_option
+from minippo.commands import check_output_path
+from minippo.commands.options import (
+    add_config_option,
+    add_setting_options,
+    apply_settings,
+    chosen_settings,
+    setting_values,
+    write_config,
+)
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
-from minippo.rl.ppo_config import CONTROL_ALGORITHMS, PRESETS, preset_for
+from minippo.rl.ppo_config import PRESETS, PPOConfig, choose_preset
+from minippo.run_log import RunLog, add_tensorboard_option
 
 EPISODE_COLUMNS = ("global_step", "episode_return", "episode_length")
 
@@ -30,32 +39,51 @@ def register(subparsers):
         "train-ppo",
         help="train PPO or REINFORCE on CartPole-v1, Pendulum-v1 or a gymnasium environment",
         description="Train an MLP actor-critic with PPO (CleanRL's algorithm) or REINFORCE. Settings come "
-        "from a preset (default: the environment's own, e.g. cartpole-fast); the options below override it.",
+        "from a preset (default: the environment's own, e.g. cartpole-fast; without one, the discrete or "
+        "continuous recipe by the action space), then from --config, then from the options given. The "
+        "defaults shown are the discrete recipe's (CleanRL's ppo.py). The settings run with are written as "
+        "<name>.config.json beside --save (else --log-csv).",
     )
-    parser.add_argument("--env", default="CartPole-v1",
-                        help="environment id: CartPole-v1, Pendulum-v1 or gymnasium:<id> (default: CartPole-v1)")
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="hyper-parameter preset (default: cartpole-fast for CartPole-v1, pendulum for "
-                        "Pendulum-v1, CleanRL's CartPole defaults otherwise)")
-    parser.add_argument("--algo", choices=CONTROL_ALGORITHMS, help="algorithm (default: the preset's)")
-    parser.add_argument("--num-envs", type=integer_option(1), help="parallel environments (default: the preset's)")
-    parser.add_argument("--total-steps", type=integer_option(1),
-                        help="environment steps in total (default: the preset's)")
-    parser.add_argument("--learning-rate", "--lr", type=float, help="initial learning rate (default: the preset's)")
-    parser.add_argument("--seed", type=integer_option(0),
-                        help="seed of the environments, the networks and the sampling (default: the preset's, 1)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                        help=f"hyper-parameter preset, one of {', '.join(sorted(PRESETS))} (default: the "
+                        "environment's, e.g. cartpole-fast for CartPole-v1; see docs/ppo.md); with no --env, the "
+                        "preset's environment")
+    add_config_option(parser)
+    add_setting_options(parser, PPOConfig(), aliases={"env_id": ["--env"], "learning_rate": ["--lr"]})
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
     parser.add_argument("--plot", metavar="PATH",
                         help="learning-curve PNG (default: next to --log-csv; needs matplotlib)")
     parser.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end")
+    add_tensorboard_option(parser)
     parser.set_defaults(func=run)
 
 
 def config_from_args(args):
-    """The preset chosen by ``--env``/``--preset`` with the command-line overrides applied."""
-    overrides = {"algo": args.algo, "num_envs": args.num_envs, "total_steps": args.total_steps,
-                 "learning_rate": args.learning_rate, "seed": args.seed}
-    return replace(preset_for(args.env, args.preset), **{k: v for k, v in overrides.items() if v is not None})
+    """``(chosen, config)``: the preset (or recipe) chosen by ``--env``/``--preset``, then the ``--config``
+    file, then the options given; ``chosen`` names the preset or recipe."""
+    settings = chosen_settings(args)
+    chosen, preset = choose_preset(settings.get("env_id"), args.preset)
+    return chosen, apply_settings(preset, settings)
+
+
+def config_file_path(args):
+    """``<name>.config.json`` beside ``--save``, else beside ``--log-csv``; None without either."""
+    output = args.save or args.log_csv
+    return None if output is None else os.path.splitext(output)[0] + ".config.json"
+
+
+def steps_line(config):
+    """What the run trains, and how --total-steps was rounded down to whole rollouts."""
+    steps = config.num_updates * config.batch_size
+    rounded = "" if steps == config.total_steps else \
+        f" (--total-steps {config.total_steps:,} is {config.num_updates} updates of {config.batch_size} = " \
+        f"{steps:,} steps)"
+    return f"{config.num_updates} updates of {config.num_envs} envs x {config.num_steps} steps{rounded}"
+
+
+def shown_return(value):
+    """A mean return for the progress line: a dash until an episode has ended."""
+    return f"{value:8.1f}" if math.isfinite(value) else f"{'–':>8s}"
 
 
 def write_episodes_csv(path, episodes):
@@ -97,24 +125,33 @@ def plot_learning_curve(path, episodes, title):
 
 
 def run(args):
-    config = config_from_args(args)
+    chosen, config = config_from_args(args)
     plot_path = args.plot or (os.path.splitext(args.log_csv)[0] + ".png" if args.log_csv else None)
+    config_path = config_file_path(args)
     for path, option in [(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")]:
         if path:
             check_output_path(path, option)
     trainer = Trainer(config)
-    print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
-          f"{config.num_steps} steps, seed {config.seed}, {trainer.world.describe()}")
+    print(f"{config.algo} on {config.env_id} ({chosen}): {steps_line(config)}, seed {config.seed}, "
+          f"{trainer.world.describe()}")
+    settings = setting_values(config)
+    if config_path and trainer.world.is_root:
+        print(f"settings: {write_config(config_path, settings)}")
+    run_log = RunLog(args.tensorboard if trainer.world.is_root else None, settings)
 
     def progress(trainer, stats):
         eta = stats["time"] / stats["update"] * (config.num_updates - stats["update"])
         print(f"update {stats['update']:4d}/{config.num_updates}  step {stats['global_step']:9,}  "
-              f"SPS {stats['sps']:7,.0f}  return {stats['recent_return']:8.1f}  ETA {format_duration(eta)}",
-              flush=True)
+              f"SPS {stats['sps']:7,.0f}  return {shown_return(stats['recent_return'])}  "
+              f"ETA {format_duration(eta)}", flush=True)
+        run_log.scalars(stats["global_step"], stats)
 
     history = trainer.train(progress)
+    for step, episode_return, length in history.episodes:
+        run_log.scalars(step, {"episode_return": episode_return, "episode_length": length})
+    run_log.close()
     print(f"done: {trainer.global_step:,} steps in {format_duration(history.updates[-1]['time'])}, "
-          f"mean return of the last {RECENT_EPISODES} episodes {history.recent_return():.1f}")
+          f"mean return of the last {RECENT_EPISODES} episodes {shown_return(history.recent_return()).strip()}")
     if args.save:
         trainer.save(args.save)
         print(f"wrote {args.save}")
