@@ -76,15 +76,15 @@ def option_type(spec, dest):
 
 def setting_fields(defaults, skip=(), prefix=""):
     """``(dest, field, value)`` of each setting of the dataclass instance ``defaults`` (nested configs
-    flattened with their name as prefix), leaving out the names in ``skip``."""
+    flattened with their name as prefix: ``pretrain_steps``), leaving out the dests in ``skip``."""
     for spec in fields(defaults):
-        if spec.name in skip or "help" not in spec.metadata:
+        dest, value = prefix + spec.name, getattr(defaults, spec.name)
+        if dest in skip or "help" not in spec.metadata:
             continue
-        value = getattr(defaults, spec.name)
         if is_dataclass(value):
-            yield from setting_fields(value, prefix=f"{prefix}{spec.name}_")
+            yield from setting_fields(value, skip, prefix=f"{dest}_")
         else:
-            yield prefix + spec.name, spec, value
+            yield dest, spec, value
 
 
 def add_setting_options(parser, defaults, *, skip=(), aliases=None):
@@ -152,18 +152,25 @@ def chosen_settings(args):
 
 
 def apply_settings(config, chosen, skip=(), prefix=""):
-    """``config`` with the values in ``chosen`` of its settings (by dest, nested configs too); a value that
-    fails its field's check raises naming the field."""
+    """``config`` with the values in ``chosen`` of its settings (by dest, nested configs too) but those in
+    ``skip``; a value that fails its field's check raises naming the field."""
     changes = {}
     for spec in fields(config):
         value, dest = getattr(config, spec.name), prefix + spec.name
-        if spec.name in skip:
+        if dest in skip:
             continue
         if is_dataclass(value):
-            changes[spec.name] = apply_settings(value, chosen, prefix=f"{dest}_")
+            changes[spec.name] = apply_settings(value, chosen, skip, prefix=f"{dest}_")
         elif dest in chosen:
             changes[spec.name] = chosen[dest]
     return replace(config, **changes)
+
+
+def follow_learning_rate(chosen, defaults):
+    """``chosen`` where ``min_learning_rate``, when not chosen, is the smaller of the learning rate and the
+    default minimum of ``defaults`` (a cosine schedule's end must not exceed its peak)."""
+    learning_rate = chosen.get("learning_rate", defaults.learning_rate)
+    return {"min_learning_rate": min(learning_rate, defaults.min_learning_rate), **chosen}
 
 
 def setting_values(config, skip=()):

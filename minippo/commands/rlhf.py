@@ -5,16 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minippo.checks import integer, setting
+from minippo.commands import options
 from minippo.commands.models import load_policy_and_tokenizer, load_reward
-from minippo.commands.options import (
-    CONFIG_NAME,
-    add_config_option,
-    add_setting_options,
-    apply_settings,
-    chosen_settings,
-    setting_values,
-    write_config,
-)
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.rlhf.diagnostics import SampleLog, progress_line, write_csv
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
@@ -60,9 +52,9 @@ def register(subparsers):
                         help="reward-model checkpoint (.npz), Hugging Face reward-model directory, or rule spec")
     parser.add_argument("--prompts", help="prompt file, one per line, used verbatim (default: shipped prompts)")
     parser.add_argument("--out", default="runs/rlhf", help="output directory (default: runs/rlhf)")
-    add_config_option(parser)
-    add_setting_options(parser, RLHFRun())
-    add_setting_options(parser, RLHFConfig(), skip=("seed",), aliases={"learning_rate": ["--lr"]})
+    options.add_config_option(parser)
+    options.add_setting_options(parser, RLHFRun())
+    options.add_setting_options(parser, RLHFConfig(), skip=("seed",), aliases={"learning_rate": ["--lr"]})
     parser.add_argument("--fixed-kl", type=float, metavar="BETA",
                         help="a fixed β instead of adaptive KL: --init-kl-coef BETA --kl-target none (grpo: β of "
                         "the KL term in the loss; 0: no reference model)")
@@ -73,12 +65,12 @@ def register(subparsers):
 def settings_from_args(args):
     """``(run, config)``: the defaults, then the ``--config`` file, then the options given (``--fixed-kl`` as
     the two settings it stands for); the trainer's seed is derived from the run's."""
-    chosen = chosen_settings(args)
+    chosen = options.chosen_settings(args)
     if args.fixed_kl is not None:
         chosen.update(init_kl_coef=args.fixed_kl, kl_target=None)
-    run_settings = apply_settings(RLHFRun(), chosen)
+    run_settings = options.apply_settings(RLHFRun(), chosen)
     rlhf_seed = spawn_seeds(run_settings.seed, 2)[0]  # sampling in the trainer; the prompts' stream is the other
-    return run_settings, apply_settings(RLHFConfig(seed=rlhf_seed), chosen, skip=("seed",))
+    return run_settings, options.apply_settings(RLHFConfig(seed=rlhf_seed), chosen, skip=("seed",))
 
 
 def run(args):
@@ -91,9 +83,9 @@ def run(args):
     rng = np.random.default_rng(prompt_seed)  # the same prompts on every rank; each takes its share
     os.makedirs(args.out, exist_ok=True)
     samples = SampleLog(os.path.join(args.out, "samples.jsonl"))
-    settings = {**setting_values(run_settings), **setting_values(config, skip=("seed",))}
+    settings = {**options.setting_values(run_settings), **options.setting_values(config, skip=("seed",))}
     if trainer.world.is_root:
-        write_config(os.path.join(args.out, CONFIG_NAME), settings)
+        options.write_config(os.path.join(args.out, options.CONFIG_NAME), settings)
     run_log = RunLog(args.tensorboard if trainer.world.is_root else None, settings)
     iterations = run_settings.iterations
     print(f"{config.algo}: {iterations} iterations of {config.batch_size} responses, {trainer.world.describe()}")

@@ -17,15 +17,7 @@ import math
 import os
 
 from minippo.atomic import atomic_write
-from minippo.commands import check_output_path
-from minippo.commands.options import (
-    add_config_option,
-    add_setting_options,
-    apply_settings,
-    chosen_settings,
-    setting_values,
-    write_config,
-)
+from minippo.commands import check_output_path, options
 from minippo.pretrain import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
 from minippo.rl.ppo_config import PRESETS, PPOConfig, choose_preset
@@ -48,8 +40,8 @@ def register(subparsers):
                         help=f"hyper-parameter preset, one of {', '.join(sorted(PRESETS))} (default: the "
                         "environment's, e.g. cartpole-fast for CartPole-v1; see docs/ppo.md); with no --env, the "
                         "preset's environment")
-    add_config_option(parser)
-    add_setting_options(parser, PPOConfig(), aliases={"env_id": ["--env"], "learning_rate": ["--lr"]})
+    options.add_config_option(parser)
+    options.add_setting_options(parser, PPOConfig(), aliases={"env_id": ["--env"], "learning_rate": ["--lr"]})
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
     parser.add_argument("--plot", metavar="PATH",
                         help="learning-curve PNG (default: next to --log-csv; needs matplotlib)")
@@ -61,9 +53,9 @@ def register(subparsers):
 def config_from_args(args):
     """``(chosen, config)``: the preset (or recipe) chosen by ``--env``/``--preset``, then the ``--config``
     file, then the options given; ``chosen`` names the preset or recipe."""
-    settings = chosen_settings(args)
+    settings = options.chosen_settings(args)
     chosen, preset = choose_preset(settings.get("env_id"), args.preset)
-    return chosen, apply_settings(preset, settings)
+    return chosen, options.apply_settings(preset, settings)
 
 
 def config_file_path(args):
@@ -134,9 +126,9 @@ def run(args):
     trainer = Trainer(config)
     print(f"{config.algo} on {config.env_id} ({chosen}): {steps_line(config)}, seed {config.seed}, "
           f"{trainer.world.describe()}")
-    settings = setting_values(config)
+    settings = options.setting_values(config)
     if config_path and trainer.world.is_root:
-        print(f"settings: {write_config(config_path, settings)}")
+        print(f"settings: {options.write_config(config_path, settings)}")
     run_log = RunLog(args.tensorboard if trainer.world.is_root else None, settings)
 
     def progress(trainer, stats):
