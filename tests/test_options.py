@@ -193,3 +193,40 @@ def test_without_tensorboard_the_run_log_does_nothing_and_imports_nothing():
     import subprocess  # importing the command line does not import tensorboardX
     code = "import sys, minippo.cli, minippo.run_log; print('tensorboardX' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_pretrain_and_rlhf_write_config_json_and_tensorboard(tmp_path, capsys):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    pytest.importorskip("tensorboardX")
+
+    def events(directory):
+        accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={"scalars": 0, "tensors": 0})
+        accumulator.Reload()
+        return accumulator
+
+    pretrained = tmp_path / "pretrain"
+    assert main(["pretrain", "--out", str(pretrained), "--steps", "6", "--batch-size", "4", "--n-layer", "1",
+                 "--n-embd", "16", "--n-head", "2", "--block-size", "48", "--samples", "0",
+                 "--tensorboard", str(tmp_path / "tb_pretrain")]) == 0
+    assert [event.step for event in events(tmp_path / "tb_pretrain").Scalars("losses/loss")] == list(range(1, 7))
+    assert json.loads((pretrained / "config.json").read_text())["n_embd"] == 16
+
+    out = tmp_path / "rlhf"
+    assert main(["rlhf", "--policy", str(pretrained / "model.npz"), "--reward", "length:5", "--iterations", "2",
+                 "--batch-size", "4", "--minibatch-size", "2", "--max-new-tokens", "4", "--samples-every", "2",
+                 "--out", str(out), "--tensorboard", str(tmp_path / "tb_rlhf")]) == 0
+    logged = events(tmp_path / "tb_rlhf")
+    assert {"objective/scores", "objective/kl", "objective/beta", "policy/entropy"} <= set(logged.Tags()["scalars"])
+    assert [event.step for event in logged.Scalars("objective/kl")] == [1, 2]
+    assert "| prompt | response | reward |" in logged.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    first_log = (out / "rlhf_log.csv").read_text()
+    again = tmp_path / "again"
+    assert main(["rlhf", "--policy", str(pretrained / "model.npz"), "--reward", "length:5", "--out", str(again),
+                 "--config", str(out / "config.json")]) == 0
+    capsys.readouterr()
+    assert (again / "config.json").read_text() == (out / "config.json").read_text()
+    numbers = [[cell for key, cell in zip(first_log.splitlines()[0].split(","), line.split(",")) if "time" not in key]
+               for line in first_log.splitlines()]
+    again_log = (again / "rlhf_log.csv").read_text()
+    assert numbers == [[cell for key, cell in zip(again_log.splitlines()[0].split(","), line.split(","))
+                        if "time" not in key] for line in again_log.splitlines()]

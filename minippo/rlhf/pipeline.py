@@ -88,8 +88,9 @@ def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, s
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
 
 
-def run_demo(config=None, out_dir="runs/demo", log=print):
-    """Run every stage and return the summary dict (also written to ``out_dir/summary.json``)."""
+def run_demo(config=None, out_dir="runs/demo", log=print, run_log=None):
+    """Run every stage and return the summary dict (also written to ``out_dir/summary.json``); each PPO
+    iteration's statistics also go to ``run_log`` (a :class:`minippo.run_log.RunLog`) if given."""
     config = config or DemoConfig()
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
@@ -135,6 +136,8 @@ def run_demo(config=None, out_dir="runs/demo", log=print):
         stats = trainer.iteration(prompts)
         rows.append({"iteration": iteration, "kl_target": config.rlhf.kl_target, **stats})
         log(progress_line(iteration, config.iterations, stats))
+        if run_log is not None:
+            run_log.scalars(iteration, stats)
 
     log("== 4/4 evaluating on held-out prompts ==")
     after = evaluate_on_prompts(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
