@@ -1,5 +1,6 @@
 """Generated command-line options, --config files, config.json, recipes by action space, and TensorBoard."""
 import argparse
+import csv
 import json
 from dataclasses import fields
 
@@ -20,6 +21,27 @@ def parse_ppo(argv):
     parser = argparse.ArgumentParser()
     train_ppo_command.register(parser.add_subparsers())
     return parser.parse_args(["train-ppo", *argv])
+
+
+def read_events(directory):
+    """TensorBoard's own reader over ``directory`` (skips the test without tensorboard and tensorboardX)."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    pytest.importorskip("tensorboardX")
+    accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def logged_text(events, tag):
+    """The first text logged under ``tag``."""
+    return events.Tensors(f"{tag}/text_summary")[0].tensor_proto.string_val[0].decode()
+
+
+def without_times(path):
+    """The rows of a CSV log without its timing columns (all that a repeated run changes)."""
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [{key: value for key, value in row.items() if not key.startswith("time")} for row in rows]
 
 
 def usage_error(argv, capsys):
@@ -150,13 +172,11 @@ def test_progress_shows_a_dash_until_an_episode_ends(capsys):
 
 
 def test_tensorboard_events_read_back_by_tensorboard(tmp_path):
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    pytest.importorskip("tensorboardX")
+    read_events(tmp_path)  # skips without tensorboard
     out = tmp_path / "tb"
     assert main(["train-ppo", "--num-envs", "2", "--num-steps", "64", "--total-steps", "256", "--hidden-sizes", "8",
                  "--tensorboard", str(out)]) == 0
-    events = event_accumulator.EventAccumulator(str(out), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
+    events = read_events(out)
     scalars = events.Tags()["scalars"]
     for name in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
                  "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
@@ -165,24 +185,20 @@ def test_tensorboard_events_read_back_by_tensorboard(tmp_path):
     assert [event.step for event in events.Scalars("losses/policy_loss")] == [128, 256]
     lengths = events.Scalars("charts/episodic_length")
     assert lengths and all(event.value >= 1 for event in lengths)
-    config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert '"hidden_sizes": [\n    8\n  ]' in config_text
+    assert '"hidden_sizes": [\n    8\n  ]' in logged_text(events, "config")
 
 
 def test_run_log_maps_rlhf_names_and_writes_samples(tmp_path):
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    pytest.importorskip("tensorboardX")
+    read_events(tmp_path)  # skips without tensorboard
     from minippo.run_log import samples_markdown
     log = RunLog(str(tmp_path), {"algo": "ppo"})
     log.scalars(1, {"reward/mean": 0.5, "objective/kl_k1": np.float32(2.0), "policy/entropy": 1.0, "iteration": 1})
     log.text("samples", 1, samples_markdown([{"prompt": "Q: a|b A:", "response": "yes", "reward": 1.0}]))
     log.close()
-    events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
+    events = read_events(tmp_path)
     assert sorted(events.Tags()["scalars"]) == ["objective/kl", "objective/scores", "policy/entropy"]
     assert METRIC_NAMES["reward/mean"] == "objective/scores"
-    text = events.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert "| Q: a\\|b A: | yes | +1.000 |" in text
+    assert "| Q: a\\|b A: | yes | +1.000 |" in logged_text(events, "samples")
 
 
 def test_without_tensorboard_the_run_log_does_nothing_and_imports_nothing():
@@ -196,37 +212,24 @@ def test_without_tensorboard_the_run_log_does_nothing_and_imports_nothing():
 
 
 def test_pretrain_and_rlhf_write_config_json_and_tensorboard(tmp_path, capsys):
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    pytest.importorskip("tensorboardX")
-
-    def events(directory):
-        accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={"scalars": 0, "tensors": 0})
-        accumulator.Reload()
-        return accumulator
-
+    read_events(tmp_path)  # skips without tensorboard
     pretrained = tmp_path / "pretrain"
     assert main(["pretrain", "--out", str(pretrained), "--steps", "6", "--batch-size", "4", "--n-layer", "1",
                  "--n-embd", "16", "--n-head", "2", "--block-size", "48", "--samples", "0",
                  "--tensorboard", str(tmp_path / "tb_pretrain")]) == 0
-    assert [event.step for event in events(tmp_path / "tb_pretrain").Scalars("losses/loss")] == list(range(1, 7))
+    assert [event.step for event in read_events(tmp_path / "tb_pretrain").Scalars("losses/loss")] == list(range(1, 7))
     assert json.loads((pretrained / "config.json").read_text())["n_embd"] == 16
 
-    out = tmp_path / "rlhf"
+    out, again = tmp_path / "rlhf", tmp_path / "again"
     assert main(["rlhf", "--policy", str(pretrained / "model.npz"), "--reward", "length:5", "--iterations", "2",
                  "--batch-size", "4", "--minibatch-size", "2", "--max-new-tokens", "4", "--samples-every", "2",
                  "--out", str(out), "--tensorboard", str(tmp_path / "tb_rlhf")]) == 0
-    logged = events(tmp_path / "tb_rlhf")
+    logged = read_events(tmp_path / "tb_rlhf")
     assert {"objective/scores", "objective/kl", "objective/beta", "policy/entropy"} <= set(logged.Tags()["scalars"])
     assert [event.step for event in logged.Scalars("objective/kl")] == [1, 2]
-    assert "| prompt | response | reward |" in logged.Tensors("samples/text_summary")[0].tensor_proto.string_val[0].decode()
-    first_log = (out / "rlhf_log.csv").read_text()
-    again = tmp_path / "again"
+    assert "| prompt | response | reward |" in logged_text(logged, "samples")
     assert main(["rlhf", "--policy", str(pretrained / "model.npz"), "--reward", "length:5", "--out", str(again),
-                 "--config", str(out / "config.json")]) == 0
+                 "--config", str(out / "config.json")]) == 0  # the same run again, from its config.json
     capsys.readouterr()
     assert (again / "config.json").read_text() == (out / "config.json").read_text()
-    numbers = [[cell for key, cell in zip(first_log.splitlines()[0].split(","), line.split(",")) if "time" not in key]
-               for line in first_log.splitlines()]
-    again_log = (again / "rlhf_log.csv").read_text()
-    assert numbers == [[cell for key, cell in zip(again_log.splitlines()[0].split(","), line.split(","))
-                        if "time" not in key] for line in again_log.splitlines()]
+    assert without_times(again / "rlhf_log.csv") == without_times(out / "rlhf_log.csv")
