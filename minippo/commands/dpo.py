@@ -2,7 +2,7 @@
 import os
 from dataclasses import asdict, dataclass
 
-from minippo.checks import integer, number_rule, setting
+from minippo.checks import integer, open_fraction, setting
 from minippo.commands import options, preference_split
 from minippo.commands.models import load_policy_and_tokenizer
 from minippo.nn.checkpoint import save_checkpoint
@@ -18,7 +18,7 @@ class DPORun:
 
     seed: int = setting(0, "seed of the run: the held-out split and the batch order derive from it", integer(0))
     test_fraction: float = setting(0.15, "held-out fraction of --data's pairs",
-                                   number_rule("in (0, 1)", lambda number: 0 < number < 1))
+                                   open_fraction)
 
 
 def register(subparsers):

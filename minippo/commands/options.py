@@ -187,6 +187,7 @@ def write_config(path, *values):
     return path
 
 
-def config_path_beside(path):
-    """Where ``config.json`` goes for an output file ``path``: in the same directory."""
-    return os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_NAME)
+def config_beside(path):
+    """Where the settings of a run whose output is the file ``path`` go: ``runs/x.npz`` ->
+    ``runs/x.config.json`` (named after the run, so that runs sharing a directory keep their own)."""
+    return os.path.splitext(path)[0] + ".config.json"

@@ -58,12 +58,6 @@ def config_from_args(args):
     return chosen, options.apply_settings(preset, settings)
 
 
-def config_file_path(args):
-    """``<name>.config.json`` beside ``--save``, else beside ``--log-csv``; None without either."""
-    output = args.save or args.log_csv
-    return None if output is None else os.path.splitext(output)[0] + ".config.json"
-
-
 def steps_line(config):
     """What the run trains, and how --total-steps was rounded down to whole rollouts."""
     steps = config.num_updates * config.batch_size
@@ -119,7 +113,8 @@ def plot_learning_curve(path, episodes, title):
 def run(args):
     chosen, config = config_from_args(args)
     plot_path = args.plot or (os.path.splitext(args.log_csv)[0] + ".png" if args.log_csv else None)
-    config_path = config_file_path(args)
+    output = args.save or args.log_csv
+    config_path = options.config_beside(output) if output else None
     for path, option in [(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")]:
         if path:
             check_output_path(path, option)
