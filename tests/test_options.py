@@ -102,6 +102,8 @@ def test_preset_then_config_file_then_options(tmp_path):
     ('{"num_env": 8}', "unknown setting 'num_env'"),
     ("[1, 2]", "expected a table of settings, got list"),
     ("{not json", "not valid JSON"),
+    ('{"num_envs": "8"}', "num_envs must be an integer >= 1, got str '8'"),
+    ('{"gamma": 2}', "gamma must be in [0, 1], got 2"),
 ])
 def test_a_bad_config_file_is_an_error_naming_the_file(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"

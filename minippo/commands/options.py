@@ -24,8 +24,8 @@ import json
 import os
 from dataclasses import fields, is_dataclass, replace
 
+from minippo import checks
 from minippo.atomic import atomic_write
-from minippo.checks import some_names, text
 
 CONFIG_NAME = "config.json"  # the effective settings, beside a run's outputs
 
@@ -87,23 +87,31 @@ def setting_fields(defaults, skip=(), prefix=""):
             yield dest, spec, value
 
 
+def parsing(spec, dest):
+    """``(how, rule)``: the ``add_argument`` keywords that read a field's option, and its rule for the help
+    (empty where the choices or the on/off switch already say it)."""
+    check = spec.metadata.get("check")
+    if spec.type is bool:
+        return {"action": argparse.BooleanOptionalAction}, ""
+    if hasattr(check, "choices"):
+        return {"choices": check.choices}, ""
+    rule = "" if check in (None, checks.text) else f"; {check.rule}"
+    return {"type": option_type(spec, dest), "metavar": METAVARS.get(spec.type, "TEXT")}, rule
+
+
 def add_setting_options(parser, defaults, *, skip=(), aliases=None):
-    """One option per setting of ``defaults`` (a config dataclass instance) except those in ``skip``;
-    ``aliases`` maps a field name to extra spellings (``{"learning_rate": ["--lr"]}``)."""
+    """One option per setting of ``defaults`` (a config dataclass instance) except the dests in ``skip``;
+    ``aliases`` maps a dest to extra spellings (``{"learning_rate": ["--lr"]}``).  The parser keeps each
+    dest's check (``setting_checks``) for :func:`chosen_settings`."""
     aliases = aliases or {}
-    dests = parser.get_default("setting_dests") or []
+    setting_checks = parser.get_default("setting_checks") or {}
     for dest, spec, value in setting_fields(defaults, skip):
-        check = spec.metadata.get("check")
-        how = {"choices": check.choices} if hasattr(check, "choices") else \
-            {"type": option_type(spec, dest), "metavar": METAVARS.get(spec.type, "TEXT")}
-        rule = f"; {check.rule}" if "type" in how and check not in (None, text) else ""
-        if spec.type is bool:
-            how = {"action": argparse.BooleanOptionalAction}
+        how, rule = parsing(spec, dest)
         help_text = f"{spec.metadata['help']} (default: {shown(value)}{rule})".replace("%", "%%")
         parser.add_argument(option_name(dest), *aliases.get(dest, ()), dest=dest, default=argparse.SUPPRESS,
                             help=help_text, **how)
-        dests.append(dest)
-    parser.set_defaults(setting_dests=dests)
+        setting_checks[dest] = spec.metadata.get("check")
+    parser.set_defaults(setting_checks=setting_checks)
 
 
 def add_config_option(parser):
@@ -135,19 +143,24 @@ def read_config_file(path, known):
         raise ValueError(f"{path}: expected a table of settings, got {type(values).__name__}")
     unknown = [key for key in values if key not in known]
     if unknown:
-        raise ValueError(f"{path}: unknown setting {unknown[0]!r}; the settings are {some_names(sorted(known), 8)}")
+        raise ValueError(f"{path}: unknown setting {unknown[0]!r}; the settings are "
+                         f"{checks.some_names(sorted(known), 8)}")
     return values
 
 
 def chosen_settings(args):
-    """``{dest: value}`` of the settings chosen for this run: the ``--config`` file's, then the options given
-    (lists from a file become tuples, as the options give them)."""
-    dests = args.setting_dests
+    """``{dest: value}`` of the settings chosen for this run: the ``--config`` file's (each checked by its
+    field's check; lists become tuples, as the options give them), then the options given."""
     chosen = {}
     if getattr(args, "config", None):
-        chosen = {key: tuple(value) if isinstance(value, list) else value
-                  for key, value in read_config_file(args.config, dests).items()}
-    chosen.update({dest: getattr(args, dest) for dest in dests if hasattr(args, dest)})
+        for key, value in read_config_file(args.config, args.setting_checks).items():
+            value = tuple(value) if isinstance(value, list) else value
+            check = args.setting_checks[key]
+            try:
+                chosen[key] = value if check is None else check(value, key)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{args.config}: {error}") from None
+    chosen.update({dest: getattr(args, dest) for dest in args.setting_checks if hasattr(args, dest)})
     return chosen
 
 
