@@ -2,7 +2,11 @@
 
     minippo train-ppo --env CartPole-v1 --log-csv runs/cartpole.csv --save runs/cartpole.npz
 
-One progress line per update (steps, steps/s, mean return of the last 20 episodes, ETA).
+Every ``PPOConfig`` field is an option (``minippo.commands.options``); the settings come from the preset
+(or the recipe of the action space), then ``--config FILE``, then the options given, and are written as
+``<name>.config.json`` beside ``--save`` (else ``--log-csv``).  One progress line per update (steps,
+steps/s, mean return of the last 20 episodes -- a dash until one has ended --, ETA); ``--tensorboard DIR``
+also logs every figure under CleanRL's names (``minippo.run_log``).
 ``--log-csv`` writes one row per finished episode, ``global_step,episode_return,episode_length``,
 and, when matplotlib is installed, the learning curve as a PNG next to it (or at ``--plot``).
 ``--save`` writes a checkpoint that ``minippo evaluate --load`` reads.  After training the
