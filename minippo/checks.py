@@ -101,6 +101,7 @@ def number_rule(rule, accept):
 positive = number_rule("> 0", lambda number: number > 0)
 non_negative = number_rule(">= 0", lambda number: number >= 0)
 fraction = number_rule("in [0, 1]", lambda number: 0 <= number <= 1)
+open_fraction = number_rule("in (0, 1)", lambda number: 0 < number < 1)
 finite = number_rule("a finite number", lambda number: True)
 
 
@@ -117,6 +118,7 @@ def one_of(*choices):
     def check(value, name):
         return check_choice(value, name, choices)
     check.rule = f"one of {', '.join(map(str, choices))}"
+    check.choices = choices  # for generated command-line options
     return check
 
 

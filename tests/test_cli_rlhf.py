@@ -114,13 +114,27 @@ def test_counts_and_seeds_are_checked_when_the_options_are_parsed(argv, message,
 
 def test_bad_rl_settings_are_reported_before_any_work(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--kl-target", "0"]) == 2  # not after a minute of pretraining
+    with pytest.raises(SystemExit) as exit_info:  # not after a minute of pretraining
+        main(["demo", "--out", str(out), "--kl-target", "0"])
+    assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == "" and not out.exists()
-    assert captured.err == "minippo demo: error: kl_target must be > 0, got 0.0\n"
-    # The learning rate is refused before the (missing) policy is read:
-    assert main(["rlhf", "--policy", str(tmp_path / "missing.npz"), "--reward", "length:5", "--lr", "-1"]) == 2
-    assert capsys.readouterr().err == "minippo rlhf: error: learning_rate must be > 0, got -1.0\n"
+    assert captured.err.splitlines()[-1] == \
+        "minippo demo: error: argument --rlhf-kl-target/--kl-target: expected > 0, or None for off, got '0'"
+    # A cross-field rule is checked when the config is made, before any work:
+    assert main(["demo", "--out", str(out), "--rlhf-batch-size", "6"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    assert captured.err == "minippo demo: error: batch_size (6) must be a multiple of minibatch_size (16)\n"
+    # The learning rate is refused when the options are parsed, before the (missing) policy is read:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rlhf", "--policy", str(tmp_path / "missing.npz"), "--reward", "length:5", "--lr", "-1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "minippo rlhf: error: argument --learning-rate/--lr: expected > 0, got '-1'"
+    # A cross-field rule is checked when the config is made, before the policy is read:
+    assert main(["rlhf", "--policy", str(tmp_path / "missing.npz"), "--reward", "length:5", "--batch-size", "6"]) == 2
+    assert capsys.readouterr().err == "minippo rlhf: error: batch_size (6) must be a multiple of minibatch_size (16)\n"
 
 
 def test_reward_model_checks_its_output_path_before_training(policy_checkpoint, tmp_path, capsys):

@@ -19,7 +19,8 @@ def test_every_code_folder_is_a_package():
             assert (folder / "__init__.py").exists(), f"{folder} has modules but no __init__.py"
 
 
-OPTIONAL_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "gymnasium", "matplotlib", "mpi4py")
+OPTIONAL_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "gymnasium", "matplotlib", "mpi4py",
+                     "tensorboardX", "tensorboard")
 WITHOUT_OPTIONAL_PACKAGES = f"""
 import importlib.abc, sys
 

@@ -589,7 +589,7 @@ def test_train_ppo_checks_output_paths_before_training(tmp_path, capsys, option,
 
 def test_a_missing_optional_dependency_is_a_one_line_cli_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gymnasium", None)  # `import gymnasium` now raises ImportError
-    assert main(["train-ppo", "--env", "gymnasium:Acrobot-v1", "--total-steps", "512"]) == 2
+    assert main(["train-ppo", "--env", "gymnasium:Taxi-v3", "--total-steps", "512"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("minippo train-ppo: error: this needs gymnasium") and error.count("\n") == 1
 

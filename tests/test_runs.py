@@ -114,7 +114,7 @@ def test_output_paths_are_checked_before_the_work(tmp_path, monkeypatch, capsys,
 def test_periodic_checkpoints_keep_the_latest(tmp_path, capsys):
     save = tmp_path / "run.npz"
     assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2", "--keep", "1"]) == 0
-    assert sorted(os.listdir(tmp_path)) == ["run.npz", "run.step4.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["run.config.json", "run.npz", "run.step4.npz"]
     assert load_checkpoint(tmp_path / "run.step4.npz")["extra"]["trainer"]["history"]["updates"][-1]["update"] == 4
     assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2"]) == 2  # an earlier run's
     assert "run.npz exists" in capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_periodic_checkpoints_keep_the_latest(tmp_path, capsys):
     assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2"]) == 2  # its periodic checkpoints count too
     assert "run.step4.npz exists" in capsys.readouterr().err
     assert main(PPO_ARGS + ["--save", str(save), "--save-every", "2", "--overwrite"]) == 0
-    assert sorted(os.listdir(tmp_path)) == ["run.npz", "run.step2.npz", "run.step4.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["run.config.json", "run.npz", "run.step2.npz", "run.step4.npz"]
     assert main(PPO_ARGS + ["--save-every", "2"]) == 2
     assert capsys.readouterr().err.endswith("--save-every needs --save PATH (the periodic checkpoints are written "
                                             "beside it)\n")
@@ -240,7 +240,9 @@ def test_a_full_disk_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch, 
     monkeypatch.setattr(atomic.os, "fsync", full)
     save = tmp_path / "run.npz"
     assert main(PPO_ARGS[:4] + ["256", "--save", str(save)]) == 1  # the OS failed, not the user
-    assert capsys.readouterr().err == f"minippo train-ppo: error: [Errno 28] No space left on device: {str(save)!r}\n"
+    written_first = tmp_path / "run.config.json"  # the settings, before any training
+    assert capsys.readouterr().err == \
+        f"minippo train-ppo: error: [Errno 28] No space left on device: {str(written_first)!r}\n"
     assert os.listdir(tmp_path) == []  # no temporary file left behind
 
 

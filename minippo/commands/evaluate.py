@@ -139,14 +139,15 @@ def add_rlhf_evaluation_options(parser):
                         help="evaluate greedy responses instead of sampled ones (seeded from --seed)")
 
 
-def rlhf_evaluation(args, trainer, template):
+def rlhf_evaluation(args, trainer, template, seed):
     """rlhf's :class:`PeriodicRLHFEvaluation` from the options (None without ``--eval-every``): raw held-out
-    prompts laid out with ``template``; the best policy goes to ``best.npz`` in ``--out``."""
+    prompts laid out with ``template``, sampled from a stream derived from the run's ``seed``; the best policy
+    goes to ``best.npz`` in ``--out``."""
     if not evaluation_requested(args):
         return None
     from minippo.commands.rlhf import read_prompts  # (rlhf imports this module)
     prompts = held_out_prompts(template) if args.eval_prompts is None else \
         [template.prompt_text(prompt) for prompt in read_prompts(args.eval_prompts)]
     return PeriodicRLHFEvaluation(trainer, args.eval_every, prompts, args.eval_metric, args.stop_at,
-                                  os.path.join(args.out, "best.npz"), spawn_seeds(args.seed, 3)[2],
+                                  os.path.join(args.out, "best.npz"), spawn_seeds(seed, 3)[2],
                                   args.eval_greedy, template=template)

@@ -3,10 +3,13 @@
 Ctrl-C or SIGTERM writes a resumable checkpoint to --out and prints the command that continues it
 (``--resume``, bit-identically; ``minippo.runs``).
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from minippo import runs
-from minippo.commands import integer_option, preference_split
+from minippo.checks import integer, open_fraction, optional, positive, setting
+from minippo.commands import options, preference_split
 from minippo.commands.models import (
     add_template_option,
     command_template,
@@ -25,6 +28,23 @@ from minippo.seeding import spawn_seeds
 from minippo.sizes import check_memory, gpt_sizes, longest_pair_tokens, pair_memory
 
 
+@dataclass
+class RewardModelRun:
+    """The settings of ``minippo reward-model``."""
+
+    steps: int = setting(150, "training steps", integer(1))
+    batch_size: int = setting(32, "preference pairs per step", integer(1))
+    learning_rate: float = setting(1e-3, "learning rate", positive)
+    test_fraction: float = setting(0.15, "fraction of the prompts of --data held out, with all their pairs",
+                                   open_fraction)
+    normalize_samples: int = setting(256, "responses sampled from the policy (the reference of later RL) to set the "
+                                     "scores' mean to 0 and std to 1; 0: no normalisation", integer(0))
+    max_new_tokens: int = setting(None, f"length limit of those responses (none: {RLHFConfig.max_new_tokens}, as "
+                                  "rlhf, or less if the shortest prompt leaves less room)", optional(integer(1)))
+    seed: int = setting(0, "seed of the run: the held-out split, the head and the batch order derive from it",
+                        integer(0))
+
+
 def register(subparsers):
     parser = subparsers.add_parser(
         "reward-model",
@@ -32,7 +52,8 @@ def register(subparsers):
         description="Train a reward model -log σ(r(chosen) - r(rejected)) whose trunk starts from a policy "
         "checkpoint. Pairs are JSONL lines {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}; a random "
         "--test-fraction of the prompts is held out, with all their pairs, to report preference accuracy. The "
-        "model is then normalised to mean 0, std 1 on responses the policy samples to the training prompts.",
+        "model is then normalised to mean 0, std 1 on responses the policy samples to the training prompts. "
+        "The settings run with are written beside --out as <name>.config.json, which --config reads back.",
     )
     parser.add_argument("--data", help="preference pairs, JSONL (default: the shipped pairs, with their test split)")
     parser.add_argument("--policy", required=True,
@@ -40,19 +61,9 @@ def register(subparsers):
                         "starts from")
     parser.add_argument("--out", default="runs/reward_model.npz",
                         help="output checkpoint (default: runs/reward_model.npz)")
-    parser.add_argument("--steps", type=integer_option(1), default=150, help="training steps (default: 150)")
-    parser.add_argument("--batch-size", type=integer_option(1), default=32, help="pairs per step (default: 32)")
-    parser.add_argument("--learning-rate", "--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    parser.add_argument("--test-fraction", type=float, default=0.15,
-                        help="fraction of the prompts of --data held out, with all their pairs (default: 0.15)")
+    options.add_config_option(parser)
+    options.add_setting_options(parser, RewardModelRun(), aliases={"learning_rate": ["--lr"]})
     add_template_option(parser)
-    parser.add_argument("--normalize-samples", type=integer_option(0), default=256, metavar="N",
-                        help="responses sampled from the policy (the reference of later RL) to set the scores' mean "
-                             "to 0 and std to 1; 0: no normalisation (default: 256)")
-    parser.add_argument("--max-new-tokens", type=integer_option(1), default=None,
-                        help=f"length limit of those responses (default: {RLHFConfig.max_new_tokens}, as rlhf, or less "
-                             "if the shortest prompt leaves less room in the context)")
-    parser.add_argument("--seed", type=integer_option(0), default=0, help="seed (default: 0)")
     runs.add_run_options(parser, periodic=False)
     parser.set_defaults(func=run)
 
@@ -73,33 +84,37 @@ def normalization_prompts(prompts, tokenizer, block_size, max_new_tokens):
 
 
 def run(args):
-    runs.check_outputs(args, files=[(args.out, "--out")])
-    split_seed, head_seed, order_seed, prompt_seed, sample_seed = spawn_seeds(args.seed, 5)
-    train, test = preference_split(args.data, args.test_fraction, split_seed)
+    config_path = options.config_beside(args.out)
+    runs.check_outputs(args, files=[(args.out, "--out"), (config_path, "--out")])
+    settings = options.apply_settings(RewardModelRun(), options.chosen_settings(args))
+    split_seed, head_seed, order_seed, prompt_seed, sample_seed = spawn_seeds(settings.seed, 5)
+    train, test = preference_split(args.data, settings.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     template = command_template(args.template, [(policy_template(args.policy), args.policy)])
-    check_memory(pair_memory, {"--batch-size": args.batch_size},
+    check_memory(pair_memory, {"--batch-size": settings.batch_size},
                  {"model": gpt_sizes(policy.config), "tokens": longest_pair_tokens(tokenizer, train), "reference": 0})
-    if args.normalize_samples:
+    if settings.normalize_samples:
         prompts = list(dict.fromkeys(template.prompt_text(pair["prompt"]) for pair in train))
         prompts, max_new_tokens = normalization_prompts(prompts, tokenizer, policy.config.block_size,
-                                                        args.max_new_tokens)
+                                                        settings.max_new_tokens)
     model = RewardModel.from_policy(policy, tokenizer, seed=head_seed, template=template)
-    print(f"training a reward model on {len(train):,} preference pairs for {args.steps} steps, {world().describe()}")
+    print(f"training a reward model on {len(train):,} preference pairs for {settings.steps} steps, "
+          f"{world().describe()}")
     with runs.Interrupt() as interrupt:
-        train_reward_model(model, train, steps=args.steps, batch_size=args.batch_size,
-                           learning_rate=args.learning_rate, seed=order_seed, stop=interrupt.stop_after(world()),
+        train_reward_model(model, train, steps=settings.steps, batch_size=settings.batch_size,
+                           learning_rate=settings.learning_rate, seed=order_seed, stop=interrupt.stop_after(world()),
                            checkpoint_path=args.out, resume_from=args.resume)
         if interrupt.stopped_at is None:  # (a Ctrl-C from here on waits for the checkpoint)
             print(f"held-out preference accuracy: {preference_accuracy(model, test):.3f} on {len(test)} pairs")
-            if args.normalize_samples:
-                chosen = np.random.default_rng(prompt_seed).integers(0, len(prompts), args.normalize_samples)
+            if settings.normalize_samples:
+                chosen = np.random.default_rng(prompt_seed).integers(0, len(prompts), settings.normalize_samples)
                 raw = normalize_under_policy(model, policy, tokenizer, [prompts[i] for i in chosen], max_new_tokens,
                                              RLHFConfig.temperature, sample_seed)
-                print(f"normalised on {args.normalize_samples} responses of {args.policy}: raw scores "
+                print(f"normalised on {settings.normalize_samples} responses of {args.policy}: raw scores "
                       f"{raw.mean():+.3f} ± {raw.std():.3f} become mean 0, std 1")
             if world().is_root:
                 model.save(args.out)
+                options.write_config(config_path, options.setting_values(settings))
     if interrupt.stopped_at is not None:
         return runs.interrupted(args, f"step {interrupt.stopped_at}", args.out)
     print(f"wrote {args.out}")

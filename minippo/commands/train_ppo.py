@@ -2,29 +2,34 @@
 
     minippo train-ppo --env CartPole-v1 --log-csv runs/cartpole.csv --save runs/cartpole.npz
 
-One progress line per update (steps, steps/s, mean return of the last 20 episodes, ETA).
+Every ``PPOConfig`` field is an option (``minippo.commands.options``); the settings come from the preset
+(or the recipe of the action space), then ``--config FILE``, then the options given, and are written as
+``<name>.config.json`` beside ``--save`` (else ``--log-csv``).  One progress line per update (steps,
+steps/s, mean return of the last 20 episodes -- a dash until one has ended --, ETA); ``--tensorboard DIR``
+also logs every figure under CleanRL's names (``minippo.run_log``).
 ``--log-csv`` writes one row per finished episode, ``global_step,episode_return,episode_length``,
 and, when matplotlib is installed, the learning curve as a PNG next to it (or at ``--plot``).
 ``--save`` writes a checkpoint that ``minippo evaluate --load`` reads and ``--resume`` continues
-(bit-identically); Ctrl-C or SIGTERM saves it and prints the command that resumes (``minippo.runs``).
-After training the checkpoint is written first, then the CSV, then the plot, so that a failing plot
-never loses the trained policy; every output path is checked before training starts, and an earlier
-run's outputs are only replaced with ``--overwrite``.
+(bit-identically); Ctrl-C or SIGTERM saves it and prints the command that resumes (``minippo.runs``);
+``--eval-every K`` evaluates on separate environments and keeps ``best.npz``.  After training the
+checkpoint is written first, then the CSV, then the plot, so that a failing plot never loses the
+trained policy; every output path is checked before training starts.
 
 Training runs with one BLAS thread (``PPOConfig.blas_threads``): tiny networks only lose time to
 thread synchronisation, several times over on a busy machine.
 """
 import csv
+import math
 import os
-from dataclasses import replace
 
 from minippo import envs, runs
 from minippo.atomic import atomic_write
-from minippo.commands import integer_option
+from minippo.commands import options
 from minippo.commands.evaluate import add_control_evaluation_options, periodic_evaluation
-from minippo.pretrain import format_duration
+from minippo.progress import format_duration
 from minippo.rl.ppo import RECENT_EPISODES, Trainer
-from minippo.rl.ppo_config import CONTROL_ALGORITHMS, PRESETS, preset_for
+from minippo.rl.ppo_config import PRESETS, PPOConfig, choose_preset
+from minippo.run_log import RunLog, add_tensorboard_option
 from minippo.sizes import check_memory, rollout_memory
 
 EPISODE_COLUMNS = ("global_step", "episode_return", "episode_length")
@@ -35,35 +40,48 @@ def register(subparsers):
         "train-ppo",
         help="train PPO or REINFORCE on CartPole-v1, Pendulum-v1 or a gymnasium environment",
         description="Train an MLP actor-critic with PPO (CleanRL's algorithm) or REINFORCE. Settings come "
-        "from a preset (default: the environment's own, e.g. cartpole-fast); the options below override it.",
+        "from a preset (default: the environment's own, e.g. cartpole-fast; without one, the discrete or "
+        "continuous recipe by the action space), then from --config, then from the options given. The "
+        "defaults shown are the discrete recipe's (CleanRL's ppo.py). The settings run with are written as "
+        "<name>.config.json beside --save (else --log-csv).",
     )
-    parser.add_argument("--env", default="CartPole-v1",
-                        help="environment id: CartPole-v1, Pendulum-v1 or gymnasium:<id> (default: CartPole-v1)")
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="hyper-parameter preset (default: cartpole-fast for CartPole-v1, pendulum for "
-                        "Pendulum-v1, CleanRL's CartPole defaults otherwise)")
-    parser.add_argument("--algo", choices=CONTROL_ALGORITHMS, help="algorithm (default: the preset's)")
-    parser.add_argument("--num-envs", type=integer_option(1), help="parallel environments (default: the preset's)")
-    parser.add_argument("--total-steps", type=integer_option(1),
-                        help="environment steps in total (default: the preset's)")
-    parser.add_argument("--learning-rate", "--lr", type=float, help="initial learning rate (default: the preset's)")
-    parser.add_argument("--seed", type=integer_option(0),
-                        help="seed of the environments, the networks and the sampling (default: the preset's, 1)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                        help=f"hyper-parameter preset, one of {', '.join(sorted(PRESETS))} (default: the "
+                        "environment's, e.g. cartpole-fast for CartPole-v1; see docs/ppo.md); with no --env, the "
+                        "preset's environment")
+    options.add_config_option(parser)
+    options.add_setting_options(parser, PPOConfig(), aliases={"env_id": ["--env"], "learning_rate": ["--lr"]})
     parser.add_argument("--log-csv", metavar="PATH", help="write one row per episode to this CSV file")
     parser.add_argument("--plot", metavar="PATH",
                         help="learning-curve PNG (default: next to --log-csv; needs matplotlib)")
     parser.add_argument("--save", metavar="PATH",
                         help="write a checkpoint (.npz) at the end and on Ctrl-C, which --resume continues")
+    add_tensorboard_option(parser)
     runs.add_run_options(parser)
     add_control_evaluation_options(parser)
     parser.set_defaults(func=run)
 
 
 def config_from_args(args):
-    """The preset chosen by ``--env``/``--preset`` with the command-line overrides applied."""
-    overrides = {"algo": args.algo, "num_envs": args.num_envs, "total_steps": args.total_steps,
-                 "learning_rate": args.learning_rate, "seed": args.seed}
-    return replace(preset_for(args.env, args.preset), **{k: v for k, v in overrides.items() if v is not None})
+    """``(chosen, config)``: the preset (or recipe) chosen by ``--env``/``--preset``, then the ``--config``
+    file, then the options given; ``chosen`` names the preset or recipe."""
+    settings = options.chosen_settings(args)
+    chosen, preset = choose_preset(settings.get("env_id"), args.preset)
+    return chosen, options.apply_settings(preset, settings)
+
+
+def steps_line(config):
+    """What the run trains, and how --total-steps was rounded down to whole rollouts."""
+    steps = config.num_updates * config.batch_size
+    rounded = "" if steps == config.total_steps else \
+        f" (--total-steps {config.total_steps:,} is {config.num_updates} updates of {config.batch_size} = " \
+        f"{steps:,} steps)"
+    return f"{config.num_updates} updates of {config.num_envs} envs x {config.num_steps} steps{rounded}"
+
+
+def shown_return(value):
+    """A mean return for the progress line: a dash until an episode has ended."""
+    return f"{value:8.1f}" if math.isfinite(value) else f"{'–':>8s}"
 
 
 def write_episodes_csv(path, episodes):
@@ -105,8 +123,10 @@ def plot_learning_curve(path, episodes, title):
 
 
 def run(args):
-    config = config_from_args(args)
+    chosen, config = config_from_args(args)
     plot_path = args.plot or (os.path.splitext(args.log_csv)[0] + ".png" if args.log_csv else None)
+    output = args.save or args.log_csv
+    config_path = options.config_beside(output) if output else None
     if args.save_every and not args.save:
         raise ValueError("--save-every needs --save PATH (the periodic checkpoints are written beside it)")
     runs.check_outputs(args, files=[(args.save, "--save"), (args.log_csv, "--log-csv"), (plot_path, "--plot")])
@@ -118,15 +138,20 @@ def run(args):
         print(f"resumed from {args.resume} at update {len(trainer.history.updates)}")
     start_update = len(trainer.history.updates)
     evaluation = periodic_evaluation(args, trainer)  # None without --eval-every
-    print(f"{config.algo} on {config.env_id}: {config.num_updates} updates of {config.num_envs} envs x "
-          f"{config.num_steps} steps, seed {config.seed}, {trainer.world.describe()}")
+    print(f"{config.algo} on {config.env_id} ({chosen}): {steps_line(config)}, seed {config.seed}, "
+          f"{trainer.world.describe()}")
+    settings = options.setting_values(config)
+    if config_path and trainer.world.is_root:
+        print(f"settings: {options.write_config(config_path, settings)}")
+    run_log = RunLog(args.tensorboard if trainer.world.is_root else None, settings)
 
     def progress(trainer, stats):
         eta = stats["time"] / (stats["update"] - start_update) * (config.num_updates - stats["update"])
         print(f"update {stats['update']:4d}/{config.num_updates}  step {stats['global_step']:9,}  "
-              f"SPS {stats['sps']:7,.0f}  return {stats['recent_return']:8.1f}  ETA {format_duration(eta)}",
-              flush=True)
+              f"SPS {stats['sps']:7,.0f}  return {shown_return(stats['recent_return'])}  "
+              f"ETA {format_duration(eta)}", flush=True)
         reached_target = evaluation is not None and evaluation(trainer, stats)  # adds eval/* to the stats
+        run_log.scalars(stats["global_step"], stats)
         runs.save_periodic(trainer.save, args.save, stats["update"], args.save_every, args.keep)
         return stop(stats["update"]) or reached_target
 
@@ -135,10 +160,13 @@ def run(args):
         history = trainer.train(progress)
         if args.save:
             trainer.save(args.save)
+    for step, episode_return, length in history.episodes:
+        run_log.scalars(step, {"episode_return": episode_return, "episode_length": length})
+    run_log.close()
     if interrupt.stopped_at is not None:  # some rank was interrupted
         return runs.interrupted(args, f"update {len(history.updates)}", args.save)
     print(f"done: {trainer.global_step:,} steps in {format_duration(history.updates[-1]['time'])}, "
-          f"mean return of the last {RECENT_EPISODES} episodes {history.recent_return():.1f}")
+          f"mean return of the last {RECENT_EPISODES} episodes {shown_return(history.recent_return()).strip()}")
     if evaluation is not None:
         print(evaluation.tracker.summary())
     if args.save:

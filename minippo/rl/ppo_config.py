@@ -108,6 +108,23 @@ class PPOConfig:
         return self.total_steps // self.batch_size
 
 
+# What a task without a preset gets, chosen by its action space (:func:`recipe_for`).
+RECIPES = {
+    # CleanRL ppo.py defaults, for discrete actions.
+    "discrete": PPOConfig(),
+    # CleanRL ppo_continuous_action.py defaults: normalised observations and rewards, one environment of
+    # 2,048-step rollouts, 32 minibatches, 10 epochs, no entropy bonus.
+    "continuous": PPOConfig(total_steps=1_000_000, num_envs=1, num_steps=2048, learning_rate=3e-4,
+                            num_minibatches=32, update_epochs=10, ent_coef=0.0, normalize_obs=True,
+                            normalize_reward=True),
+}
+
+
+def continuous_preset(env_id, **changes):
+    """The continuous recipe on ``env_id`` with ``changes``."""
+    return replace(RECIPES["continuous"], env_id=env_id, **changes)
+
+
 PRESETS = {
     # CleanRL ppo.py defaults.
     "cartpole": PPOConfig(),
@@ -118,23 +135,68 @@ PRESETS = {
     "cartpole-reinforce": PPOConfig(algo="reinforce", total_steps=300_000, num_envs=16, learning_rate=1e-2,
                                     gae_lambda=1.0, ent_coef=0.0),
     # CleanRL ppo_continuous_action.py defaults.
-    "pendulum": PPOConfig(env_id="Pendulum-v1", total_steps=1_000_000, num_envs=1, num_steps=2048,
-                          learning_rate=3e-4, num_minibatches=32, update_epochs=10, ent_coef=0.0,
-                          normalize_obs=True, normalize_reward=True),
+    "pendulum": continuous_preset("Pendulum-v1"),
+    # The zoo (docs/ppo.md): RL Baselines3 Zoo's tuned PPO hyper-parameters (hyperparams/ppo.yml; SB3's
+    # batch_size is our minibatch size, n_epochs our update_epochs, "normalize" our two normalisations),
+    # and CleanRL's continuous recipe on MuJoCo.
+    "acrobot": PPOConfig(env_id="gymnasium:Acrobot-v1", total_steps=1_000_000, num_envs=16, num_steps=256,
+                         learning_rate=3e-4, num_minibatches=64, gae_lambda=0.94, ent_coef=0.0,
+                         normalize_obs=True, normalize_reward=True),
+    "mountaincar": PPOConfig(env_id="gymnasium:MountainCar-v0", total_steps=1_000_000, num_envs=16, num_steps=16,
+                             learning_rate=3e-4, num_minibatches=4, gae_lambda=0.98, ent_coef=0.0,
+                             normalize_obs=True, normalize_reward=True),
+    "mountaincar-continuous": continuous_preset("gymnasium:MountainCarContinuous-v0", total_steps=100_000,
+                                                num_steps=256, learning_rate=7.77e-5, num_minibatches=1,
+                                                gamma=0.9999, gae_lambda=0.9, clip_coef=0.1, ent_coef=0.00429,
+                                                vf_coef=0.19, max_grad_norm=5.0),
+    "lunarlander": PPOConfig(env_id="gymnasium:LunarLander-v3", total_steps=1_000_000, num_envs=16,
+                             num_steps=1024, learning_rate=3e-4, num_minibatches=256, gamma=0.999,
+                             gae_lambda=0.98, ent_coef=0.01),
+    "lunarlander-continuous": continuous_preset("gymnasium:LunarLanderContinuous-v3", num_envs=16,
+                                                num_steps=1024, num_minibatches=256, update_epochs=4,
+                                                gamma=0.999, gae_lambda=0.98, ent_coef=0.01),
+    "halfcheetah": continuous_preset("gymnasium:HalfCheetah-v5"),
+    "hopper": continuous_preset("gymnasium:Hopper-v5"),
+    "walker2d": continuous_preset("gymnasium:Walker2d-v5"),
+    "ant": continuous_preset("gymnasium:Ant-v5"),
 }
-DEFAULT_PRESET = {"CartPole-v1": "cartpole-fast", "Pendulum-v1": "pendulum"}
+# The preset an environment gets when none is named (ids without the gymnasium: prefix).
+DEFAULT_PRESET = {"CartPole-v1": "cartpole-fast", "Pendulum-v1": "pendulum",
+                  **{PRESETS[name].env_id.removeprefix(envs.registry.GYMNASIUM_PREFIX): name
+                     for name in ("acrobot", "mountaincar", "mountaincar-continuous", "lunarlander",
+                                  "lunarlander-continuous", "halfcheetah", "hopper", "walker2d", "ant")}}
 
 
-def preset_for(env_id, name=None):
-    """The named preset (or the environment's default one) with ``env_id`` filled in.
+def recipe_for(env_id):
+    """``"continuous"`` for an environment with a Box action space, ``"discrete"`` otherwise (one copy of
+    the environment is made to see)."""
+    env = envs.make(env_id, num_envs=1)
+    try:
+        return "continuous" if isinstance(env.single_action_space, envs.Box) else "discrete"
+    finally:
+        env.close()
+
+
+def choose_preset(env_id=None, name=None):
+    """``(chosen, config)``: the named preset, else the environment's default preset, else the recipe of
+    its action space, with ``env_id`` filled in (None: the preset's own, or CartPole-v1); ``chosen`` says
+    which in words ("preset cartpole-fast", "continuous recipe").
 
     Ids of the form ``gymnasium:CartPole-v1`` share the native environment's presets.
     """
-    env_id = text(env_id, "env_id")
-    if name is None:
-        name = DEFAULT_PRESET.get(env_id.removeprefix(envs.registry.GYMNASIUM_PREFIX))
-        if name is None:
-            return PPOConfig(env_id=env_id)
-    if name not in PRESETS:
+    if name is not None and name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-    return replace(PRESETS[name], env_id=env_id)
+    if env_id is None:
+        env_id = PRESETS[name].env_id if name is not None else PPOConfig.env_id
+    env_id = text(env_id, "env_id")
+    name = name or DEFAULT_PRESET.get(env_id.removeprefix(envs.registry.GYMNASIUM_PREFIX))
+    if name is not None:
+        return f"preset {name}", replace(PRESETS[name], env_id=env_id)
+    recipe = recipe_for(env_id)
+    return f"{recipe} recipe", replace(RECIPES[recipe], env_id=env_id)
+
+
+def preset_for(env_id, name=None):
+    """The config of :func:`choose_preset`: the named preset (or the environment's default preset, or the
+    recipe of its action space) with ``env_id`` filled in."""
+    return choose_preset(env_id, name)[1]

@@ -86,11 +86,12 @@ def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, s
             "polite_fraction": float(polite), "responses": rollout.responses, "scores": scores}
 
 
-def run_demo(config=None, out_dir="runs/demo", log=print, tokenizer=None):
+def run_demo(config=None, out_dir="runs/demo", log=print, tokenizer=None, run_log=None):
     """Run every stage and return the summary dict (also written to ``out_dir/summary.json``).
 
     ``tokenizer`` is the policy's (default: a :class:`~minippo.text.tokenizer.ByteTokenizer`); the
-    checkpoints record it."""
+    checkpoints record it.  Each PPO iteration's statistics also go to ``run_log`` (a
+    :class:`minippo.run_log.RunLog`) if given."""
     config = config or DemoConfig()
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
@@ -136,6 +137,8 @@ def run_demo(config=None, out_dir="runs/demo", log=print, tokenizer=None):
         stats = trainer.iteration(prompts)
         rows.append({"iteration": iteration, "kl_target": config.rlhf.kl_target, **stats})
         log(progress_line(iteration, config.iterations, stats))
+        if run_log is not None:
+            run_log.scalars(iteration, stats)
 
     log("== 4/4 evaluating on held-out prompts ==")
     after = evaluate_on_prompts(policy, reference, reward_model, tokenizer, eval_prompts, config.rlhf, evaluation_seed)
