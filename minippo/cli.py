@@ -22,6 +22,9 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotA
                FileExistsError, FloatingPointError, ImportError)
 DEBUG_VARIABLE = "MINIPPO_DEBUG"  # MINIPPO_DEBUG=1: print the traceback of an error too
 
+# The sub-commands that run data-parallel under ``mpiexec -n N`` (minippo.distributed); the others refuse to.
+DATA_PARALLEL_COMMANDS = ("pretrain", "reward-model", "rlhf", "train-ppo")
+
 # Sub-command modules, in the order ``minippo --help`` lists them.
 COMMAND_MODULES = [
     "minippo.commands.demo",
@@ -93,6 +96,9 @@ def main(argv=None):
     if not debug:
         warnings.formatwarning = lambda message, category, *where, **line: f"{prefix}: warning: {one_line(message)}\n"
     try:
+        if args.command not in DATA_PARALLEL_COMMANDS:  # N copies would repeat the work and race to write
+            distributed.require_one_process(f"minippo {args.command}", "The commands that run data-parallel "
+                                            f"are {', '.join(DATA_PARALLEL_COMMANDS)} (docs/mpi.md).")
         world = distributed.world()
         if not world.is_root:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)

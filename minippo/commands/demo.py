@@ -3,7 +3,6 @@ import os
 
 from minippo.commands import options
 from minippo.commands.tokenizer import add_tokenizer_option, load_tokenizer
-from minippo.distributed import require_one_process
 from minippo.rlhf.pipeline import DemoConfig, run_demo
 from minippo.run_log import RunLog, add_tensorboard_option
 
@@ -29,8 +28,6 @@ def register(subparsers):
 
 
 def run(args):
-    require_one_process("minippo demo", "Its stages scale out one by one: mpiexec -n N minippo pretrain, "
-                        "reward-model, rlhf (docs/mpi.md).")
     config = options.apply_settings(DemoConfig(), options.chosen_settings(args), skip=SKIPPED)
     settings = options.setting_values(config, skip=SKIPPED)
     options.write_config(os.path.join(args.out, options.CONFIG_NAME), settings)

@@ -5,7 +5,6 @@ import numpy as np
 
 from minippo.commands import options
 from minippo.commands.models import load_policy_and_tokenizer
-from minippo.distributed import require_one_process
 from minippo.sizes import check_memory, gpt_sizes, grpo_memory
 from minippo.tasks.pipeline import ArithmeticRLConfig, run_arithmetic_rl
 from minippo.text.tokenizer import ByteTokenizer
@@ -45,7 +44,6 @@ def require_memory_for(config, policy):
 
 
 def run(args):
-    require_one_process("minippo grpo", "Its RL stage scales out as mpiexec -n N minippo rlhf (docs/mpi.md).")
     config = options.apply_settings(ArithmeticRLConfig(), options.chosen_settings(args), skip=SKIPPED)
     policy, tokenizer = load_policy_and_tokenizer(args.policy) if args.policy else (None, None)
     require_memory_for(config, policy)
