@@ -37,7 +37,8 @@ from minippo.checks import (
 )
 from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
-from minippo.pretrain import PretrainConfig, encode_documents, format_duration, pretrain
+from minippo.pretrain import PretrainConfig, encode_documents, pretrain
+from minippo.progress import format_duration
 from minippo.rewards.arithmetic import ArithmeticReward
 from minippo.rl.advantages import SCALE_REWARDS
 from minippo.rl.losses import LOSS_TYPES
