@@ -217,7 +217,7 @@ def test_dpo_command_writes_a_checkpoint_that_rlhf_and_generate_load(tmp_path, c
                  "4"]) == 0
     status = main(["dpo", "--policy", str(tmp_path / "base.npz"), "--data", str(data), "--loss-type", "ipo",
                    "--label-smoothing", "0.1", "--out", str(out)])
-    assert status == 2 and "label_smoothing applies to loss_type" in capsys.readouterr().err
+    assert status == 2 and "--label-smoothing applies to --loss-type" in capsys.readouterr().err
 
 
 def test_reference_logprobs_are_the_starting_policys_and_stay_fixed():

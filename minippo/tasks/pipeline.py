@@ -102,8 +102,15 @@ class ArithmeticRLConfig:
         """Check the settings before any stage runs (the model sizes by ``GPTConfig``, the RL settings by
         ``RLHFConfig`` and the format reward by ``ArithmeticReward``, made here to fail early)."""
         check_settings(self)
+        model_config(self, vocab_size=1)
         trainer_config(self, seed=0)
         ArithmeticReward(self.format_reward)
+
+
+def model_config(config, vocab_size):
+    """The GPTConfig of a policy pretrained here, with the sizes of ``config`` and ``vocab_size`` tokens."""
+    return GPTConfig(vocab_size=vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                     n_head=config.n_head, n_embd=config.n_embd)
 
 
 def trainer_config(config, seed):
@@ -178,9 +185,7 @@ def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=N
         if policy is None:
             log("== 1/4 pretraining the policy on the sloppy student's arithmetic ==")
             tokenizer = ByteTokenizer()
-            policy = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size,
-                                   n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd),
-                         seed=seeds["init"])
+            policy = GPT(model_config(config, tokenizer.vocab_size), seed=seeds["init"])
             lines = pretraining_corpus(train, config.forget_carry, config.miss, config.corpus_epochs, seeds["corpus"])
             pretrain(policy, encode_documents(lines, tokenizer, policy.config.block_size), config.pretrain,
                      tokenizer, log=log)
