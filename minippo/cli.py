@@ -6,7 +6,6 @@ the function that runs it.  ``main`` only wires them together.
 """
 import argparse
 import importlib
-import importlib.metadata
 import os
 import sys
 import traceback
@@ -44,21 +43,13 @@ COMMAND_MODULES = [
 ]
 
 
-def version():
-    """The installed package's version (its metadata), or ``minippo.__version__`` when run from a source tree."""
-    try:
-        return importlib.metadata.version("minippo")
-    except importlib.metadata.PackageNotFoundError:
-        return minippo.__version__
-
-
 def build_parser():
     """The ``minippo`` parser; ``parser.commands`` maps each sub-command's name to its parser."""
     parser = argparse.ArgumentParser(
         prog="minippo",
         description="Reinforcement learning from human feedback, from scratch in NumPy.",
     )
-    parser.add_argument("--version", action="version", version=f"minippo {version()}")
+    parser.add_argument("--version", action="version", version=f"minippo {minippo.__version__}")  # setup.cfg's too
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
