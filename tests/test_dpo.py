@@ -213,7 +213,7 @@ def test_dpo_command_writes_a_checkpoint_that_rlhf_and_generate_load(tmp_path, c
     with open(out / "dpo_log.csv", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     assert [row["step"] for row in rows] == ["2", "4"] and "test_accuracy" in rows[0]
-    assert main(["generate", "--policy", str(out / "policy.npz"), "--prompt", "Q: Hi? A:", "--max-new-tokens",
+    assert main(["generate", "--policy", str(out / "policy.npz"), "--prompt", "Hi?", "--max-new-tokens",
                  "4"]) == 0
     status = main(["dpo", "--policy", str(tmp_path / "base.npz"), "--data", str(data), "--loss-type", "ipo",
                    "--label-smoothing", "0.1", "--out", str(out)])
