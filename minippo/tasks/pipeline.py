@@ -113,6 +113,16 @@ def model_config(config, vocab_size):
                      n_head=config.n_head, n_embd=config.n_embd)
 
 
+def pretrained_policy(config, problems, tokenizer, seeds, log=print):
+    """Stage 1: a new GPT (``seeds["init"]``) pretrained with ``config.pretrain`` on the sloppy student's
+    answers to ``problems`` (``seeds["corpus"]``), written with ``tokenizer``."""
+    policy = GPT(model_config(config, tokenizer.vocab_size), seed=seeds["init"])
+    lines = pretraining_corpus(problems, config.forget_carry, config.miss, config.corpus_epochs, seeds["corpus"])
+    pretrain(policy, encode_documents(lines, tokenizer, policy.config.block_size), config.pretrain, tokenizer,
+             log=log)
+    return policy
+
+
 def trainer_config(config, seed):
     """The RLHFConfig of the RL stage, made here and nowhere else: the whole batch in one optimizer step
     (one minibatch, one epoch), a fixed β (no KL target), sampling at temperature 1."""
@@ -188,10 +198,7 @@ def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=N
         if policy is None:
             log("== 1/4 pretraining the policy on the sloppy student's arithmetic ==")
             tokenizer = tokenizer or ByteTokenizer()
-            policy = GPT(model_config(config, tokenizer.vocab_size), seed=seeds["init"])
-            lines = pretraining_corpus(train, config.forget_carry, config.miss, config.corpus_epochs, seeds["corpus"])
-            pretrain(policy, encode_documents(lines, tokenizer, policy.config.block_size), config.pretrain,
-                     tokenizer, log=log)
+            policy = pretrained_policy(config, train, tokenizer, seeds, log)
         else:
             log("== 1/4 the given policy, not pretrained here ==")
         seconds_pretrain = time.perf_counter() - started
