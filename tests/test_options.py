@@ -247,6 +247,8 @@ def test_options_named_replaces_field_names_with_options_only():
     options = {"n_embd": "--n-embd", "n_head": "--n-head", "seed": "--seed", "max_new_tokens": "--max-new-tokens"}
     assert options_named("GPTConfig.n_embd (96) must be divisible by n_head (5)", options) == \
         "--n-embd (96) must be divisible by --n-head (5)"
+    assert options_named("use max_new_tokens=4 or n_head=False, or n_head=True", options) == \
+        "use --max-new-tokens=4 or --no-n-head, or --n-head"
     unchanged = "seed 3: runs/n_head.npz has n_heads, --max-new-tokens and max_new_tokens_x"
     assert options_named(unchanged, options) == unchanged
 

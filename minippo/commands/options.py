@@ -41,6 +41,7 @@ def options_named(message, options):
     named as the option the user typed: ``options`` maps the fields' names to their options
     (``{"n_head": "--n-head"}``).  Only names with an underscore are replaced: a one-word name (``seed``,
     ``steps``) is also an English word, and a name inside a path (``runs/block_size.npz``) is left alone.
+    An on/off setting written ``norm_adv=False`` becomes its switch, ``--no-norm-adv``.
 
         >>> options_named("GPTConfig.n_embd (96) must be divisible by n_head (5)",
         ...               {"n_embd": "--n-embd", "n_head": "--n-head"})
@@ -49,8 +50,14 @@ def options_named(message, options):
     names = sorted((name for name in options if "_" in name), key=len, reverse=True)
     if not names:
         return message
-    pattern = re.compile(r"(?<![\w./\\-])(?:[A-Z]\w*Config\.)?(" + "|".join(map(re.escape, names)) + r")(?![\w/-])")
-    return pattern.sub(lambda match: options[match.group(1)], message)
+    pattern = re.compile(r"(?<![\w./\\-])(?:[A-Z]\w*Config\.)?(" + "|".join(map(re.escape, names))
+                         + r")(=False|=True)?(?![\w/-])")
+
+    def option(match):
+        name, switch = options[match.group(1)], match.group(2)
+        return name.replace("--", "--no-", 1) if switch == "=False" else name
+
+    return pattern.sub(option, message)
 
 
 def parser_options(parser):
