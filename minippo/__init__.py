@@ -9,6 +9,6 @@ The package is organised by concept:
 
 Only NumPy and SciPy are imported at module load.
 """
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: setup.cfg reads it (attr:), and minippo --version
 
 from minippo.mrp import MDP, MRP, MonteCarloEstimate  # noqa: E402,F401

@@ -6,7 +6,6 @@ the function that runs it.  ``main`` only wires them together.
 """
 import argparse
 import importlib
-import importlib.metadata
 import os
 import sys
 import traceback
@@ -14,6 +13,7 @@ import warnings
 
 import minippo
 from minippo import distributed, runs
+from minippo.commands.options import options_named, parser_options
 from minippo.memory import keep_freed_memory
 
 # Errors in what the user gave (options, files, paths, settings) end with exit status 2, as argparse's
@@ -43,24 +43,18 @@ COMMAND_MODULES = [
 ]
 
 
-def version():
-    """The installed package's version (its metadata), or ``minippo.__version__`` when run from a source tree."""
-    try:
-        return importlib.metadata.version("minippo")
-    except importlib.metadata.PackageNotFoundError:
-        return minippo.__version__
-
-
 def build_parser():
+    """The ``minippo`` parser; ``parser.commands`` maps each sub-command's name to its parser."""
     parser = argparse.ArgumentParser(
         prog="minippo",
         description="Reinforcement learning from human feedback, from scratch in NumPy.",
     )
-    parser.add_argument("--version", action="version", version=f"minippo {version()}")
+    parser.add_argument("--version", action="version", version=f"minippo {minippo.__version__}")  # setup.cfg's too
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    parser.commands = subparsers.choices
     return parser
 
 
@@ -73,7 +67,8 @@ def main(argv=None):
 
     - status 2 for the user's input and settings (``USER_ERRORS``): bad arguments and files, a missing
       file or directory, no permission, a missing optional dependency (gymnasium for a ``gymnasium:``
-      environment), a run that diverges with the chosen learning rate;
+      environment), a run that diverges with the chosen learning rate; a setting is named as the option
+      that sets it (``--n-head``, not ``n_head``: :func:`minippo.commands.options.options_named`);
     - status 1 for anything else: out of memory, the operating system failing (no space left on the
       device), or a bug, named by its exception type;
     - status 130 after a Ctrl-C that no training loop handles (``minippo.runs``: a loop writes a resumable
@@ -110,7 +105,10 @@ def main(argv=None):
         if debug:
             traceback.print_exc()
         rank = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
-        print(f"{prefix}: error{rank}: {error_message(error)}", file=sys.stderr, flush=True)
+        message = error_message(error)
+        if not message.startswith(f"{getattr(args, 'config', None)}: "):  # (a --config file's names its keys)
+            message = options_named(message, parser_options(parser.commands[args.command]))
+        print(f"{prefix}: error{rank}: {message}", file=sys.stderr, flush=True)
         return stop(world, 2 if isinstance(error, USER_ERRORS) else 1)
     finally:
         warnings.formatwarning = formatwarning

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from minippo.cli import main
+from minippo.commands.models import checkpoint_tokenizer
 from minippo.seeding import spawn_seeds
 from minippo.tasks.arithmetic import Problem, parse_prompt
 from minippo.tasks.pipeline import (
@@ -15,6 +16,8 @@ from minippo.tasks.pipeline import (
     iteration_prompts,
     trainer_config,
 )
+from minippo.text.bpe import BPETokenizer
+from tests.test_options import read_events
 
 # a model that has learnt to write numbers after "A:" in 80 steps, so the format reward gives the RL a signal
 TINY = ["--pretrain-steps", "80", "--n-layer", "1", "--n-embd", "32", "--iterations", "2",
@@ -120,3 +123,21 @@ def test_config_is_checked_before_any_stage_runs(capsys):
         assert str(raised.value).startswith(message)
     assert main(["grpo", "--policy", "/nonexistent/policy.npz"]) == 2
     assert "/nonexistent/policy.npz" in capsys.readouterr().err
+
+
+def test_grpo_pretrains_with_the_given_tokenizer_and_logs_to_tensorboard(tmp_path, capsys):
+    bpe = BPETokenizer.train("\n".join(f"Q: {a}+{b}= A: {a + b}" for a in range(12) for b in range(12)), 270)
+    bpe.save(tmp_path / "bpe.json")
+    out = tmp_path / "grpo"
+    assert main(["grpo", "--out", str(out), "--tokenizer", f"bpe:{tmp_path / 'bpe.json'}", "--tensorboard",
+                 str(tmp_path / "tb"), "--pretrain-steps", "2", "--pretrain-batch-size", "4", "--n-layer", "1",
+                 "--n-embd", "16", "--iterations", "2", "--prompts-per-iteration", "2", "--num-generations", "2",
+                 "--eval-problems", "4"]) == 0
+    capsys.readouterr()
+    trained = checkpoint_tokenizer(out / "policy.npz")
+    assert trained.vocab_size == bpe.vocab_size and trained.encode("Q: 12+7= A: 19") == bpe.encode("Q: 12+7= A: 19")
+    events = read_events(tmp_path / "tb")
+    assert [event.step for event in events.Scalars("objective/scores")] == [1, 2]
+    assert main(["grpo", "--out", str(out), "--policy", str(out / "policy.npz"), "--tokenizer", "byte"]) == 2
+    assert capsys.readouterr().err == (f"minippo grpo: error: --tokenizer cannot be used with --policy: "
+                                       f"{out / 'policy.npz'} brings its own tokenizer\n")

@@ -44,7 +44,7 @@ def test_reward_model_rlhf_and_value_commands(policy_checkpoint, tmp_path, capsy
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--prompts", str(prompts)]) == 2
     assert f"{prompts}: not UTF-8 text" in capsys.readouterr().err
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:5", "--batch-size", "12"]) == 2
-    assert "batch_size (12) must be a multiple of minibatch_size (16)" in capsys.readouterr().err
+    assert "--batch-size (12) must be a multiple of --minibatch-size (16)" in capsys.readouterr().err
 
     assert main(["value", "--prompt", "Where is the bank?", "--samples", "8", "--policy", policy_checkpoint,
                  "--reward", "length:10", "--max-new-tokens", "8"]) == 0
@@ -125,7 +125,8 @@ def test_bad_rl_settings_are_reported_before_any_work(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--rlhf-batch-size", "6"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and not out.exists()
-    assert captured.err == "minippo demo: error: batch_size (6) must be a multiple of minibatch_size (16)\n"
+    assert captured.err == \
+        "minippo demo: error: --rlhf-batch-size (6) must be a multiple of --rlhf-minibatch-size (16)\n"
     # The learning rate is refused when the options are parsed, before the (missing) policy is read:
     with pytest.raises(SystemExit) as exit_info:
         main(["rlhf", "--policy", str(tmp_path / "missing.npz"), "--reward", "length:5", "--lr", "-1"])
@@ -134,7 +135,8 @@ def test_bad_rl_settings_are_reported_before_any_work(tmp_path, capsys):
         "minippo rlhf: error: argument --learning-rate/--lr: expected > 0, got '-1'"
     # A cross-field rule is checked when the config is made, before the policy is read:
     assert main(["rlhf", "--policy", str(tmp_path / "missing.npz"), "--reward", "length:5", "--batch-size", "6"]) == 2
-    assert capsys.readouterr().err == "minippo rlhf: error: batch_size (6) must be a multiple of minibatch_size (16)\n"
+    assert capsys.readouterr().err == \
+        "minippo rlhf: error: --batch-size (6) must be a multiple of --minibatch-size (16)\n"
 
 
 def test_reward_model_checks_its_output_path_before_training(policy_checkpoint, tmp_path, capsys):

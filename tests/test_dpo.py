@@ -27,6 +27,7 @@ from minippo.rlhf.dpo import (
 from minippo.text.corpus import load_preferences
 from minippo.text.tokenizer import ByteTokenizer
 from tests.gradcheck import assert_gradient_close, assert_nonzero, numerical_gradient
+from tests.test_runs import assert_same_weights, run_interrupted
 
 
 def tiny_policy(dtype=np.float64, seed=0, noise=0.0):
@@ -213,11 +214,11 @@ def test_dpo_command_writes_a_checkpoint_that_rlhf_and_generate_load(tmp_path, c
     with open(out / "dpo_log.csv", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     assert [row["step"] for row in rows] == ["2", "4"] and "test_accuracy" in rows[0]
-    assert main(["generate", "--policy", str(out / "policy.npz"), "--prompt", "Q: Hi? A:", "--max-new-tokens",
+    assert main(["generate", "--policy", str(out / "policy.npz"), "--prompt", "Hi?", "--max-new-tokens",
                  "4"]) == 0
     status = main(["dpo", "--policy", str(tmp_path / "base.npz"), "--data", str(data), "--loss-type", "ipo",
                    "--label-smoothing", "0.1", "--out", str(out)])
-    assert status == 2 and "label_smoothing applies to loss_type" in capsys.readouterr().err
+    assert status == 2 and "--label-smoothing applies to --loss-type" in capsys.readouterr().err
 
 
 def test_reference_logprobs_are_the_starting_policys_and_stay_fixed():
@@ -230,3 +231,34 @@ def test_reference_logprobs_are_the_starting_policys_and_stay_fixed():
     again = DPOTrainer(start, ByteTokenizer(), shortest_pairs(6), DPOConfig())
     np.testing.assert_array_equal(again.train_set.reference_chosen, reference)
     assert trainer.evaluate(trainer.train_set)["loss"] != pytest.approx(math.log(2.0), abs=1e-6)
+
+
+def test_ctrl_c_during_dpo_saves_a_run_that_resumes_bit_identically(tmp_path, monkeypatch, capsys):
+    policy = tiny_policy(np.float32, noise=0.05)
+    save_checkpoint(tmp_path / "base.npz", policy.params, policy.config.to_dict(), extra={"tokenizer": "byte"},
+                    kind="gpt")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(pair) for pair in shortest_pairs(8)), encoding="utf-8")
+    options = ["dpo", "--policy", str(tmp_path / "base.npz"), "--data", str(data), "--steps", "5", "--batch-size",
+               "2", "--log-every", "2", "--learning-rate", "1e-2"]
+    assert main(options + ["--out", str(tmp_path / "straight")]) == 0
+    argv = options + ["--out", str(tmp_path / "run"), "--save-every", "2", "--keep", "1"]
+    checkpoint = tmp_path / "run" / "policy.npz"
+    run_interrupted(monkeypatch, capsys, argv, (DPOTrainer, "step"), 3, "step 3", f"--resume {checkpoint}")
+    assert sorted(path.name for path in checkpoint.parent.glob("policy*")) == ["policy.npz", "policy.step2.npz"]
+    assert main(argv) == 2  # the interrupted run's outputs are not overwritten by a new run
+    assert f"{checkpoint} exists (from an earlier run)" in capsys.readouterr().err
+    assert main(argv + ["--resume", str(checkpoint)]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert_same_weights(checkpoint, tmp_path / "straight" / "policy.npz")
+    logs = [[{key: value for key, value in row.items() if key != "seconds"}
+             for row in csv.DictReader((path / "dpo_log.csv").read_text(encoding="utf-8").splitlines())]
+            for path in (tmp_path / "run", tmp_path / "straight")]
+    assert logs[0] == logs[1] and [row["step"] for row in logs[0]] == ["2", "4", "5"]
+    # a resumed run must start from the same policy, and a policy that holds no DPO run is no run to resume
+    other = tiny_policy(np.float32, seed=1)
+    save_checkpoint(tmp_path / "other.npz", other.params, other.config.to_dict(), kind="gpt")
+    assert main([*argv[:2], str(tmp_path / "other.npz"), *argv[3:], "--resume", str(checkpoint)]) == 2
+    assert "continues a run that started from another policy" in capsys.readouterr().err
+    assert main(argv + ["--resume", str(tmp_path / "base.npz")]) == 2
+    assert "holds a policy without a DPO run's state" in capsys.readouterr().err

@@ -362,7 +362,7 @@ def test_rlhf_command_runs_grpo_and_writes_samples(tmp_path, capsys):
     assert "frac_reward_zero_std" in header and "policy/clipfrac_high" in header
     assert main(["rlhf", "--policy", str(path), "--reward", "length:3", "--algo", "grpo", "--batch-size", "16",
                  "--num-generations", "3"]) == 2
-    assert "num_generations (3) must divide batch_size (16)" in capsys.readouterr().err
+    assert "--num-generations (3) must divide --batch-size (16)" in capsys.readouterr().err
 
 
 def test_a_dict_of_rewards_is_summed_with_weights_and_each_is_logged():

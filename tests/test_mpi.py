@@ -151,7 +151,7 @@ def test_bad_input_on_every_rank_ends_the_command_with_its_message(mpiexec, tmp_
     completed = run([mpiexec, "-n", "2", sys.executable, "-m", "minippo", "train-ppo", "--num-envs", "3",
                      "--total-steps", "1000"], cwd=tmp_path)
     assert completed.returncode != 0
-    assert "num_envs=3 must be divisible by the number of MPI ranks, 2" in completed.stderr
+    assert "--num-envs=3 must be divisible by the number of MPI ranks, 2" in completed.stderr
 
 
 def test_train_ppo_on_two_ranks_prints_once_and_writes_once(mpiexec, tmp_path):

@@ -9,7 +9,13 @@ import pytest
 
 from minippo.cli import main
 from minippo.commands import train_ppo as train_ppo_command
-from minippo.commands.options import add_config_option, add_setting_options, apply_settings, chosen_settings
+from minippo.commands.options import (
+    add_config_option,
+    add_setting_options,
+    apply_settings,
+    chosen_settings,
+    options_named,
+)
 from minippo.nn.checkpoint import load_checkpoint
 from minippo.rl import ppo_config
 from minippo.rl.ppo_config import PPOConfig, choose_preset, recipe_for
@@ -235,3 +241,31 @@ def test_pretrain_and_rlhf_write_config_json_and_tensorboard(tmp_path, capsys):
     capsys.readouterr()
     assert (again / "config.json").read_text() == (out / "config.json").read_text()
     assert without_times(again / "rlhf_log.csv") == without_times(out / "rlhf_log.csv")
+
+
+def test_options_named_replaces_field_names_with_options_only():
+    options = {"n_embd": "--n-embd", "n_head": "--n-head", "seed": "--seed", "max_new_tokens": "--max-new-tokens"}
+    assert options_named("GPTConfig.n_embd (96) must be divisible by n_head (5)", options) == \
+        "--n-embd (96) must be divisible by --n-head (5)"
+    assert options_named("use max_new_tokens=4 or n_head=False, or n_head=True", options) == \
+        "use --max-new-tokens=4 or --no-n-head, or --n-head"
+    unchanged = "seed 3: runs/n_head.npz has n_heads, --max-new-tokens and max_new_tokens_x"
+    assert options_named(unchanged, options) == unchanged
+
+
+def test_refusals_name_the_option_the_user_typed_not_the_config_field(tmp_path, capsys):
+    """n_head not dividing n_embd, max_new_tokens >= block_size: one line naming the options, before any work."""
+    for command in ("pretrain", "grpo"):
+        assert main([command, "--n-head", "5", "--out", str(tmp_path / command)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"minippo {command}: error: --n-embd (96) must be divisible by --n-head (5)\n"
+        assert captured.out == ""
+    policy = tmp_path / "pretrain" / "model.npz"
+    assert main(["pretrain", "--out", str(policy.parent), "--steps", "1", "--batch-size", "2", "--n-layer", "1",
+                 "--n-embd", "8", "--n-head", "2", "--block-size", "16", "--samples", "0"]) == 0
+    capsys.readouterr()
+    for argv in (["value", "--prompt", "Hi?"], ["rlhf", "--out", str(tmp_path / "rlhf")]):
+        assert main([*argv, "--policy", str(policy), "--reward", "length:5", "--max-new-tokens", "16"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"minippo {argv[0]}: error: --max-new-tokens (16) must be less than the policy's block_size (16), "
+            "to leave room for a prompt")

@@ -6,7 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import minippo
+from minippo.cli import main
 
 PACKAGE = pathlib.Path(minippo.__file__).parent
 DATA_FOLDERS = {"data"}
@@ -48,3 +51,18 @@ def test_core_imports_and_runs_without_optional_packages():
     result = subprocess.run([sys.executable, "-c", WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True,
                             check=False, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_version_is_written_once_in_minippo_init(tmp_path, capsys):
+    """setup.cfg reads ``minippo.__version__`` (statically, as a build does), and ``minippo --version`` prints it."""
+    setupcfg = pytest.importorskip("setuptools.config.setupcfg")
+    (tmp_path / "minippo").mkdir()
+    for name in ("setup.cfg", "README.md", "LICENSE"):
+        (tmp_path / name).write_bytes((PACKAGE.parent / name).read_bytes())
+    source = (PACKAGE / "__init__.py").read_text(encoding="utf-8")
+    assert source.count(f'__version__ = "{minippo.__version__}"') == 1
+    (tmp_path / "minippo" / "__init__.py").write_text(source.replace(minippo.__version__, "9.8.7"), encoding="utf-8")
+    assert setupcfg.read_configuration(str(tmp_path / "setup.cfg"))["metadata"]["version"] == "9.8.7"
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out == f"minippo {minippo.__version__}\n"

@@ -252,7 +252,7 @@ def test_pretrain_command_reports_bad_files_before_training(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad, problem", [(["--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
                                           (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
-                                          (["--n-embd", "30", "--n-head", "4"], "n_embd")])
+                                          (["--n-embd", "30", "--n-head", "4"], "--n-embd")])
 def test_pretrain_command_rejects_bad_options(tmp_path, capsys, bad, problem):
     try:
         status = main(["pretrain", "--out", str(tmp_path), *bad])

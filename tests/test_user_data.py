@@ -14,6 +14,7 @@ import minippo
 from minippo.cli import main
 from minippo.commands.models import checkpoint_tokenizer, policy_template
 from minippo.hf.config import read_config
+from minippo.nn.checkpoint import save_checkpoint
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import PretrainConfig
 from minippo.rewards.reward_model import RewardModel, train_reward_model
@@ -216,3 +217,23 @@ def test_a_3_mb_answer_costs_a_bpe_reward_model_its_last_tokens_only():
         ids, mask = model.encode(["Q: When? A:"] * 2, [huge, " Sure!"])
     assert time.perf_counter() - started < 5  # the whole text through BPE took 4 s on its own
     assert ids.shape == (2, 16) and ids[0].tolist() == BPE.encode(huge[-200:], add_eos=True)[-16:]
+
+
+def test_generate_lays_out_raw_prompts_with_the_template_the_policy_records(tmp_path, capsys):
+    policy = GPT(GPTConfig(vocab_size=258, block_size=32, n_layer=1, n_head=2, n_embd=16), seed=0)
+    recorded, bare = str(tmp_path / "recorded.npz"), str(tmp_path / "bare.npz")
+    save_checkpoint(recorded, policy.params, policy.config.to_dict(), extra={"template": "<<{prompt}>>"}, kind="gpt")
+    save_checkpoint(bare, policy.params, policy.config.to_dict(), kind="gpt")
+
+    def generate(*argv):
+        assert main(["generate", "--max-new-tokens", "6", "--num-samples", "2", *argv]) == 0
+        return capsys.readouterr().out
+
+    verbatim = generate("--policy", bare, "--prompt", "<<Hi?>>")  # no template recorded: as given
+    assert verbatim.startswith("<<Hi?>>\n")
+    assert generate("--policy", recorded, "--prompt", "Hi?") == verbatim
+    assert generate("--policy", bare, "--prompt", "Hi?", "--template", "<<{prompt}>>") == verbatim
+    assert main(["generate", "--policy", recorded, "--prompt", "Hi?", "--template", "[{prompt}]"]) == 2
+    assert capsys.readouterr().err == (
+        f"minippo generate: error: --template uses the prompt template '[{{prompt}}] {{response}}' but {recorded} "
+        "uses '<<{prompt}>> {response}'; give them the same --template\n")

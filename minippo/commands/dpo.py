@@ -1,12 +1,15 @@
-"""``minippo dpo``: direct preference optimisation of a policy checkpoint on preference pairs."""
+"""``minippo dpo``: direct preference optimisation of a policy checkpoint on preference pairs.
+
+OUT/policy.npz is the trained policy and the whole run: ``--resume OUT/policy.npz`` (with the same options)
+continues it bit-identically, and Ctrl-C or SIGTERM saves it and prints that command (``minippo.runs``).
+"""
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from minippo import runs
 from minippo.checks import integer, open_fraction, setting
 from minippo.commands import options, preference_split
 from minippo.commands.models import add_template_option, command_template, load_policy_and_tokenizer, policy_template
-from minippo.nn.checkpoint import save_checkpoint
 from minippo.rlhf.diagnostics import write_csv
 from minippo.rlhf.dpo import DPOConfig, DPOTrainer
 from minippo.seeding import spawn_seeds
@@ -31,8 +34,9 @@ def register(subparsers):
         "(log π(rejected) - log π_ref(rejected))]) (or its robust, ipo or hinge variant) over pairs, "
         "with the starting policy as the frozen reference. Pairs are JSONL lines {\"prompt\": ..., "
         "\"chosen\": ..., \"rejected\": ...}; a random --test-fraction of the prompts is held out. Writes policy.npz "
-        "(loadable by `minippo rlhf` and `minippo generate`), dpo_log.csv and config.json (the settings, "
-        "which --config reads back) to --out.",
+        "(loadable by `minippo rlhf` and `minippo generate`, and by --resume, which continues the run), "
+        "dpo_log.csv and config.json (the settings, which --config reads back) to --out. Ctrl-C saves the run "
+        "and prints the command that resumes it.",
     )
     parser.add_argument("--policy", required=True,
                         help="policy checkpoint (.npz) or Hugging Face GPT-2 directory: the start and the reference")
@@ -42,7 +46,7 @@ def register(subparsers):
     options.add_setting_options(parser, DPORun())
     options.add_setting_options(parser, DPOConfig(), skip=("seed",), aliases={"learning_rate": ["--lr"]})
     add_template_option(parser)
-    runs.add_run_options(parser, resume=False, periodic=False)
+    runs.add_run_options(parser, unit="steps")
     parser.set_defaults(func=run)
 
 
@@ -61,19 +65,29 @@ def run(args):
     train, test = preference_split(args.data, run_settings.test_fraction, split_seed)
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
     template = command_template(args.template, [(policy_template(args.policy), args.policy)])
-    runs.check_outputs(args, directories=[(args.out, "--out")],
-                       run_files=[(os.path.join(args.out, name), "--out")
-                                  for name in ("policy.npz", "dpo_log.csv", options.CONFIG_NAME)])
+    paths = {name: os.path.join(args.out, name) for name in ("policy.npz", "dpo_log.csv", options.CONFIG_NAME)}
+    runs.check_outputs(args, directories=[(args.out, "--out")], run_files=[(path, "--out") for path in paths.values()])
     check_memory(pair_memory, {"--batch-size": config.batch_size},
                  {"model": gpt_sizes(policy.config), "tokens": longest_pair_tokens(tokenizer, train), "reference": 1})
-    options.write_config(os.path.join(args.out, options.CONFIG_NAME),
+    options.write_config(paths[options.CONFIG_NAME],
                          {**options.setting_values(run_settings), **options.setting_values(config, skip=("seed",))})
     trainer = DPOTrainer(policy, tokenizer, train, config, test_pairs=test, template=template)
-    rows = trainer.train()
-    write_csv(rows, os.path.join(args.out, "dpo_log.csv"))
-    path = os.path.join(args.out, "policy.npz")
-    save_checkpoint(path, policy.params, policy.config.to_dict(),
-                    extra={"tokenizer": tokenizer_record(tokenizer), "template": template.text, "dpo": asdict(config)},
-                    kind="gpt")
-    print(f"held-out preference accuracy (implicit reward): {rows[-1]['test_accuracy']:.3f} on {len(test)} pairs")
-    print(f"wrote {path} and {os.path.join(args.out, 'dpo_log.csv')}")
+    if args.resume:
+        trainer.load_state(args.resume)
+        print(f"resumed from {args.resume} at step {trainer.steps_done}")
+
+    def save(path):
+        trainer.save(path, extra={"tokenizer": tokenizer_record(tokenizer), "template": template.text})
+
+    with runs.Interrupt() as interrupt:
+        while trainer.steps_done < config.steps:
+            trainer.logged_step()
+            runs.save_periodic(save, paths["policy.npz"], trainer.steps_done, args.save_every, args.keep)
+            if interrupt.requested:  # (dpo runs in one process)
+                save(paths["policy.npz"])
+                return runs.interrupted(args, f"step {trainer.steps_done}", paths["policy.npz"])
+        save(paths["policy.npz"])  # (a Ctrl-C now waits for the checkpoint)
+    write_csv(trainer.rows, paths["dpo_log.csv"])
+    print(f"held-out preference accuracy (implicit reward): {trainer.rows[-1]['test_accuracy']:.3f} on "
+          f"{len(test)} pairs")
+    print(f"wrote {paths['policy.npz']} and {paths['dpo_log.csv']}")

@@ -6,6 +6,12 @@
 ``--policy`` is a minippo checkpoint or a Hugging Face GPT-2 directory (with its tokenizer).  With
 ``--prompt`` the samples are printed; with ``--prompts FILE`` (one prompt per line) each sample is one
 JSON line ``{"prompt", "sample", "response", "logprob"}`` on stdout, or in ``--out FILE``.
+
+A policy that records its prompt template (one from ``rlhf``, ``dpo`` or ``demo``) is given each raw
+prompt laid out by it (``Where is the bank?`` -> ``Q: Where is the bank? A:``), as ``rlhf`` and ``value``
+do; ``--template`` names the template of a policy that records none (and must agree with a recorded
+one).  A policy that records none (a pretrained checkpoint, a model directory) without ``--template``
+is given the prompts verbatim.
 """
 import json
 import sys
@@ -14,7 +20,7 @@ import numpy as np
 
 from minippo.atomic import atomic_write
 from minippo.commands import integer_option
-from minippo.commands.models import load_policy_and_tokenizer
+from minippo.commands.models import add_template_option, command_template, load_policy_and_tokenizer, policy_template
 from minippo.commands.rlhf import read_prompts
 from minippo.runs import check_output_file
 from minippo.sizes import check_memory, samples_memory
@@ -32,8 +38,10 @@ def register(subparsers):
     parser.add_argument("--policy", default="runs/demo/policy.npz",
                         help="policy checkpoint or model directory (default: runs/demo/policy.npz)")
     prompts = parser.add_mutually_exclusive_group(required=True)
-    prompts.add_argument("--prompt", help="one prompt, used verbatim (e.g. 'Q: Where is the bank? A:')")
+    prompts.add_argument("--prompt", help="one prompt, laid out by the template if there is one (e.g. 'Where is "
+                         "the bank?'), else used verbatim (e.g. 'Q: Where is the bank? A:')")
     prompts.add_argument("--prompts", metavar="FILE", help="a file of prompts, one per line: writes JSON lines")
+    add_template_option(parser, "without one, the one the policy records, else none: prompts used verbatim")
     parser.add_argument("--out", metavar="FILE", help="with --prompts: write the JSON lines here (default: stdout)")
     parser.add_argument("--num-samples", type=integer_option(1), default=1, help="samples per prompt (default: 1)")
     parser.add_argument("--max-new-tokens", type=integer_option(1), default=40,
@@ -66,21 +74,25 @@ def run(args):
             raise ValueError("--out goes with --prompts")
         check_output_file(args.out, "--out")
     policy, tokenizer = load_policy_and_tokenizer(args.policy)
-    prompts = [args.prompt] if args.prompts is None else read_prompts(args.prompts)
+    recorded = policy_template(args.policy)
+    template = None if args.template is None and recorded is None else \
+        command_template(args.template, [(recorded, args.policy)])
+    raw = [args.prompt] if args.prompts is None else read_prompts(args.prompts)
+    prompts = raw if template is None else [template.prompt_text(prompt) for prompt in raw]
     check_memory(samples_memory, {"--num-samples": args.num_samples},
                  {"prompts": len(prompts), "max_new_tokens": min(args.max_new_tokens, policy.config.block_size)})
     rng = np.random.default_rng(args.seed)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     records = []
-    repeated = [(prompt, sample) for prompt in prompts for sample in range(args.num_samples)]
+    repeated = [(prompt, text, sample) for prompt, text in zip(raw, prompts) for sample in range(args.num_samples)]
     for start in range(0, len(repeated), BATCH_SIZE):
         batch = repeated[start:start + BATCH_SIZE]
-        responses, logprobs = sample_responses(policy, tokenizer, [prompt for prompt, _ in batch],
+        responses, logprobs = sample_responses(policy, tokenizer, [text for _, text, _ in batch],
                                                args.max_new_tokens, rng, **sampling)
         records += [{"prompt": prompt, "sample": sample, "response": response, "logprob": float(logprob)}
-                    for (prompt, sample), response, logprob in zip(batch, responses, logprobs)]
+                    for (prompt, _, sample), response, logprob in zip(batch, responses, logprobs)]
     if args.prompts is None:
-        print(args.prompt)
+        print(prompts[0])
         for record in records:
             print(f"  [{record['sample']}] log P = {record['logprob']:8.2f}  {record['response']!r}")
         return 0

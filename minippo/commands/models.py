@@ -51,11 +51,13 @@ def policy_template(path):
         raise ValueError(f"checkpoint {str(path)!r}: the recorded {error}") from None
 
 
-def add_template_option(parser):
-    """Add ``--template`` to the parser of a command that lays out prompts (and responses) as text."""
+def add_template_option(parser, default="default: the one the policy or reward model records, else "
+                        "'Q: {prompt} A: {response}'"):
+    """Add ``--template`` to the parser of a command that lays out prompts (and responses) as text;
+    ``default`` says what is used without it."""
     parser.add_argument("--template", metavar="TEXT",
-                        help="prompt template, e.g. '问：{prompt}\\n答：{response}' (default: the one the policy or "
-                             "reward model records, else 'Q: {prompt} A: {response}'); files hold raw prompts")
+                        help=f"prompt template, e.g. '问：{{prompt}}\\n答：{{response}}' ({default}); files hold raw "
+                             "prompts")
 
 
 def command_template(option, recorded):

@@ -22,6 +22,7 @@ JSON, keys as the options' names with ``_``), then the options given -- with :fu
 import argparse
 import json
 import os
+import re
 from dataclasses import fields, is_dataclass, replace
 
 from minippo import checks
@@ -33,6 +34,41 @@ CONFIG_NAME = "config.json"  # the effective settings, beside a run's outputs
 def option_name(dest):
     """``learning_rate`` -> ``--learning-rate``."""
     return "--" + dest.replace("_", "-")
+
+
+def options_named(message, options):
+    """``message`` with every setting it names as a config field -- ``n_head``, ``GPTConfig.n_embd`` --
+    named as the option the user typed: ``options`` maps the fields' names to their options
+    (``{"n_head": "--n-head"}``).  Only names with an underscore are replaced: a one-word name (``seed``,
+    ``steps``) is also an English word, and a name inside a path (``runs/block_size.npz``) is left alone.
+    An on/off setting written ``norm_adv=False`` becomes its switch, ``--no-norm-adv``.
+
+        >>> options_named("GPTConfig.n_embd (96) must be divisible by n_head (5)",
+        ...               {"n_embd": "--n-embd", "n_head": "--n-head"})
+        '--n-embd (96) must be divisible by --n-head (5)'
+    """
+    names = sorted((name for name in options if "_" in name), key=len, reverse=True)
+    if not names:
+        return message
+    pattern = re.compile(r"(?<![\w./\\-])(?:[A-Z]\w*Config\.)?(" + "|".join(map(re.escape, names))
+                         + r")(=False|=True)?(?![\w/-])")
+
+    def option(match):
+        name, switch = options[match.group(1)], match.group(2)
+        return name.replace("--", "--no-", 1) if switch == "=False" else name
+
+    return pattern.sub(option, message)
+
+
+def parser_options(parser):
+    """``{dest: option}`` of the options of ``parser`` (the long spelling ``--x-y`` of dest ``x_y`` where
+    there is one), for :func:`options_named`."""
+    found = {}
+    for action in parser._actions:  # (argparse keeps no public list of a parser's options)
+        long = [option for option in action.option_strings if option.startswith("--")]
+        if long:
+            found[action.dest] = option_name(action.dest) if option_name(action.dest) in long else long[0]
+    return found
 
 
 def shown(value):
@@ -166,17 +202,24 @@ def chosen_settings(args):
 
 def apply_settings(config, chosen, skip=(), prefix=""):
     """``config`` with the values in ``chosen`` of its settings (by dest, nested configs too) but those in
-    ``skip``; a value that fails its field's check raises naming the field."""
-    changes = {}
+    ``skip``; a value that fails its field's check, or a rule between fields, raises naming the options
+    (``--rlhf-batch-size (6) must be a multiple of --rlhf-minibatch-size (16)``: :func:`options_named`)."""
+    changes, options = {}, {}
     for spec in fields(config):
         value, dest = getattr(config, spec.name), prefix + spec.name
         if dest in skip:
             continue
         if is_dataclass(value):
             changes[spec.name] = apply_settings(value, chosen, skip, prefix=f"{dest}_")
-        elif dest in chosen:
-            changes[spec.name] = chosen[dest]
-    return replace(config, **changes)
+        else:
+            if "help" in spec.metadata:
+                options[spec.name] = option_name(dest)
+            if dest in chosen:
+                changes[spec.name] = chosen[dest]
+    try:
+        return replace(config, **changes)
+    except (TypeError, ValueError) as error:
+        raise type(error)(options_named(str(error), options)) from None
 
 
 def follow_learning_rate(chosen, defaults):

@@ -27,10 +27,16 @@ At that start π = π_ref, so h = 0 and the sigmoid loss is log 2 for every pair
 
 A run logs the implicit rewards β(log π − log π_ref) of the chosen and the rejected responses, their
 margin βh, and the accuracy (share of pairs with h > 0), on training batches and on held-out pairs.
+
+:meth:`DPOTrainer.save` writes the policy as a GPT checkpoint (what ``minippo generate`` and ``rlhf
+--policy`` read) that also holds the rest of the run -- AdamW's moments, the batch generator, the log
+rows and the statistics since the last row -- so that :meth:`DPOTrainer.load_state`, in a trainer built
+as the saved one was (the same settings, pairs and starting policy), continues it bit-identically.
 """
+import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -45,9 +51,11 @@ from minippo.checks import (
     setting,
 )
 from minippo.nn.categorical import token_logprobs_backward, token_logprobs_forward
+from minippo.nn.checkpoint import json_friendly, load_checkpoint, save_checkpoint
 from minippo.nn.module import as_generator
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.rewards.reward_model import pair_texts
+from minippo.runs import check_same_settings
 
 DPO_LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
 SMOOTHED_LOSS_TYPES = ("sigmoid", "robust")  # the loss types that read label_smoothing
@@ -216,6 +224,9 @@ class DPOTrainer:
         self.optimizer = AdamW(policy.params, policy.grads, lr=config.learning_rate, betas=(0.9, 0.95),
                                weight_decay=config.weight_decay)
         self.steps_done = 0
+        self.rows, self.recent = [], []  # the log rows, and the statistics of the steps since the last one
+        self.seconds = 0.0  # spent training before this process (in the run a checkpoint continued)
+        self.reference_digest = weights_digest(reference.params)
 
     def pair_statistics(self, data, index, backward=False):
         """Loss, implicit rewards β(log π − log π_ref) of chosen and rejected, margin and accuracy on pairs
@@ -259,23 +270,64 @@ class DPOTrainer:
         self.steps_done += 1
         return stats
 
+    def logged_step(self, log=print):
+        """One :meth:`step`; every ``log_every`` steps (and after the last) a row of training means
+        (``train_*``) and held-out statistics (``test_*``, with test pairs) is logged and kept in ``rows``."""
+        config, started = self.config, time.perf_counter()
+        self.recent.append(self.step())
+        if self.steps_done % config.log_every == 0 or self.steps_done == config.steps:
+            row = {"step": self.steps_done,
+                   **{f"train_{key}": float(np.mean([s[key] for s in self.recent])) for key in self.recent[0]}}
+            if self.test_set is not None:
+                row.update({f"test_{key}": value for key, value in self.evaluate(self.test_set).items()})
+            row["seconds"] = self.seconds + time.perf_counter() - started
+            self.rows.append(row)
+            self.recent = []
+            log(progress_line(row, config.steps))
+        self.seconds += time.perf_counter() - started
+
     def train(self, log=print):
-        """Run ``config.steps`` steps; every ``log_every`` steps a row of training means (``train_*``) and
-        held-out statistics (``test_*``, with test pairs) is logged and kept.  Returns the rows."""
-        config = self.config
-        rows, recent, started = [], [], time.perf_counter()
-        while self.steps_done < config.steps:
-            recent.append(self.step())
-            if self.steps_done % config.log_every == 0 or self.steps_done == config.steps:
-                row = {"step": self.steps_done,
-                       **{f"train_{key}": float(np.mean([s[key] for s in recent])) for key in recent[0]}}
-                if self.test_set is not None:
-                    row.update({f"test_{key}": value for key, value in self.evaluate(self.test_set).items()})
-                row["seconds"] = time.perf_counter() - started
-                rows.append(row)
-                recent = []
-                log(progress_line(row, config.steps))
-        return rows
+        """Run the steps left of ``config.steps`` (:meth:`logged_step`); returns the log rows."""
+        while self.steps_done < self.config.steps:
+            self.logged_step(log)
+        return self.rows
+
+    def save(self, path, extra=None):
+        """Write the run to ``path`` (see the module docstring); ``extra`` is the caller's JSON-friendly dict
+        (``minippo dpo`` keeps the tokenizer and the template there)."""
+        run = {"config": json_friendly(asdict(self.config)), "reference": self.reference_digest, "rows": self.rows,
+               "recent": self.recent, "seconds": self.seconds}
+        save_checkpoint(path, self.policy.params, self.policy.config.to_dict(), self.optimizer.state_dict(),
+                        self.steps_done, self.rng, extra={**(extra or {}), "dpo": run}, kind="gpt")
+
+    def load_state(self, path):
+        """Continue the run :meth:`save` wrote to ``path``; ValueError if this trainer was not built as that
+        one was (other settings, another starting policy)."""
+        path = str(path)
+        state = load_checkpoint(path, kind="gpt")
+        run = state["extra"].get("dpo")
+        if not isinstance(run, dict) or "reference" not in run or state["rng"] is None:
+            raise ValueError(f"checkpoint {path!r} holds a policy without a DPO run's state, so it cannot be "
+                             f"resumed (start a new run from it with --policy)")
+        check_same_settings(run["config"], json_friendly(asdict(self.config)), (), path)
+        if run["reference"] != self.reference_digest:
+            raise ValueError(f"checkpoint {path!r} continues a run that started from another policy; resume with "
+                             f"the policy the run started from")
+        try:
+            self.policy.load_state_dict(state["params"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path!r}: {error}") from error
+        self.rng, self.steps_done = state["rng"], state["step"]
+        self.rows, self.recent, self.seconds = run["rows"], run["recent"], run["seconds"]
+
+
+def weights_digest(params):
+    """SHA-256 of a model's weights (``params``, name -> array): a resumed run must start from the same model."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode() + np.ascontiguousarray(params[name]).tobytes())
+    return digest.hexdigest()
 
 
 def progress_line(row, total):

@@ -102,8 +102,25 @@ class ArithmeticRLConfig:
         """Check the settings before any stage runs (the model sizes by ``GPTConfig``, the RL settings by
         ``RLHFConfig`` and the format reward by ``ArithmeticReward``, made here to fail early)."""
         check_settings(self)
+        model_config(self, vocab_size=1)
         trainer_config(self, seed=0)
         ArithmeticReward(self.format_reward)
+
+
+def model_config(config, vocab_size):
+    """The GPTConfig of a policy pretrained here, with the sizes of ``config`` and ``vocab_size`` tokens."""
+    return GPTConfig(vocab_size=vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                     n_head=config.n_head, n_embd=config.n_embd)
+
+
+def pretrained_policy(config, problems, tokenizer, seeds, log=print):
+    """Stage 1: a new GPT (``seeds["init"]``) pretrained with ``config.pretrain`` on the sloppy student's
+    answers to ``problems`` (``seeds["corpus"]``), written with ``tokenizer``."""
+    policy = GPT(model_config(config, tokenizer.vocab_size), seed=seeds["init"])
+    lines = pretraining_corpus(problems, config.forget_carry, config.miss, config.corpus_epochs, seeds["corpus"])
+    pretrain(policy, encode_documents(lines, tokenizer, policy.config.block_size), config.pretrain, tokenizer,
+             log=log)
+    return policy
 
 
 def trainer_config(config, seed):
@@ -158,10 +175,13 @@ def log_table(before, after, log):
     log(f"{'KL to start (nats/response)':28s}{before['kl']:>10.3f}{after['kl']:>10.3f}")
 
 
-def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=None, log=print):
+def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=None, log=print, run_log=None):
     """Run every stage and return the summary dict (also written to ``out_dir/summary.json``).
 
-    With ``policy`` (and its ``tokenizer``) pretraining is skipped and that model is trained in place.
+    With ``policy`` (and its ``tokenizer``) pretraining is skipped and that model is trained in place;
+    without, a new policy is pretrained with ``tokenizer`` (default: a
+    :class:`~minippo.text.tokenizer.ByteTokenizer`), which its checkpoint records.  Each RL iteration's
+    statistics also go to ``run_log`` (a :class:`minippo.run_log.RunLog`) if given.
     """
     config = config or ArithmeticRLConfig()
     started = time.perf_counter()
@@ -177,13 +197,8 @@ def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=N
     with blas_threads(config.threads):
         if policy is None:
             log("== 1/4 pretraining the policy on the sloppy student's arithmetic ==")
-            tokenizer = ByteTokenizer()
-            policy = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=config.block_size,
-                                   n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd),
-                         seed=seeds["init"])
-            lines = pretraining_corpus(train, config.forget_carry, config.miss, config.corpus_epochs, seeds["corpus"])
-            pretrain(policy, encode_documents(lines, tokenizer, policy.config.block_size), config.pretrain,
-                     tokenizer, log=log)
+            tokenizer = tokenizer or ByteTokenizer()
+            policy = pretrained_policy(config, train, tokenizer, seeds, log)
         else:
             log("== 1/4 the given policy, not pretrained here ==")
         seconds_pretrain = time.perf_counter() - started
@@ -200,6 +215,8 @@ def run_arithmetic_rl(config=None, out_dir="runs/grpo", policy=None, tokenizer=N
             problems = [train[i] for i in prompt_rng.integers(0, len(train), config.prompts_per_iteration)]
             stats = trainer.iteration(iteration_prompts(problems, rl_config, config.num_generations))
             rows.append({"iteration": iteration, **stats})
+            if run_log is not None:
+                run_log.scalars(iteration, stats)
             elapsed = time.perf_counter() - rl_started
             eta = elapsed / iteration * (config.iterations - iteration)
             log(f"{progress_line(iteration, config.iterations, stats)}  eta {format_duration(eta)}")
