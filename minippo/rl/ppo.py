@@ -65,7 +65,7 @@ from minippo.blas import blas_threads
 from minippo.distributed import LOCAL, world
 from minippo.nn.checkpoint import json_friendly, load_checkpoint, rng_from_state, rng_state, save_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
-from minippo.rl.actor_critic import ActorCritic
+from minippo.rl.actor_critic import ActorCritic, flat_views
 from minippo.rl.advantages import whiten
 from minippo.rl.losses import (
     explained_variance,
@@ -79,6 +79,7 @@ from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
 RESUMABLE_CHANGES = ("total_steps", "blas_threads")  # the settings a resumed run may change
+FLAT = "parameters"  # the optimiser's one array: every parameter of the ActorCritic (ActorCritic.flat_params)
 
 
 def make_env(config, num_envs=None, seed=None, training=True, statistics_world=LOCAL):
@@ -196,8 +197,10 @@ class Trainer:
         self.world.broadcast_(self.agent.params)
         self.action_rng = np.random.default_rng(action_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
-        self.optimizer = AdamW(self.agent.params, self.agent.grads, lr=config.learning_rate,
-                               betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
+        # One flat array for Adam (element-wise, so the same numbers as one array per parameter, in one
+        # NumPy call per operation instead of twelve); checkpoints keep one moment per parameter.
+        self.optimizer = AdamW({FLAT: self.agent.flat_params}, {FLAT: self.agent.flat_grads},
+                               lr=config.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
         action_space = self.env.single_action_space
         action_dtype = self.agent.dtype if self.agent.continuous else np.int64
         self.rollout = RolloutBuffer(config.num_steps, num_envs, self.env.single_observation_space.shape,
@@ -212,7 +215,8 @@ class Trainer:
         if self.next_obs is None:
             self.next_obs = network_obs(agent, env.reset(seed=self.env_seed)[0])
         rollout.final_values.fill(0.0)
-        episodes = []
+        rollout.episode_ends.fill(False)
+        first_step = self.global_step
         for t in range(self.config.num_steps):
             rollout.obs[t] = self.next_obs
             actions, rollout.logprobs[t], rollout.values[t] = agent.act(self.next_obs, self.action_rng)
@@ -224,13 +228,14 @@ class Trainer:
             rollout.terminations[t] = terminations
             rollout.truncations[t] = truncations
             if infos:  # some episode ended on this step
-                truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
-                if truncated.any():
+                rollout.episode_ends[t] = infos["_episode"]
+                rollout.episode_returns[t] = infos["episode"]["r"]
+                rollout.episode_lengths[t] = infos["episode"]["l"]
+                if truncations.any():
+                    truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
                     final_obs = network_obs(agent, infos["final_obs"][truncated])
                     rollout.final_values[t, truncated] = agent.value(final_obs)
-                finished = infos["_episode"]
-                for episode_return, length in zip(infos["episode"]["r"][finished], infos["episode"]["l"][finished]):
-                    episodes.append((self.global_step, float(episode_return), int(length)))
+        episodes = rollout.finished_episodes(first_step, self.config.num_envs)
         self.history.episodes.extend(self.world.gather_list(episodes))
         rollout.last_values[:] = agent.value(self.next_obs)
         return rollout
@@ -264,7 +269,7 @@ class Trainer:
         their global norm, take one Adam step."""
         self.agent.zero_grad()
         stats = loss_and_gradients(self.agent, batch, self.config, self.world)
-        stats = self.world.average_gradients(self.agent.grads, stats)
+        stats = self.world.average_gradients({FLAT: self.agent.flat_grads}, stats)
         stats["grad_norm"] = clip_grad_norm(self.agent.grads, self.config.max_grad_norm)
         self.optimizer.step(lr)
         return stats
@@ -320,9 +325,30 @@ class Trainer:
         normalizer = find_wrapper(self.env, envs.NormalizeObservation)
         obs_rms = None if normalizer is None else json_friendly(normalizer.obs_rms.state_dict())
         trainer = {"ranks": ranks, "history": json_friendly(asdict(self.history))}
-        save_checkpoint(path, self.agent.params, asdict(self.config), self.optimizer.state_dict(),
+        save_checkpoint(path, self.agent.params, asdict(self.config), self.optimizer_state(),
                         self.global_step, self.action_rng, extra={"obs_rms": obs_rms, "trainer": trainer},
                         kind="ppo_policy")
+
+    def optimizer_state(self):
+        """The optimiser's state with one moment array per parameter, ``m.<name>`` and ``v.<name>`` (the
+        layout of ``AdamW(agent.params, ...).state_dict()``), cut from its flat arrays."""
+        flat = self.optimizer.state_dict()
+        return {"step_count": flat["step_count"],
+                **{f"{kind}.{name}": view for kind in "mv"
+                   for name, view in flat_views(flat[f"{kind}.{FLAT}"], self.agent.params).items()}}
+
+    def load_optimizer_state(self, state):
+        """Restore :meth:`optimizer_state`'s output (ValueError naming the keys that do not fit)."""
+        expected = {"step_count"} | {f"{kind}.{name}" for kind in "mv" for name in self.agent.params}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        shapes = sorted(key for key in expected & set(state) - {"step_count"}
+                        if np.shape(state[key]) != self.agent.params[key[2:]].shape)
+        if missing or unexpected or shapes:
+            raise ValueError(f"cannot load optimizer state: missing {missing}, unexpected {unexpected}, "
+                             f"wrong shape {shapes}")
+        self.optimizer.load_state_dict({"step_count": state["step_count"], **{
+            f"{kind}.{FLAT}": np.concatenate([np.ravel(state[f"{kind}.{name}"]) for name in self.agent.params])
+            for kind in "mv"}})
 
     def rank_state(self):
         """This rank's part of a checkpoint: its environments' state (None for gymnasium's), its action and
@@ -356,7 +382,7 @@ class Trainer:
         mine = trainer["ranks"][self.world.rank]
         try:
             self.agent.load_state_dict(state["params"])
-            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.load_optimizer_state(state["optimizer_state"])
             self.env.load_state_dict(mine["env"])
         except ValueError as error:
             raise ValueError(f"checkpoint {path!r}: {error}") from error
