@@ -66,7 +66,7 @@ import time
 from _options import positive_int
 
 WORKLOADS = ("cartpole", "pendulum", "pretrain-M")
-COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_weight", "gather_rows", "gather_list",
+COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_std_groups", "mean_weight", "gather_rows", "gather_list",
                "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
 WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -299,9 +299,12 @@ def max_ranks(result, gbits):
 
 
 def spread(values, digits=2, unit=""):
-    """``median [min-max]`` of ``values``, or the one value."""
+    """``median [lower-upper quartile]`` of ``values``, or the one value."""
     text = f"{statistics.median(values):.{digits}f}{unit}"
-    return text if len(values) == 1 else f"{text} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+    if len(values) == 1:
+        return text
+    lower, _, upper = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{text} [{lower:.{digits}f}-{upper:.{digits}f}]"
 
 
 def main(argv=None):
@@ -329,7 +332,7 @@ def main(argv=None):
                 print(f"{workload:11s} {label:11s} {result['load']:5.1f} {rate:>18s} {result['update_seconds']:9.4f} "
                       f"{result['calls_per_update']:11.0f} {result['seconds_per_update']:8.4f}s {waiting}",
                       flush=True)
-    print(f"\nmedian [min-max] over {args.repeats} repeat(s) of the paired ratios: speed-up = code x machine x MPI")
+    print(f"\nmedian [quartiles] over {args.repeats} repeat(s) of the paired ratios: speed-up = code x machine x MPI")
     print(f"{'workload':11s} {'N':>3s} {'speed-up t_1/t_N':>22s} {'code t_1/t_share':>22s} "
           f"{'machine t_share/t_xN':>22s} {'MPI t_xN/t_N':>22s} {'collectives s/update':>21s}")
     for workload, by_label in results.items():
@@ -344,6 +347,11 @@ def main(argv=None):
             in_them = [result["seconds_per_update"] for result in by_label[many]]
             print(f"{workload:11s} {ranks:3d} {ratios('N=1', many):>22s} {ratios('N=1', alone):>22s} "
                   f"{ratios(alone, at_once):>22s} {ratios(at_once, many):>22s} {spread(in_them, 4):>21s}")
+    print("\nrates, median [quartiles]:")
+    for workload, by_label in results.items():
+        print(f"{workload:11s} " + "; ".join(
+            f"{label} {spread([r['items_per_update'] / r['update_seconds'] for r in by_label[label]], 0)}"
+            for label in by_label) + f" ({by_label['N=1'][0]['unit']})")
     print("\ncost model (ring allreduce, bandwidth only; compute time per update: median at N = 1):")
     print(f"{'workload':12s} {'params':>10s} {'bytes/step':>11s} {'steps/update':>12s} {'compute s':>10s} "
           f"{'comm@10G':>9s} {'comm@100G':>10s} {'N>80%@10G':>10s} {'N>80%@100G':>11s}")

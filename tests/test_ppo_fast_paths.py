@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 
 from minippo.envs.spaces import Box, Discrete
+from minippo.nn.categorical import token_logprobs_forward
 from minippo.nn.optim import AdamW
 from minippo.rl.actor_critic import ActorCritic, flat_views
+from minippo.rl.losses import ppo_policy_loss, ratio_stats
 from minippo.rl.ppo import ADAM_BETAS, ADAM_EPS, Trainer
 from minippo.rl.ppo_config import PPOConfig
+from minippo.rl.resume import load_optimizer_state, optimizer_state
 
 
 @pytest.mark.parametrize("continuous", [False, True])
@@ -58,21 +61,21 @@ def test_adam_on_the_flat_array_equals_adam_per_parameter_bit_for_bit(env_id, tm
     for name, value in flat.agent.params.items():
         np.testing.assert_array_equal(value, per_parameter.agent.params[name], err_msg=name)
     # the checkpoint keeps one moment per parameter, as AdamW(agent.params, ...) writes it
-    state, expected = flat.optimizer_state(), per_parameter.optimizer.state_dict()
+    state, expected = optimizer_state(flat), per_parameter.optimizer.state_dict()
     assert set(state) == set(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(state[key], value, err_msg=key)
     moved = {key: value + 1.0 for key, value in expected.items() if key != "step_count"}
-    flat.load_optimizer_state({**moved, "step_count": np.array(9)})
+    load_optimizer_state(flat, {**moved, "step_count": np.array(9)})
     assert flat.optimizer.step_count == 9
-    for key, value in flat.optimizer_state().items():
+    for key, value in optimizer_state(flat).items():
         np.testing.assert_array_equal(value, 9 if key == "step_count" else moved[key], err_msg=key)
     with pytest.raises(ValueError, match=r"missing \['m.critic.layers.2.bias'\].*wrong shape \['v.log_std'\]"
                        if env_id == "Pendulum-v1" else r"missing \['m.critic.layers.2.bias'\]"):
         broken = {key: value for key, value in expected.items() if key != "m.critic.layers.2.bias"}
         if env_id == "Pendulum-v1":
             broken["v.log_std"] = np.zeros(3)
-        flat.load_optimizer_state(broken)
+        load_optimizer_state(flat, broken)
 
 
 def test_episodes_read_from_the_rollout_equal_the_per_step_loop():
@@ -95,3 +98,21 @@ def test_episodes_read_from_the_rollout_equal_the_per_step_loop():
     history = trainer.train()
     assert len(expected) > 20 and history.episodes == expected
     assert all(type(a) is int and type(b) is float and type(c) is int for a, b, c in history.episodes)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_policy_loss_diagnostics_equal_ratio_stats_bit_for_bit(loss_type, masked):
+    rng = np.random.default_rng(0)
+    logprobs, old_logprobs, advantages = (rng.standard_normal((4, 6)) * scale for scale in (0.3, 0.3, 1.0))
+    mask = rng.random((4, 6)) < 0.7 if masked else None
+    policy = ppo_policy_loss(logprobs, old_logprobs, advantages, 0.2, mask, 0.28, loss_type, max_length=6)
+    assert policy[2:] == tuple(ratio_stats(logprobs, old_logprobs, 0.2, 0.28, mask))
+
+
+def test_evaluate_picks_the_logprobs_token_logprobs_forward_gives():
+    agent = ActorCritic(Box(-np.inf, np.inf, shape=(4,)), Discrete(3), dtype=np.float64, seed=1)
+    obs = np.random.default_rng(2).standard_normal((50, 4))
+    actions = np.random.default_rng(3).integers(0, 3, 50)
+    expected, _ = token_logprobs_forward(agent.actor.forward(obs), actions)
+    np.testing.assert_array_equal(agent.evaluate(obs, actions).logprobs, expected)

@@ -29,7 +29,6 @@ from minippo.nn.categorical import (
     entropy_forward,
     log_softmax,
     token_logprobs_backward,
-    token_logprobs_forward,
 )
 from minippo.nn.mlp import MLP
 from minippo.nn.module import Module, as_generator, check_array, check_dtype, prefixed
@@ -181,7 +180,8 @@ class ActorCritic(Module):
             self._cache = (len(obs), z)
         else:
             actions = self.action_space.batch(len(obs)).check_action(actions)
-            logprobs, log_probs_all = token_logprobs_forward(head, actions)
+            log_probs_all = log_softmax(head)  # token_logprobs_forward's result, without its second check
+            logprobs = log_probs_all[self._rows(len(obs)), actions]
             entropy = entropy_forward(log_probs_all)
             self._cache = (len(obs), actions, log_probs_all, entropy)
         values = self.critic.forward(obs)[:, 0]
