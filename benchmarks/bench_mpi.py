@@ -39,9 +39,9 @@ instead of timing: at N = 1, for one rank's share alone and per rank at N, each 
 inside MPI calls (transfer and busy waiting) and the rest.  Unlike times, the counts outside MPI do not
 move with the machine's load, so they show what the ranks compute beyond one rank's share.
 
-On a shared machine one measurement says little: ``--repeats R`` runs these four
-interleaved R times (rotating their order) and reports the median of the paired ratios, each run's
-line giving the load average it started at.
+On a shared machine one measurement says little: ``--repeats R`` runs these four interleaved R times
+(rotating their order) and reports the median and quartiles of the paired ratios and of the rates, each
+run's line giving the load average it started at.
 
 **Cost model** (printed from the N = 1 measurements): per optimiser step every rank sends and receives
 the flat gradient buffer (parameters x 4 bytes in float32); a ring allreduce moves 2 (N − 1) / N of it
