@@ -59,8 +59,10 @@ def state_share(states, share, shares):
     """The state_dict of share ``share`` of ``shares`` equal shares of the sub-environments of several vector
     environments, given their ``states`` in order (the state_dicts of the ranks a run was saved by, say):
     every per-environment entry (``PER_ENV_ENTRIES``) of all of them concatenated and cut, the other
-    entries the first state's (through wrappers' ``"env"`` entries)."""
+    entries the first state's (through wrappers' ``"env"`` entries; None, gymnasium's, stays None)."""
     first, result = states[0], {}
+    if first is None:
+        return None
     for key, value in first.items():
         if key == "env":
             result[key] = state_share([state["env"] for state in states], share, shares)

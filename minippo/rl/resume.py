@@ -62,6 +62,13 @@ def load_optimizer_state(trainer, state):
         for kind in "mv"}})
 
 
+def innermost(env_state):
+    """The state of the environment inside the wrappers' states (``{"env": ..., ...}``): None for gymnasium's."""
+    while isinstance(env_state, dict) and "env" in env_state:
+        env_state = env_state["env"]
+    return env_state
+
+
 def rank_state(trainer):
     """This rank's part of a checkpoint: its environments' state (None for gymnasium's), its action and
     shuffle generators and the observations its next rollout starts from (JSON-friendly)."""
@@ -107,8 +114,7 @@ def load_run(trainer, path):
         mine = ranks[world.rank]
     else:  # this rank's share of every environment of the run, in rank order
         share = slice(world.rank * trainer.env.num_envs, (world.rank + 1) * trainer.env.num_envs)
-        mine = {"env": None if ranks[0]["env"] is None else
-                state_share([rank["env"] for rank in ranks], world.rank, world.size),
+        mine = {"env": state_share([rank["env"] for rank in ranks], world.rank, world.size),
                 "next_obs": None if ranks[0]["next_obs"] is None else
                 np.concatenate([rank["next_obs"] for rank in ranks])[share]}
     try:
@@ -125,11 +131,12 @@ def load_run(trainer, path):
         trainer.env.unwrapped.rng = np.random.default_rng(trainer.env_seed)
         if world.is_root:
             environments = "start new episodes (a gymnasium environment's state is not saved)" \
-                if mine["env"] is None else f"continue their episodes, {trainer.env.num_envs} per rank"
+                if innermost(mine["env"]) is None else f"continue their episodes, {trainer.env.num_envs} per rank"
             warnings.warn(f"{path} was saved by {len(ranks)} MPI rank{'s' * (len(ranks) > 1)} and continues on "
                           f"{world.size}: its {trainer.config.num_envs} environments {environments}; the random "
                           f"streams start anew from (seed {trainer.config.seed}, rank, update {updates})", stacklevel=3)
-    trainer.next_obs = None if mine["env"] is None or mine["next_obs"] is None else \
+    # (episodes of an environment whose state was not saved start anew: the first rollout resets it)
+    trainer.next_obs = None if innermost(mine["env"]) is None or mine["next_obs"] is None else \
         np.array(mine["next_obs"], dtype=trainer.agent.dtype)
     trainer.global_step = state["step"]
     trainer.history.updates[:] = run["history"]["updates"]
