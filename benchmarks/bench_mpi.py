@@ -39,9 +39,9 @@ instead of timing: at N = 1, for one rank's share alone and per rank at N, each 
 inside MPI calls (transfer and busy waiting) and the rest.  Unlike times, the counts outside MPI do not
 move with the machine's load, so they show what the ranks compute beyond one rank's share.
 
-On a shared machine one measurement says little: ``--repeats R`` runs these four
-interleaved R times (rotating their order) and reports the median of the paired ratios, each run's
-line giving the load average it started at.
+On a shared machine one measurement says little: ``--repeats R`` runs these four interleaved R times
+(rotating their order) and reports the median and quartiles of the paired ratios and of the rates, each
+run's line giving the load average it started at.
 
 **Cost model** (printed from the N = 1 measurements): per optimiser step every rank sends and receives
 the flat gradient buffer (parameters x 4 bytes in float32); a ring allreduce moves 2 (N − 1) / N of it
@@ -66,7 +66,7 @@ import time
 from _options import positive_int
 
 WORKLOADS = ("cartpole", "pendulum", "pretrain-M")
-COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_weight", "gather_rows", "gather_list",
+COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_std_groups", "mean_weight", "gather_rows", "gather_list",
                "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
 WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -117,7 +117,8 @@ def time_collectives(world, split_wait):
         return run
 
     for name in COLLECTIVES:
-        setattr(world, name, timed(getattr(world, name)))
+        if hasattr(world, name):  # (an older minippo, to compare with, may lack one)
+            setattr(world, name, timed(getattr(world, name)))
     return totals
 
 
@@ -132,8 +133,6 @@ def ppo_worker(workload, updates, share, split_wait, count_instructions):
     from minippo.rl.ppo import Trainer
     from minippo.rl.ppo_config import PPOConfig
 
-    if count_instructions:  # one warm-up update, then ``updates`` counted ones, each a train() of one update
-        updates, counted = 0, updates
     if workload == "cartpole":
         num_envs = 128 // share
         config = PPOConfig(num_envs=num_envs, num_steps=128, total_steps=num_envs * 128 * (updates + 1))
@@ -145,9 +144,9 @@ def ppo_worker(workload, updates, share, split_wait, count_instructions):
     trainer = Trainer(config)
     params = sum(value.size for value in trainer.agent.params.values())
     if count_instructions:
-        trainer.train()
-        # callgrind --toggle-collect=functools_reduce counts only inside this call
-        functools.reduce(lambda first, second: [trainer.train() for _ in range(counted)], [None, None])
+        trainer.train(lambda trainer, stats: True)  # stops after the warm-up update
+        # the other ``updates``; callgrind --toggle-collect=functools_reduce counts only inside this call
+        functools.reduce(lambda first, second: trainer.train(), [None, None])
         return {"params": params}
     totals, marks = time_collectives(trainer.world, split_wait), []
     trainer.train(lambda trainer, stats: marks.append((time.perf_counter(), dict(totals))))
@@ -299,9 +298,12 @@ def max_ranks(result, gbits):
 
 
 def spread(values, digits=2, unit=""):
-    """``median [min-max]`` of ``values``, or the one value."""
+    """``median [lower-upper quartile]`` of ``values``, or the one value."""
     text = f"{statistics.median(values):.{digits}f}{unit}"
-    return text if len(values) == 1 else f"{text} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+    if len(values) == 1:
+        return text
+    lower, _, upper = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{text} [{lower:.{digits}f}-{upper:.{digits}f}]"
 
 
 def main(argv=None):
@@ -329,7 +331,7 @@ def main(argv=None):
                 print(f"{workload:11s} {label:11s} {result['load']:5.1f} {rate:>18s} {result['update_seconds']:9.4f} "
                       f"{result['calls_per_update']:11.0f} {result['seconds_per_update']:8.4f}s {waiting}",
                       flush=True)
-    print(f"\nmedian [min-max] over {args.repeats} repeat(s) of the paired ratios: speed-up = code x machine x MPI")
+    print(f"\nmedian [quartiles] over {args.repeats} repeat(s) of the paired ratios: speed-up = code x machine x MPI")
     print(f"{'workload':11s} {'N':>3s} {'speed-up t_1/t_N':>22s} {'code t_1/t_share':>22s} "
           f"{'machine t_share/t_xN':>22s} {'MPI t_xN/t_N':>22s} {'collectives s/update':>21s}")
     for workload, by_label in results.items():
@@ -344,6 +346,11 @@ def main(argv=None):
             in_them = [result["seconds_per_update"] for result in by_label[many]]
             print(f"{workload:11s} {ranks:3d} {ratios('N=1', many):>22s} {ratios('N=1', alone):>22s} "
                   f"{ratios(alone, at_once):>22s} {ratios(at_once, many):>22s} {spread(in_them, 4):>21s}")
+    print("\nrates, median [quartiles]:")
+    for workload, by_label in results.items():
+        print(f"{workload:11s} " + "; ".join(
+            f"{label} {spread([r['items_per_update'] / r['update_seconds'] for r in by_label[label]], 0)}"
+            for label in by_label) + f" ({by_label['N=1'][0]['unit']})")
     print("\ncost model (ring allreduce, bandwidth only; compute time per update: median at N = 1):")
     print(f"{'workload':12s} {'params':>10s} {'bytes/step':>11s} {'steps/update':>12s} {'compute s':>10s} "
           f"{'comm@10G':>9s} {'comm@100G':>10s} {'N>80%@10G':>10s} {'N>80%@100G':>11s}")

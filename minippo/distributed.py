@@ -15,7 +15,8 @@ The algorithm is the single-process one with every *global* quantity computed ov
 * **Parameters** start as rank 0's (:meth:`World.broadcast_`) and are compared now and then by a checksum
   (:meth:`World.check_identical`): a divergence stops the run naming the step.
 * **Seeds.**  :meth:`World.rank_seed` derives each rank's seed from the run's seed and the rank, so a run
-  is reproducible for a given number of ranks.
+  is reproducible for a given number of ranks (and, resumed on another number of ranks, from the step
+  it continues at as well).
 * **Failure.**  An exception that reaches the top of any rank prints that rank's traceback and aborts the
   whole job (``MPI_Abort``), rather than leaving the others waiting forever in a collective.
 
@@ -54,8 +55,15 @@ class World:
         """A phrase for the first line of output, e.g. "1 process" or "4 MPI ranks"."""
         return "1 process" if self.size == 1 else f"{self.size} MPI ranks"
 
-    def rank_seed(self, seed):
-        """This rank's seed (an int) from the run's ``seed``: ``seed`` itself in one process."""
+    def rank_seed(self, seed, resumed_at=None):
+        """This rank's seed (an int) from the run's ``seed``: ``seed`` itself in one process.
+
+        ``resumed_at``: the step (update, iteration) at which a run saved by another number of ranks
+        continues.  Its saved streams belong to ranks that no longer exist, so each rank takes a new seed
+        from (``seed``, its rank, ``resumed_at``): the continued run is reproducible for a given N, and its
+        streams differ from those of the run's start and of a resume at any other step."""
+        if resumed_at is not None:
+            return int(np.random.SeedSequence(seed, spawn_key=(resumed_at, self.rank)).generate_state(1, np.uint64)[0])
         return seed if self.size == 1 else spawn_seeds(seed, self.size)[self.rank]
 
     def share(self, total, name):
@@ -89,6 +97,11 @@ class World:
         """Mean and standard deviation (ddof=0) of the ``values`` of every rank together, in their
         dtype; ValueError when no rank has any."""
         return self.mean(values), values.std()
+
+    def mean_std_groups(self, groups):
+        """``[(mean, std), ...]``: :meth:`mean_std` of each array of the list ``groups``, each over that
+        group's arrays of every rank, in one collective for all of them (the minibatches of an epoch)."""
+        return [self.mean_std(values) for values in groups]
 
     def gather_rows(self, rows):
         """Every rank's array ``rows`` concatenated along axis 0, in rank order."""
@@ -180,12 +193,18 @@ class MPIWorld(World):
         return dtype.type(total / count)
 
     def mean_std(self, values):
-        every = np.empty((self.size, 3))  # one (n, Σx, Σ(x − x̄)²) row per rank
-        self.comm.Allgather(local_moments(values), every)
-        count, mean, std = merged_moments(every)
-        if count == 0:
-            raise ValueError("a mean needs at least one value")
-        return values.dtype.type(mean), values.dtype.type(std)
+        return self.mean_std_groups([values])[0]
+
+    def mean_std_groups(self, groups):
+        every = np.empty((self.size, len(groups), 3))  # one (n, Σx, Σ(x − x̄)²) row per rank and group
+        self.comm.Allgather(np.concatenate([local_moments(values) for values in groups]), every)
+        statistics = []
+        for group, values in enumerate(groups):
+            count, mean, std = merged_moments(every[:, group])
+            if count == 0:
+                raise ValueError("a mean needs at least one value")
+            statistics.append((values.dtype.type(mean), values.dtype.type(std)))
+        return statistics
 
     def gather_rows(self, rows):
         rows = np.ascontiguousarray(rows)

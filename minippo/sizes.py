@@ -26,7 +26,8 @@ from functools import partial
 GPT_TRAINING_COPIES = 4  # parameters, gradients, AdamW's first and second moments
 ACTIVATION_WIDTHS = 14  # floats per token and layer kept for backward, in units of C (plus H·T of attention)
 FLOAT64_BYTES = 8
-ROLLOUT_SCALARS = 8  # per rollout step: log-prob, value, reward, two done flags, final value, advantage, return
+ROLLOUT_SCALARS = 11  # per rollout step: log-prob, value, reward, two done flags, final value, advantage, return,
+#                     and the end of an episode: a flag, its return and its length
 UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 

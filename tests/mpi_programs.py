@@ -76,6 +76,9 @@ def statistics(out):
     rows = {"float32": values.astype(np.float32), "int": rng.integers(-5, 5, (7, 2, 3)), "bool": mask}
     results.update({f"gathered_{name}": comm.gather_rows(array[lopsided]) for name, array in rows.items()})
     results["mean_std_lopsided"] = np.array(comm.mean_std(values[lopsided]))
+    groups = [values[lopsided, 0], values[share, 1], values[lopsided, 2].astype(np.float32)]
+    results["mean_std_groups"] = np.array(comm.mean_std_groups(groups), dtype=np.float64)
+    results["mean_std_groups_one_by_one"] = np.array([comm.mean_std(group) for group in groups], dtype=np.float64)
     rms = RunningMeanStd((3,), world=comm)
     for batch in observations:
         rms.update(batch[comm.rank * 4 // comm.size:(comm.rank + 1) * 4 // comm.size])
@@ -166,6 +169,80 @@ def rlhf(out):
         results.update({f"{iteration}/{name}": value for name, value in stats.items()
                         if not name.startswith(("time/", "policy/first_ratio"))})
     return {**results, **{f"param/{name}": value for name, value in trainer.params.items()}}
+
+
+def ppo_run(out, updates, resume=False, save=False):
+    """``updates`` PPO updates on 4 CartPole environments in all, float64, with both normalisation wrappers:
+    resumed from, and saved to, ppo.npz next to ``out``.  What the resumed run starts from (gathered over the
+    ranks: every environment's state, running episode and next observation) and what it ends with."""
+    path = os.path.join(os.path.dirname(out), "ppo.npz")
+    config = PPOConfig(num_envs=4, num_steps=16, total_steps=4 * 16 * updates, num_minibatches=2, update_epochs=2,
+                       normalize_obs=True, normalize_reward=True, dtype="float64", seed=3,
+                       anneal_lr=False)  # so that a 2-update run is the start of a 4-update one
+    trainer, comm, results = Trainer(config), world(), {}
+    if resume:
+        trainer.load_state(path)
+        env = trainer.env.unwrapped
+        results = {f"start/{name}": comm.gather_rows(value).copy() for name, value in  # (copies: training moves them)
+                   [("state", env.state.T), ("next_obs", trainer.next_obs), ("episode_lengths", env.episode_lengths),
+                    ("discounted_returns", trainer.env.discounted_returns)]}
+        results.update({
+                        "start/global_step": trainer.global_step, "start/updates": len(trainer.history.updates),
+                        **{f"start/param/{name}": value.copy() for name, value in trainer.agent.params.items()}})
+    trainer.train()
+    if save:
+        trainer.save(path)
+    return {**results, "losses": np.array([update["loss"] for update in trainer.history.updates]),
+            "episodes": np.array(trainer.history.episodes), "global_step": trainer.global_step,
+            **{f"param/{name}": value for name, value in trainer.agent.params.items()}}
+
+
+def ppo_save(out):
+    """Two updates, saved (:func:`ppo_run`)."""
+    return ppo_run(out, 2, save=True)
+
+
+def ppo_resume(out):
+    """Four updates, the first two resumed (:func:`ppo_run`)."""
+    return ppo_run(out, 4, resume=True)
+
+
+def ppo_straight(out):
+    """Four updates in one go (:func:`ppo_run`)."""
+    return ppo_run(out, 4)
+
+
+def rlhf_run(out, iterations, resume=False):
+    """RLHF PPO iterations of a tiny float64 GPT on 4 prompts, sampled by each rank from its own stream:
+    resumed from, or saved to, rlhf.npz next to ``out``; the parameters at the start and the end."""
+    path = os.path.join(os.path.dirname(out), "rlhf.npz")
+    tokenizer = ByteTokenizer()
+    policy = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16,
+                           dtype="float64"), seed=6)
+    config = RLHFConfig(batch_size=4, minibatch_size=2, update_epochs=1, max_new_tokens=6, learning_rate=3e-3,
+                        kl_target=0.5, kl_horizon=10.0, init_kl_coef=0.3, seed=1)
+    trainer = RLHFTrainer(policy, lambda prompts, responses: np.array([len(set(r)) for r in responses], float),
+                          tokenizer, config)
+    if resume:
+        trainer.load_state(path)
+    results = {"start/iterations": trainer.iterations_done, "start/beta": trainer.kl_controller.beta,
+               **{f"start/param/{name}": value.copy() for name, value in trainer.params.items()}}
+    for _ in range(iterations):
+        trainer.iteration([f"Q{i} A:" for i in range(4)])
+    if not resume:
+        trainer.save(path)
+    return {**results, "beta": trainer.kl_controller.beta, "iterations": trainer.iterations_done,
+            **{f"param/{name}": value for name, value in trainer.params.items()}}
+
+
+def rlhf_save(out):
+    """One RLHF iteration, saved (:func:`rlhf_run`)."""
+    return rlhf_run(out, 1)
+
+
+def rlhf_resume(out):
+    """One more RLHF iteration, resumed (:func:`rlhf_run`)."""
+    return rlhf_run(out, 1, resume=True)
 
 
 def fail(out):

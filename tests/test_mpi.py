@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from minippo.distributed import LOCAL, SIZE_VARIABLES, checksum, launched_size, local_moments, merged_moments
+from minippo.nn.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).with_name("mpi_programs.py")
@@ -75,7 +76,9 @@ def test_two_ranks_with_half_the_batch_take_the_optimiser_steps_of_one_process(t
 def test_global_statistics_equal_the_single_process_ones(tmp_path, mpiexec):
     """Whitening (masked), running mean/std merging, and a training run with both normalisation wrappers."""
     single, double = one_and_two_ranks("statistics", tmp_path, mpiexec)
-    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var", "mean_std_lopsided"):
+    for results in (single, double):  # all the groups in one collective give what one collective each gives
+        np.testing.assert_array_equal(results["mean_std_groups"], results["mean_std_groups_one_by_one"])
+    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var", "mean_std_lopsided", "mean_std_groups"):
         np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-12, err_msg=name)
     for name in ("gathered_float32", "gathered_int", "gathered_bool"):  # rank 1 of 2 gathers no rows
         assert double[name].dtype == single[name].dtype and double[name].shape == single[name].shape, name
@@ -206,3 +209,71 @@ def test_checksum_changes_with_any_element():
             changed = array.copy().reshape(-1)
             changed.view(np.uint8)[index * array.itemsize] ^= 1  # the lowest bit of one element
             assert checksum(changed) != total, (array.dtype, index)
+
+
+def run_in(folder, program, ranks, mpiexec):
+    """Run ``program`` with OUT = folder/<program>-<ranks>.npz (beside the run's checkpoint); what it wrote
+    and its stderr."""
+    out = folder / f"{program}-{ranks or 1}.npz"
+    completed = run_program(program, out, ranks, mpiexec)
+    assert completed.returncode == 0, completed.stderr
+    return dict(np.load(out)), completed.stderr
+
+
+@pytest.mark.parametrize("saved_on, resumed_on", [(2, None), (None, 2)])
+def test_a_ppo_run_resumes_on_another_number_of_ranks(tmp_path, mpiexec, saved_on, resumed_on):
+    """Saved after 2 updates on N ranks, continued to 4 on the other N: the weights, optimiser, statistics,
+    counters and history carry over, every environment continues its episode from where it was (regrouped
+    into the new ranks' shares), and the continued run is reproducible."""
+    saved, _ = run_in(tmp_path, "ppo-save", saved_on, mpiexec)
+    resumed, stderr = run_in(tmp_path, "ppo-resume", resumed_on, mpiexec)
+    assert f"saved by {saved_on or 1} MPI rank" in stderr and f"continues on {resumed_on or 1}:" in stderr
+    assert f"4 environments continue their episodes, {4 // (resumed_on or 1)} per rank" in stderr
+    assert "random streams start anew from (seed 3, rank, update 2)" in stderr
+    assert resumed["start/updates"] == 2 and resumed["start/global_step"] == saved["global_step"] == 2 * 64
+    for name in saved:
+        if name.startswith("param/"):
+            np.testing.assert_array_equal(resumed[f"start/{name}"], saved[name], err_msg=name)
+    np.testing.assert_array_equal(resumed["losses"][:2], saved["losses"])
+    np.testing.assert_array_equal(resumed["episodes"][:len(saved["episodes"])], saved["episodes"])
+    assert resumed["global_step"] == 4 * 64 and len(resumed["losses"]) == 4
+    ranks = load_checkpoint(tmp_path / "ppo.npz", kind="ppo_policy")["extra"]["trainer"]["ranks"]  # the first run's
+    cartpoles = [rank["env"]["env"]["env"] for rank in ranks]  # inside NormalizeReward(NormalizeObservation(...))
+    expected = {"state": np.concatenate([np.transpose(cartpole["state"]) for cartpole in cartpoles]),
+                "episode_lengths": np.concatenate([cartpole["episode_lengths"] for cartpole in cartpoles]),
+                "discounted_returns": np.concatenate([rank["env"]["discounted_returns"] for rank in ranks]),
+                "next_obs": np.concatenate([rank["next_obs"] for rank in ranks])}
+    for name, value in expected.items():
+        np.testing.assert_array_equal(resumed[f"start/{name}"], value, err_msg=name)
+    assert expected["episode_lengths"].min() > 0  # episodes were running: they continue
+    again, _ = run_in(tmp_path, "ppo-resume", resumed_on, mpiexec)
+    for name in resumed:
+        np.testing.assert_array_equal(again[name], resumed[name], err_msg=name)
+
+
+def test_a_ppo_run_resumed_on_as_many_ranks_is_bit_identical(tmp_path, mpiexec):
+    run_in(tmp_path, "ppo-save", 2, mpiexec)
+    resumed, stderr = run_in(tmp_path, "ppo-resume", 2, mpiexec)
+    straight, _ = run_in(tmp_path, "ppo-straight", 2, mpiexec)
+    assert "continues on" not in stderr
+    for name in straight:
+        np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+
+
+@pytest.mark.parametrize("saved_on, resumed_on", [(2, None), (None, 2)])
+def test_an_rlhf_run_resumes_on_another_number_of_ranks(tmp_path, mpiexec, saved_on, resumed_on):
+    """One iteration saved on N ranks, one more on the other N: the weights, optimiser, β and counters carry
+    over, and the continued run is reproducible."""
+    saved, _ = run_in(tmp_path, "rlhf-save", saved_on, mpiexec)
+    resumed, stderr = run_in(tmp_path, "rlhf-resume", resumed_on, mpiexec)
+    assert f"saved by {saved_on or 1} MPI rank" in stderr and f"continues on {resumed_on or 1}:" in stderr
+    assert "sampling streams start anew from (seed 1, rank, iteration 1)" in stderr
+    assert resumed["start/iterations"] == 1 and resumed["iterations"] == 2
+    assert resumed["start/beta"] == saved["beta"] != 0.3  # the adaptive KL coefficient moved, and carried over
+    params = [name for name in saved if name.startswith("param/")]
+    for name in params:
+        np.testing.assert_array_equal(resumed[f"start/{name}"], saved[name], err_msg=name)
+    assert sum(not np.array_equal(resumed[name], saved[name]) for name in params) > len(params) / 2  # it trained on
+    again, _ = run_in(tmp_path, "rlhf-resume", resumed_on, mpiexec)
+    for name in resumed:
+        np.testing.assert_array_equal(again[name], resumed[name], err_msg=name)

@@ -158,10 +158,13 @@ def test_an_rlhf_run_resumes_only_from_its_own_start(tmp_path):
         rlhf_trainer("ppo", "float64").load_state(tmp_path / "weights.npz")
 
 
-def test_a_gymnasium_run_resumes_with_new_episodes(tmp_path):
-    """gymnasium environments have no pickle-free state: their episodes start anew, the rest continues."""
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_gymnasium_run_resumes_with_new_episodes(tmp_path, normalize):
+    """gymnasium environments have no pickle-free state: their episodes start anew, the rest continues (also
+    inside the normalisation wrappers, whose state is saved around the environment's None)."""
     pytest.importorskip("gymnasium")
-    config = small_config("gymnasium:CartPole-v1", "float32", updates=2)
+    config = replace(small_config("gymnasium:CartPole-v1", "float32", updates=2), normalize_obs=normalize,
+                     normalize_reward=normalize)
     first = Trainer(config)
     first.train(lambda trainer, stats: stats["update"] == 1)
     first.save(tmp_path / "run.npz")

@@ -49,6 +49,31 @@ from minippo.checks import check_seed, integer_at_least
 from minippo.envs.spaces import Box, Discrete
 from minippo.nn.checkpoint import json_friendly, rng_from_state, rng_state
 
+# The entries of a state_dict (of an environment or of a wrapper) that hold one value per sub-environment,
+# the sub-environments along their last axis; the others are shared by all (running statistics, flags)
+# or belong to the vector environment as a whole (its generator).
+PER_ENV_ENTRIES = ("state", "episode_returns", "episode_lengths", "discounted_returns")
+
+
+def state_share(states, share, shares):
+    """The state_dict of share ``share`` of ``shares`` equal shares of the sub-environments of several vector
+    environments, given their ``states`` in order (the state_dicts of the ranks a run was saved by, say):
+    every per-environment entry (``PER_ENV_ENTRIES``) of all of them concatenated and cut, the other
+    entries the first state's (through wrappers' ``"env"`` entries; None, gymnasium's, stays None)."""
+    first, result = states[0], {}
+    if first is None:
+        return None
+    for key, value in first.items():
+        if key == "env":
+            result[key] = state_share([state["env"] for state in states], share, shares)
+        elif key in PER_ENV_ENTRIES:
+            joined = np.concatenate([np.asarray(state[key]) for state in states], axis=-1)
+            size = joined.shape[-1] // shares
+            result[key] = joined[..., share * size:(share + 1) * size]
+        else:
+            result[key] = value
+    return result
+
 
 class VectorEnv:
     """Base class: ``num_envs`` sub-environments stepped together, with same-step autoreset.

@@ -155,6 +155,16 @@ class VectorWrapper:
         return f"{type(self).__name__}({self.env!r})"
 
 
+def find_wrapper(env, wrapper_type):
+    """The first wrapper of type ``wrapper_type`` around ``env`` (looking inwards), or None."""
+    while True:
+        if isinstance(env, wrapper_type):
+            return env
+        if not hasattr(env, "env"):
+            return None
+        env = env.env
+
+
 def clip_if(values, clip):
     """``values`` clipped into ``[-clip, clip]``, or unchanged when ``clip`` is None.
 

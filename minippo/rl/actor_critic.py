@@ -29,7 +29,6 @@ from minippo.nn.categorical import (
     entropy_forward,
     log_softmax,
     token_logprobs_backward,
-    token_logprobs_forward,
 )
 from minippo.nn.mlp import MLP
 from minippo.nn.module import Module, as_generator, check_array, check_dtype, prefixed
@@ -59,6 +58,16 @@ def sample_categorical(log_probs_all, rng):
     return np.minimum(actions, cdf.shape[-1] - 1)  # rounding can leave CDF(n−1) a hair below u
 
 
+def flat_views(flat, arrays):
+    """Consecutive views into the 1-D array ``flat`` shaped as the arrays of the dict ``arrays``, in its
+    order and with its keys (their values are not copied)."""
+    views, offset = {}, 0
+    for name, array in arrays.items():
+        views[name] = flat[offset:offset + array.size].reshape(array.shape)  # (size,) -> array.shape
+        offset += array.size
+    return views
+
+
 class ActorCritic(Module):
     """``ActorCritic(observation_space, action_space, hidden_sizes=(64, 64), dtype, seed)``.
 
@@ -84,11 +93,23 @@ class ActorCritic(Module):
         params = prefixed({"actor": self.actor, "critic": self.critic})
         if self.continuous:
             params["log_std"] = np.zeros(n_outputs, dtype=self.dtype)
-        super().__init__(params)
-        # The two networks add their gradients straight into this module's buffers.
-        self.actor.grads = {name: self.grads[f"actor.{name}"] for name in self.actor.params}
-        self.critic.grads = {name: self.grads[f"critic.{name}"] for name in self.critic.params}
+        # Every parameter is a view into one flat array, and every gradient into another: the optimiser,
+        # zero_grad and the ranks' Allreduce then make one NumPy call where they made one per parameter
+        # (12 of them), which counts at these sizes (module docstring of minippo.rl.ppo, "Speed").
+        self.flat_params = np.concatenate([value.ravel() for value in params.values()])
+        self.flat_grads = np.zeros_like(self.flat_params)
+        super().__init__(flat_views(self.flat_params, params))
+        self.grads = flat_views(self.flat_grads, params)
+        # The two networks read these parameters and add their gradients straight into these buffers.
+        for prefix, network in (("actor", self.actor), ("critic", self.critic)):
+            network.params = {name: self.params[f"{prefix}.{name}"] for name in network.params}
+            network.grads = {name: self.grads[f"{prefix}.{name}"] for name in network.params}
         self._cache = None
+        self._row_indices = np.arange(0)
+
+    def zero_grad(self):
+        """Reset every gradient to 0 (one fill of the flat gradient array)."""
+        self.flat_grads.fill(0.0)
 
     def _as_obs(self, obs):
         obs = np.asarray(obs)
@@ -100,12 +121,9 @@ class ActorCritic(Module):
         """V(s) for observations (N, obs_dim) -> (N,)."""
         return self.critic.forward(self._as_obs(obs))[:, 0]
 
-    def act(self, obs, rng, deterministic=False):
-        """Sample actions a ~ π(·|s) with the Generator ``rng``; return ``(actions, logprobs, values)``.
-
-        ``deterministic=True`` takes the most likely action instead (argmax of the logits, or the
-        Gaussian mean).  Categorical actions are int64 (N,), Gaussian ones (N, D) in the network's dtype.
-        """
+    def act_reference(self, obs, rng, deterministic=False):
+        """:meth:`act` as written first, the twin it is tested against: the same actions, log-probabilities
+        and values, bit for bit, for the same generator state."""
         obs = self._as_obs(obs)
         head = self.actor.forward(obs)
         if self.continuous:
@@ -116,6 +134,34 @@ class ActorCritic(Module):
             actions = log_probs_all.argmax(axis=-1) if deterministic else sample_categorical(log_probs_all, rng)
             logprobs = np.take_along_axis(log_probs_all, actions[:, None], axis=-1)[:, 0]
         return actions, logprobs, self.value(obs)
+
+    def act(self, obs, rng, deterministic=False):
+        """Sample actions a ~ π(·|s) with the Generator ``rng``; return ``(actions, logprobs, values)``.
+
+        ``deterministic=True`` takes the most likely action instead (argmax of the logits, or the
+        Gaussian mean).  Categorical actions are int64 (N,), Gaussian ones (N, D) in the network's dtype.
+
+        It runs on every step of a rollout, where a NumPy call costs more than the arithmetic of these
+        small networks, so it makes fewer calls than :meth:`act_reference`: log π(a|s) is picked by
+        indexing rows and columns (``take_along_axis`` builds its index arrays in ~10 calls), the
+        observations are checked once.
+        """
+        obs = self._as_obs(obs)
+        head = self.actor.forward(obs)
+        if self.continuous:
+            actions = head.copy() if deterministic else gaussian_sample(head, self.params["log_std"], rng)
+            logprobs, _ = gaussian_logprobs_forward(head, self.params["log_std"], actions)
+        else:
+            log_probs_all = log_softmax(head)
+            actions = log_probs_all.argmax(axis=-1) if deterministic else sample_categorical(log_probs_all, rng)
+            logprobs = log_probs_all[self._rows(len(actions)), actions]  # log π(a_n|s_n) for each row n
+        return actions, logprobs, self.critic.forward(obs)[:, 0]
+
+    def _rows(self, count):
+        """``arange(count)``, kept from call to call (a rollout asks for the same count every step)."""
+        if len(self._row_indices) != count:
+            self._row_indices = np.arange(count)
+        return self._row_indices
 
     def evaluate(self, obs, actions):
         """log π(a|s), H(π(·|s)) and V(s) for stored pairs; keeps what :meth:`backward` needs.
@@ -134,7 +180,8 @@ class ActorCritic(Module):
             self._cache = (len(obs), z)
         else:
             actions = self.action_space.batch(len(obs)).check_action(actions)
-            logprobs, log_probs_all = token_logprobs_forward(head, actions)
+            log_probs_all = log_softmax(head)  # token_logprobs_forward's result, without its second check
+            logprobs = log_probs_all[self._rows(len(obs)), actions]
             entropy = entropy_forward(log_probs_all)
             self._cache = (len(obs), actions, log_probs_all, entropy)
         values = self.critic.forward(obs)[:, 0]

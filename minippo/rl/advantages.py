@@ -54,16 +54,17 @@ def generalized_advantages(rewards, values, next_values, bootstrap, continues, g
     return advantages, advantages + values
 
 
-def whiten(values, mask=None, shift_mean=True, eps=1e-8, world=LOCAL):
+def whiten(values, mask=None, shift_mean=True, eps=1e-8, world=LOCAL, moments=None):
     """(x − mean) / std over the entries where ``mask`` is true (all entries without a mask).
 
     Entries outside the mask are set to 0.  With ``shift_mean=False`` only the scale changes.  The mean
-    and std are those of the entries of every rank of ``world`` (``minippo.distributed``).
+    and std are those of the entries of every rank of ``world`` (``minippo.distributed``), or ``moments``,
+    the pair (mean, std) when it is known already (``World.mean_std_groups`` of several minibatches).
     """
     values = np.asarray(values)
     mask = np.ones(values.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     try:
-        mean, std = world.mean_std(values[mask])
+        mean, std = world.mean_std(values[mask]) if moments is None else moments
     except ValueError:
         raise ValueError("whiten needs at least one entry inside the mask") from None
     centred = values - mean if shift_mean else values

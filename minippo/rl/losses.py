@@ -104,7 +104,11 @@ def ratio_stats(logprobs, old_logprobs, clip_coef, clip_coef_high=None, mask=Non
     and the fractions of entries below 1 − ε (clipfrac_low) and above 1 + ε_high (clipfrac_high)."""
     weights = _weights(logprobs.shape, mask, logprobs.dtype)
     log_ratio = logprobs - old_logprobs
-    ratio = np.exp(log_ratio)
+    return _ratio_stats(log_ratio, np.exp(log_ratio), weights, clip_coef, clip_coef_high)
+
+
+def _ratio_stats(log_ratio, ratio, weights, clip_coef, clip_coef_high):
+    """:func:`ratio_stats` of log ρ and ρ, given the weights."""
     high = clip_coef if clip_coef_high is None else clip_coef_high
     return RatioStats(float(np.sum(((ratio - 1.0) - log_ratio) * weights)),
                       float(np.sum((ratio < 1.0 - clip_coef) * weights)),
@@ -128,13 +132,15 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, clip_coef, mask=None, cl
     positive(clip_coef, "clip_coef")
     high = clip_coef if clip_coef_high is None else positive(clip_coef_high, "clip_coef_high")
     weights = _weights(logprobs.shape, mask, logprobs.dtype, loss_type, max_length)
-    ratio = np.exp(logprobs - old_logprobs)
+    log_ratio = logprobs - old_logprobs
+    ratio = np.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = np.clip(ratio, 1.0 - clip_coef, 1.0 + high) * advantages
     unclipped_is_min = unclipped <= clipped
     loss = -float(np.sum(np.minimum(unclipped, clipped) * weights))
     dlogprobs = np.where(unclipped_is_min, -unclipped * weights, 0.0).astype(logprobs.dtype, copy=False)
-    return PolicyLoss(loss, dlogprobs, *ratio_stats(logprobs, old_logprobs, clip_coef, high, mask))
+    token_means = weights if loss_type == "dapo" else _weights(logprobs.shape, mask, logprobs.dtype)
+    return PolicyLoss(loss, dlogprobs, *_ratio_stats(log_ratio, ratio, token_means, clip_coef, high))
 
 
 def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, clip_coef, mask=None, clip_coef_high=None,

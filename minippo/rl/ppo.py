@@ -56,15 +56,17 @@ normalisation statistics, the generators and the next observations), and a run c
 """
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from minippo import envs, runs
+from minippo import envs
 from minippo.blas import blas_threads
 from minippo.distributed import LOCAL, world
-from minippo.nn.checkpoint import json_friendly, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from minippo.envs.wrappers import find_wrapper  # noqa: F401 (importable from here as before)
+from minippo.nn.checkpoint import load_checkpoint
 from minippo.nn.optim import AdamW, clip_grad_norm, linear_schedule
+from minippo.rl import resume
 from minippo.rl.actor_critic import ActorCritic
 from minippo.rl.advantages import whiten
 from minippo.rl.losses import (
@@ -74,11 +76,11 @@ from minippo.rl.losses import (
     value_loss,
 )
 from minippo.rl.ppo_config import PPOConfig, preset_for  # noqa: F401 (preset_for: importable from here as before)
+from minippo.rl.resume import OPTIMIZER_KEY
 from minippo.rl.rollout_buffer import Batch, RolloutBuffer, gae_targets
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-5
 RECENT_EPISODES = 20  # "mean recent return" averages this many episodes
-RESUMABLE_CHANGES = ("total_steps", "blas_threads")  # the settings a resumed run may change
 
 
 def make_env(config, num_envs=None, seed=None, training=True, statistics_world=LOCAL):
@@ -98,29 +100,21 @@ def make_env(config, num_envs=None, seed=None, training=True, statistics_world=L
     return env
 
 
-def find_wrapper(env, wrapper_type):
-    """The first wrapper of type ``wrapper_type`` around ``env`` (looking inwards), or None."""
-    while True:
-        if isinstance(env, wrapper_type):
-            return env
-        if not hasattr(env, "env"):
-            return None
-        env = env.env
-
-
 def network_obs(agent, obs):
     """Observations from an environment converted to the network's dtype (an explicit cast: the
     networks refuse any other dtype)."""
     return np.asarray(obs, dtype=agent.dtype)
 
 
-def ppo_loss_and_gradients(agent, batch, config, world=LOCAL):
+def ppo_loss_and_gradients(agent, batch, config, world=LOCAL, advantage_moments=None):
     """PPO's loss on a minibatch (module docstring, step 3); adds its gradient into ``agent.grads``.
 
     Returns the loss terms and diagnostics as floats.  Advantages are whitened with the statistics of
-    the minibatches of every rank of ``world``.
+    the minibatches of every rank of ``world`` (or ``advantage_moments``, those statistics gathered
+    already: ``whiten(moments=)``).
     """
-    advantages = whiten(batch.advantages, world=world) if config.norm_adv else batch.advantages
+    advantages = whiten(batch.advantages, world=world, moments=advantage_moments) if config.norm_adv \
+        else batch.advantages
     logprobs, entropy, values = agent.evaluate(batch.obs, batch.actions)
     policy = ppo_policy_loss(logprobs, batch.logprobs, advantages, config.clip_coef)
     v_loss, dvalues = value_loss(values, batch.values, batch.returns,
@@ -181,23 +175,23 @@ class Trainer:
         self.config = config
         self.world = world()
         num_envs = self.world.share(config.num_envs, "num_envs")
-        self.env_seed = self.world.rank_seed(config.seed)
-        self.env = make_env(config, num_envs, self.env_seed, statistics_world=self.world) if env is None else env
+        env_seed = self.world.rank_seed(config.seed)
+        self.env = make_env(config, num_envs, env_seed, statistics_world=self.world) if env is None else env
         if self.env.num_envs != num_envs:
             raise ValueError(f"env has {self.env.num_envs} sub-environments, config.num_envs is {config.num_envs}"
                              + (f" over {self.world.size} MPI ranks" if self.world.size > 1 else ""))
         init_seed = np.random.SeedSequence(config.seed).spawn(3)[0]  # the same on every rank
-        action_seed, shuffle_seed = np.random.SeedSequence(self.env_seed).spawn(3)[1:]  # the rank's own
         self.agent = agent if agent is not None else ActorCritic(
             self.env.single_observation_space, self.env.single_action_space, config.hidden_sizes,
             dtype=config.dtype, seed=np.random.default_rng(init_seed))
         if self.agent.dtype != config.dtype:
             raise ValueError(f"agent has dtype {self.agent.dtype}, config.dtype is {config.dtype}")
         self.world.broadcast_(self.agent.params)
-        self.action_rng = np.random.default_rng(action_seed)
-        self.shuffle_rng = np.random.default_rng(shuffle_seed)
-        self.optimizer = AdamW(self.agent.params, self.agent.grads, lr=config.learning_rate,
-                               betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
+        self.seed_rank_streams(env_seed)
+        # One flat array for Adam (element-wise, so the same numbers as one array per parameter, in one
+        # NumPy call per operation instead of twelve); checkpoints keep one moment per parameter.
+        self.optimizer = AdamW({OPTIMIZER_KEY: self.agent.flat_params}, {OPTIMIZER_KEY: self.agent.flat_grads},
+                               lr=config.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
         action_space = self.env.single_action_space
         action_dtype = self.agent.dtype if self.agent.continuous else np.int64
         self.rollout = RolloutBuffer(config.num_steps, num_envs, self.env.single_observation_space.shape,
@@ -206,13 +200,22 @@ class Trainer:
         self.global_step = 0
         self.next_obs = None
 
+    def seed_rank_streams(self, env_seed):
+        """Seed this rank's random streams from ``env_seed``: its environments' (``env_seed``, which the first
+        rollout resets them with), its action sampling and its minibatch order."""
+        self.env_seed = env_seed
+        action_seed, shuffle_seed = np.random.SeedSequence(env_seed).spawn(3)[1:]  # the rank's own
+        self.action_rng = np.random.default_rng(action_seed)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+
     def collect_rollout(self):
         """Fill ``self.rollout`` with ``num_steps`` steps of every sub-environment (step 1)."""
         rollout, agent, env = self.rollout, self.agent, self.env
         if self.next_obs is None:
             self.next_obs = network_obs(agent, env.reset(seed=self.env_seed)[0])
         rollout.final_values.fill(0.0)
-        episodes = []
+        rollout.episode_ends.fill(False)
+        first_step = self.global_step
         for t in range(self.config.num_steps):
             rollout.obs[t] = self.next_obs
             actions, rollout.logprobs[t], rollout.values[t] = agent.act(self.next_obs, self.action_rng)
@@ -224,13 +227,14 @@ class Trainer:
             rollout.terminations[t] = terminations
             rollout.truncations[t] = truncations
             if infos:  # some episode ended on this step
-                truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
-                if truncated.any():
+                rollout.episode_ends[t] = infos["_episode"]
+                rollout.episode_returns[t] = infos["episode"]["r"]
+                rollout.episode_lengths[t] = infos["episode"]["l"]
+                if truncations.any():
+                    truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
                     final_obs = network_obs(agent, infos["final_obs"][truncated])
                     rollout.final_values[t, truncated] = agent.value(final_obs)
-                finished = infos["_episode"]
-                for episode_return, length in zip(infos["episode"]["r"][finished], infos["episode"]["l"][finished]):
-                    episodes.append((self.global_step, float(episode_return), int(length)))
+        episodes = rollout.finished_episodes(first_step, self.config.num_envs)
         self.history.episodes.extend(self.world.gather_list(episodes))
         rollout.last_values[:] = agent.value(self.next_obs)
         return rollout
@@ -250,21 +254,27 @@ class Trainer:
         minibatch_size = batch_size // config.num_minibatches
         for _ in range(config.update_epochs):
             order = self.shuffle_rng.permutation(batch_size)
-            for start in range(0, batch_size, minibatch_size):
-                minibatch = Batch(*(array[order[start:start + minibatch_size]] for array in batch))
-                stats = self.gradient_step(ppo_loss_and_gradients, minibatch, lr)
+            minibatches = [Batch(*(array[order[start:start + minibatch_size]] for array in batch))
+                           for start in range(0, batch_size, minibatch_size)]
+            # every minibatch's advantage statistics over the ranks in one collective per epoch, rather
+            # than one per step: each collective is a point where the ranks wait for the slowest
+            moments = self.world.mean_std_groups([minibatch.advantages for minibatch in minibatches]) \
+                if config.norm_adv else [None] * len(minibatches)
+            for minibatch, advantage_moments in zip(minibatches, moments):
+                stats = self.gradient_step(ppo_loss_and_gradients, minibatch, lr, advantage_moments)
                 clipfracs.append(stats["clipfrac"])
             if config.target_kl is not None and stats["approx_kl"] > config.target_kl:
                 break  # early stop: the policy moved too far from the one that collected the data
         stats["clipfrac"] = float(np.mean(clipfracs))
         return stats
 
-    def gradient_step(self, loss_and_gradients, batch, lr):
-        """Zero the gradients, compute them, average them (and the diagnostics) over the ranks, clip
-        their global norm, take one Adam step."""
+    def gradient_step(self, loss_and_gradients, batch, lr, *loss_arguments):
+        """Zero the gradients, compute them (``loss_and_gradients(agent, batch, config, world,
+        *loss_arguments)``), average them (and the diagnostics) over the ranks, clip their global norm,
+        take one Adam step."""
         self.agent.zero_grad()
-        stats = loss_and_gradients(self.agent, batch, self.config, self.world)
-        stats = self.world.average_gradients(self.agent.grads, stats)
+        stats = loss_and_gradients(self.agent, batch, self.config, self.world, *loss_arguments)
+        stats = self.world.average_gradients({OPTIMIZER_KEY: self.agent.flat_grads}, stats)
         stats["grad_norm"] = clip_grad_norm(self.agent.grads, self.config.max_grad_norm)
         self.optimizer.step(lr)
         return stats
@@ -311,61 +321,14 @@ class Trainer:
 
     def save(self, path):
         """Checkpoint the run: the networks, the optimizer, the config, the observation statistics (what
-        :func:`load_policy` reads) and, under ``extra["trainer"]``, the rest :meth:`load_state` needs to
-        continue it -- the history and, of every rank, :meth:`rank_state`.  Under MPI every rank must call
-        it (the ranks' states are gathered); rank 0 writes."""
-        ranks = self.world.gather_list([self.rank_state()])
-        if not self.world.is_root:
-            return
-        normalizer = find_wrapper(self.env, envs.NormalizeObservation)
-        obs_rms = None if normalizer is None else json_friendly(normalizer.obs_rms.state_dict())
-        trainer = {"ranks": ranks, "history": json_friendly(asdict(self.history))}
-        save_checkpoint(path, self.agent.params, asdict(self.config), self.optimizer.state_dict(),
-                        self.global_step, self.action_rng, extra={"obs_rms": obs_rms, "trainer": trainer},
-                        kind="ppo_policy")
-
-    def rank_state(self):
-        """This rank's part of a checkpoint: its environments' state (None for gymnasium's), its action and
-        shuffle generators and the observations its next rollout starts from (JSON-friendly)."""
-        return {"env": self.env.state_dict(), "action_rng": rng_state(self.action_rng),
-                "shuffle_rng": rng_state(self.shuffle_rng),
-                "next_obs": None if self.next_obs is None else self.next_obs.tolist()}
+        :func:`load_policy` reads) and the rest :meth:`load_state` needs to continue it
+        (``minippo.rl.resume``).  Under MPI every rank must call it; rank 0 writes."""
+        resume.save_run(self, path)
 
     def load_state(self, path):
-        """Continue the run :meth:`save` wrote to ``path``: training then goes on bit-identically.
-
-        The checkpoint's config must equal this trainer's except for RESUMABLE_CHANGES (a larger
-        ``total_steps`` extends a run; the learning-rate annealing then follows the new total), and it
-        must have been saved with as many MPI ranks.  A gymnasium environment's state is not saved, so
-        its episodes start anew (reset with the run's seed) where a native environment's continue.
-        """
-        path = str(path)
-        state = load_checkpoint(path, kind="ppo_policy")
-        trainer = state["extra"].get("trainer")
-        if trainer is None:
-            raise ValueError(f"checkpoint {path!r} holds a policy without its training state (written by an older "
-                             "minippo), so its run cannot be resumed")
-        try:
-            saved = asdict(PPOConfig(**state["config"]))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"checkpoint {path!r}: its PPO config is invalid ({error})") from error
-        runs.check_same_settings(saved, asdict(self.config), RESUMABLE_CHANGES, path)
-        if len(trainer["ranks"]) != self.world.size:
-            raise ValueError(f"checkpoint {path!r} was saved by {len(trainer['ranks'])} MPI ranks; resume it with as "
-                             f"many (now {self.world.size})")
-        mine = trainer["ranks"][self.world.rank]
-        try:
-            self.agent.load_state_dict(state["params"])
-            self.optimizer.load_state_dict(state["optimizer_state"])
-            self.env.load_state_dict(mine["env"])
-        except ValueError as error:
-            raise ValueError(f"checkpoint {path!r}: {error}") from error
-        self.action_rng, self.shuffle_rng = rng_from_state(mine["action_rng"]), rng_from_state(mine["shuffle_rng"])
-        self.next_obs = None if mine["env"] is None or mine["next_obs"] is None else \
-            np.array(mine["next_obs"], dtype=self.agent.dtype)
-        self.global_step = state["step"]
-        history = trainer["history"]
-        self.history = History(history["updates"], [tuple(episode) for episode in history["episodes"]])
+        """Continue the run :meth:`save` wrote to ``path``, bit-identically when on as many MPI ranks, and on
+        another number with the environments regrouped and new random streams (``minippo.rl.resume``)."""
+        resume.load_run(self, path)
 
 
 def load_policy(path, env=None):

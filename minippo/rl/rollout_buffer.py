@@ -23,6 +23,17 @@ class RolloutBuffer:
         self.truncations = np.zeros((T, N), dtype=bool)
         self.final_values = np.zeros((T, N), dtype=dtype)  # V(final_obs), where truncated
         self.last_values = np.zeros(N, dtype=dtype)        # V(s_T), the state after the rollout
+        self.episode_ends = np.zeros((T, N), dtype=bool)     # an episode ended here (infos["_episode"]) ...
+        self.episode_returns = np.zeros((T, N))              # ... with this return
+        self.episode_lengths = np.zeros((T, N), dtype=np.int64)  # ... and this length
+
+    def finished_episodes(self, first_step, steps_per_row):
+        """``[(global_step, return, length), ...]`` of the episodes that ended in this rollout, in the order
+        they ended (step by step, environment by environment); ``global_step`` counts ``steps_per_row``
+        per row of the rollout after ``first_step``."""
+        rows, envs = np.nonzero(self.episode_ends)  # row-major: in order of time, then of environment
+        return list(zip((first_step + (rows + 1) * steps_per_row).tolist(),
+                        self.episode_returns[rows, envs].tolist(), self.episode_lengths[rows, envs].tolist()))
 
 
 class Batch(NamedTuple):

@@ -13,8 +13,16 @@ The file is a GPT checkpoint of the policy, with its tokenizer -- what ``minippo
 
 The reference model is not saved: a resumed run is built from the same starting policy, and the digest
 makes sure that it was.
+
+A run continues on as many MPI ranks bit-identically, and on another number of ranks (``mpiexec -n 2``
+saved it, one process resumes it, or the reverse) as the same run: the weights, the optimiser, β and the
+counters are global and carry over, the prompt generator is the caller's (``minippo rlhf`` keeps one for
+all ranks), and each rank's sampling generator, whose saved states belong to ranks that no longer exist,
+is seeded anew from the run's seed, the rank and the iteration it continues at
+(``World.rank_seed(seed, resumed_at=)``), so the continued run is reproducible for a given N.
 """
 import hashlib
+import warnings
 from dataclasses import asdict
 
 import numpy as np
@@ -62,8 +70,9 @@ def save_run(trainer, path, extra=None):
 def load_run(trainer, path):
     """Continue in ``trainer`` the run :func:`save_run` wrote to ``path``; return the caller's ``extra``.
 
-    ``trainer`` must have been built as the saved one was: the same config, the same starting policy (the
-    reference) and as many MPI ranks; a ValueError says which differs."""
+    ``trainer`` must have been built as the saved one was: the same config and the same starting policy (the
+    reference); a ValueError says which differs.  On another number of MPI ranks than the run was saved by,
+    rank 0 warns in one line that the sampling streams start anew (module docstring)."""
     path = str(path)
     state = load_checkpoint(path, kind="gpt")
     run = state["extra"].get("rlhf")
@@ -78,9 +87,6 @@ def load_run(trainer, path):
     if run["reference"] != reference_digest(trainer):
         raise ValueError(f"checkpoint {path!r} continues a run that started from another policy; resume with the "
                          f"policy the run started from")
-    if len(run["rngs"]) != trainer.world.size:
-        raise ValueError(f"checkpoint {path!r} was saved by {len(run['rngs'])} MPI ranks; resume it with as many "
-                         f"(now {trainer.world.size})")
     weights = {"policy": state["params"], **{name: unprefixed(state["state"], name)
                                              for name in trainer.modules if name != "policy"}}
     try:
@@ -89,6 +95,14 @@ def load_run(trainer, path):
         trainer.optimizer.load_state_dict(state["optimizer_state"])
     except ValueError as error:
         raise ValueError(f"checkpoint {path!r}: {error}") from error
-    trainer.rng = rng_from_state(run["rngs"][trainer.world.rank])
+    world, saved_ranks = trainer.world, len(run["rngs"])
+    if saved_ranks == world.size:
+        trainer.rng = rng_from_state(run["rngs"][world.rank])
+    else:  # the saved generators belong to ranks that no longer exist (module docstring)
+        trainer.rng = np.random.default_rng(world.rank_seed(trainer.config.seed, resumed_at=run["iterations_done"]))
+        if world.is_root:
+            warnings.warn(f"{path} was saved by {saved_ranks} MPI rank{'s' * (saved_ranks > 1)} and continues on "
+                          f"{world.size}: the sampling streams start anew from (seed {trainer.config.seed}, rank, "
+                          f"iteration {run['iterations_done']})", stacklevel=3)
     trainer.iterations_done, trainer.kl_controller.beta = run["iterations_done"], run["beta"]
     return {key: value for key, value in state["extra"].items() if key not in OWN_ENTRIES}

@@ -1,0 +1,118 @@
+"""The rollout's and the update's fast paths against their textbook twins, bit for bit: ``ActorCritic.act``
+against ``act_reference``, Adam on the one flat parameter array against Adam on every parameter array, the
+episodes read from the rollout's buffers against the per-step loop over ``infos``."""
+import numpy as np
+import pytest
+
+from minippo.envs.spaces import Box, Discrete
+from minippo.nn.categorical import token_logprobs_forward
+from minippo.nn.optim import AdamW
+from minippo.rl.actor_critic import ActorCritic, flat_views
+from minippo.rl.losses import ppo_policy_loss, ratio_stats
+from minippo.rl.ppo import ADAM_BETAS, ADAM_EPS, Trainer
+from minippo.rl.ppo_config import PPOConfig
+from minippo.rl.resume import load_optimizer_state, optimizer_state
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_act_equals_act_reference_bit_for_bit(continuous, deterministic, dtype):
+    action_space = Box(-1.0, 1.0, shape=(3,)) if continuous else Discrete(5)
+    agent = ActorCritic(Box(-np.inf, np.inf, shape=(4,)), action_space, dtype=dtype, seed=1)
+    for name, value in agent.params.items():  # a policy far from uniform, so that every action is taken
+        value += np.random.default_rng(len(name)).standard_normal(value.shape).astype(dtype)
+    obs = np.random.default_rng(2).standard_normal((300, 4)).astype(dtype)
+    for count in (300, 7, 300):  # the kept row indices follow the batch size
+        fast = agent.act(obs[:count], np.random.default_rng(3), deterministic)
+        reference = agent.act_reference(obs[:count], np.random.default_rng(3), deterministic)
+        for got, expected in zip(fast, reference):
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
+    if not continuous:
+        assert len(np.unique(fast[0])) == 5
+
+
+def test_parameters_and_gradients_are_views_of_one_flat_array_each():
+    agent = ActorCritic(Box(-1.0, 1.0, shape=(4,)), Box(-1.0, 1.0, shape=(2,)), seed=0)
+    for flat, arrays in ((agent.flat_params, agent.params), (agent.flat_grads, agent.grads)):
+        assert flat.size == sum(array.size for array in arrays.values())
+        assert all(np.shares_memory(array, flat) for array in arrays.values())
+        np.testing.assert_array_equal(np.concatenate([array.ravel() for array in arrays.values()]), flat)
+    for network, prefix in ((agent.actor, "actor"), (agent.critic, "critic")):
+        assert all(value is agent.params[f"{prefix}.{name}"] for name, value in network.params.items())
+        assert all(value is agent.grads[f"{prefix}.{name}"] for name, value in network.grads.items())
+    agent.flat_grads[:] = 1.0
+    agent.zero_grad()
+    assert not agent.flat_grads.any()
+    views = flat_views(np.arange(10.0), {"a": np.zeros((2, 3)), "b": np.zeros(4)})
+    np.testing.assert_array_equal(views["a"], [[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(views["b"], [6, 7, 8, 9])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_adam_on_the_flat_array_equals_adam_per_parameter_bit_for_bit(env_id, tmp_path):
+    config = PPOConfig(env_id=env_id, num_envs=4, num_steps=32, total_steps=4 * 32 * 3, num_minibatches=4, seed=5)
+    flat, per_parameter = Trainer(config), Trainer(config)
+    per_parameter.optimizer = AdamW(per_parameter.agent.params, per_parameter.agent.grads, lr=config.learning_rate,
+                                    betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, decay=[])
+    for trainer in (flat, per_parameter):
+        trainer.train()
+    for name, value in flat.agent.params.items():
+        np.testing.assert_array_equal(value, per_parameter.agent.params[name], err_msg=name)
+    # the checkpoint keeps one moment per parameter, as AdamW(agent.params, ...) writes it
+    state, expected = optimizer_state(flat), per_parameter.optimizer.state_dict()
+    assert set(state) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+    moved = {key: value + 1.0 for key, value in expected.items() if key != "step_count"}
+    load_optimizer_state(flat, {**moved, "step_count": np.array(9)})
+    assert flat.optimizer.step_count == 9
+    for key, value in optimizer_state(flat).items():
+        np.testing.assert_array_equal(value, 9 if key == "step_count" else moved[key], err_msg=key)
+    with pytest.raises(ValueError, match=r"missing \['m.critic.layers.2.bias'\].*wrong shape \['v.log_std'\]"
+                       if env_id == "Pendulum-v1" else r"missing \['m.critic.layers.2.bias'\]"):
+        broken = {key: value for key, value in expected.items() if key != "m.critic.layers.2.bias"}
+        if env_id == "Pendulum-v1":
+            broken["v.log_std"] = np.zeros(3)
+        load_optimizer_state(flat, broken)
+
+
+def test_episodes_read_from_the_rollout_equal_the_per_step_loop():
+    config = PPOConfig(num_envs=8, num_steps=64, total_steps=8 * 64 * 3, seed=2)
+    trainer = Trainer(config)
+    expected, step = [], [0]
+    env_step = trainer.env.step
+
+    def recording_step(actions):  # the loop the rollout ran before: one (step, return, length) per finished env
+        result = env_step(actions)
+        step[0] += config.num_envs
+        infos = result[-1]
+        if infos:
+            finished = infos["_episode"]
+            expected.extend((step[0], float(r), int(n)) for r, n in
+                            zip(infos["episode"]["r"][finished], infos["episode"]["l"][finished]))
+        return result
+
+    trainer.env.step = recording_step
+    history = trainer.train()
+    assert len(expected) > 20 and history.episodes == expected
+    assert all(type(a) is int and type(b) is float and type(c) is int for a, b, c in history.episodes)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_policy_loss_diagnostics_equal_ratio_stats_bit_for_bit(loss_type, masked):
+    rng = np.random.default_rng(0)
+    logprobs, old_logprobs, advantages = (rng.standard_normal((4, 6)) * scale for scale in (0.3, 0.3, 1.0))
+    mask = rng.random((4, 6)) < 0.7 if masked else None
+    policy = ppo_policy_loss(logprobs, old_logprobs, advantages, 0.2, mask, 0.28, loss_type, max_length=6)
+    assert policy[2:] == tuple(ratio_stats(logprobs, old_logprobs, 0.2, 0.28, mask))
+
+
+def test_evaluate_picks_the_logprobs_token_logprobs_forward_gives():
+    agent = ActorCritic(Box(-np.inf, np.inf, shape=(4,)), Discrete(3), dtype=np.float64, seed=1)
+    obs = np.random.default_rng(2).standard_normal((50, 4))
+    actions = np.random.default_rng(3).integers(0, 3, 50)
+    expected, _ = token_logprobs_forward(agent.actor.forward(obs), actions)
+    np.testing.assert_array_equal(agent.evaluate(obs, actions).logprobs, expected)
