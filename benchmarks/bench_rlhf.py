@@ -3,6 +3,11 @@
     python benchmarks/bench_rlhf.py                 # the demo's model and config M
     python benchmarks/bench_rlhf.py --configs demo --iterations 5
     python benchmarks/bench_rlhf.py --model gpt2 --iterations 1 --warmup 0   # GPT-2 124M, peak memory
+    python benchmarks/bench_rlhf.py --against-trl rloo grpo --repeats 15     # against TRL 1.16, paired
+
+``--against-trl`` races ``RLHFTrainer(algo="rloo")`` / ``algo="grpo"`` against TRL's ``RLOOTrainer`` /
+``GRPOTrainer`` on PyTorch at the demo's shapes, in one process, paired (``benchmarks/_trl_rlhf.py``
+says how); TRL is optional (``pip install trl==1.16.0``, or the ``bench-trl`` extra).
 
 ``--model gpt2`` runs a 124M policy (random weights, GPT-2's vocabulary of 50,257) with a frozen
 reference, a value head on the policy's trunk (``critic="shared"``) and a 124M reward model
@@ -27,8 +32,11 @@ import time
 
 import numpy as np
 from _options import non_negative_int, positive_int
+from _trl_rlhf import run as against_trl
 
+from minippo.memory import keep_freed_memory
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.parallel import set_num_threads
 from minippo.rewards.reward_model import RewardModel
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 
@@ -126,7 +134,18 @@ def main():
     parser.add_argument("--iterations", type=positive_int, default=3,
                         help="timed iterations per config (default: 3)")
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed iterations first (default: 1)")
+    parser.add_argument("--against-trl", nargs="+", choices=["rloo", "grpo"], default=None,
+                        help="race these algorithms against TRL instead of --configs")
+    parser.add_argument("--repeats", type=positive_int, default=15,
+                        help="--against-trl: paired repeats (default: 15)")
+    parser.add_argument("--threads", type=positive_int, default=2,
+                        help="--against-trl: threads of each library (default: 2)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does
+    if args.against_trl:
+        set_num_threads(args.threads)
+        against_trl(args.against_trl, args.repeats, args.threads)
+        return
     for name in [args.model] if args.model else args.configs:
         measure(name, args.iterations, args.warmup)
 
