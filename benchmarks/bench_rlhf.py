@@ -12,7 +12,9 @@ says how); TRL is optional (``pip install trl==1.16.0``, or the ``bench-trl`` ex
 ``--model gpt2`` runs a 124M policy (random weights, GPT-2's vocabulary of 50,257) with a frozen
 reference, a value head on the policy's trunk (``critic="shared"``) and a 124M reward model
 (a :class:`~minippo.rewards.reward_model.RewardModel`, random weights) as the reward, on 16 prompts of
-16 tokens with 48 new tokens, and prints the peak resident memory of the process (VmHWM) beside the split.
+16 tokens with 48 new tokens, and prints the peak resident memory of the process (VmHWM) beside the split;
+then, in the same process, the tokens/s of the bare language-model train step (``GPT.loss`` + backward +
+AdamW at B 4, T 256, as ``bench_gpt.py --configs gpt2`` times it) against the RLHF update's tokens/s.
 
 One PPO iteration of :class:`minippo.rlhf.trainer.RLHFTrainer` is split into
 
@@ -21,7 +23,8 @@ One PPO iteration of :class:`minippo.rlhf.trainer.RLHFTrainer` is split into
 * **train**    -- ``update_epochs`` epochs of minibatch forward + backward + AdamW of policy and critic.
 
 Each phase is reported in seconds and tokens/s (generate: response tokens sampled; forward: sequence
-tokens × 3 models; train: sequence tokens × epochs × 2 models).  Responses always run to the length
+tokens × the models run (old policy, reference, and a separate critic); train: sequence tokens × epochs ×
+the trunks trained (the policy, and a separate critic)).  Responses always run to the length
 limit (no EOS) and the reward is a cheap rule, so the numbers measure the engine, not the task.
 GPU RLHF trainers report ~80% of the time in generation; on a CPU with a KV cache the balance differs,
 and this script shows how.
@@ -29,6 +32,7 @@ and this script shows how.
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 from _options import non_negative_int, positive_int
@@ -36,6 +40,7 @@ from _trl_rlhf import run as against_trl
 
 from minippo.memory import keep_freed_memory
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.nn.optim import AdamW
 from minippo.parallel import set_num_threads
 from minippo.rewards.reward_model import RewardModel
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
@@ -50,7 +55,7 @@ CONFIGS = {
     # GPT-2 124M policy and a 124M reward model (--model gpt2)
     "gpt2": dict(model=dict(vocab_size=50257, block_size=64, n_layer=12, n_head=12, n_embd=768),
                  batch_size=16, minibatch_size=8, prompt_length=16, max_new_tokens=48,
-                 critic="shared", reward_model=True),
+                 critic="shared", reward_model=True, bare_train_step=(4, 256)),
 }
 
 
@@ -114,8 +119,9 @@ def measure(name, iterations, warmup, seed=0):
             timings[phase].append(stats[f"time/{phase}"])
     total = statistics.median(totals)
     B, T = config.batch_size, spec["prompt_length"] + config.max_new_tokens
-    tokens = {"generate": B * config.max_new_tokens, "score": B, "forward": 3 * B * T,
-              "train": 2 * config.update_epochs * B * T}
+    trunks = 1 if config.critic == "shared" else 2  # trained: the policy, and the critic's own copy
+    tokens = {"generate": B * config.max_new_tokens, "score": B, "forward": (1 + trunks) * B * T,
+              "train": trunks * config.update_epochs * B * T}
     print(f"\n{name}: {policy.num_parameters():,} parameters, batch {B}, prompt {spec['prompt_length']} + "
           f"{config.max_new_tokens} new tokens, {config.update_epochs} epochs of minibatch {config.minibatch_size}; "
           f"{total:.2f} s per iteration (median of {iterations}); peak resident memory {peak_memory_mb():,.0f} MB")
@@ -124,6 +130,31 @@ def measure(name, iterations, warmup, seed=0):
         seconds = statistics.median(values)
         rate = "" if phase == "score" else f"{tokens[phase] / seconds:12,.0f}"
         print(f"  {phase:10s}{seconds:10.3f}{seconds / total:8.0%}{rate}")
+    if spec.get("bare_train_step"):
+        del trainer, policy, reward  # the bare step's model replaces them (peak memory is read above)
+        train_rate = tokens["train"] / statistics.median(timings["train"])
+        bare_rate = bare_train_tokens_per_second(model_config, *spec["bare_train_step"], iterations, seed)
+        print(f"  bare train step B{spec['bare_train_step'][0]} T{spec['bare_train_step'][1]} (GPT.loss + backward + "
+              f"AdamW, as bench_gpt.py): {bare_rate:,.0f} tokens/s; RLHF training per token takes "
+              f"{bare_rate / train_rate:.2f}x its time")
+
+
+def bare_train_tokens_per_second(model_config, B, T, repeats, seed):
+    """Tokens/s of the plain language-model train step on the policy's architecture (median of ``repeats``
+    after one untimed step): what an RLHF update's minibatch step is measured against."""
+    model = GPT(replace(model_config, block_size=T), seed=seed)
+    optimizer = AdamW(model.params, model.grads, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    x, y = np.random.default_rng(seed).integers(0, model_config.vocab_size, (2, B, T))
+    seconds = []
+    for repeat in range(repeats + 1):
+        started = time.perf_counter()
+        model.zero_grad()
+        model.loss(x, y)
+        model.backward()
+        optimizer.step()
+        if repeat:
+            seconds.append(time.perf_counter() - started)
+    return B * T / statistics.median(seconds)
 
 
 def main():
