@@ -67,8 +67,16 @@ class NumberTokenizer:
     def __init__(self, vocab_size):
         self.vocab_size, self.pad_id = vocab_size, vocab_size - 1
 
-    def encode_batch(self, texts, add_eos=False):
-        ids = np.array([[int(word) for word in text.split()] for text in texts], dtype=np.int64)
+    def encode(self, text, add_eos=False):
+        return [int(word) for word in text.split()]
+
+    def encode_end(self, text, max_tokens, add_eos=False):
+        """The last ``max_tokens`` ids (there is no EOS to add), as the reward model reads them."""
+        return self.encode(text)[-max_tokens:]
+
+    def pad_batch(self, rows):
+        """Every prompt has the same length here: no padding."""
+        ids = np.array(rows, dtype=np.int64)
         return ids, np.ones_like(ids)
 
     def decode(self, ids, skip_special=True):
