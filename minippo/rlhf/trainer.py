@@ -303,7 +303,7 @@ class RLHFTrainer:
         mask = rollout.response_mask
         recompute = config.algo in ("ppo", "grpo")
         old_logprobs = (np.zeros(mask.shape, dtype=self.policy.config.dtype) if recompute else
-                        rollout.sampled_logprobs.astype(self.policy.config.dtype))  # 0 after EOS either way
+                        rollout.sampled_logprobs.astype(self.policy.config.dtype))  # 0 after EOS (masked)
         ref_logprobs = np.zeros_like(old_logprobs) if self.kl_controller.beta else None
         values = np.zeros_like(old_logprobs)
         for index in self._minibatches(len(rollout), shuffle=False):
