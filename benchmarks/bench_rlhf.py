@@ -103,13 +103,13 @@ def peak_memory_mb():
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
-def measure(name, iterations, warmup, seed=0):
+def measure(name, iterations, warmup, seed=0, minibatch_size=None):
     spec = CONFIGS[name]
     model_config = GPTConfig(**spec["model"])
     tokenizer = NumberTokenizer(model_config.vocab_size)
     rng = np.random.default_rng(seed)
     policy = GPT(model_config, seed=seed)
-    config = RLHFConfig(batch_size=spec["batch_size"], minibatch_size=spec["minibatch_size"],
+    config = RLHFConfig(batch_size=spec["batch_size"], minibatch_size=minibatch_size or spec["minibatch_size"],
                         max_new_tokens=spec["max_new_tokens"], seed=seed, critic=spec.get("critic", "separate"))
     reward = ModelReward(model_config, tokenizer, seed) if spec.get("reward_model") else length_reward
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
@@ -173,6 +173,8 @@ def main():
     parser.add_argument("--iterations", type=positive_int, default=3,
                         help="timed iterations per config (default: 3)")
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed iterations first (default: 1)")
+    parser.add_argument("--minibatch-size", type=positive_int, default=None,
+                        help="responses per update step (default: the config's; it must divide the batch)")
     parser.add_argument("--against-trl", nargs="+", choices=["rloo", "grpo"], default=None,
                         help="race these algorithms against TRL instead of --configs")
     parser.add_argument("--repeats", type=positive_int, default=15,
@@ -186,7 +188,7 @@ def main():
         against_trl(args.against_trl, args.repeats, args.threads)
         return
     for name in [args.model] if args.model else args.configs:
-        measure(name, args.iterations, args.warmup)
+        measure(name, args.iterations, args.warmup, minibatch_size=args.minibatch_size)
 
 
 if __name__ == "__main__":
