@@ -3,11 +3,18 @@
     python benchmarks/bench_rlhf.py                 # the demo's model and config M
     python benchmarks/bench_rlhf.py --configs demo --iterations 5
     python benchmarks/bench_rlhf.py --model gpt2 --iterations 1 --warmup 0   # GPT-2 124M, peak memory
+    python benchmarks/bench_rlhf.py --against-trl rloo grpo --repeats 15     # against TRL 1.16, paired
+
+``--against-trl`` races ``RLHFTrainer(algo="rloo")`` / ``algo="grpo"`` against TRL's ``RLOOTrainer`` /
+``GRPOTrainer`` on PyTorch at the demo's shapes, in one process, paired (``benchmarks/_trl_rlhf.py``
+says how); TRL is optional (``pip install trl==1.16.0``, or the ``bench-trl`` extra).
 
 ``--model gpt2`` runs a 124M policy (random weights, GPT-2's vocabulary of 50,257) with a frozen
 reference, a value head on the policy's trunk (``critic="shared"``) and a 124M reward model
 (a :class:`~minippo.rewards.reward_model.RewardModel`, random weights) as the reward, on 16 prompts of
-16 tokens with 48 new tokens, and prints the peak resident memory of the process (VmHWM) beside the split.
+16 tokens with 48 new tokens, and prints the peak resident memory of the process (VmHWM) beside the split;
+then, in the same process, the tokens/s of the bare language-model train step (``GPT.loss`` + backward +
+AdamW at B 4, T 256, as ``bench_gpt.py --configs gpt2`` times it) against the RLHF update's tokens/s.
 
 One PPO iteration of :class:`minippo.rlhf.trainer.RLHFTrainer` is split into
 
@@ -16,7 +23,8 @@ One PPO iteration of :class:`minippo.rlhf.trainer.RLHFTrainer` is split into
 * **train**    -- ``update_epochs`` epochs of minibatch forward + backward + AdamW of policy and critic.
 
 Each phase is reported in seconds and tokens/s (generate: response tokens sampled; forward: sequence
-tokens × 3 models; train: sequence tokens × epochs × 2 models).  Responses always run to the length
+tokens × the models run (old policy, reference, and a separate critic); train: sequence tokens × epochs ×
+the trunks trained (the policy, and a separate critic)).  Responses always run to the length
 limit (no EOS) and the reward is a cheap rule, so the numbers measure the engine, not the task.
 GPU RLHF trainers report ~80% of the time in generation; on a CPU with a KV cache the balance differs,
 and this script shows how.
@@ -24,11 +32,16 @@ and this script shows how.
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 from _options import non_negative_int, positive_int
+from _trl_rlhf import run as against_trl
 
+from minippo.memory import keep_freed_memory
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.nn.optim import AdamW
+from minippo.parallel import set_num_threads
 from minippo.rewards.reward_model import RewardModel
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 
@@ -42,7 +55,7 @@ CONFIGS = {
     # GPT-2 124M policy and a 124M reward model (--model gpt2)
     "gpt2": dict(model=dict(vocab_size=50257, block_size=64, n_layer=12, n_head=12, n_embd=768),
                  batch_size=16, minibatch_size=8, prompt_length=16, max_new_tokens=48,
-                 critic="shared", reward_model=True),
+                 critic="shared", reward_model=True, bare_train_step=(4, 256)),
 }
 
 
@@ -54,8 +67,16 @@ class NumberTokenizer:
     def __init__(self, vocab_size):
         self.vocab_size, self.pad_id = vocab_size, vocab_size - 1
 
-    def encode_batch(self, texts, add_eos=False):
-        ids = np.array([[int(word) for word in text.split()] for text in texts], dtype=np.int64)
+    def encode(self, text, add_eos=False):
+        return [int(word) for word in text.split()]
+
+    def encode_end(self, text, max_tokens, add_eos=False):
+        """The last ``max_tokens`` ids (there is no EOS to add), as the reward model reads them."""
+        return self.encode(text)[-max_tokens:]
+
+    def pad_batch(self, rows):
+        """Every prompt has the same length here: no padding."""
+        ids = np.array(rows, dtype=np.int64)
         return ids, np.ones_like(ids)
 
     def decode(self, ids, skip_special=True):
@@ -82,13 +103,13 @@ def peak_memory_mb():
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
-def measure(name, iterations, warmup, seed=0):
+def measure(name, iterations, warmup, seed=0, minibatch_size=None):
     spec = CONFIGS[name]
     model_config = GPTConfig(**spec["model"])
     tokenizer = NumberTokenizer(model_config.vocab_size)
     rng = np.random.default_rng(seed)
     policy = GPT(model_config, seed=seed)
-    config = RLHFConfig(batch_size=spec["batch_size"], minibatch_size=spec["minibatch_size"],
+    config = RLHFConfig(batch_size=spec["batch_size"], minibatch_size=minibatch_size or spec["minibatch_size"],
                         max_new_tokens=spec["max_new_tokens"], seed=seed, critic=spec.get("critic", "separate"))
     reward = ModelReward(model_config, tokenizer, seed) if spec.get("reward_model") else length_reward
     trainer = RLHFTrainer(policy, reward, tokenizer, config)
@@ -106,8 +127,9 @@ def measure(name, iterations, warmup, seed=0):
             timings[phase].append(stats[f"time/{phase}"])
     total = statistics.median(totals)
     B, T = config.batch_size, spec["prompt_length"] + config.max_new_tokens
-    tokens = {"generate": B * config.max_new_tokens, "score": B, "forward": 3 * B * T,
-              "train": 2 * config.update_epochs * B * T}
+    trunks = 1 if config.critic == "shared" else 2  # trained: the policy, and the critic's own copy
+    tokens = {"generate": B * config.max_new_tokens, "score": B, "forward": (1 + trunks) * B * T,
+              "train": trunks * config.update_epochs * B * T}
     print(f"\n{name}: {policy.num_parameters():,} parameters, batch {B}, prompt {spec['prompt_length']} + "
           f"{config.max_new_tokens} new tokens, {config.update_epochs} epochs of minibatch {config.minibatch_size}; "
           f"{total:.2f} s per iteration (median of {iterations}); peak resident memory {peak_memory_mb():,.0f} MB")
@@ -116,6 +138,31 @@ def measure(name, iterations, warmup, seed=0):
         seconds = statistics.median(values)
         rate = "" if phase == "score" else f"{tokens[phase] / seconds:12,.0f}"
         print(f"  {phase:10s}{seconds:10.3f}{seconds / total:8.0%}{rate}")
+    if spec.get("bare_train_step"):
+        del trainer, policy, reward  # the bare step's model replaces them (peak memory is read above)
+        train_rate = tokens["train"] / statistics.median(timings["train"])
+        bare_rate = bare_train_tokens_per_second(model_config, *spec["bare_train_step"], iterations, seed)
+        print(f"  bare train step B{spec['bare_train_step'][0]} T{spec['bare_train_step'][1]} (GPT.loss + backward + "
+              f"AdamW, as bench_gpt.py): {bare_rate:,.0f} tokens/s; RLHF training per token takes "
+              f"{bare_rate / train_rate:.2f}x its time")
+
+
+def bare_train_tokens_per_second(model_config, B, T, repeats, seed):
+    """Tokens/s of the plain language-model train step on the policy's architecture (median of ``repeats``
+    after one untimed step): what an RLHF update's minibatch step is measured against."""
+    model = GPT(replace(model_config, block_size=T), seed=seed)
+    optimizer = AdamW(model.params, model.grads, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    x, y = np.random.default_rng(seed).integers(0, model_config.vocab_size, (2, B, T))
+    seconds = []
+    for repeat in range(repeats + 1):
+        started = time.perf_counter()
+        model.zero_grad()
+        model.loss(x, y)
+        model.backward()
+        optimizer.step()
+        if repeat:
+            seconds.append(time.perf_counter() - started)
+    return B * T / statistics.median(seconds)
 
 
 def main():
@@ -126,9 +173,22 @@ def main():
     parser.add_argument("--iterations", type=positive_int, default=3,
                         help="timed iterations per config (default: 3)")
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed iterations first (default: 1)")
+    parser.add_argument("--minibatch-size", type=positive_int, default=None,
+                        help="responses per update step (default: the config's; it must divide the batch)")
+    parser.add_argument("--against-trl", nargs="+", choices=["rloo", "grpo"], default=None,
+                        help="race these algorithms against TRL instead of --configs")
+    parser.add_argument("--repeats", type=positive_int, default=15,
+                        help="--against-trl: paired repeats (default: 15)")
+    parser.add_argument("--threads", type=positive_int, default=2,
+                        help="--against-trl: threads of each library (default: 2)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does
+    if args.against_trl:
+        set_num_threads(args.threads)
+        against_trl(args.against_trl, args.repeats, args.threads)
+        return
     for name in [args.model] if args.model else args.configs:
-        measure(name, args.iterations, args.warmup)
+        measure(name, args.iterations, args.warmup, minibatch_size=args.minibatch_size)
 
 
 if __name__ == "__main__":

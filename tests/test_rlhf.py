@@ -207,6 +207,28 @@ def test_temperature_divides_logits_in_every_forward_pass():
     assert not np.allclose(response_logprobs(model, rollout, 1.0)[0], rollout.sampled_logprobs)
 
 
+@pytest.mark.parametrize("algo, policy_forwards", [("reinforce", 0), ("rloo", 0), ("ppo", 2), ("grpo", 2)])
+def test_old_logprobs_are_the_samplers_unless_the_update_divides_by_them(algo, policy_forwards, monkeypatch):
+    """REINFORCE and RLOO take log π_old from the sampler (no policy forward before the update); PPO and
+    GRPO recompute it on each scoring minibatch, so that their first ratio is exactly 1."""
+    config = RLHFConfig(algo=algo, batch_size=16, minibatch_size=8, max_new_tokens=RESPONSE_LENGTH,
+                        temperature=0.7, init_kl_coef=0.1, kl_target=None, seed=3)
+    trainer = RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), config)
+    rollout = generate_rollout(trainer.policy, TinyTokenizer(), [PROMPT] * 16, RESPONSE_LENGTH, 0.7,
+                               np.random.default_rng(0))
+    forwards = []
+    forward = trainer.policy.forward
+    monkeypatch.setattr(trainer.policy, "forward",
+                        lambda *args, **kwargs: forwards.append(1) or forward(*args, **kwargs))
+    batch = trainer._score_tokens(rollout, count_a(None, rollout.responses))
+    assert len(forwards) == policy_forwards
+    recomputed = response_logprobs(trainer.reference, rollout, 0.7)[0]  # the policy has not moved yet
+    np.testing.assert_allclose(batch["old_logprobs"], recomputed, atol=1e-10)
+    np.testing.assert_array_equal(batch["ref_logprobs"], recomputed)
+    if policy_forwards == 0:
+        np.testing.assert_array_equal(batch["old_logprobs"], rollout.sampled_logprobs)
+
+
 def test_nan_reward_stops_the_run_showing_the_sample():
     def broken(prompts, responses):
         scores = count_a(prompts, responses)
@@ -314,7 +336,7 @@ def test_missing_eos_penalty_lowers_the_score_of_unfinished_responses():
 
 
 def test_critic_can_start_from_the_reward_model():
-    from minippo.rlhf.trainer import critic_from_reward_model
+    from minippo.rlhf.critic import critic_from_reward_model
 
     reward_model = RewardModel(tiny_policy(seed=9), seed=0)
     reward_model.head.params["weight"][...] = 0.3

@@ -109,7 +109,9 @@ def response_logprobs(model, rollout, temperature):
     log-softmax (B, T_response, V) is what :func:`response_logprobs_backward` and the entropy need.
     """
     logits = model.forward(rollout.tokens, rollout.attention_mask)  # (B, T, V)
-    response_logits = logits[:, rollout.prompt_length - 1:-1] / temperature  # (B, T_response, V)
+    response_logits = logits[:, rollout.prompt_length - 1:-1]  # (B, T_response, V)
+    if temperature != 1.0:  # z / 1 is z: no pass over the logits for it
+        response_logits = response_logits / temperature
     actions = rollout.tokens[:, rollout.prompt_length:]
     return token_logprobs_forward(response_logits, actions)
 
@@ -117,8 +119,10 @@ def response_logprobs(model, rollout, temperature):
 def response_logits_gradient(dresponse_logits, rollout, temperature, vocab_size):
     """Place dL/d(z/T) of the response positions into a full dL/dz (B, T, V) for ``model.backward``."""
     B, T = rollout.tokens.shape
-    dlogits = np.zeros((B, T, vocab_size), dtype=dresponse_logits.dtype)
-    dlogits[:, rollout.prompt_length - 1:-1] = dresponse_logits * (1.0 / temperature)
+    dlogits = np.empty((B, T, vocab_size), dtype=dresponse_logits.dtype)
+    dlogits[:, :rollout.prompt_length - 1] = 0.0  # the logits of the prompt and of the last token score nothing
+    dlogits[:, -1] = 0.0
+    np.multiply(dresponse_logits, 1.0 / temperature, out=dlogits[:, rollout.prompt_length - 1:-1])
     return dlogits
 
 

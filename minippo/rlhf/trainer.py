@@ -65,6 +65,7 @@ from minippo.rl.losses import (
     value_loss,
 )
 from minippo.rlhf.config import GROUPED_ALGORITHMS, RLHF_ALGORITHMS, RLHFConfig  # noqa: F401 (RLHF_ALGORITHMS: re-exported)
+from minippo.rlhf.critic import Critic, critic_from_reward_model  # noqa: F401 (critic_from_reward_model: re-exported)
 from minippo.rlhf.diagnostics import (
     completion_stats,
     kl_stats,
@@ -79,35 +80,6 @@ from minippo.rlhf.rollout import (
     response_logprobs,
     response_logprobs_backward,
 )
-
-
-class Critic:
-    """V(s_t) for every response position: a value head on a trunk (the policy's own, or a copy)."""
-
-    def __init__(self, trunk, shared, value_head):
-        self.trunk, self.shared, self.head = trunk, shared, value_head
-
-    def values(self, rollout, run_trunk=True):
-        """(B, T_response) values of the states before each response token."""
-        if run_trunk:
-            self.trunk.forward(rollout.tokens, rollout.attention_mask, compute_logits=False)
-        values = self.head.forward(self.trunk.hidden)  # (B, T)
-        return values[:, rollout.prompt_length - 1:-1]
-
-    def hidden_gradient(self, dvalues, rollout):
-        """dL/dhidden (B, T, C) from dL/dV over the response positions."""
-        B, T = rollout.tokens.shape
-        dfull = np.zeros((B, T), dtype=dvalues.dtype)
-        dfull[:, rollout.prompt_length - 1:-1] = dvalues
-        return self.head.backward(dfull)
-
-
-def critic_from_reward_model(reward_model):
-    """(trunk, value head) copies of a reward model, to start the critic from what it knows of the reward:
-    its score head read at every position is an initial V(s_t)."""
-    head = ValueHead(reward_model.trunk.config.n_embd, reward_model.trunk.config.dtype)
-    head.load_state_dict(reward_model.head.state_dict())
-    return copy.deepcopy(reward_model.trunk), head
 
 
 class RLHFTrainer:
@@ -320,18 +292,24 @@ class RLHFTrainer:
     def _score_tokens(self, rollout, scores):
         """Old and reference log-probabilities, values and per-token rewards of a rollout.
 
-        Log-probabilities are recomputed by the same forward pass, on the same minibatches, as the
-        first update epoch, so the first ratio is exactly 1.  At β = 0 the reference is not run
-        (``ref_logprobs`` is None).
+        PPO and GRPO divide by π_old: their log-probabilities are recomputed by the same forward pass, on
+        the same minibatches, as the first update epoch, so the first ratio is exactly 1.  REINFORCE and
+        RLOO only subtract log π_ref from log π_old (the KL penalty): they take the sampler's log π_T(a_t|s_t),
+        the same distribution from the KV-cache decode (equal to a forward pass within round-off:
+        ``tests/test_gpt.py::test_generate_logprobs_equal_full_forward``), and run no policy forward here.
+        At β = 0 the reference is not run (``ref_logprobs`` is None).
         """
         config = self.config
         mask = rollout.response_mask
-        old_logprobs = np.zeros(mask.shape, dtype=self.policy.config.dtype)
+        recompute = config.algo in ("ppo", "grpo")
+        old_logprobs = (np.zeros(mask.shape, dtype=self.policy.config.dtype) if recompute else
+                        rollout.sampled_logprobs.astype(self.policy.config.dtype))  # 0 after EOS (masked)
         ref_logprobs = np.zeros_like(old_logprobs) if self.kl_controller.beta else None
         values = np.zeros_like(old_logprobs)
         for index in self._minibatches(len(rollout), shuffle=False):
             part = rollout.rows(index)
-            old_logprobs[index] = response_logprobs(self.policy, part, config.temperature)[0]
+            if recompute:
+                old_logprobs[index] = response_logprobs(self.policy, part, config.temperature)[0]
             if ref_logprobs is not None:
                 ref_logprobs[index] = response_logprobs(self.reference, part, config.temperature)[0]
             if config.algo == "ppo":
