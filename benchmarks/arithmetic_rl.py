@@ -108,7 +108,7 @@ def main():
             stats = trainer.iteration([train[i].prompt for i in prompt_rng.integers(0, len(train), args.prompts)])
             if iteration % args.eval_every == 0:
                 print(f"  iter {iteration}: train reward {stats['reward/mean']:.3f}  "
-                      f"kl {stats['objective/kl_k1']:.3f}  entropy {stats['policy/entropy']:.3f}  "
+                      f"kl {stats.get('objective/kl_k1', 0.0):.3f}  entropy {stats['policy/entropy']:.3f}  "
                       f"len {stats['completions/mean_length']:.2f}")
                 report(f"rl {iteration}")
     print(f"total {time.perf_counter() - started:.0f}s of which evaluation {eval_seconds:.0f}s")

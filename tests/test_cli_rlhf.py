@@ -171,3 +171,13 @@ def test_the_held_out_pairs_are_those_of_whole_prompts(tmp_path):
 def test_rule_reward_file_that_is_a_directory(policy_checkpoint, tmp_path, capsys):
     assert main(["rlhf", "--policy", policy_checkpoint, "--reward", f"rouge:{tmp_path}", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"minippo rlhf: error: [Errno 21] Is a directory: {str(tmp_path)!r}\n"
+
+
+def test_responses_longer_than_the_context_are_refused_before_any_output(policy_checkpoint, tmp_path, capsys):
+    out = tmp_path / "rlhf"
+    assert main(["rlhf", "--policy", policy_checkpoint, "--reward", "length:10", "--max-new-tokens", "1000",
+                 "--out", str(out)]) == 2
+    assert "--max-new-tokens (1000) must be less than" in capsys.readouterr().err
+    assert not (out / "config.json").exists()  # so the same command, corrected, is not refused as a rerun
+    assert main(["demo", "--rlhf-max-new-tokens", "200", "--out", str(tmp_path / "demo")]) == 2  # before pretraining
+    assert "--rlhf-max-new-tokens (200) must be less than the policy's --block-size (96)" in capsys.readouterr().err

@@ -351,7 +351,8 @@ def test_critic_can_start_from_the_reward_model():
     w, b = reward_model.head.params["weight"], reward_model.head.params["bias"]
     expected = (reward_model.trunk.hidden @ w[:, 0] + b[0])[:, rollout.prompt_length - 1:-1]  # r read at every t
     np.testing.assert_allclose(trainer.critic.values(rollout), expected, atol=1e-12)
-    assert RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), RLHFConfig(algo="rloo")).critic is None
+    rloo = RLHFConfig(algo="rloo", max_new_tokens=RESPONSE_LENGTH)
+    assert RLHFTrainer(tiny_policy(), count_a, TinyTokenizer(), rloo).critic is None
 
 
 def test_a_critic_of_another_dtype_or_width_is_refused():

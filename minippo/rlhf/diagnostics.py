@@ -49,9 +49,9 @@ def completion_stats(lengths, truncated):
 
 def kl_stats(logprobs, ref_logprobs, mask, world=LOCAL):
     """objective/kl_k1, kl_k2, kl_k3: the mean over responses (of every rank, ``world``) of Σ_t KL_t by each
-    estimator (NaN without a reference)."""
+    estimator; none at β = 0, where no reference runs (the progress line shows "kl –")."""
     if ref_logprobs is None:
-        return {f"objective/kl_{name}": float("nan") for name in KL_ESTIMATORS}
+        return {}
     return {f"objective/kl_{name}": float(world.mean(kl_estimate(logprobs, ref_logprobs, mask, name).sum(axis=1)))
             for name in KL_ESTIMATORS}
 
@@ -63,8 +63,9 @@ def mean_stats(history):
 
 def progress_line(iteration, total, stats):
     """One line per RL iteration: reward, KL, β, lengths, the update's diagnostics, and where the time went."""
-    line = (f"iter {iteration:3d}/{total}  reward {stats['reward/mean']:+.3f}±{stats['reward/std']:.2f}  "
-            f"kl {stats['objective/kl_k1']:.2f} (k3 {stats['objective/kl_k3']:.2f})  "
+    kl = (f"kl {stats['objective/kl_k1']:.2f} (k3 {stats['objective/kl_k3']:.2f})" if "objective/kl_k1" in stats
+          else "kl –")  # (β = 0: no reference, no KL)
+    line = (f"iter {iteration:3d}/{total}  reward {stats['reward/mean']:+.3f}±{stats['reward/std']:.2f}  {kl}  "
             f"beta {stats['objective/beta']:.3f}  len {stats['completions/mean_length']:.1f} "
             f"[{stats['completions/min_length']}-{stats['completions/max_length']}] "
             f"cut {stats['completions/clipped_ratio']:.0%}  ")
@@ -100,7 +101,7 @@ def plot_curves(rows, path, reward_label, x_label, kl_target=None):
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
     top.plot(iterations, [row["reward/mean"] for row in rows])
     top.set_ylabel(reward_label)
-    bottom.plot(iterations, [row["objective/kl_k1"] for row in rows], label="KL")
+    bottom.plot(iterations, [row.get("objective/kl_k1", np.nan) for row in rows], label="KL")  # (none at β = 0)
     if kl_target is not None:
         bottom.axhline(kl_target, color="gray", linestyle="--", label="target")
         bottom.legend()

@@ -32,6 +32,7 @@ from minippo.rewards.reward_model import (
 )
 from minippo.rlhf.diagnostics import plot_curves, progress_line, write_csv
 from minippo.rlhf.evaluation import score_responses
+from minippo.rlhf.rollout import check_response_room
 from minippo.rlhf.trainer import RLHFConfig, RLHFTrainer
 from minippo.seeding import spawn_seeds
 from minippo.text.corpus import (
@@ -72,8 +73,10 @@ class DemoConfig:
 
     def __post_init__(self):
         """Check the settings before any stage runs (the model sizes are checked by ``GPTConfig``, the
-        pretraining and RL settings by ``PretrainConfig`` and ``RLHFConfig`` when they are made)."""
+        pretraining and RL settings by ``PretrainConfig`` and ``RLHFConfig`` when they are made), and that
+        the responses leave the prompts room in the context: before the minutes of pretraining."""
         check_settings(self)
+        check_response_room(self.rlhf.max_new_tokens, self.block_size, prefix="rlhf_")
 
 
 def evaluate_on_prompts(policy, reference, reward, tokenizer, prompts, config, seed):

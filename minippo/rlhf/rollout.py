@@ -68,13 +68,19 @@ def concatenate_rollouts(rollouts, pad_id):
                    prompt_length)
 
 
+def check_response_room(max_new_tokens, block_size, prefix=""):
+    """``max_new_tokens``, checked to leave a prompt at least one token of the policy's ``block_size``."""
+    max_new_tokens = integer_at_least(max_new_tokens, prefix + "max_new_tokens", 1)
+    if max_new_tokens >= block_size:
+        raise ValueError(f"{prefix}max_new_tokens ({max_new_tokens}) must be less than the policy's block_size "
+                         f"({block_size}), to leave room for a prompt")
+    return max_new_tokens
+
+
 def encode_prompts(policy, tokenizer, prompt_texts, max_new_tokens):
     """``(prompt_ids, prompt_mask)`` of the left-padded prompts, each checked to be at least one token long
     and to leave room for ``max_new_tokens`` in the policy's context; the error names the first that does not."""
-    max_new_tokens = integer_at_least(max_new_tokens, "max_new_tokens", 1)
-    if max_new_tokens >= policy.config.block_size:
-        raise ValueError(f"max_new_tokens ({max_new_tokens}) must be less than the policy's block_size "
-                         f"({policy.config.block_size}), to leave room for a prompt")
+    max_new_tokens = check_response_room(max_new_tokens, policy.config.block_size)
     room = policy.config.block_size - max_new_tokens
     rows = []
     for index, text in enumerate(prompt_texts):  # each checked as it is encoded: a huge prompt costs only itself

@@ -74,6 +74,7 @@ from minippo.rlhf.diagnostics import (
 )
 from minippo.rlhf.resume import load_run, save_run
 from minippo.rlhf.rollout import (
+    check_response_room,
     concatenate_rollouts,
     generate_rollout,
     response_logits_gradient,
@@ -101,6 +102,7 @@ class RLHFTrainer:
             raise ValueError("mask_truncated_completions and dynamic_sampling_tries are not supported across MPI "
                              "ranks: the ranks would take different numbers of optimizer steps")
         self.minibatch_size = self.world.share(config.minibatch_size, "minibatch_size")  # this rank's
+        check_response_room(config.max_new_tokens, policy.config.block_size)  # before any output is written
         self.policy, self.reward, self.tokenizer = policy, reward, tokenizer
         self.reward_names = list(reward) if isinstance(reward, dict) else []
         if isinstance(reward, dict) and not reward:
