@@ -200,6 +200,12 @@ class MinippoRunner:
         return self.model.generate(prompt, max_new, temperature=1.0, rng=self.rng).tokens
 
 
+def print_efficiency(times, limit):
+    """Each implementation's step time against the fewest seconds the best sgemm rate allows."""
+    print(f"  the sgemm limit ({limit * 1e3:.0f} ms) / step time, median [quartiles] over repeats: " + ", ".join(
+        f"{name} {format_ratios([limit / t for t in seconds], '%')}" for name, seconds in times.items()))
+
+
 def make_runners(key, cfg, block_size, workload, initial_params):
     runners = [MinippoRunner(cfg, block_size, initial_params)]
     if torch is None:
@@ -303,8 +309,7 @@ def main():
         initial_params = GPT(gpt_config(cfg, block_size), seed=0).state_dict()
         print(f"\n== config {key}: vocab {cfg['vocab_size']}, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers, "
               f"{cfg['n_head']} heads; {sum(v.size for v in initial_params.values()) / 1e6:.2f}M parameters")
-        if ARGS.limits:
-            print_limits(cfg, train_shapes(cfg), generate_shapes(cfg))
+        step_limits = print_limits(cfg, train_shapes(cfg), generate_shapes(cfg), torch) if ARGS.limits else {}
         if ARGS.memory:
             print_peak_memory(key)
         for workload, shapes in (("train", train_shapes(cfg)), ("generate", generate_shapes(cfg))):
@@ -320,6 +325,8 @@ def main():
                     n_tok, flops = B * length, train_flops(cfg, B, length)
                     report(f"-- train step (forward + cross-entropy + backward + AdamW), B {B} T {length}: "
                            f"{n_tok} tokens, {flops / 1e9:.2f} GFLOP", times, n_tok, flops)
+                    if (B, length) in step_limits:
+                        print_efficiency(times, step_limits[(B, length)])
                 else:
                     times = measure(runners, "generate", (prompt, length), ARGS.repeats, ARGS.warmup,
                                     ARGS.calls)
