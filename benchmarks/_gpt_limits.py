@@ -110,6 +110,8 @@ def print_limits(cfg, train_shapes, generate_shapes, torch=None):
         print(f"     train B {B} T {T}: sgemm at the step's shapes " + ", ".join(
             f"{library} {rate:.0f}" for library, rate in rates.items())
             + f" GFLOP/s -> >= {step_limits[(B, T)] * 1e3:.0f} ms per step")
+    if not generate_shapes:
+        return step_limits
     bandwidth = read_bandwidth()
     print(f"     streaming read on {get_num_threads()} threads: {bandwidth / 1e9:.1f} GB/s")
     for B, G in generate_shapes:

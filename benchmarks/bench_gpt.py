@@ -309,7 +309,10 @@ def main():
         initial_params = GPT(gpt_config(cfg, block_size), seed=0).state_dict()
         print(f"\n== config {key}: vocab {cfg['vocab_size']}, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers, "
               f"{cfg['n_head']} heads; {sum(v.size for v in initial_params.values()) / 1e6:.2f}M parameters")
-        step_limits = print_limits(cfg, train_shapes(cfg), generate_shapes(cfg), torch) if ARGS.limits else {}
+        step_limits = {}
+        if ARGS.limits:  # the limits of the workloads that run
+            step_limits = print_limits(cfg, [] if "train" in ARGS.skip else train_shapes(cfg),
+                                       [] if "generate" in ARGS.skip else generate_shapes(cfg), torch)
         if ARGS.memory:
             print_peak_memory(key)
         for workload, shapes in (("train", train_shapes(cfg)), ("generate", generate_shapes(cfg))):
