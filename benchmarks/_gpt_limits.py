@@ -58,11 +58,11 @@ def step_products(cfg, B, T):
 
 
 def product_seconds(products, matmul, operands):
-    """Best-of-5 seconds of each product with ``matmul(a, b)`` on ``operands(m, k, n, a_t, b_t)``."""
+    """Best-of-3 seconds of each product with ``matmul(a, b)`` on ``operands(m, k, n, a_t, b_t)``."""
     seconds = []
     for m, k, n, a_t, b_t, _ in products:
         a, b = operands(m, k, n, a_t, b_t)
-        seconds.append(best_time(lambda: matmul(a, b)))
+        seconds.append(best_time(lambda: matmul(a, b), repeats=3))
     return seconds
 
 
