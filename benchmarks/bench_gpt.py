@@ -14,8 +14,10 @@ generation samples 128 tokens after a 16-token prompt at batch 8 and batch 1 (``
 ``--gen-batches`` and ``--new-tokens`` change them).  There the peers are Hugging Face
 ``GPT2LMHeadModel`` (its default attention; ``generate`` with its KV cache) and the lean PyTorch
 KV-cache loop ("torch-sdpa"), all loaded from minippo's random initial weights.
-``--limits`` measures this machine's limits with the benchmark's own shapes (sgemm GFLOP/s of the
-train step's products; streaming-read bandwidth of every thread) and prints the time they allow;
+``--limits`` measures this machine's limits with the benchmark's own shapes (sgemm GFLOP/s of every
+product of the train step -- forward, dx and dW of each linear layer and the LM head's three -- in NumPy's
+OpenBLAS and in torch, and the better library shape by shape; streaming-read bandwidth of every thread),
+prints the time they allow, and each implementation's step time as a share of that limit;
 ``--memory`` runs each library alone in its own process per workload and reports its peak resident
 set (VmHWM).
 
