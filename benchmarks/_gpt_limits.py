@@ -45,19 +45,48 @@ def best_time(fn, repeats=5):
     return best
 
 
-def sgemm_gflops(cfg, B, T):
-    """GFLOP/s of float32 matrix products at a train step's shapes (all BLAS threads): the block's
-    four products and the LM head, forward shapes, best of 5."""
-    C, V, N = cfg["n_embd"], cfg["vocab_size"], B * T
+def step_products(cfg, B, T):
+    """Every matrix product of a train step with its own shape: ``(m, k, n, a_transposed, b_transposed,
+    count)`` for (m, k) @ (k, n) run ``count`` times per step.  Each linear layer of N = B·T rows makes
+    three: forward x W, dx = dy Wᵀ (W read transposed) and dW = xᵀ dy (x read transposed); the tied
+    LM head makes h Eᵀ, dz E and dzᵀ h."""
+    C, V, L, N = cfg["n_embd"], cfg["vocab_size"], cfg["n_layer"], B * T
+    products = []
+    for k, n, count in ((C, 3 * C, L), (C, C, L), (C, 4 * C, L), (4 * C, C, L)):
+        products += [(N, k, n, False, False, count), (N, n, k, False, True, count), (k, N, n, True, False, count)]
+    return products + [(N, C, V, False, True, 1), (N, V, C, False, False, 1), (V, N, C, True, False, 1)]
+
+
+def product_seconds(products, matmul, operands):
+    """Best-of-3 seconds of each product with ``matmul(a, b)`` on ``operands(m, k, n, a_t, b_t)``."""
+    seconds = []
+    for m, k, n, a_t, b_t, _ in products:
+        a, b = operands(m, k, n, a_t, b_t)
+        seconds.append(best_time(lambda: matmul(a, b), repeats=3))
+    return seconds
+
+
+def numpy_operands(m, k, n, a_transposed, b_transposed):
     rng = np.random.default_rng(0)
-    flops, seconds = 0, 0.0
-    for k, n in ((C, 3 * C), (C, C), (C, 4 * C), (4 * C, C), (C, V)):
-        a = rng.standard_normal((N, k), dtype=np.float32)
-        b = rng.standard_normal((k, n), dtype=np.float32)
-        out = np.empty((N, n), dtype=np.float32)
-        seconds += best_time(lambda: np.matmul(a, b, out=out))
-        flops += 2 * N * k * n
-    return flops / seconds / 1e9
+    a = rng.standard_normal((k, m) if a_transposed else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if b_transposed else (k, n), dtype=np.float32)
+    return (a.T if a_transposed else a), (b.T if b_transposed else b)
+
+
+def sgemm_rates(cfg, B, T, torch=None):
+    """GFLOP/s of float32 matrix products at a train step's shapes (:func:`step_products`, each weighted
+    by how often the step runs it), all threads: ``{library: GFLOP/s}`` for NumPy's BLAS, torch's (when
+    ``torch`` is given) and "best of both", which takes the faster library shape by shape."""
+    products = step_products(cfg, B, T)
+    flops = [2 * m * k * n * count for m, k, n, _, _, count in products]
+    seconds = {"numpy": product_seconds(products, np.matmul, numpy_operands)}
+    if torch is not None:
+        time.sleep(0.2)  # let OpenBLAS's spinning workers park before torch's threads start
+        seconds["torch"] = product_seconds(products, torch.matmul, lambda *shape: tuple(
+            torch.from_numpy(x) for x in numpy_operands(*shape)))  # the same strides: views of the arrays
+    seconds["best of both"] = [min(each) for each in zip(*seconds.values())]
+    return {library: sum(flops) / sum(s * count for s, (*_, count) in zip(times, products)) / 1e9
+            for library, times in seconds.items()}
 
 
 def read_bandwidth(megabytes=512):
@@ -70,16 +99,23 @@ def read_bandwidth(megabytes=512):
     return array.nbytes / seconds
 
 
-def print_limits(cfg, train_shapes, generate_shapes):
+def print_limits(cfg, train_shapes, generate_shapes, torch=None):
+    """Print the limits; return {(B, T): the fewest seconds a train step needs at the best sgemm rate}."""
     print("   this machine's limits (--limits):")
+    step_limits = {}
     for B, T in train_shapes:
-        gflops = sgemm_gflops(cfg, B, T)
-        print(f"     train B {B} T {T}: sgemm {gflops:.0f} GFLOP/s at the step's shapes -> "
-              f">= {train_flops(cfg, B, T) / gflops / 1e9 * 1e3:.0f} ms per step")
+        rates = sgemm_rates(cfg, B, T, torch)
+        best = max(rates.values())
+        step_limits[(B, T)] = train_flops(cfg, B, T) / best / 1e9
+        print(f"     train B {B} T {T}: sgemm at the step's shapes " + ", ".join(
+            f"{library} {rate:.0f}" for library, rate in rates.items())
+            + f" GFLOP/s -> >= {step_limits[(B, T)] * 1e3:.0f} ms per step")
+    if not generate_shapes:
+        return step_limits
     bandwidth = read_bandwidth()
     print(f"     streaming read on {get_num_threads()} threads: {bandwidth / 1e9:.1f} GB/s")
     for B, G in generate_shapes:
         step = decode_step_bytes(cfg, B, G)
         print(f"     decode batch {B}: {step / 1e6:.0f} MB per step (weights + mean KV cache) -> "
               f">= {step / bandwidth * 1e3:.1f} ms per step, {G * step / bandwidth * 1e3:.0f} ms per call")
-
+    return step_limits

@@ -59,8 +59,11 @@ def quartiles(values):
     return lower, median, upper
 
 
-def format_ratios(ratios):
+def format_ratios(ratios, unit="x"):
+    """'median [lower quartile - upper quartile]', as ratios ("x") or percentages ("%")."""
     lower, median, upper = quartiles(ratios)
+    if unit == "%":
+        return f"{median:.0%} [{lower:.0%}-{upper:.0%}]"
     return f"{median:.2f}x [{lower:.2f}-{upper:.2f}]"
 
 

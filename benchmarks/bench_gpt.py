@@ -14,8 +14,10 @@ generation samples 128 tokens after a 16-token prompt at batch 8 and batch 1 (``
 ``--gen-batches`` and ``--new-tokens`` change them).  There the peers are Hugging Face
 ``GPT2LMHeadModel`` (its default attention; ``generate`` with its KV cache) and the lean PyTorch
 KV-cache loop ("torch-sdpa"), all loaded from minippo's random initial weights.
-``--limits`` measures this machine's limits with the benchmark's own shapes (sgemm GFLOP/s of the
-train step's products; streaming-read bandwidth of every thread) and prints the time they allow;
+``--limits`` measures this machine's limits with the benchmark's own shapes (sgemm GFLOP/s of every
+product of the train step -- forward, dx and dW of each linear layer and the LM head's three -- in NumPy's
+OpenBLAS and in torch, and the better library shape by shape; streaming-read bandwidth of every thread),
+prints the time they allow, and each implementation's step time as a share of that limit;
 ``--memory`` runs each library alone in its own process per workload and reports its peak resident
 set (VmHWM).
 
@@ -200,6 +202,12 @@ class MinippoRunner:
         return self.model.generate(prompt, max_new, temperature=1.0, rng=self.rng).tokens
 
 
+def print_efficiency(times, limit):
+    """Each implementation's step time against the fewest seconds the best sgemm rate allows."""
+    print(f"  the sgemm limit ({limit * 1e3:.0f} ms) / step time, median [quartiles] over repeats: " + ", ".join(
+        f"{name} {format_ratios([limit / t for t in seconds], '%')}" for name, seconds in times.items()))
+
+
 def make_runners(key, cfg, block_size, workload, initial_params):
     runners = [MinippoRunner(cfg, block_size, initial_params)]
     if torch is None:
@@ -303,8 +311,10 @@ def main():
         initial_params = GPT(gpt_config(cfg, block_size), seed=0).state_dict()
         print(f"\n== config {key}: vocab {cfg['vocab_size']}, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers, "
               f"{cfg['n_head']} heads; {sum(v.size for v in initial_params.values()) / 1e6:.2f}M parameters")
-        if ARGS.limits:
-            print_limits(cfg, train_shapes(cfg), generate_shapes(cfg))
+        step_limits = {}
+        if ARGS.limits:  # the limits of the workloads that run
+            step_limits = print_limits(cfg, [] if "train" in ARGS.skip else train_shapes(cfg),
+                                       [] if "generate" in ARGS.skip else generate_shapes(cfg), torch)
         if ARGS.memory:
             print_peak_memory(key)
         for workload, shapes in (("train", train_shapes(cfg)), ("generate", generate_shapes(cfg))):
@@ -320,6 +330,8 @@ def main():
                     n_tok, flops = B * length, train_flops(cfg, B, length)
                     report(f"-- train step (forward + cross-entropy + backward + AdamW), B {B} T {length}: "
                            f"{n_tok} tokens, {flops / 1e9:.2f} GFLOP", times, n_tok, flops)
+                    if (B, length) in step_limits:
+                        print_efficiency(times, step_limits[(B, length)])
                 else:
                     times = measure(runners, "generate", (prompt, length), ARGS.repeats, ARGS.warmup,
                                     ARGS.calls)

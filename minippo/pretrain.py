@@ -34,6 +34,9 @@ from minippo.text.gpt2 import tokenizer_record
 from minippo.text.tokenizer import ByteTokenizer
 
 IGNORE_INDEX = -1
+# Vocabularies above this size train through GPT.loss (the LM head and cross-entropy fused over chunks of
+# rows, no (B, T, V) logits held); smaller ones through logits -> cross_entropy (see batch_loss).
+FUSED_LOSS_MIN_VOCAB = 4096
 
 # The settings a resumed run may change: the rest must match the checkpoint's.
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
@@ -99,6 +102,21 @@ def sample_batch(documents, batch_size, pad_id, rng, rows=slice(None)):
         inputs[row, :len(doc) - 1] = doc[:-1]
         targets[row, :len(doc) - 1] = doc[1:]
     return inputs, targets
+
+
+def batch_loss(model, inputs, targets, weight):
+    """``(loss, dlogits)``: ``weight`` × the mean cross-entropy of ``model`` on ``inputs`` over the targets
+    that are not IGNORE_INDEX (``weight``: this rank's share of the batch, 1.0 in one process), and what
+    ``model.backward`` takes for its gradient: the logits' gradient, or None where the model made it.
+    Above FUSED_LOSS_MIN_VOCAB (GPT-2's 50,257) it is :meth:`GPT.loss`, which never holds the (B, T, V)
+    logits and their gradient; small vocabularies (the demo's 258 bytes) keep the textbook
+    logits -> cross_entropy, so the figures quoted for them do not move by a rounding."""
+    if model.config.vocab_size > FUSED_LOSS_MIN_VOCAB:
+        return model.loss(inputs, targets, ignore_index=IGNORE_INDEX, scale=weight), None
+    loss, dlogits = cross_entropy(model.forward(inputs), targets, ignore_index=IGNORE_INDEX)
+    if weight != 1.0:  # this rank's part of the whole batch's mean
+        loss, dlogits = loss * weight, dlogits * dlogits.dtype.type(weight)
+    return loss, dlogits
 
 
 def check_same_settings(saved, config, checkpoint_path):
@@ -170,12 +188,9 @@ def pretrain(model, documents, config, tokenizer=None, checkpoint_path=None, res
     for step in range(start_step, config.steps):
         inputs, targets = sample_batch(documents, config.batch_size, tokenizer.pad_id, rng, rows)
         weight, tokens = world.mean_weight(int((targets != IGNORE_INDEX).sum()))
-        logits = model.forward(inputs)
-        loss, dlogits = cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+        loss, dlogits = batch_loss(model, inputs, targets, weight)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
-        if weight != 1.0:  # this rank's part of the whole batch's mean
-            loss, dlogits = loss * weight, dlogits * dlogits.dtype.type(weight)
         model.zero_grad()
         model.backward(dlogits)
         loss = world.average_gradients(model.grads, {"loss": loss})["loss"]

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from minippo import pretrain as pretrain_module
 from minippo.distributed import world
 from minippo.envs.wrappers import RunningMeanStd
 from minippo.nn.gpt import GPT, GPTConfig
@@ -108,6 +109,13 @@ def pretraining(out, steps=6, checkpoint_path=None, resume=False):
                             warmup_steps=1, log_every=2, checkpoint_every=3, seed=7)
     losses = pretrain(model, documents, config, tokenizer, checkpoint_path, resume, log=lambda line: None)
     return {"losses": np.array(losses), **{f"param/{name}": value for name, value in model.params.items()}}
+
+
+def pretraining_fused(out):
+    """:func:`pretraining` through GPT.loss, the path of vocabularies over FUSED_LOSS_MIN_VOCAB (each rank's
+    loss and gradient scaled by its share of the tokens inside the fused LM head)."""
+    pretrain_module.FUSED_LOSS_MIN_VOCAB = 0
+    return pretraining(out)
 
 
 def pretraining_first_half(out):

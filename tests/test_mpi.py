@@ -96,6 +96,18 @@ def test_two_ranks_pretrain_like_one_process(tmp_path, mpiexec):
     assert single["losses"][-1] < single["losses"][0] - 0.3
 
 
+def test_two_ranks_pretrain_through_the_fused_loss_like_one_process(tmp_path, mpiexec):
+    """The same through GPT.loss (vocabularies over FUSED_LOSS_MIN_VOCAB): the ranks' shares scale the
+    fused LM head's loss and gradient, and the run equals one process's, and the textbook path's."""
+    single, double = one_and_two_ranks("pretraining-fused", tmp_path, mpiexec)
+    completed = run_program("pretraining", tmp_path / "textbook.npz")
+    assert completed.returncode == 0, completed.stderr
+    with np.load(tmp_path / "textbook.npz") as textbook:
+        for name in single:
+            np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-10, err_msg=name)
+            np.testing.assert_allclose(single[name], textbook[name], rtol=0, atol=1e-10, err_msg=name)
+
+
 def test_two_ranks_train_a_reward_model_like_one_process(tmp_path, mpiexec):
     single, double = one_and_two_ranks("reward-model", tmp_path, mpiexec)
     for name in single:

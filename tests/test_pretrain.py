@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from minippo import pretrain as pretrain_module
 from minippo.cli import main
 from minippo.commands.pretrain import print_samples
 from minippo.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -12,6 +13,7 @@ from minippo.nn.gpt import GPT, GPTConfig
 from minippo.pretrain import (
     IGNORE_INDEX,
     PretrainConfig,
+    batch_loss,
     encode_documents,
     load_model,
     pretrain,
@@ -51,6 +53,28 @@ def test_loss_falls_on_the_corpus():
     losses = pretrain(tiny_model(), documents, PretrainConfig(steps=60, batch_size=16, warmup_steps=5), log=quiet)
     assert np.mean(losses[:5]) > 4.5  # ≈ log(258) at the start
     assert np.mean(losses[-5:]) < 3.0
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.7])
+def test_the_fused_loss_of_large_vocabularies_equals_the_textbook_one(monkeypatch, weight):
+    """Above FUSED_LOSS_MIN_VOCAB the batch loss is GPT.loss (the LM head and cross-entropy fused, scaled by
+    a rank's weight); in float64 its loss and gradients are those of logits -> cross_entropy."""
+    documents = encode_documents(["ab" * (3 + i % 5) + " the end" * (i % 3) for i in range(12)], TOKENIZER, 24)
+    inputs, targets = sample_batch(documents, 4, TOKENIZER.pad_id, np.random.default_rng(0))
+    assert (targets == IGNORE_INDEX).any()  # padding to ignore
+    results = []
+    for threshold in (pretrain_module.FUSED_LOSS_MIN_VOCAB, 0):
+        monkeypatch.setattr(pretrain_module, "FUSED_LOSS_MIN_VOCAB", threshold)
+        model = GPT(GPTConfig(vocab_size=TOKENIZER.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=16,
+                              dtype="float64"), seed=5)
+        loss, dlogits = batch_loss(model, inputs, targets, weight)
+        assert (dlogits is None) == (threshold == 0)
+        model.backward(dlogits)
+        results.append((loss, model.grads))
+    (textbook_loss, textbook_grads), (fused_loss, fused_grads) = results
+    assert fused_loss == pytest.approx(textbook_loss, rel=1e-12) and textbook_loss > 4.0 * weight
+    for name, grad in textbook_grads.items():
+        np.testing.assert_allclose(fused_grads[name], grad, rtol=1e-9, atol=1e-13, err_msg=name)
 
 
 def progress(lines):

@@ -240,9 +240,10 @@ class GPT(Module):
         self._sharded_forward(forward_rows, idx, mask, "logits" if compute_logits else "hidden")
         return logits
 
-    def loss(self, idx, targets, attention_mask=None, ignore_index=-1):
+    def loss(self, idx, targets, attention_mask=None, ignore_index=-1, scale=1.0):
         """Mean cross-entropy −(1/n) Σ_t log π(targets_t) of the next-token distributions of ``idx``
-        (B, T) over the n positions whose target is not ``ignore_index``; a float.  Made for training.
+        (B, T) over the n positions whose target is not ``ignore_index``, times ``scale`` (a rank's share
+        of a batch under MPI), which scales its gradient too; a float.  Made for training.
 
         The LM head and the cross-entropy run fused over chunks of rows
         (:func:`minippo.nn.lm_head.lm_head_cross_entropy`): the (B, T, vocab) logits are never held
@@ -256,7 +257,7 @@ class GPT(Module):
         mask = check_attention_mask(attention_mask, idx.shape)
         targets = check_targets(targets, idx.shape, self.config.vocab_size, ignore_index)
         counted = targets != ignore_index
-        weights = counted * np.asarray(1.0 / counted.sum(), dtype=self.config.dtype)  # w_t = 1/n or 0: (B, T)
+        weights = counted * np.asarray(scale / counted.sum(), dtype=self.config.dtype)  # w_t = scale/n or 0: (B, T)
         targets = np.where(counted, targets, 0)
 
         def forward_rows(_, rows, positions, bias, hidden):
