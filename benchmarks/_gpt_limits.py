@@ -4,6 +4,7 @@ thread (``--limits``).  See ``bench_gpt.py``'s docstring for the FLOP model."""
 import time
 
 import numpy as np
+from _pairing import quartiles
 
 from minippo.parallel import get_num_threads, map_shards, row_shards
 
@@ -71,6 +72,7 @@ def read_bandwidth(megabytes=512):
 
 
 def print_limits(cfg, train_shapes, generate_shapes):
+    """Print the limits; returns the measured streaming-read bandwidth (bytes/s)."""
     print("   this machine's limits (--limits):")
     for B, T in train_shapes:
         gflops = sgemm_gflops(cfg, B, T)
@@ -82,4 +84,15 @@ def print_limits(cfg, train_shapes, generate_shapes):
         step = decode_step_bytes(cfg, B, G)
         print(f"     decode batch {B}: {step / 1e6:.0f} MB per step (weights + mean KV cache) -> "
               f">= {step / bandwidth * 1e3:.1f} ms per step, {G * step / bandwidth * 1e3:.0f} ms per call")
+    return bandwidth
 
+
+def print_decode_limit(times, cfg, B, G, bandwidth):
+    """Each implementation's time per new token (call time / G, prefill included) against the
+    bandwidth limit of a decode step: median [quartiles] over the repeats, and their ratio to it."""
+    limit = decode_step_bytes(cfg, B, G) / bandwidth
+    print(f"  per new token against the bandwidth limit of {limit * 1e3:.1f} ms per step (call time / {G}):")
+    for name, seconds in times.items():
+        lower, median, upper = (value / G for value in quartiles(seconds))
+        print(f"    {name:<14} {median * 1e3:7.1f} ms [{lower * 1e3:.1f}-{upper * 1e3:.1f}] "
+              f"= {median / limit:.2f}x the limit")
