@@ -303,7 +303,8 @@ def main():
         initial_params = GPT(gpt_config(cfg, block_size), seed=0).state_dict()
         print(f"\n== config {key}: vocab {cfg['vocab_size']}, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers, "
               f"{cfg['n_head']} heads; {sum(v.size for v in initial_params.values()) / 1e6:.2f}M parameters")
-        bandwidth = print_limits(cfg, train_shapes(cfg), generate_shapes(cfg)) if ARGS.limits else None
+        bandwidth = (print_limits(cfg, train_shapes(cfg), generate_shapes(cfg), torch)
+                     if ARGS.limits else None)
         if ARGS.memory:
             print_peak_memory(key)
         for workload, shapes in (("train", train_shapes(cfg)), ("generate", generate_shapes(cfg))):

@@ -117,14 +117,23 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 # than the product.  Panels of a (C_in, C_out) weight are blocks of whole rows of its slice, so each
 # is read in long runs; their partial products are summed.  Measured on this 2-core machine at batch
 # 8 (GPT-2 124M, c_fc-shaped weights, 2 threads): 15 GB/s in panels against 5-11 GB/s in one call.
+#
+# One row is the exception: a matrix-vector product, which BLAS itself splits across its threads, each
+# streaming its own share of the weight.  Its threads wait for work spinning, while a pool thread of
+# minippo.parallel sleeps and takes long to wake on a virtual machine: at GPT-2 124M on this 2-core VM
+# a step took 23 ms with BLAS's threads against 42 ms with the pool's, where at batch 8 the pool's
+# panels win (66 ms against 77).
 SMALL_PRODUCT = 100 ** 3
 
 
 def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
     """y = x W + b for the few rows of x (B, C_in), each thread computing its own columns of y from its
     own columns of W (C_in, C_out), in blocks of rows of W of at most ``panel`` multiply-adds each:
-    y[:, cols] = Σ_blocks x[:, rows] W[rows, cols] + b[cols]."""
+    y[:, cols] = Σ_blocks x[:, rows] W[rows, cols] + b[cols].  One row (B = 1): one matrix-vector
+    product on BLAS's own threads."""
     B, C_in = x.shape
+    if B == 1:
+        return np.add(x @ weight, bias)
     out = np.empty((B, weight.shape[1]), dtype=x.dtype)
 
     def columns(_, cols):
@@ -145,7 +154,10 @@ def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
 def lm_head_by_rows(wte, hidden, panel=SMALL_PRODUCT):
     """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own vocabulary
     rows E[rows] hᵀ in blocks of at most ``panel`` multiply-adds; then one copy to (B, V) rows,
-    because the sampler's row-wise passes over a transposed view cost more than the copy."""
+    because the sampler's row-wise passes over a transposed view cost more than the copy.  One row:
+    one matrix-vector product on BLAS's own threads."""
+    if len(hidden) == 1:
+        return hidden @ wte.T
     hidden_t = np.ascontiguousarray(hidden.T)  # (C, B)
     logits_t = np.empty((len(wte), len(hidden)), dtype=hidden.dtype)  # zᵀ: (V, B)
     step = max(1, panel // hidden.size)  # vocabulary rows per block
