@@ -1,6 +1,7 @@
 """The work of ``bench_gpt.py``'s workloads (FLOPs, bytes a decode step reads) and this machine's limits
 for it, measured at the benchmark's own shapes: sgemm GFLOP/s, the streaming-read bandwidth of every
-thread, and the rate at which a product of a decode step's few rows streams a weight (``--limits``).  See ``bench_gpt.py``'s docstring for the FLOP model."""
+thread, and the rate at which a product of a decode step's few rows streams a weight (``--limits``).
+See ``bench_gpt.py``'s docstring for the FLOP model."""
 import time
 
 import numpy as np

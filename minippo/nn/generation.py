@@ -16,7 +16,7 @@ per LayerNorm, for a copy of 7C² floats per layer at every ``generate`` call: 2
 GPT-2 124M under load, so the weights are used as they are.)  The prompt's prefill runs on shards of
 the rows in threads, as ``GPT.forward`` does.  Its
 products split the weights' columns across threads (:func:`linear_by_columns`, :func:`lm_head_by_rows`),
-so that each thread streams its own share of the weights once per step.
+so that each thread streams its own share of the weights once per step (at batch 1, BLAS's own threads do).
 """
 from typing import NamedTuple
 
