@@ -109,7 +109,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 # A decode step reads every weight once for a few rows of activations: its time is the time to stream
 # the weights from memory.  Splitting the few rows across threads would make each thread stream every
 # weight; splitting a weight's columns (the LM head's rows) gives each thread its own slice to stream.
-# Measured at GPT-2 124M on 2 cores: 4-5x faster than one BLAS call with 2 threads at batch 1 and 8.
+# Measured at GPT-2 124M on 2 cores (session 7, loaded): 4-5x faster than one BLAS call with 2 threads at batch 8.
 #
 # Within its slice each thread multiplies panels of at most SMALL_PRODUCT = M·N·K multiply-adds: below
 # that size OpenBLAS runs its small-matrix kernels, which read the weights where they lie, while a
