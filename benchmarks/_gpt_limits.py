@@ -1,10 +1,13 @@
 """The work of ``bench_gpt.py``'s workloads (FLOPs, bytes a decode step reads) and this machine's limits
-for it, measured at the benchmark's own shapes: sgemm GFLOP/s and the streaming-read bandwidth of every
-thread (``--limits``).  See ``bench_gpt.py``'s docstring for the FLOP model."""
+for it, measured at the benchmark's own shapes: sgemm GFLOP/s, the streaming-read bandwidth of every
+thread, and the rate at which a product of a decode step's few rows streams a weight (``--limits``).
+See ``bench_gpt.py``'s docstring for the FLOP model."""
 import time
 
 import numpy as np
+from _pairing import quartiles
 
+from minippo.nn.generation import lm_head_by_rows
 from minippo.parallel import get_num_threads, map_shards, row_shards
 
 PROMPT_LEN = 16
@@ -99,8 +102,24 @@ def read_bandwidth(megabytes=512):
     return array.nbytes / seconds
 
 
+def product_bandwidth(cfg, B, torch=None):
+    """Bytes per second at which a product of B rows with the LM head's (V, C) float32 weight streams the
+    weight, best of 5: minippo's way (``lm_head_by_rows``: vocabulary rows split across threads, in
+    panels) and, if ``torch`` is given, ``torch.matmul`` with its own threads.  A decode step's products
+    cannot stream the weights faster than their kernels do: at a few rows that, not memory, can bound it."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((cfg["vocab_size"], cfg["n_embd"]), dtype=np.float32)
+    rows = rng.standard_normal((B, cfg["n_embd"]), dtype=np.float32)
+    rates = {"minippo": weight.nbytes / best_time(lambda: lm_head_by_rows(weight, rows))}
+    if torch is not None:
+        weight_t, rows_t = torch.from_numpy(weight), torch.from_numpy(rows)
+        rates["torch"] = weight.nbytes / best_time(lambda: torch.matmul(rows_t, weight_t.T))
+    return rates
+
+
 def print_limits(cfg, train_shapes, generate_shapes, torch=None):
-    """Print the limits; return {(B, T): the fewest seconds a train step needs at the best sgemm rate}."""
+    """Print the limits; return ``(step_limits, bandwidth)``: {(B, T): the fewest seconds a train step needs
+    at the best sgemm rate}, and the streaming-read bandwidth (bytes/s; None without generate shapes)."""
     print("   this machine's limits (--limits):")
     step_limits = {}
     for B, T in train_shapes:
@@ -111,11 +130,26 @@ def print_limits(cfg, train_shapes, generate_shapes, torch=None):
             f"{library} {rate:.0f}" for library, rate in rates.items())
             + f" GFLOP/s -> >= {step_limits[(B, T)] * 1e3:.0f} ms per step")
     if not generate_shapes:
-        return step_limits
+        return step_limits, None
     bandwidth = read_bandwidth()
     print(f"     streaming read on {get_num_threads()} threads: {bandwidth / 1e9:.1f} GB/s")
     for B, G in generate_shapes:
         step = decode_step_bytes(cfg, B, G)
         print(f"     decode batch {B}: {step / 1e6:.0f} MB per step (weights + mean KV cache) -> "
               f">= {step / bandwidth * 1e3:.1f} ms per step, {G * step / bandwidth * 1e3:.0f} ms per call")
-    return step_limits
+        rates = product_bandwidth(cfg, B, torch)
+        print(f"       a ({cfg['vocab_size']}, {cfg['n_embd']}) weight times {B} rows streams "
+              + ", ".join(f"{name} {rate / 1e9:.1f} GB/s" for name, rate in rates.items())
+              + f" -> >= {step / max(rates.values()) * 1e3:.1f} ms per step at the faster")
+    return step_limits, bandwidth
+
+
+def print_decode_limit(times, cfg, B, G, bandwidth):
+    """Each implementation's time per new token (call time / G, prefill included) against the
+    bandwidth limit of a decode step: median [quartiles] over the repeats, and their ratio to it."""
+    limit = decode_step_bytes(cfg, B, G) / bandwidth
+    print(f"  per new token against the bandwidth limit of {limit * 1e3:.1f} ms per step (call time / {G}):")
+    for name, seconds in times.items():
+        lower, median, upper = (value / G for value in quartiles(seconds))
+        print(f"    {name:<14} {median * 1e3:7.1f} ms [{lower * 1e3:.1f}-{upper * 1e3:.1f}] "
+              f"= {median / limit:.2f}x the limit")

@@ -151,7 +151,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402
-from _gpt_limits import PROMPT_LEN, generation_flops, print_limits, train_flops  # noqa: E402
+from _gpt_limits import PROMPT_LEN, generation_flops, print_decode_limit, print_limits, train_flops  # noqa: E402
 from _pairing import format_ratios, measure, paired_ratios, report, verdict  # noqa: E402
 
 from minippo.blas import get_blas_threads  # noqa: E402
@@ -311,10 +311,10 @@ def main():
         initial_params = GPT(gpt_config(cfg, block_size), seed=0).state_dict()
         print(f"\n== config {key}: vocab {cfg['vocab_size']}, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers, "
               f"{cfg['n_head']} heads; {sum(v.size for v in initial_params.values()) / 1e6:.2f}M parameters")
-        step_limits = {}
+        step_limits, bandwidth = {}, None
         if ARGS.limits:  # the limits of the workloads that run
-            step_limits = print_limits(cfg, [] if "train" in ARGS.skip else train_shapes(cfg),
-                                       [] if "generate" in ARGS.skip else generate_shapes(cfg), torch)
+            step_limits, bandwidth = print_limits(cfg, [] if "train" in ARGS.skip else train_shapes(cfg),
+                                                  [] if "generate" in ARGS.skip else generate_shapes(cfg), torch)
         if ARGS.memory:
             print_peak_memory(key)
         for workload, shapes in (("train", train_shapes(cfg)), ("generate", generate_shapes(cfg))):
@@ -339,6 +339,8 @@ def main():
                     report(f"-- generation (prompt {PROMPT_LEN}, {length} new tokens x batch {B}, "
                            f"temperature 1.0, KV cache): {n_tok} new tokens, {flops / 1e9:.3f} GFLOP",
                            times, n_tok, flops)
+                    if bandwidth is not None:
+                        print_decode_limit(times, cfg, B, length, bandwidth)
                 summary.append((f"{key} {workload} B{B} {'T' if workload == 'train' else 'new '}{length}",
                                 workload, times))
             del runners

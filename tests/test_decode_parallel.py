@@ -1,27 +1,51 @@
-"""The decode step's products with the weights' columns split across threads equal the plain products,
-for any thread count, and keep the dtype."""
+"""The decode step's products with the weights' columns split across threads (in panels of rows) and
+its attention with the heads split across threads equal the plain computations, for any thread count,
+and keep the dtype."""
 import numpy as np
 import pytest
 
-from minippo.nn.generation import linear_by_columns, lm_head_by_rows
-from minippo.parallel import get_num_threads, set_num_threads
+from minippo.nn.attention import attention_bias, attention_decode
+from minippo.nn.generation import attention_by_heads, linear_by_columns, lm_head_by_rows
+from minippo.parallel import MIN_PARALLEL_SIZE, get_num_threads, set_num_threads
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.fixture(params=[1, 2, 3])
+def threads(request):
+    saved = get_num_threads()
+    set_num_threads(request.param)
+    yield request.param
+    set_num_threads(saved)
+
+
+@pytest.mark.parametrize("panel", [10 ** 6, 50])  # one product per thread, or many panels (summed)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [1, 5])
-def test_column_split_products_equal_the_plain_ones(threads, dtype, rows):
+def test_column_split_products_equal_the_plain_ones(threads, dtype, rows, panel):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((rows, 12)).astype(dtype)
     weight, bias = rng.standard_normal((12, 37)).astype(dtype), rng.standard_normal(37).astype(dtype)
     wte = rng.standard_normal((41, 12)).astype(dtype)
-    saved = get_num_threads()
-    set_num_threads(threads)
-    try:
-        y, logits = linear_by_columns(x, weight, bias), lm_head_by_rows(wte, x)
-    finally:
-        set_num_threads(saved)
+    y, logits = linear_by_columns(x, weight, bias, panel), lm_head_by_rows(wte, x, panel)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     assert y.dtype == logits.dtype == dtype and y.flags.c_contiguous and logits.flags.c_contiguous
     np.testing.assert_allclose(y, x @ weight + bias, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(logits, x @ wte.T, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_attention_split_by_heads_equals_one_call(threads, padded):
+    rng = np.random.default_rng(threads)
+    B, nh, T, hs = 2, 5, MIN_PARALLEL_SIZE // 2 // 5 // 64 + 1, 64  # a cache just above the threshold
+    q = rng.standard_normal((B, nh, hs)).astype(np.float32)
+    keys, values = (rng.standard_normal((B, nh, T, hs)).astype(np.float32) for _ in range(2))
+    mask = np.ones((B, T), dtype=np.int64)
+    if padded:
+        mask[1, :3] = 0
+    bias = attention_bias(np.array([T - 1]), T, mask, np.float32) if padded else None
+    assert keys.size >= MIN_PARALLEL_SIZE
+    y = attention_by_heads(q, keys, values, bias)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, attention_decode(q, keys, values, bias))  # the same arithmetic per head
+    small = attention_by_heads(q, keys[:, :, :4], values[:, :, :4], None if bias is None else bias[..., :4])
+    np.testing.assert_array_equal(small, attention_decode(q, keys[:, :, :4], values[:, :, :4],
+                                                          None if bias is None else bias[..., :4]))

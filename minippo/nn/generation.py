@@ -16,7 +16,7 @@ per LayerNorm, for a copy of 7C² floats per layer at every ``generate`` call: 2
 GPT-2 124M under load, so the weights are used as they are.)  The prompt's prefill runs on shards of
 the rows in threads, as ``GPT.forward`` does.  Its
 products split the weights' columns across threads (:func:`linear_by_columns`, :func:`lm_head_by_rows`),
-so that each thread streams its own share of the weights once per step.
+so that each thread streams its own share of the weights once per step (at batch 1, BLAS's own threads do).
 """
 from typing import NamedTuple
 
@@ -28,7 +28,7 @@ from minippo.nn.inputs import check_generate
 from minippo.nn.layers import gelu_forward, layernorm_forward
 from minippo.nn.module import as_generator
 from minippo.nn.sampling import TokenSampler
-from minippo.parallel import map_shards, row_shards
+from minippo.parallel import MIN_PARALLEL_SIZE, map_shards, row_shards
 
 
 class Generation(NamedTuple):
@@ -109,24 +109,80 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 # A decode step reads every weight once for a few rows of activations: its time is the time to stream
 # the weights from memory.  Splitting the few rows across threads would make each thread stream every
 # weight; splitting a weight's columns (the LM head's rows) gives each thread its own slice to stream.
-# Measured at GPT-2 124M on 2 cores: 4-5x faster than one BLAS call with 2 threads at batch 1 and 8.
-def linear_by_columns(x, weight, bias):
+# Measured at GPT-2 124M on 2 cores (session 7, loaded): 4-5x faster than one BLAS call with 2 threads at batch 8.
+#
+# Within its slice each thread multiplies panels of at most SMALL_PRODUCT = M·N·K multiply-adds: below
+# that size OpenBLAS runs its small-matrix kernels, which read the weights where they lie, while a
+# larger product first copies ("packs") them into a buffer -- for a few rows that copy costs more
+# than the product.  Panels of a (C_in, C_out) weight are blocks of whole rows of its slice, so each
+# is read in long runs; their partial products are summed.  Measured on this 2-core machine at batch
+# 8 (GPT-2 124M, c_fc-shaped weights, 2 threads): 15 GB/s in panels against 5-11 GB/s in one call.
+#
+# One row is the exception: a matrix-vector product, which BLAS itself splits across its threads, each
+# streaming its own share of the weight.  Its threads wait for work spinning, while a pool thread of
+# minippo.parallel sleeps and takes long to wake on a virtual machine: at GPT-2 124M on this 2-core VM
+# a step took 23 ms with BLAS's threads against 42 ms with the pool's, where at batch 8 the pool's
+# panels win (66 ms against 77).
+SMALL_PRODUCT = 100 ** 3
+
+
+def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
     """y = x W + b for the few rows of x (B, C_in), each thread computing its own columns of y from its
-    own columns of W (C_in, C_out): Wᵀ[cols] xᵀ, with the big matrix on the left as BLAS prefers here."""
-    x_t = np.ascontiguousarray(x.T)  # (C_in, B)
-    out_t = np.empty((weight.shape[1], len(x)), dtype=x.dtype)  # yᵀ: (C_out, B)
-    map_shards(lambda _, cols: np.matmul(weight[:, cols].T, x_t, out=out_t[cols]), row_shards(weight.shape[1]))
-    return np.add(out_t.T, bias, order="C")  # (C_out, B) -> (B, C_out), a new row-major array
+    own columns of W (C_in, C_out), in blocks of rows of W of at most ``panel`` multiply-adds each:
+    y[:, cols] = Σ_blocks x[:, rows] W[rows, cols] + b[cols].  One row (B = 1): one matrix-vector
+    product on BLAS's own threads."""
+    B, C_in = x.shape
+    if B == 1:
+        return np.add(x @ weight, bias)
+    out = np.empty((B, weight.shape[1]), dtype=x.dtype)
+
+    def columns(_, cols):
+        width = cols.stop - cols.start
+        step = max(1, panel // (width * B))  # rows of W per block
+        y = out[:, cols]
+        np.matmul(x[:, :step], weight[:step, cols], out=y)
+        if step < C_in:
+            partial = np.empty_like(y)
+            for start in range(step, C_in, step):
+                y += np.matmul(x[:, start:start + step], weight[start:start + step, cols], out=partial)
+        y += bias[cols]
+
+    map_shards(columns, row_shards(weight.shape[1]))
+    return out
 
 
-def lm_head_by_rows(wte, hidden):
+def lm_head_by_rows(wte, hidden, panel=SMALL_PRODUCT):
     """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own vocabulary
-    rows E[rows] hᵀ; then one copy to (B, V) rows, because the sampler's row-wise passes over a
-    transposed view cost more than the copy."""
+    rows E[rows] hᵀ in blocks of at most ``panel`` multiply-adds; then one copy to (B, V) rows,
+    because the sampler's row-wise passes over a transposed view cost more than the copy.  One row:
+    one matrix-vector product on BLAS's own threads."""
+    if len(hidden) == 1:
+        return hidden @ wte.T
     hidden_t = np.ascontiguousarray(hidden.T)  # (C, B)
     logits_t = np.empty((len(wte), len(hidden)), dtype=hidden.dtype)  # zᵀ: (V, B)
-    map_shards(lambda _, rows: np.matmul(wte[rows], hidden_t, out=logits_t[rows]), row_shards(len(wte)))
+    step = max(1, panel // hidden.size)  # vocabulary rows per block
+
+    def vocabulary_rows(_, rows):
+        for start in range(rows.start, rows.stop, step):
+            block = slice(start, min(start + step, rows.stop))
+            np.matmul(wte[block], hidden_t, out=logits_t[block])
+
+    map_shards(vocabulary_rows, row_shards(len(wte)))
     return np.ascontiguousarray(logits_t.T)
+
+
+def attention_by_heads(q, keys, values, bias):
+    """:func:`attention_decode` with the heads split across threads once the cache is large enough
+    (B·nh·T_k·hs ≥ ``MIN_PARALLEL_SIZE`` elements) for a thread to pay off; y (B, nh, hs)."""
+    if keys.size < MIN_PARALLEL_SIZE:
+        return attention_decode(q, keys, values, bias)
+    y = np.empty_like(q)
+
+    def heads(_, shard):
+        y[:, shard] = attention_decode(q[:, shard], keys[:, shard], values[:, shard], bias)
+
+    map_shards(heads, row_shards(q.shape[1]))
+    return y
 
 
 def decode_step_reference(model, tokens, attention_mask):
@@ -147,7 +203,8 @@ def decode_step(model, token, position, bias, kv_caches, start):
     """The final hidden state (B, C) of one new token per row, at cache position ``start``.
 
     ``GPT.block_forward`` specialised to one position: rows are (B, C), the heads need no transpose
-    ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode`, the products split
+    ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode` (its heads split across
+    threads, :func:`attention_by_heads`), the products split
     the weights' columns across threads (:func:`linear_by_columns`), and nothing is kept for backward.
     The new keys and values are written into ``kv_caches``.  Textbook twin: :func:`decode_step_reference`.
     """
@@ -161,7 +218,7 @@ def decode_step(model, token, position, bias, kv_caches, start):
         qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
         keys[:, :, start] = qkv[:, 1]
         values[:, :, start] = qkv[:, 2]
-        y = attention_decode(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
+        y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
         a = linear_by_columns(y.reshape(B, -1), p[prefix + "attn.c_proj.weight"],  # (B, nh, hs) -> (B, C)
                               p[prefix + "attn.c_proj.bias"])
         a += x  # a = x + Attn(LN₁(x))
