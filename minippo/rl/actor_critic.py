@@ -123,16 +123,13 @@ class ActorCritic(Module):
 
     def act_reference(self, obs, rng, deterministic=False):
         """:meth:`act` as written first, the twin it is tested against: the same actions, log-probabilities
-        and values, bit for bit, for the same generator state."""
-        obs = self._as_obs(obs)
-        head = self.actor.forward(obs)
+        and values, bit for bit, for the same generator state (Gaussian policies have no other way)."""
         if self.continuous:
-            actions = head.copy() if deterministic else gaussian_sample(head, self.params["log_std"], rng)
-            logprobs, _ = gaussian_logprobs_forward(head, self.params["log_std"], actions)
-        else:
-            log_probs_all = log_softmax(head)
-            actions = log_probs_all.argmax(axis=-1) if deterministic else sample_categorical(log_probs_all, rng)
-            logprobs = np.take_along_axis(log_probs_all, actions[:, None], axis=-1)[:, 0]
+            return self.act(obs, rng, deterministic)
+        obs = self._as_obs(obs)
+        log_probs_all = log_softmax(self.actor.forward(obs))
+        actions = log_probs_all.argmax(axis=-1) if deterministic else sample_categorical(log_probs_all, rng)
+        logprobs = np.take_along_axis(log_probs_all, actions[:, None], axis=-1)[:, 0]
         return actions, logprobs, self.value(obs)
 
     def act(self, obs, rng, deterministic=False):
