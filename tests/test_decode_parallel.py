@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 
 from minippo.nn.attention import attention_bias, attention_decode
-from minippo.nn.generation import attention_by_heads, linear_by_columns, lm_head_by_rows
+from minippo.nn.generation import (
+    FEW_ROWS,
+    LARGE_WEIGHT,
+    attention_by_heads,
+    decode_linear,
+    decode_lm_head,
+    linear_by_columns,
+    lm_head_by_rows,
+    panels_pay_off,
+)
 from minippo.parallel import MIN_PARALLEL_SIZE, get_num_threads, set_num_threads
 
 
@@ -49,3 +58,15 @@ def test_attention_split_by_heads_equals_one_call(threads, padded):
     small = attention_by_heads(q, keys[:, :, :4], values[:, :, :4], None if bias is None else bias[..., :4])
     np.testing.assert_array_equal(small, attention_decode(q, keys[:, :, :4], values[:, :, :4],
                                                           None if bias is None else bias[..., :4]))
+
+
+@pytest.mark.parametrize("rows", [1, FEW_ROWS, FEW_ROWS + 1])
+@pytest.mark.parametrize("large", [False, True])
+def test_decode_products_take_panels_only_for_few_rows_of_a_large_weight(rows, large):
+    rng = np.random.default_rng(rows)
+    side = 1024 if large else 64  # 1024² = LARGE_WEIGHT elements
+    x, weight = rng.standard_normal((rows, side)), rng.standard_normal((side, side))
+    bias = rng.standard_normal(side)
+    assert panels_pay_off(rows, weight) == (large and rows <= FEW_ROWS) and weight.size <= LARGE_WEIGHT
+    np.testing.assert_allclose(decode_linear(x, weight, bias), x @ weight + bias, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(decode_lm_head(weight, x), x @ weight.T, rtol=1e-12, atol=1e-12)
