@@ -15,6 +15,7 @@ then renamed over the destination, so a crash never leaves a half-written checkp
 the format and reports what is wrong rather than returning partial state; a file the operating system
 cannot read (no permission, an I/O error) is reported as such, never as "not a checkpoint".
 """
+import hashlib
 import json
 import os
 import zipfile
@@ -161,3 +162,12 @@ def load_checkpoint(path, kind=None):
         "rng": rng,
         "extra": meta["extra"],
     }
+
+
+def weights_digest(params):
+    """SHA-256 of a model's weights (``params``, name -> array): a resumed run must keep the model it started
+    from (the frozen reference of RLHF and DPO)."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode() + np.ascontiguousarray(params[name]).tobytes())
+    return digest.hexdigest()

@@ -33,7 +33,6 @@ margin βh, and the accuracy (share of pairs with h > 0), on training batches an
 rows and the statistics since the last row -- so that :meth:`DPOTrainer.load_state`, in a trainer built
 as the saved one was (the same settings, pairs and starting policy), continues it bit-identically.
 """
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -51,7 +50,7 @@ from minippo.checks import (
     setting,
 )
 from minippo.nn.categorical import token_logprobs_backward, token_logprobs_forward
-from minippo.nn.checkpoint import json_friendly, load_checkpoint, save_checkpoint
+from minippo.nn.checkpoint import json_friendly, load_checkpoint, save_checkpoint, weights_digest
 from minippo.nn.module import as_generator
 from minippo.nn.optim import AdamW, clip_grad_norm, cosine_schedule
 from minippo.rewards.reward_model import pair_texts
@@ -320,14 +319,6 @@ class DPOTrainer:
             raise ValueError(f"checkpoint {path!r}: {error}") from error
         self.rng, self.steps_done = state["rng"], state["step"]
         self.rows, self.recent, self.seconds = run["rows"], run["recent"], run["seconds"]
-
-
-def weights_digest(params):
-    """SHA-256 of a model's weights (``params``, name -> array): a resumed run must start from the same model."""
-    digest = hashlib.sha256()
-    for name in sorted(params):
-        digest.update(name.encode() + np.ascontiguousarray(params[name]).tobytes())
-    return digest.hexdigest()
 
 
 def progress_line(row, total):

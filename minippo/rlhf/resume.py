@@ -21,27 +21,25 @@ all ranks), and each rank's sampling generator, whose saved states belong to ran
 is seeded anew from the run's seed, the rank and the iteration it continues at
 (``World.rank_seed(seed, resumed_at=)``), so the continued run is reproducible for a given N.
 """
-import hashlib
 import warnings
 from dataclasses import asdict
 
 import numpy as np
 
-from minippo.nn.checkpoint import json_friendly, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from minippo.nn.checkpoint import (
+    json_friendly,
+    load_checkpoint,
+    rng_from_state,
+    rng_state,
+    save_checkpoint,
+    weights_digest,
+)
 from minippo.nn.module import unprefixed
 from minippo.rlhf.config import RLHFConfig
 from minippo.runs import check_same_settings
 from minippo.text.gpt2 import tokenizer_record
 
 OWN_ENTRIES = ("tokenizer", "rlhf")  # the entries of extra that are not the caller's
-
-
-def reference_digest(trainer):
-    """SHA-256 of the reference model's weights: a resumed run must keep the reference it started with."""
-    digest = hashlib.sha256()
-    for name in sorted(trainer.reference.params):
-        digest.update(name.encode() + np.ascontiguousarray(trainer.reference.params[name]).tobytes())
-    return digest.hexdigest()
 
 
 def config_record(config):
@@ -61,7 +59,7 @@ def save_run(trainer, path, extra=None):
         return
     others = {name: value for name, value in trainer.params.items() if not name.startswith("policy.")}
     run = {"config": config_record(trainer.config), "iterations_done": trainer.iterations_done,
-           "beta": trainer.kl_controller.beta, "rngs": rngs, "reference": reference_digest(trainer)}
+           "beta": trainer.kl_controller.beta, "rngs": rngs, "reference": weights_digest(trainer.reference.params)}
     extra = {**json_friendly(extra or {}), "tokenizer": tokenizer_record(trainer.tokenizer), "rlhf": run}
     save_checkpoint(path, trainer.policy.params, trainer.policy.config.to_dict(), trainer.optimizer.state_dict(),
                     trainer.iterations_done, extra=extra, kind="gpt", state=others)
@@ -84,7 +82,7 @@ def load_run(trainer, path):
     except (TypeError, ValueError) as error:
         raise ValueError(f"checkpoint {path!r}: its RLHF config is invalid ({error})") from error
     check_same_settings(saved, config_record(trainer.config), (), path)
-    if run["reference"] != reference_digest(trainer):
+    if run["reference"] != weights_digest(trainer.reference.params):
         raise ValueError(f"checkpoint {path!r} continues a run that started from another policy; resume with the "
                          f"policy the run started from")
     weights = {"policy": state["params"], **{name: unprefixed(state["state"], name)
