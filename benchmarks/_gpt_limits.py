@@ -7,7 +7,7 @@ import time
 import numpy as np
 from _pairing import quartiles
 
-from minippo.nn.generation import lm_head_by_rows
+from minippo.nn.generation import decode_lm_head
 from minippo.parallel import get_num_threads, map_shards, row_shards
 
 PROMPT_LEN = 16
@@ -104,13 +104,14 @@ def read_bandwidth(megabytes=512):
 
 def product_bandwidth(cfg, B, torch=None):
     """Bytes per second at which a product of B rows with the LM head's (V, C) float32 weight streams the
-    weight, best of 5: minippo's way (``lm_head_by_rows``: vocabulary rows split across threads, in
-    panels) and, if ``torch`` is given, ``torch.matmul`` with its own threads.  A decode step's products
-    cannot stream the weights faster than their kernels do: at a few rows that, not memory, can bound it."""
+    weight, best of 5: minippo's way (``decode_lm_head``: vocabulary rows split across threads in panels,
+    or one BLAS call where that is faster) and, if ``torch`` is given, ``torch.matmul`` with its own threads.
+    A decode step's products cannot stream the weights faster than their kernels do: at a few rows that,
+    not memory, can bound it."""
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((cfg["vocab_size"], cfg["n_embd"]), dtype=np.float32)
     rows = rng.standard_normal((B, cfg["n_embd"]), dtype=np.float32)
-    rates = {"minippo": weight.nbytes / best_time(lambda: lm_head_by_rows(weight, rows))}
+    rates = {"minippo": weight.nbytes / best_time(lambda: decode_lm_head(weight, rows))}
     if torch is not None:
         weight_t, rows_t = torch.from_numpy(weight), torch.from_numpy(rows)
         rates["torch"] = weight.nbytes / best_time(lambda: torch.matmul(rows_t, weight_t.T))

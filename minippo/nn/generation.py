@@ -138,8 +138,8 @@ LARGE_WEIGHT = 1 << 20  # elements: 4 MB of float32 (a core's L2 cache here is 2
 
 def panels_pay_off(rows, weight):
     """Whether :func:`linear_by_columns` and :func:`lm_head_by_rows` beat one BLAS call for ``rows``
-    rows of activations times ``weight``."""
-    return rows <= FEW_ROWS and weight.size >= LARGE_WEIGHT
+    rows of activations times ``weight`` (one row: never, a matrix-vector product on BLAS's threads)."""
+    return 1 < rows <= FEW_ROWS and weight.size >= LARGE_WEIGHT
 
 
 def decode_linear(x, weight, bias):
@@ -155,11 +155,8 @@ def decode_lm_head(wte, hidden):
 def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
     """y = x W + b for the few rows of x (B, C_in), each thread computing its own columns of y from its
     own columns of W (C_in, C_out), in blocks of rows of W of at most ``panel`` multiply-adds each:
-    y[:, cols] = Σ_blocks x[:, rows] W[rows, cols] + b[cols].  One row (B = 1): one matrix-vector
-    product on BLAS's own threads."""
+    y[:, cols] = Σ_blocks x[:, rows] W[rows, cols] + b[cols]."""
     B, C_in = x.shape
-    if B == 1:
-        return np.add(x @ weight, bias)
     out = np.empty((B, weight.shape[1]), dtype=x.dtype)
 
     def columns(_, cols):
@@ -180,10 +177,7 @@ def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
 def lm_head_by_rows(wte, hidden, panel=SMALL_PRODUCT):
     """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own vocabulary
     rows E[rows] hᵀ in blocks of at most ``panel`` multiply-adds; then one copy to (B, V) rows,
-    because the sampler's row-wise passes over a transposed view cost more than the copy.  One row:
-    one matrix-vector product on BLAS's own threads."""
-    if len(hidden) == 1:
-        return hidden @ wte.T
+    because the sampler's row-wise passes over a transposed view cost more than the copy."""
     hidden_t = np.ascontiguousarray(hidden.T)  # (C, B)
     logits_t = np.empty((len(wte), len(hidden)), dtype=hidden.dtype)  # zᵀ: (V, B)
     step = max(1, panel // hidden.size)  # vocabulary rows per block
@@ -230,8 +224,8 @@ def decode_step(model, token, position, bias, kv_caches, start):
 
     ``GPT.block_forward`` specialised to one position: rows are (B, C), the heads need no transpose
     ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode` (its heads split across
-    threads, :func:`attention_by_heads`), the products split
-    the weights' columns across threads where that pays off (:func:`decode_linear`), and nothing is kept for backward.
+    threads, :func:`attention_by_heads`), the products split the weights' columns across threads where
+    that pays off (:func:`decode_linear`), and nothing is kept for backward.
     The new keys and values are written into ``kv_caches``.  Textbook twin: :func:`decode_step_reference`.
     """
     p = model.params
@@ -246,7 +240,7 @@ def decode_step(model, token, position, bias, kv_caches, start):
         values[:, :, start] = qkv[:, 2]
         y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
         a = decode_linear(y.reshape(B, -1), p[prefix + "attn.c_proj.weight"],  # (B, nh, hs) -> (B, C)
-                              p[prefix + "attn.c_proj.bias"])
+                          p[prefix + "attn.c_proj.bias"])
         a += x  # a = x + Attn(LN₁(x))
         ln2, _, _ = layernorm_forward(a, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
         fc = decode_linear(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"])  # (B, 4C)
