@@ -107,8 +107,9 @@ def main():
         for iteration in range(1, args.iterations + 1):
             stats = trainer.iteration([train[i].prompt for i in prompt_rng.integers(0, len(train), args.prompts)])
             if iteration % args.eval_every == 0:
+                kl = f"{stats['objective/kl_k1']:.3f}" if "objective/kl_k1" in stats else "–"  # (none at β = 0)
                 print(f"  iter {iteration}: train reward {stats['reward/mean']:.3f}  "
-                      f"kl {stats.get('objective/kl_k1', 0.0):.3f}  entropy {stats['policy/entropy']:.3f}  "
+                      f"kl {kl}  entropy {stats['policy/entropy']:.3f}  "
                       f"len {stats['completions/mean_length']:.2f}")
                 report(f"rl {iteration}")
     print(f"total {time.perf_counter() - started:.0f}s of which evaluation {eval_seconds:.0f}s")
