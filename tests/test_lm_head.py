@@ -4,8 +4,8 @@ against finite differences in float64, through the whole GPT, with padding and s
 import numpy as np
 import pytest
 
-from minippo.nn import cross_entropy
-from minippo.nn.lm_head import lm_head_cross_entropy, lm_head_cross_entropy_reference
+from minippo.nn import cross_entropy, lm_head
+from minippo.nn.lm_head import add_transposed_product, lm_head_cross_entropy, lm_head_cross_entropy_reference
 from minippo.parallel import get_num_threads, set_num_threads
 from tests.gradcheck import check_gradients
 from tests.test_gpt import IDX, MASK, lm_targets, make_model
@@ -19,9 +19,11 @@ def head_problem(dtype, rng, N=23, C=6, V=17):
     return hidden, wte, targets, weights
 
 
+@pytest.mark.parametrize("vocab_block", [3, 2048])  # dE in several blocks of a slice, or in one
 @pytest.mark.parametrize("threads", [1, 2, 3])  # the vocabulary in 1, 2 or 3 slices
 @pytest.mark.parametrize("chunk_rows", [1, 5, 23, 64])
-def test_fused_head_equals_its_twin(chunk_rows, threads):
+def test_fused_head_equals_its_twin(chunk_rows, threads, vocab_block, monkeypatch):
+    monkeypatch.setattr(lm_head, "VOCAB_BLOCK", vocab_block)
     hidden, wte, targets, weights = head_problem(np.float64, np.random.default_rng(0))
     targets[:3] = [0, 16, 8]  # the first and last word, and one in the middle slice
     fast_dwte, twin_dwte = np.full(wte.shape, 0.5), np.full(wte.shape, 0.5)  # both must add into it
@@ -35,6 +37,16 @@ def test_fused_head_equals_its_twin(chunk_rows, threads):
     assert fast[0] == pytest.approx(twin[0], rel=1e-13)
     np.testing.assert_allclose(fast[1], twin[1], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(fast_dwte, twin_dwte, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("scratch_rows", [1, 4, 23, 30])
+def test_add_transposed_product_equals_its_twin(scratch_rows):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((7, 40))[:, 3:26]  # (n, V) = (7, 23), a column slice as the vocabulary slices are
+    b, out = rng.standard_normal((7, 5)), rng.standard_normal((23, 5))
+    expected = out + a.T @ b
+    add_transposed_product(out, a, b, np.empty((min(scratch_rows, 23), 5)))
+    np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-14)
 
 
 def test_fused_head_keeps_float32():
