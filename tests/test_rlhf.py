@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from minippo.blas import blas_threads
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.heads import ValueHead
 from minippo.rewards.reward_model import (
@@ -227,6 +228,25 @@ def test_old_logprobs_are_the_samplers_unless_ppo(algo, policy_forwards, monkeyp
     np.testing.assert_allclose(batch["ref_logprobs"], recomputed, rtol=0, atol=1e-12)  # another pass: round-off
     if policy_forwards == 0:
         np.testing.assert_array_equal(batch["old_logprobs"], rollout.sampled_logprobs)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_iteration_runs_with_config_blas_threads(threads):
+    seen = []
+
+    def judge(prompts, responses):  # runs inside the iteration: records the BLAS threads in force
+        with blas_threads(1) as now:
+            seen.append(now)
+        return count_a(prompts, responses)
+
+    config = RLHFConfig(batch_size=4, minibatch_size=4, max_new_tokens=RESPONSE_LENGTH, blas_threads=threads)
+    with blas_threads(3):
+        RLHFTrainer(tiny_policy(), judge, TinyTokenizer(), config).iteration([PROMPT] * 4)
+        with blas_threads(1) as after:
+            pass
+    if seen == [None]:
+        pytest.skip("no OpenBLAS found: blas_threads changes nothing")
+    assert seen == [threads] and after == 3  # and the count in force before is back
 
 
 def test_nan_reward_stops_the_run_showing_the_sample():
