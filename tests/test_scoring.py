@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from minippo.nn import scoring
 from minippo.nn.categorical import token_logprobs_forward
 from minippo.nn.gpt import GPT, GPTConfig
 from minippo.nn.scoring import continuation_logprobs
@@ -18,9 +19,11 @@ def by_forward(gpt, idx, mask, start, temperature):
     return token_logprobs_forward(logits, idx[:, start:])[0]
 
 
+@pytest.mark.parametrize("chunk_positions", [2048, 20, 5])  # one chunk; 2 rows of 9; 1 row (T > the budget)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("padded, temperature", [(False, 1.0), (True, 1.0), (True, 0.7)])
-def test_continuation_logprobs_equal_the_full_forwards(padded, temperature, threads):
+def test_continuation_logprobs_equal_the_full_forwards(padded, temperature, threads, chunk_positions, monkeypatch):
+    monkeypatch.setattr(scoring, "CHUNK_POSITIONS", chunk_positions)
     gpt, rng = model(), np.random.default_rng(0)
     idx = rng.integers(0, 11, (5, 9))
     mask = None
