@@ -15,6 +15,8 @@ reference, a value head on the policy's trunk (``critic="shared"``) and a 124M r
 16 tokens with 48 new tokens, and prints the peak resident memory of the process (VmHWM) beside the split;
 then, in the same process, the tokens/s of the bare language-model train step (``GPT.loss`` + backward +
 AdamW at B 4, T 256, as ``bench_gpt.py --configs gpt2`` times it) against the RLHF update's tokens/s.
+Its minibatches of 16 responses × 64 tokens make one optimiser step per 1,024 tokens, as the bare step
+does (``--minibatch-size 8`` halves that, and pays AdamW and clipping twice as often).
 
 One PPO iteration of :class:`minippo.rlhf.trainer.RLHFTrainer` is split into
 
@@ -52,9 +54,10 @@ CONFIGS = {
     # config M of benchmarks/bench_gpt.py
     "M": dict(model=dict(vocab_size=2048, block_size=256, n_layer=6, n_head=8, n_embd=256),
               batch_size=32, minibatch_size=8, prompt_length=64, max_new_tokens=64),
-    # GPT-2 124M policy and a 124M reward model (--model gpt2)
+    # GPT-2 124M policy and a 124M reward model (--model gpt2); minibatches of 16 x 64 tokens make one
+    # optimiser step per 1,024 tokens, as the bare train step B4 T256 it is compared with does
     "gpt2": dict(model=dict(vocab_size=50257, block_size=64, n_layer=12, n_head=12, n_embd=768),
-                 batch_size=16, minibatch_size=8, prompt_length=16, max_new_tokens=48,
+                 batch_size=16, minibatch_size=16, prompt_length=16, max_new_tokens=48,
                  critic="shared", reward_model=True, bare_train_step=(4, 256)),
 }
 
@@ -141,10 +144,12 @@ def measure(name, iterations, warmup, seed=0, minibatch_size=None):
     if spec.get("bare_train_step"):
         del trainer, policy, reward  # the bare step's model replaces them (peak memory is read above)
         train_rate = tokens["train"] / statistics.median(timings["train"])
-        bare_rate = bare_train_tokens_per_second(model_config, *spec["bare_train_step"], iterations, seed)
-        print(f"  bare train step B{spec['bare_train_step'][0]} T{spec['bare_train_step'][1]} (GPT.loss + backward + "
-              f"AdamW, as bench_gpt.py): {bare_rate:,.0f} tokens/s; RLHF training per token takes "
-              f"{bare_rate / train_rate:.2f}x its time")
+        bare_B, bare_T = spec["bare_train_step"]
+        bare_rate = bare_train_tokens_per_second(model_config, bare_B, bare_T, iterations, seed)
+        print(f"  bare train step B{bare_B} T{bare_T} (GPT.loss + backward + AdamW, as bench_gpt.py): "
+              f"{bare_rate:,.0f} tokens/s, one optimiser step per {bare_B * bare_T:,} tokens; RLHF training: one "
+              f"per {config.minibatch_size * T:,} tokens (minibatch {config.minibatch_size} x {T}), "
+              f"{bare_rate / train_rate:.2f}x the bare step's time per token")
 
 
 def bare_train_tokens_per_second(model_config, B, T, repeats, seed):

@@ -153,6 +153,9 @@ def test_an_rlhf_run_resumes_only_from_its_own_start(tmp_path):
     other.config = replace(other.config, learning_rate=0.5)
     with pytest.raises(ValueError, match=r"learning_rate: checkpoint 0.01, now 0.5"):
         other.load_state(tmp_path / "run.npz")
+    threads = rlhf_trainer("ppo", "float64")
+    threads.config = replace(threads.config, blas_threads=2)  # how fast, not what: it may change
+    threads.load_state(tmp_path / "run.npz")
     save_checkpoint(tmp_path / "weights.npz", first.policy.params, first.policy.config.to_dict(), kind="gpt")
     with pytest.raises(ValueError, match="holds a policy without an RLHF run's state"):
         rlhf_trainer("ppo", "float64").load_state(tmp_path / "weights.npz")

@@ -97,6 +97,8 @@ class RLHFConfig:
                                                flag)
     dynamic_sampling_tries: int = setting(0, "RLOO and GRPO: resample groups with all-equal rewards up to this "
                                           "many times, then drop them (DAPO; 0: off)", integer(0))
+    blas_threads: int = setting(1, "BLAS threads during an iteration, outside minippo's own thread pool "
+                                "(minippo.rlhf.trainer; minippo.blas)", integer(1))
     critic: str = setting("separate", "critic trunk: the policy's own (shared) or a copy (separate)",
                           one_of("shared", "separate"))
     seed: int = setting(0, "seed of the sampling and the minibatch order (or a numpy Generator)", check_seed)

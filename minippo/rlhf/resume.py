@@ -81,7 +81,7 @@ def load_run(trainer, path):
         saved = config_record(RLHFConfig(**run["config"]))
     except (TypeError, ValueError) as error:
         raise ValueError(f"checkpoint {path!r}: its RLHF config is invalid ({error})") from error
-    check_same_settings(saved, config_record(trainer.config), (), path)
+    check_same_settings(saved, config_record(trainer.config), ("blas_threads",), path)
     if run["reference"] != weights_digest(trainer.reference.params):
         raise ValueError(f"checkpoint {path!r} continues a run that started from another policy; resume with the "
                          f"policy the run started from")

@@ -14,8 +14,8 @@ One iteration:
    γ = 1, λ = 0.95 over response tokens only, on the batch-major (B, T) arrays
    (``generalized_advantages(..., time_axis=1)``); advantages whitened over response tokens only.
 5. **Update** -- several epochs of minibatches of the clipped surrogate + clipped value loss, with
-   global gradient-norm clipping.  Before the first update the recomputed log-probabilities equal the
-   rollout's, so the ratio ρ = π/π_old is exactly 1.
+   global gradient-norm clipping.  Before the first update the recomputed log-probabilities equal those
+   of the scoring pass, so PPO's ratio ρ = π/π_old is exactly 1.
 
 REINFORCE uses the same rollouts with the sequence return R = s − β Σ_t KL_t minus a baseline (the
 batch mean), and RLOO uses the mean return of the other G − 1 responses to the same prompt as each one's
@@ -44,10 +44,12 @@ from dataclasses import replace
 import numpy as np
 
 from minippo import distributed
+from minippo.blas import blas_threads
 from minippo.nn.categorical import entropy_backward, entropy_forward
 from minippo.nn.heads import ValueHead
 from minippo.nn.module import as_generator, prefixed
 from minippo.nn.optim import AdamW, clip_grad_norm
+from minippo.nn.scoring import continuation_logprobs
 from minippo.rewards.rules import check_rewards
 from minippo.rl.advantages import (
     generalized_advantages,
@@ -175,7 +177,16 @@ class RLHFTrainer:
     def iteration(self, prompts):
         """One rollout + update on ``prompts`` (formatted prompt texts, ``config.prompts_per_iteration`` of
         them); returns a dict of statistics (``minippo.rlhf.diagnostics``).  ``last_samples`` then holds one
-        dict per response: prompt, response, reward, length (tokens) and truncated."""
+        dict per response: prompt, response, reward, length (tokens) and truncated.
+
+        Runs with ``config.blas_threads`` BLAS threads (default 1): the passes split their rows across
+        minippo's own threads (``minippo.parallel``), and a product that OpenBLAS splits across its threads
+        leaves them spinning for ~0.1 s, each taking a core from those passes (at the demo's sizes the
+        reference pass after sampling took 52 ms instead of 28)."""
+        with blas_threads(self.config.blas_threads):
+            return self._iteration(prompts)
+
+    def _iteration(self, prompts):
         config = self.config
         if len(prompts) != config.prompts_per_iteration:
             raise ValueError(f"iteration needs config.prompts_per_iteration = {config.prompts_per_iteration} "
@@ -294,28 +305,28 @@ class RLHFTrainer:
     def _score_tokens(self, rollout, scores):
         """Old and reference log-probabilities, values and per-token rewards of a rollout.
 
-        PPO and GRPO divide by π_old: their log-probabilities are recomputed by the same forward pass, on
-        the same minibatches, as the first update epoch, so the first ratio is exactly 1.  REINFORCE and
-        RLOO only subtract log π_ref from log π_old (the KL penalty): they take the sampler's log π_T(a_t|s_t),
-        the same distribution from the KV-cache decode (equal to a forward pass within round-off:
-        ``tests/test_gpt.py::test_generate_logprobs_equal_full_forward``), and run no policy forward here.
-        At β = 0 the reference is not run (``ref_logprobs`` is None).
+        REINFORCE, RLOO and GRPO take log π_old from the sampler: its log π_T(a_t|s_t) is the same
+        distribution from the KV-cache decode (equal to a forward pass within round-off:
+        ``tests/test_gpt.py::test_generate_logprobs_equal_full_forward``), so they run no policy forward
+        here, and GRPO's first ratio is 1 within round-off.  PPO recomputes log π_old with the same forward
+        pass, on the same minibatches, as its first update epoch, so its first ratio is exactly 1 (and its
+        values come from the same minibatches).  The frozen reference is scored in one pass that keeps no
+        backward caches (``minippo.nn.scoring``); at β = 0 it is not run (``ref_logprobs`` is None).
         """
         config = self.config
         mask = rollout.response_mask
-        recompute = config.algo in ("ppo", "grpo")
+        recompute = config.algo == "ppo"
         old_logprobs = (np.zeros(mask.shape, dtype=self.policy.config.dtype) if recompute else
                         rollout.sampled_logprobs.astype(self.policy.config.dtype))  # 0 after EOS (masked)
-        ref_logprobs = np.zeros_like(old_logprobs) if self.kl_controller.beta else None
+        ref_logprobs = None
+        if self.kl_controller.beta:  # the frozen reference: one pass over the batch, no backward caches
+            ref_logprobs = continuation_logprobs(self.reference, rollout.tokens, rollout.attention_mask,
+                                                 rollout.prompt_length, config.temperature)
         values = np.zeros_like(old_logprobs)
-        for index in self._minibatches(len(rollout), shuffle=False):
+        for index in self._minibatches(len(rollout), shuffle=False) if recompute else ():
             part = rollout.rows(index)
-            if recompute:
-                old_logprobs[index] = response_logprobs(self.policy, part, config.temperature)[0]
-            if ref_logprobs is not None:
-                ref_logprobs[index] = response_logprobs(self.reference, part, config.temperature)[0]
-            if config.algo == "ppo":
-                values[index] = self.critic.values(part, run_trunk=not self.critic.shared)
+            old_logprobs[index] = response_logprobs(self.policy, part, config.temperature)[0]
+            values[index] = self.critic.values(part, run_trunk=not self.critic.shared)
         batch = {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "values": values, "scores": scores}
         if config.algo != "grpo":  # GRPO puts the KL in its loss, not in the reward
             rewards = kl_penalty_rewards(old_logprobs, old_logprobs if ref_logprobs is None else ref_logprobs,
