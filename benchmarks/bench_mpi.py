@@ -66,8 +66,8 @@ import time
 from _options import positive_int
 
 WORKLOADS = ("cartpole", "pendulum", "pretrain-M")
-COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_std_groups", "mean_weight", "gather_rows", "gather_list",
-               "check_identical", "broadcast_")  # the World methods that communicate
+COLLECTIVES = ("average_gradients", "mean", "mean_std", "mean_std_groups", "mean_weight", "gather_rows",
+               "gather_rows_each", "gather_list", "check_identical", "broadcast_")  # the World methods that communicate
 GBIT = 1e9 / 8  # bytes/s in one Gbit/s
 WORKER_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 EFFICIENCY = 0.8
@@ -179,7 +179,9 @@ def worker(args):
     from minippo import parallel
     from minippo.blas import blas_threads
     from minippo.distributed import world
+    from minippo.memory import keep_freed_memory
 
+    keep_freed_memory()  # as the command line does: without it a CartPole update pays ~6,000 page faults
     parallel.set_num_threads(1)
     with blas_threads(1):
         result = ppo_worker(args.worker, args.updates, args.share, args.split_wait, args.instructions) \

@@ -76,7 +76,8 @@ class World:
     def average_gradients(self, grads, stats=None):
         """Replace every array of ``grads`` by its mean over the ranks, in place; return the dict of
         floats ``stats`` averaged over the ranks too (one ``Allreduce`` for both, in the gradients'
-        dtype)."""
+        dtype).  Without ``stats``, one contiguous array (a flat gradient) is reduced where it lies,
+        with no copy."""
         return stats
 
     def broadcast_(self, arrays):
@@ -105,7 +106,12 @@ class World:
 
     def gather_rows(self, rows):
         """Every rank's array ``rows`` concatenated along axis 0, in rank order."""
-        return rows
+        return self.gather_rows_each([rows])[0]
+
+    def gather_rows_each(self, arrays):
+        """:meth:`gather_rows` of each array of the list ``arrays`` (of any dtypes and row counts), in one
+        pair of collectives for all of them."""
+        return arrays
 
     def gather_list(self, items):
         """Every rank's list ``items`` concatenated, in rank order."""
@@ -156,6 +162,12 @@ class MPIWorld(World):
         return buffer[offset:]
 
     def average_gradients(self, grads, stats=None):
+        if stats is None and len(grads) == 1:
+            (buffer,) = grads.values()
+            if buffer.flags.c_contiguous:  # reduced where it lies
+                self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+                buffer /= self.size
+                return None
         names = list(stats or {})
         buffer = self._flat(grads, [stats[name] for name in names])
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
@@ -206,13 +218,19 @@ class MPIWorld(World):
             statistics.append((values.dtype.type(mean), values.dtype.type(std)))
         return statistics
 
-    def gather_rows(self, rows):
-        rows = np.ascontiguousarray(rows)
-        counts = np.empty(self.size, dtype=np.int64)
-        self.comm.Allgather(np.array([len(rows)], dtype=np.int64), counts)
-        gathered = np.empty((counts.sum(), *rows.shape[1:]), dtype=rows.dtype)
-        self.comm.Allgatherv(rows, (gathered, counts * math.prod(rows.shape[1:])))  # counts in elements
-        return gathered
+    def gather_rows_each(self, arrays):
+        arrays = [np.ascontiguousarray(array) for array in arrays]
+        counts = np.empty((self.size, len(arrays)), dtype=np.int64)  # every rank's row count of each array
+        self.comm.Allgather(np.array([len(array) for array in arrays], dtype=np.int64), counts)
+        row_bytes = np.array([array.itemsize * math.prod(array.shape[1:]) for array in arrays], dtype=np.int64)
+        sizes = counts * row_bytes  # (ranks, arrays): bytes of each rank's rows of each array
+        gathered = np.empty(sizes.sum(), dtype=np.uint8)
+        self.comm.Allgatherv(np.concatenate([array.reshape(-1).view(np.uint8) for array in arrays]),
+                             (gathered, sizes.sum(axis=1)))  # each rank's arrays one after the other, as bytes
+        starts = np.cumsum(np.concatenate([[0], sizes.reshape(-1)]))[:-1].reshape(sizes.shape)
+        return [np.concatenate([gathered[start:start + size] for start, size in zip(starts[:, i], sizes[:, i])])
+                .view(array.dtype).reshape(counts[:, i].sum(), *array.shape[1:])  # (bytes,) -> (rows, *row shape)
+                for i, array in enumerate(arrays)]
 
     def gather_list(self, items):
         return [item for rank_items in self.comm.allgather(items) for item in rank_items]

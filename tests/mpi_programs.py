@@ -5,6 +5,7 @@
 Each program computes on its rank's share of one fixed global batch and rank 0 writes what the test
 compares (one process: the whole batch) to OUT.npz.
 """
+import functools
 import itertools
 import os
 import signal
@@ -16,6 +17,7 @@ from minippo import pretrain as pretrain_module
 from minippo.distributed import world
 from minippo.envs.wrappers import RunningMeanStd
 from minippo.nn.gpt import GPT, GPTConfig
+from minippo.nn.optim import clip_grad_norm
 from minippo.pretrain import PretrainConfig, encode_documents, pretrain
 from minippo.rewards.reward_model import RewardModel, train_reward_model
 from minippo.rl.advantages import whiten
@@ -64,6 +66,50 @@ def ppo_equivalence(out):
     return results
 
 
+def textbook_ppo_update(trainer, batch, lr):
+    """``Trainer.ppo_update`` as first written, its twin: each epoch draws its shuffle, each minibatch
+    gathers its own advantage statistics over the ranks (``whiten(world=)``), and each step averages its
+    diagnostics along with its gradients, copied out of and back into every parameter's array."""
+    config, agent = trainer.config, trainer.agent
+    clipfracs, size = [], len(batch.advantages) // config.num_minibatches
+    for _ in range(config.update_epochs):
+        order = trainer.shuffle_rng.permutation(len(batch.advantages))
+        for start in range(0, len(order), size):
+            agent.zero_grad()
+            stats = ppo_loss_and_gradients(agent, Batch(*(array[order[start:start + size]] for array in batch)),
+                                           config, trainer.world)
+            stats = trainer.world.average_gradients(agent.grads, stats)
+            stats["grad_norm"] = clip_grad_norm(agent.grads, config.max_grad_norm)
+            trainer.optimizer.step(lr)
+            clipfracs.append(stats["clipfrac"])
+        if config.target_kl is not None and stats["approx_kl"] > config.target_kl:
+            break
+    stats["clipfrac"] = float(np.mean(clipfracs))
+    return stats
+
+
+def ppo_update_twins(out):
+    """Short CartPole runs (float32; with target_kl's early stop; without whitening) through
+    ``Trainer.ppo_update`` and through :func:`textbook_ppo_update`: every diagnostic and parameter."""
+    results = {}
+    for name, extra in (("plain", {}), ("target_kl", {"target_kl": 2e-5}), ("no_norm", {"norm_adv": False})):
+        config = PPOConfig(num_envs=8, num_steps=32, total_steps=8 * 32 * 3, seed=4, **extra)
+        for variant in ("fast", "textbook"):
+            trainer = Trainer(config)
+            if variant == "textbook":
+                trainer.ppo_update = functools.partial(textbook_ppo_update, trainer)
+            steps = []
+            step = trainer.optimizer.step
+            trainer.optimizer.step = lambda lr: steps.append(lr) or step(lr)  # noqa: B023 (called in this loop)
+            history = trainer.train()
+            for key in history.updates[0]:
+                if key not in ("time", "sps"):
+                    results[f"{name}/{variant}/{key}"] = np.array([update[key] for update in history.updates])
+            results.update({f"{name}/{variant}/param/{key}": value for key, value in trainer.agent.params.items()})
+            results[f"{name}/{variant}/steps"] = len(steps)
+    return results
+
+
 def statistics(out):
     """Whitening, running mean/std merging and a short training run with normalisation wrappers."""
     comm = world()
@@ -76,6 +122,12 @@ def statistics(out):
     lopsided = slice(0, 7) if comm.rank == 0 else slice(7, 7)  # rank 1 of 2 has no rows
     rows = {"float32": values.astype(np.float32), "int": rng.integers(-5, 5, (7, 2, 3)), "bool": mask}
     results.update({f"gathered_{name}": comm.gather_rows(array[lopsided]) for name, array in rows.items()})
+    rows["values"], rows["empty_rows"] = values[share], np.zeros((len(values[share]), 0, 2))  # (rows of nothing)
+    for name in ("values", "empty_rows"):
+        results[f"gathered_{name}"] = comm.gather_rows(rows[name])
+    each = comm.gather_rows_each([array[lopsided] for array in list(rows.values())[:3]]
+                                 + [rows["values"], rows["empty_rows"]])  # mixed dtypes, row counts and shapes
+    results.update({f"each_{name}": array for name, array in zip(rows, each)})
     results["mean_std_lopsided"] = np.array(comm.mean_std(values[lopsided]))
     groups = [values[lopsided, 0], values[share, 1], values[lopsided, 2].astype(np.float32)]
     results["mean_std_groups"] = np.array(comm.mean_std_groups(groups), dtype=np.float64)

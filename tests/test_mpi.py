@@ -80,12 +80,29 @@ def test_global_statistics_equal_the_single_process_ones(tmp_path, mpiexec):
         np.testing.assert_array_equal(results["mean_std_groups"], results["mean_std_groups_one_by_one"])
     for name in ("whiten", "whiten_scale", "rms_mean", "rms_var", "mean_std_lopsided", "mean_std_groups"):
         np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-12, err_msg=name)
-    for name in ("gathered_float32", "gathered_int", "gathered_bool"):  # rank 1 of 2 gathers no rows
+    for name in ("gathered_float32", "gathered_int", "gathered_bool", "gathered_values", "gathered_empty_rows"):
         assert double[name].dtype == single[name].dtype and double[name].shape == single[name].shape, name
         np.testing.assert_array_equal(double[name], single[name], err_msg=name)
+    for results in (single, double):  # several arrays of mixed dtypes in one gather: as one gather each
+        for name in ("float32", "int", "bool", "values", "empty_rows"):
+            each, alone = results[f"each_{name}"], results[f"gathered_{name}"]
+            assert each.dtype == alone.dtype and each.shape == alone.shape, name
+            np.testing.assert_array_equal(each, alone, err_msg=name)
     for name in ("rms_count", "obs_count", "return_count", "updates", "global_step"):
         assert double[name] == single[name], name
     assert single["obs_count"] == 4 * (2 * 32 + 1) and single["global_step"] == 256
+
+
+def test_ppo_update_equals_its_textbook_twin_bit_for_bit(tmp_path, mpiexec):
+    """Trainer.ppo_update (every epoch's whitening statistics in one collective, the diagnostics averaged
+    by the last step, gradients averaged in place) against the update as first written, in one process
+    and on two ranks: every diagnostic and parameter bit for bit."""
+    for results in one_and_two_ranks("ppo-update-twins", tmp_path, mpiexec):
+        fast = [name for name in results if "/fast/" in name]
+        assert len(fast) > 20
+        for name in fast:
+            np.testing.assert_array_equal(results[name], results[name.replace("/fast/", "/textbook/")], err_msg=name)
+        assert results["target_kl/fast/steps"] < results["plain/fast/steps"] == 3 * 4 * 4  # it stopped early
 
 
 def test_two_ranks_pretrain_like_one_process(tmp_path, mpiexec):

@@ -199,6 +199,7 @@ class Trainer:
         self.history = History()
         self.global_step = 0
         self.next_obs = None
+        self.rollout_episodes = None  # this rank's episodes of the last rollout (collect_rollout)
 
     def seed_rank_streams(self, env_seed):
         """Seed this rank's random streams from ``env_seed``: its environments' (``env_seed``, which the first
@@ -234,8 +235,7 @@ class Trainer:
                     truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
                     final_obs = network_obs(agent, infos["final_obs"][truncated])
                     rollout.final_values[t, truncated] = agent.value(final_obs)
-        episodes = rollout.finished_episodes(first_step, self.config.num_envs)
-        self.history.episodes.extend(self.world.gather_list(episodes))
+        self.rollout_episodes = rollout.finished_episodes(first_step, self.config.num_envs)  # this rank's
         rollout.last_values[:] = agent.value(self.next_obs)
         return rollout
 
@@ -247,34 +247,56 @@ class Trainer:
                      advantages.reshape(n), returns.reshape(n))
 
     def ppo_update(self, batch, lr):
-        """``update_epochs`` shuffled passes of minibatch steps (step 3); returns the diagnostics."""
+        """``update_epochs`` shuffled passes of minibatch steps (step 3); returns the diagnostics.
+
+        The advantage statistics of every minibatch over the ranks are gathered before the steps, in one
+        collective for all the epochs' minibatches (each collective is a point where the ranks wait for
+        the slowest).  With ``target_kl`` the epochs after an early stop must not draw their shuffles,
+        so they are gathered one epoch at a time."""
         config = self.config
         clipfracs = []
         batch_size = len(batch.advantages)  # this rank's share of config.batch_size
         minibatch_size = batch_size // config.num_minibatches
-        for _ in range(config.update_epochs):
-            order = self.shuffle_rng.permutation(batch_size)
-            minibatches = [Batch(*(array[order[start:start + minibatch_size]] for array in batch))
-                           for start in range(0, batch_size, minibatch_size)]
-            # every minibatch's advantage statistics over the ranks in one collective per epoch, rather
-            # than one per step: each collective is a point where the ranks wait for the slowest
-            moments = self.world.mean_std_groups([minibatch.advantages for minibatch in minibatches]) \
+        epochs_at_once = config.update_epochs if config.target_kl is None else 1
+        for _ in range(0, config.update_epochs, epochs_at_once):
+            orders = np.concatenate([self.shuffle_rng.permutation(batch_size) for _ in range(epochs_at_once)])
+            minibatches = [orders[start:start + minibatch_size] for start in range(0, len(orders), minibatch_size)]
+            moments = self.world.mean_std_groups([batch.advantages[minibatch] for minibatch in minibatches]) \
                 if config.norm_adv else [None] * len(minibatches)
-            for minibatch, advantage_moments in zip(minibatches, moments):
-                stats = self.gradient_step(ppo_loss_and_gradients, minibatch, lr, advantage_moments)
-                clipfracs.append(stats["clipfrac"])
+            steps = []  # the steps' diagnostics, averaged over the ranks by the last step
+            for index, (minibatch, advantage_moments) in enumerate(zip(minibatches, moments)):
+                self.gradient_step(ppo_loss_and_gradients, Batch(*(array[minibatch] for array in batch)), lr,
+                                   advantage_moments, steps=steps, last=index == len(minibatches) - 1)
+            clipfracs += [step["clipfrac"] for step in steps]
+            stats = steps[-1]
             if config.target_kl is not None and stats["approx_kl"] > config.target_kl:
                 break  # early stop: the policy moved too far from the one that collected the data
         stats["clipfrac"] = float(np.mean(clipfracs))
         return stats
 
-    def gradient_step(self, loss_and_gradients, batch, lr, *loss_arguments):
+    def gradient_step(self, loss_and_gradients, batch, lr, *loss_arguments, steps=None, last=True):
         """Zero the gradients, compute them (``loss_and_gradients(agent, batch, config, world,
         *loss_arguments)``), average them (and the diagnostics) over the ranks, clip their global norm,
-        take one Adam step."""
+        take one Adam step; return the step's diagnostics.
+
+        Steps in a row can share the averaging of their diagnostics, which nothing reads before the
+        last of them: each appends its own to the list ``steps``, and the one with ``last=True`` averages
+        all of them along with its gradients, in its one ``Allreduce`` (in place in ``steps``).  The
+        other steps' gradients are averaged where they lie, with no copy, and return their diagnostics
+        unaveraged."""
         self.agent.zero_grad()
         stats = loss_and_gradients(self.agent, batch, self.config, self.world, *loss_arguments)
-        stats = self.world.average_gradients({OPTIMIZER_KEY: self.agent.flat_grads}, stats)
+        steps = [] if steps is None else steps
+        steps.append(stats)
+        grads = {OPTIMIZER_KEY: self.agent.flat_grads}
+        if last:
+            pending = {(step, name): value for step, diagnostics in enumerate(steps)
+                       for name, value in diagnostics.items() if name != "grad_norm"}  # (grad_norm: global already)
+            averaged = self.world.average_gradients(grads, pending)
+            for (step, name), value in averaged.items():
+                steps[step][name] = value
+        else:
+            self.world.average_gradients(grads)
         stats["grad_norm"] = clip_grad_norm(self.agent.grads, self.config.max_grad_norm)
         self.optimizer.step(lr)
         return stats
@@ -306,9 +328,12 @@ class Trainer:
                 stats = self.gradient_step(reinforce_loss_and_gradients, batch, lr)
             elapsed = time.perf_counter() - started
             self.world.check_identical(self.agent.params, f"update {update + 1}")
+            values, returns, episodes = self.world.gather_rows_each([batch.values, batch.returns,
+                                                                     self.rollout_episodes])  # of every rank
+            self.history.episodes.extend((int(step), episode_return, int(length))
+                                         for step, episode_return, length in episodes.tolist())
             stats.update(update=update + 1, global_step=self.global_step, learning_rate=lr,
-                         explained_variance=explained_variance(self.world.gather_rows(batch.values),
-                                                               self.world.gather_rows(batch.returns)),
+                         explained_variance=explained_variance(values, returns),
                          recent_return=self.history.recent_return(), time=elapsed,
                          sps=(self.global_step - start_step) / elapsed)
             self.history.updates.append(stats)

@@ -28,12 +28,13 @@ class RolloutBuffer:
         self.episode_lengths = np.zeros((T, N), dtype=np.int64)  # ... and this length
 
     def finished_episodes(self, first_step, steps_per_row):
-        """``[(global_step, return, length), ...]`` of the episodes that ended in this rollout, in the order
-        they ended (step by step, environment by environment); ``global_step`` counts ``steps_per_row``
-        per row of the rollout after ``first_step``."""
+        """One float64 row (global_step, return, length) per episode that ended in this rollout, in the
+        order they ended (step by step, environment by environment); ``global_step`` counts
+        ``steps_per_row`` per row of the rollout after ``first_step``.  (Exact: the counts are far below
+        2^53.)"""
         rows, envs = np.nonzero(self.episode_ends)  # row-major: in order of time, then of environment
-        return list(zip((first_step + (rows + 1) * steps_per_row).tolist(),
-                        self.episode_returns[rows, envs].tolist(), self.episode_lengths[rows, envs].tolist()))
+        return np.stack([first_step + (rows + 1) * steps_per_row, self.episode_returns[rows, envs],
+                         self.episode_lengths[rows, envs]], axis=1)  # (episodes, 3), float64 as the returns
 
 
 class Batch(NamedTuple):
