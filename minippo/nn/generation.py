@@ -147,7 +147,8 @@ LARGE_WEIGHT = 1 << 19  # elements: 2 MB of float32, a core's L2 cache here
 
 
 def panels_pay_off(rows, weight):
-    """Whether :func:`linear_by_rows` beats one BLAS call for ``rows`` rows of activations times ``weight`` (one row: never, a matrix-vector product on BLAS's threads)."""
+    """Whether :func:`linear_by_rows` beats one BLAS call for ``rows`` rows of activations times
+    ``weight`` (one row: never, a matrix-vector product on BLAS's threads)."""
     return 1 < rows <= FEW_ROWS and weight.size >= LARGE_WEIGHT
 
 
