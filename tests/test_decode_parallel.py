@@ -1,7 +1,6 @@
-"""The decode step's products with the weights' output columns split across threads (in panels of rows
-of a (C_out, C_in) weight) and its attention with the heads split across threads equal the plain
-computations, for any thread count, and keep the dtype; the transposed copies a decode loop reads are
-made at every call, so they follow in-place updates of the weights."""
+"""The decode step's products with the weights' columns split across threads (in panels of rows) and
+its attention with the heads split across threads equal the plain computations, for any thread count,
+and keep the dtype."""
 import numpy as np
 import pytest
 
@@ -14,11 +13,10 @@ from minippo.nn.generation import (
     decode_linear,
     decode_lm_head,
     decode_threads,
-    linear_by_rows,
+    linear_by_columns,
+    lm_head_by_rows,
     panels_pay_off,
-    transposed_weights,
 )
-from minippo.nn.gpt import GPT, GPTConfig
 from minippo.parallel import MIN_PARALLEL_SIZE, get_num_threads, set_num_threads
 
 
@@ -30,15 +28,15 @@ def threads(request):
     set_num_threads(saved)
 
 
-@pytest.mark.parametrize("panel", [10 ** 6, 50])  # one product per thread, or many panels
+@pytest.mark.parametrize("panel", [10 ** 6, 50])  # one product per thread, or many panels (summed)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("rows", [1, 5, 300])  # 300: blocks of 4 weight rows (SMALL_OUTPUT)
+@pytest.mark.parametrize("rows", [1, 5, 300])  # 300: blocks of 4 vocabulary rows (SMALL_OUTPUT)
 def test_column_split_products_equal_the_plain_ones(threads, dtype, rows, panel):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((rows, 12)).astype(dtype)
     weight, bias = rng.standard_normal((12, 37)).astype(dtype), rng.standard_normal(37).astype(dtype)
     wte = rng.standard_normal((41, 12)).astype(dtype)
-    y, logits = linear_by_rows(x, np.ascontiguousarray(weight.T), bias, panel), linear_by_rows(x, wte, None, panel)
+    y, logits = linear_by_columns(x, weight, bias, panel), lm_head_by_rows(wte, x, panel)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     assert y.dtype == logits.dtype == dtype and y.flags.c_contiguous and logits.flags.c_contiguous
     np.testing.assert_allclose(y, x @ weight + bias, rtol=tolerance, atol=tolerance)
@@ -86,42 +84,3 @@ def test_a_decode_loop_in_panels_holds_blas_at_one_thread(rows):
             inside = get_blas_threads()
         assert get_blas_threads() == 3
     assert inside == (1 if panels_pay_off(rows, wte) else 3) and panels_pay_off(FEW_ROWS, wte)
-
-
-def panel_model(dtype=np.float64):
-    """A one-layer GPT whose block weights (but c_proj) and LM head are large enough for panels."""
-    config = GPTConfig(vocab_size=LARGE_WEIGHT // 512, block_size=16, n_layer=1, n_head=4, n_embd=512,
-                       dtype=dtype)
-    return GPT(config, seed=0)
-
-
-def test_transposed_copies_are_the_weights_that_pay_off_made_anew_at_every_generate_call():
-    model = panel_model()
-    copies = transposed_weights(model, 4)
-    assert set(copies) == {f"transformer.h.0.{name}.weight" for name in ("attn.c_attn", "mlp.c_fc", "mlp.c_proj")}
-    for name, copy in copies.items():
-        assert copy.flags.c_contiguous and copy.dtype == np.float64
-        np.testing.assert_array_equal(copy, model.params[name].T)
-    assert transposed_weights(model, 1) == {} and transposed_weights(model, FEW_ROWS + 1) == {}
-
-    prompt = np.arange(12).reshape(4, 3)
-    model.generate(prompt, 3, rng=0)
-    for weight in model.params.values():  # an optimiser's in-place step between two calls
-        weight *= 1.5
-    after = model.generate(prompt, 3, rng=0)
-    fresh = GPT(model.config, params={name: weight.copy() for name, weight in model.params.items()})
-    expected = fresh.generate(prompt, 3, rng=0)
-    np.testing.assert_array_equal(after.tokens, expected.tokens)
-    np.testing.assert_array_equal(after.logprobs, expected.logprobs)
-
-
-def test_logprobs_decoded_in_panels_equal_the_full_forward(threads):
-    model = panel_model()
-    prompt = np.arange(12).reshape(4, 3)
-    assert panels_pay_off(len(prompt), model.params["transformer.wte.weight"])
-    generation = model.generate(prompt, 4, rng=3)
-    logits = model.forward(generation.tokens)[:, 2:-1]  # (B, 4, V): the positions that predicted them
-    log_probs = logits - logits.max(-1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-    expected = np.take_along_axis(log_probs, generation.tokens[:, 3:, None], axis=-1)[..., 0]
-    np.testing.assert_allclose(generation.logprobs, expected, rtol=0, atol=1e-10)

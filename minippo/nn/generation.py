@@ -15,11 +15,9 @@ pass.  (Folding the LayerNorm gains into the weights after them would save two p
 per LayerNorm, for a copy of 7C² floats per layer at every ``generate`` call: 200 MB and seconds at
 GPT-2 124M under load, so the weights are used as they are.)  The prompt's prefill runs on shards of
 the rows in threads, as ``GPT.forward`` does.  Its
-products split the weights' output columns across threads (:func:`linear_by_rows`), so that each thread
-streams its own share of the weights once per step (at batch 1, BLAS's own threads do), where that pays
-off: a few rows times weights too large for the cache (:func:`panels_pay_off`).  There each block weight
-is read from a (C_out, C_in) copy made for the call (:func:`transposed_weights`), as the LM head's
-(V, C) embedding is read: a block of its rows is one run of memory.
+products split the weights' columns across threads (:func:`linear_by_columns`, :func:`lm_head_by_rows`),
+so that each thread streams its own share of the weights once per step (at batch 1, BLAS's own threads do),
+where that pays off: a few rows times weights too large for the cache (:func:`panels_pay_off`).
 """
 import contextlib
 from typing import NamedTuple
@@ -92,7 +90,6 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     last_hidden = hidden[:, -1]  # (B, C): only the last position goes through the LM head
     next_position = positions[:, -1] + 1  # (B,)
     wte = model.params["transformer.wte.weight"]
-    transposed = transposed_weights(model, B)
     with decode_threads(B, wte):
         for step in range(max_new_tokens):
             logits = decode_lm_head(wte, last_hidden)
@@ -109,8 +106,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
             # the newest query may see every cached key, so only padding needs a mask
             bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
                                                                key_mask[:, :start + 1], config.dtype)
-            last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start,
-                                      transposed)
+            last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start)
             next_position = next_position + 1
     return Generation(tokens, logprobs, sampled_mask)
 
@@ -123,10 +119,13 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 # Within its slice each thread multiplies panels of at most SMALL_PRODUCT = M·N·K multiply-adds: below
 # that size OpenBLAS runs its small-matrix kernels, which read the weights where they lie, while a
 # larger product first copies ("packs") them into a buffer -- for a few rows that copy costs more
-# than the product.  A panel is a block of whole rows of a (C_out, C_in) weight, one run of memory.
-# Measured at batch 8, all of GPT-2 124M's weights, 2 threads, BLAS at one thread (session 10): 11.6
-# GB/s from (C_out, C_in) copies, 9.2 GB/s in panels of the (C_in, C_out) weights (blocks of rows of
-# a column slice, partial products summed), 8.9 GB/s in one BLAS call per weight.
+# than the product.  Panels of a (C_in, C_out) weight are blocks of whole rows of its slice, so each
+# is read in long runs; their partial products are summed.  Measured on this 2-core machine at batch
+# 8 (GPT-2 124M, c_fc-shaped weights, 2 threads): 15 GB/s in panels against 5-11 GB/s in one call.
+# (C_out, C_in) copies of the block weights, made at every generate call so that an optimiser's
+# in-place update can never leave them stale, were measured and left out (session 10, GPT-2 124M,
+# batch 8, 64 new tokens): the block products took 34.5 instead of 39.3 ms per token, but the copies
+# cost 340 MB and 0.25-0.35 s per call, more than they save at RLHF's 48 new tokens.
 #
 # One row is the exception: a matrix-vector product, which BLAS itself splits across its threads, each
 # streaming its own share of the weight.  Its threads wait for work spinning, while a pool thread of
@@ -147,8 +146,8 @@ LARGE_WEIGHT = 1 << 19  # elements: 2 MB of float32, a core's L2 cache here
 
 
 def panels_pay_off(rows, weight):
-    """Whether :func:`linear_by_rows` beats one BLAS call for ``rows`` rows of activations times
-    ``weight`` (one row: never, a matrix-vector product on BLAS's threads)."""
+    """Whether :func:`linear_by_columns` and :func:`lm_head_by_rows` beat one BLAS call for ``rows``
+    rows of activations times ``weight`` (one row: never, a matrix-vector product on BLAS's threads)."""
     return 1 < rows <= FEW_ROWS and weight.size >= LARGE_WEIGHT
 
 
@@ -165,60 +164,58 @@ def decode_threads(rows, wte):
     return blas_threads(1, rescan=False) if panels_pay_off(rows, wte) else contextlib.nullcontext()
 
 
-def transposed_weights(model, rows):
-    """{name: a (C_out, C_in) copy} of the block weights that a decode loop over ``rows`` rows multiplies
-    in panels (:func:`panels_pay_off`), copied in threads; empty elsewhere.
-
-    Made anew at every ``generate`` call and dropped after it, so an optimiser's in-place update of the
-    weights (RLHF) can never leave a stale copy.  The copies cost 12·L·C² floats while the call runs
-    (340 MB at GPT-2 124M) and one transposing pass over those weights per call.
-    """
-    names = [name for name, weight in model.params.items()
-             if name.startswith("transformer.h.") and weight.ndim == 2 and panels_pay_off(rows, weight)]
-    copies = {}
-
-    def transpose(_, shard):
-        for name in shard:
-            copies[name] = np.ascontiguousarray(model.params[name].T)  # (C_in, C_out) -> (C_out, C_in)
-
-    map_shards(transpose, [names[shard] for shard in row_shards(len(names))] if names else [])
-    return copies
-
-
-def decode_linear(x, weight, bias, weight_t=None):
-    """y = x W + b in a decode step: from W's (C_out, C_in) copy ``weight_t`` in panels across threads
-    where one was made (:func:`transposed_weights`), else one BLAS call."""
-    return np.add(x @ weight, bias) if weight_t is None else linear_by_rows(x, weight_t, bias)
+def decode_linear(x, weight, bias):
+    """y = x W + b in a decode step: in column panels across threads where they pay off, else one call."""
+    return linear_by_columns(x, weight, bias) if panels_pay_off(len(x), weight) else np.add(x @ weight, bias)
 
 
 def decode_lm_head(wte, hidden):
     """Logits z = h Eᵀ (B, V) in a decode step: by vocabulary rows across threads where that pays off."""
-    return linear_by_rows(hidden, wte) if panels_pay_off(len(hidden), wte) else hidden @ wte.T
+    return lm_head_by_rows(wte, hidden) if panels_pay_off(len(hidden), wte) else hidden @ wte.T
 
 
-# OpenBLAS's small-matrix kernel for x Wᵀ (a transposed operand) is used only while the output block
-# has at most 1,200 entries (rows of the weight × B), besides M·N·K ≤ SMALL_PRODUCT: above that it
-# packs.  Measured at batch 8, GPT-2 124M's weights: 128 rows per block stream 11.6 GB/s, 162 rows 4.3.
+def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
+    """y = x W + b for the few rows of x (B, C_in), each thread computing its own columns of y from its
+    own columns of W (C_in, C_out), in blocks of rows of W of at most ``panel`` multiply-adds each:
+    y[:, cols] = Σ_blocks x[:, rows] W[rows, cols] + b[cols]."""
+    B, C_in = x.shape
+    out = np.empty((B, weight.shape[1]), dtype=x.dtype)
+
+    def columns(_, cols):
+        width = cols.stop - cols.start
+        step = max(1, panel // (width * B))  # rows of W per block
+        y = out[:, cols]
+        np.matmul(x[:, :step], weight[:step, cols], out=y)
+        if step < C_in:
+            partial = np.empty_like(y)
+            for start in range(step, C_in, step):
+                y += np.matmul(x[:, start:start + step], weight[start:start + step, cols], out=partial)
+        y += bias[cols]
+
+    map_shards(columns, row_shards(weight.shape[1]))
+    return out
+
+
+# OpenBLAS's small-matrix kernel for h Eᵀ (a transposed operand) is used only while the output block has
+# at most 1,200 entries (vocabulary rows × B), besides M·N·K ≤ SMALL_PRODUCT: above that it packs.
+# Measured at batch 8 (GPT-2 124M, 2 threads, session 10): 128 rows per block stream 11.6 GB/s, 162
+# rows 4.3 GB/s.
 SMALL_OUTPUT = 1200
 
 
-def linear_by_rows(x, weight_t, bias=None, panel=SMALL_PRODUCT):
-    """y = x Wᵀ (+ b) for the few rows of x (B, C_in) and a weight stored as rows W (C_out, C_in) (the LM
-    head's E, or a block weight's transposed copy): each thread computes its own columns of y from its
-    own rows of W, in blocks of rows small enough for OpenBLAS's small-matrix kernel, each read in
-    one run: y[:, rows] = x W[rows]ᵀ + b[rows]."""
-    B = len(x)
-    out = np.empty((B, len(weight_t)), dtype=x.dtype)
-    step = max(1, min(panel // x.size, SMALL_OUTPUT // B))  # rows of W per block
+def lm_head_by_rows(wte, hidden, panel=SMALL_PRODUCT):
+    """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own columns of z
+    from its own vocabulary rows of E, in blocks small enough for OpenBLAS's small-matrix kernel:
+    z[:, rows] = h E[rows]ᵀ, written in place (no transposed copy of z)."""
+    out = np.empty((len(hidden), len(wte)), dtype=hidden.dtype)
+    step = max(1, min(panel // hidden.size, SMALL_OUTPUT // len(hidden)))  # vocabulary rows per block
 
-    def rows_of_weight(_, rows):
+    def vocabulary_rows(_, rows):
         for start in range(rows.start, rows.stop, step):
             block = slice(start, min(start + step, rows.stop))
-            np.matmul(x, weight_t[block].T, out=out[:, block])
-        if bias is not None:
-            out[:, rows] += bias[rows]
+            np.matmul(hidden, wte[block].T, out=out[:, block])
 
-    map_shards(rows_of_weight, row_shards(len(weight_t)))
+    map_shards(vocabulary_rows, row_shards(len(wte)))
     return out
 
 
@@ -250,36 +247,32 @@ def decode_step_reference(model, tokens, attention_mask):
     return hidden[:, -1]
 
 
-def decode_step(model, token, position, bias, kv_caches, start, transposed=None):
+def decode_step(model, token, position, bias, kv_caches, start):
     """The final hidden state (B, C) of one new token per row, at cache position ``start``.
 
     ``GPT.block_forward`` specialised to one position: rows are (B, C), the heads need no transpose
     ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode` (its heads split across
     threads, :func:`attention_by_heads`), the products split the weights' columns across threads where
-    ``transposed`` (:func:`transposed_weights`) holds a weight's copy (:func:`decode_linear`), and
-    nothing is kept for backward.
+    that pays off (:func:`decode_linear`), and nothing is kept for backward.
     The new keys and values are written into ``kv_caches``.  Textbook twin: :func:`decode_step_reference`.
     """
-    p, transposed = model.params, transposed or {}
+    p = model.params
     B, nh, hs = len(token), model.config.n_head, model.config.head_size
-
-    def linear(x, name):
-        return decode_linear(x, p[name + ".weight"], p[name + ".bias"], transposed.get(name + ".weight"))
-
     x = model.embed(token, position)  # (B, C)
     for layer, (keys, values) in enumerate(kv_caches):
         prefix = f"transformer.h.{layer}."
         ln1, _, _ = layernorm_forward(x, p[prefix + "ln_1.weight"], p[prefix + "ln_1.bias"])
-        qkv = linear(ln1, prefix + "attn.c_attn")  # (B, 3C)
+        qkv = decode_linear(ln1, p[prefix + "attn.c_attn.weight"], p[prefix + "attn.c_attn.bias"])  # (B, 3C)
         qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
         keys[:, :, start] = qkv[:, 1]
         values[:, :, start] = qkv[:, 2]
         y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
-        a = linear(y.reshape(B, -1), prefix + "attn.c_proj")  # (B, nh, hs) -> (B, C)
+        a = decode_linear(y.reshape(B, -1), p[prefix + "attn.c_proj.weight"],  # (B, nh, hs) -> (B, C)
+                          p[prefix + "attn.c_proj.bias"])
         a += x  # a = x + Attn(LN₁(x))
         ln2, _, _ = layernorm_forward(a, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
-        fc = linear(ln2, prefix + "mlp.c_fc")  # (B, 4C)
-        x = linear(gelu_forward(fc)[0], prefix + "mlp.c_proj")
+        fc = decode_linear(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"])  # (B, 4C)
+        x = decode_linear(gelu_forward(fc)[0], p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
         x += a  # h' = a + MLP(LN₂(a))
     hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
     return hidden
