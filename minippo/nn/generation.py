@@ -124,7 +124,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 # 8 (GPT-2 124M, c_fc-shaped weights, 2 threads): 15 GB/s in panels against 5-11 GB/s in one call.
 # (C_out, C_in) copies of the block weights, made at every generate call so that an optimiser's
 # in-place update can never leave them stale, were measured and left out (session 10, GPT-2 124M,
-# batch 8, 64 new tokens): the block products took 34.5 instead of 39.3 ms per token, but the copies
+# batch 8, 64 new tokens): the block products took about 35 instead of 40 ms per token, but the copies
 # cost 340 MB and 0.25-0.35 s per call, more than they save at RLHF's 48 new tokens.
 #
 # One row is the exception: a matrix-vector product, which BLAS itself splits across its threads, each
