@@ -4,6 +4,7 @@ and keep the dtype."""
 import numpy as np
 import pytest
 
+from minippo.blas import blas_threads, get_blas_threads
 from minippo.nn.attention import attention_bias, attention_decode
 from minippo.nn.generation import (
     FEW_ROWS,
@@ -11,6 +12,7 @@ from minippo.nn.generation import (
     attention_by_heads,
     decode_linear,
     decode_lm_head,
+    decode_threads,
     linear_by_columns,
     lm_head_by_rows,
     panels_pay_off,
@@ -28,7 +30,7 @@ def threads(request):
 
 @pytest.mark.parametrize("panel", [10 ** 6, 50])  # one product per thread, or many panels (summed)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("rows", [1, 5, 300])  # 300: blocks of 4 vocabulary rows (SMALL_OUTPUT)
 def test_column_split_products_equal_the_plain_ones(threads, dtype, rows, panel):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((rows, 12)).astype(dtype)
@@ -64,9 +66,21 @@ def test_attention_split_by_heads_equals_one_call(threads, padded):
 @pytest.mark.parametrize("large", [False, True])
 def test_decode_products_take_panels_only_for_few_rows_of_a_large_weight(rows, large):
     rng = np.random.default_rng(rows)
-    side = 1024 if large else 64  # 1024² = LARGE_WEIGHT elements
-    x, weight = rng.standard_normal((rows, side)), rng.standard_normal((side, side))
-    bias = rng.standard_normal(side)
+    shape = (LARGE_WEIGHT // 1024, 1024) if large else (64, 64)  # LARGE_WEIGHT elements, or few
+    x, weight = rng.standard_normal((rows, shape[0])), rng.standard_normal(shape)
+    bias = rng.standard_normal(shape[1])
     assert panels_pay_off(rows, weight) == (large and 1 < rows <= FEW_ROWS) and weight.size <= LARGE_WEIGHT
     np.testing.assert_allclose(decode_linear(x, weight, bias), x @ weight + bias, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(decode_lm_head(weight, x), x @ weight.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(decode_lm_head(weight.T, x), x @ weight, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, FEW_ROWS, FEW_ROWS + 1])
+def test_a_decode_loop_in_panels_holds_blas_at_one_thread(rows):
+    if get_blas_threads() is None:
+        pytest.skip("no OpenBLAS loaded")
+    wte = np.zeros((LARGE_WEIGHT // 64, 64), dtype=np.float32)
+    with blas_threads(3):
+        with decode_threads(rows, wte):
+            inside = get_blas_threads()
+        assert get_blas_threads() == 3
+    assert inside == (1 if panels_pay_off(rows, wte) else 3) and panels_pay_off(FEW_ROWS, wte)

@@ -19,10 +19,12 @@ products split the weights' columns across threads (:func:`linear_by_columns`, :
 so that each thread streams its own share of the weights once per step (at batch 1, BLAS's own threads do),
 where that pays off: a few rows times weights too large for the cache (:func:`panels_pay_off`).
 """
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
 
+from minippo.blas import blas_threads
 from minippo.nn.attention import attention_bias, attention_decode
 from minippo.nn.gpt import positions_and_bias
 from minippo.nn.inputs import check_generate
@@ -87,23 +89,25 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     map_shards(prefill_rows, row_shards(B))
     last_hidden = hidden[:, -1]  # (B, C): only the last position goes through the LM head
     next_position = positions[:, -1] + 1  # (B,)
-    for step in range(max_new_tokens):
-        logits = decode_lm_head(model.params["transformer.wte.weight"], last_hidden)
-        token, logprob = sampler.sample(logits)
-        sampled_mask[:, step] = ~finished
-        tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
-        logprobs[:, step] = np.where(finished, 0.0, logprob)
-        if eos_token_id is not None:
-            finished |= token == eos_token_id
-        if step == max_new_tokens - 1 or finished.all():
-            break
-        # decode: one new query attends to every cached key
-        start = T0 + step
-        # the newest query may see every cached key, so only padding needs a mask
-        bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
-                                                           key_mask[:, :start + 1], config.dtype)
-        last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start)
-        next_position = next_position + 1
+    wte = model.params["transformer.wte.weight"]
+    with decode_threads(B, wte):
+        for step in range(max_new_tokens):
+            logits = decode_lm_head(wte, last_hidden)
+            token, logprob = sampler.sample(logits)
+            sampled_mask[:, step] = ~finished
+            tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
+            logprobs[:, step] = np.where(finished, 0.0, logprob)
+            if eos_token_id is not None:
+                finished |= token == eos_token_id
+            if step == max_new_tokens - 1 or finished.all():
+                break
+            # decode: one new query attends to every cached key
+            start = T0 + step
+            # the newest query may see every cached key, so only padding needs a mask
+            bias = None if prompt_unpadded else attention_bias(np.array([start]), start + 1,
+                                                               key_mask[:, :start + 1], config.dtype)
+            last_hidden = decode_step(model, tokens[:, start], next_position, bias, kv_caches, start)
+            next_position = next_position + 1
     return Generation(tokens, logprobs, sampled_mask)
 
 
@@ -118,6 +122,10 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 # than the product.  Panels of a (C_in, C_out) weight are blocks of whole rows of its slice, so each
 # is read in long runs; their partial products are summed.  Measured on this 2-core machine at batch
 # 8 (GPT-2 124M, c_fc-shaped weights, 2 threads): 15 GB/s in panels against 5-11 GB/s in one call.
+# (C_out, C_in) copies of the block weights, made at every generate call so that an optimiser's
+# in-place update can never leave them stale, were measured and left out (session 10, GPT-2 124M,
+# batch 8, 64 new tokens): the block products took about 35 instead of 40 ms per token, but the copies
+# cost 340 MB and 0.25-0.35 s per call, more than they save at RLHF's 48 new tokens.
 #
 # One row is the exception: a matrix-vector product, which BLAS itself splits across its threads, each
 # streaming its own share of the weight.  Its threads wait for work spinning, while a pool thread of
@@ -127,19 +135,33 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 SMALL_PRODUCT = 100 ** 3
 
 # The panels pay off only where a step streams its weights from memory: a few rows (at most FEW_ROWS)
-# times a weight larger than a core's cache (LARGE_WEIGHT).  With more rows a product is dense enough
-# for OpenBLAS's own kernels and threads, and a small weight stays in cache: there one BLAS call wins.
+# times a weight larger than a core's L2 cache (LARGE_WEIGHT; GPT-2's (768, 768) c_proj is one).  With
+# more rows a product is dense enough for OpenBLAS's own kernels and threads, and a small weight stays
+# in cache: there one BLAS call wins.
 # Measured at GPT-2 124M (64 new tokens, 2 threads, quiet machine), ms per token in panels against one
 # call: batch 8 59.5 / 70.4, batch 16 80.3 / 87.5, batch 32 134.6 / 119.2, batch 64 297 / 174; the
 # demo's 2x96 policy samples 40 tokens for 64 prompts in 0.139 s in panels against 0.091 s in one call.
 FEW_ROWS = 16
-LARGE_WEIGHT = 1 << 20  # elements: 4 MB of float32 (a core's L2 cache here is 2 MB)
+LARGE_WEIGHT = 1 << 19  # elements: 2 MB of float32, a core's L2 cache here
 
 
 def panels_pay_off(rows, weight):
     """Whether :func:`linear_by_columns` and :func:`lm_head_by_rows` beat one BLAS call for ``rows``
     rows of activations times ``weight`` (one row: never, a matrix-vector product on BLAS's threads)."""
     return 1 < rows <= FEW_ROWS and weight.size >= LARGE_WEIGHT
+
+
+def decode_threads(rows, wte):
+    """The BLAS threads of a decode loop over ``rows`` rows: one where the products run in panels on
+    minippo's threads (:func:`panels_pay_off` for the LM head ``wte``), else BLAS's own.
+
+    OpenBLAS's threads spin for about 0.1 s after a product they share; any product between the panels
+    that woke them (a weight under LARGE_WEIGHT, attention over a short cache) would leave them spinning
+    against the pool's threads on the same cores.  Measured at GPT-2 124M, batch 8, 2 threads (session
+    10, ms per token): 92 with the (768, 768) c_proj in one call on BLAS's 2 threads, 61 with it in
+    panels, 59 in panels with BLAS held at one thread.
+    """
+    return blas_threads(1, rescan=False) if panels_pay_off(rows, wte) else contextlib.nullcontext()
 
 
 def decode_linear(x, weight, bias):
@@ -174,21 +196,27 @@ def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
     return out
 
 
+# OpenBLAS's small-matrix kernel for h Eᵀ (a transposed operand) is used only while the output block has
+# at most 1,200 entries (vocabulary rows × B), besides M·N·K ≤ SMALL_PRODUCT: above that it packs.
+# Measured at batch 8 (GPT-2 124M, 2 threads, session 10): 128 rows per block stream 11.6 GB/s, 162
+# rows 4.3 GB/s.
+SMALL_OUTPUT = 1200
+
+
 def lm_head_by_rows(wte, hidden, panel=SMALL_PRODUCT):
-    """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own vocabulary
-    rows E[rows] hᵀ in blocks of at most ``panel`` multiply-adds; then one copy to (B, V) rows,
-    because the sampler's row-wise passes over a transposed view cost more than the copy."""
-    hidden_t = np.ascontiguousarray(hidden.T)  # (C, B)
-    logits_t = np.empty((len(wte), len(hidden)), dtype=hidden.dtype)  # zᵀ: (V, B)
-    step = max(1, panel // hidden.size)  # vocabulary rows per block
+    """Logits z = h Eᵀ (B, V) for the few rows of h (B, C), each thread computing its own columns of z
+    from its own vocabulary rows of E, in blocks small enough for OpenBLAS's small-matrix kernel:
+    z[:, rows] = h E[rows]ᵀ, written in place (no transposed copy of z)."""
+    out = np.empty((len(hidden), len(wte)), dtype=hidden.dtype)
+    step = max(1, min(panel // hidden.size, SMALL_OUTPUT // len(hidden)))  # vocabulary rows per block
 
     def vocabulary_rows(_, rows):
         for start in range(rows.start, rows.stop, step):
             block = slice(start, min(start + step, rows.stop))
-            np.matmul(wte[block], hidden_t, out=logits_t[block])
+            np.matmul(hidden, wte[block].T, out=out[:, block])
 
     map_shards(vocabulary_rows, row_shards(len(wte)))
-    return np.ascontiguousarray(logits_t.T)
+    return out
 
 
 def attention_by_heads(q, keys, values, bias):
