@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minippo.blas import blas_threads, get_blas_threads
+from minippo.nn import generation
 from minippo.nn.attention import attention_bias, attention_decode
 from minippo.nn.generation import (
     FEW_ROWS,
@@ -54,12 +55,24 @@ def test_attention_split_by_heads_equals_one_call(threads, padded):
         mask[1, :3] = 0
     bias = attention_bias(np.array([T - 1]), T, mask, np.float32) if padded else None
     assert keys.size >= MIN_PARALLEL_SIZE
-    y = attention_by_heads(q, keys, values, bias)
+    y = attention_by_heads(q, keys, values, bias, pool_awake=True)
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, attention_decode(q, keys, values, bias))  # the same arithmetic per head
     small = attention_by_heads(q, keys[:, :, :4], values[:, :, :4], None if bias is None else bias[..., :4])
     np.testing.assert_array_equal(small, attention_decode(q, keys[:, :, :4], values[:, :, :4],
                                                           None if bias is None else bias[..., :4]))
+
+
+@pytest.mark.parametrize("pool_awake", [False, True])
+def test_attention_splits_a_mid_sized_cache_only_while_the_pool_is_awake(pool_awake, monkeypatch):
+    B, nh, T, hs = 2, 4, MIN_PARALLEL_SIZE // 2 // 4 // 64 + 1, 64  # MIN_PARALLEL_SIZE <= keys < COLD_POOL_SIZE
+    q, keys, values = np.zeros((B, nh, hs)), np.zeros((B, nh, T, hs)), np.zeros((B, nh, T, hs))
+    assert MIN_PARALLEL_SIZE <= keys.size < generation.COLD_POOL_SIZE
+    splits = []
+    monkeypatch.setattr(generation, "map_shards", lambda function, shards: splits.append(shards) or
+                        [function(index, shard) for index, shard in enumerate(shards)])
+    attention_by_heads(q, keys, values, None, pool_awake)
+    assert bool(splits) == pool_awake
 
 
 @pytest.mark.parametrize("rows", [1, FEW_ROWS, FEW_ROWS + 1])

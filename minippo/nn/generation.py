@@ -219,10 +219,20 @@ def lm_head_by_rows(wte, hidden, panel=SMALL_PRODUCT):
     return out
 
 
-def attention_by_heads(q, keys, values, bias):
-    """:func:`attention_decode` with the heads split across threads once the cache is large enough
-    (B·nh·T_k·hs ≥ ``MIN_PARALLEL_SIZE`` elements) for a thread to pay off; y (B, nh, hs)."""
-    if keys.size < MIN_PARALLEL_SIZE:
+# Attention over the cache is split by heads once a layer's keys (B·nh·T_k·hs elements) are large enough
+# for a second thread to pay off: MIN_PARALLEL_SIZE while the decode loop's panels keep the pool's threads
+# awake, COLD_POOL_SIZE otherwise -- a pool thread that sleeps between steps takes a few hundred
+# microseconds to wake on this VM.  Measured (session 10, 2 threads): the demo's 2x96 policy sampling 40
+# tokens for 64 prompts took 86-91 ms with its heads split, 73-77 ms in one thread; GPT-2 124M at batch 8
+# (panels) 60.1 ms per token split against 61.7 in one thread.
+COLD_POOL_SIZE = 1 << 20
+
+
+def attention_by_heads(q, keys, values, bias, pool_awake=False):
+    """:func:`attention_decode` with the heads split across threads once the cache is large enough for
+    a thread to pay off (``MIN_PARALLEL_SIZE`` elements of keys if ``pool_awake``, else
+    ``COLD_POOL_SIZE``); y (B, nh, hs)."""
+    if keys.size < (MIN_PARALLEL_SIZE if pool_awake else COLD_POOL_SIZE):
         return attention_decode(q, keys, values, bias)
     y = np.empty_like(q)
 
@@ -258,6 +268,7 @@ def decode_step(model, token, position, bias, kv_caches, start):
     """
     p = model.params
     B, nh, hs = len(token), model.config.n_head, model.config.head_size
+    pool_awake = panels_pay_off(B, p["transformer.wte.weight"])  # the LM head's panels run on the pool
     x = model.embed(token, position)  # (B, C)
     for layer, (keys, values) in enumerate(kv_caches):
         prefix = f"transformer.h.{layer}."
@@ -266,7 +277,7 @@ def decode_step(model, token, position, bias, kv_caches, start):
         qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
         keys[:, :, start] = qkv[:, 1]
         values[:, :, start] = qkv[:, 2]
-        y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias)
+        y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias, pool_awake)
         a = decode_linear(y.reshape(B, -1), p[prefix + "attn.c_proj.weight"],  # (B, nh, hs) -> (B, C)
                           p[prefix + "attn.c_proj.bias"])
         a += x  # a = x + Attn(LN₁(x))
