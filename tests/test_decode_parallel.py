@@ -1,6 +1,8 @@
 """The decode step's products with the weights' columns split across threads (in panels of rows) and
 its attention with the heads split across threads equal the plain computations, for any thread count,
 and keep the dtype."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from minippo.nn.generation import (
     linear_by_columns,
     lm_head_by_rows,
     panels_pay_off,
+    step_in_panels,
 )
 from minippo.parallel import MIN_PARALLEL_SIZE, get_num_threads, set_num_threads
 
@@ -83,8 +86,9 @@ def test_decode_products_take_panels_only_for_few_rows_of_a_large_weight(rows, l
     x, weight = rng.standard_normal((rows, shape[0])), rng.standard_normal(shape)
     bias = rng.standard_normal(shape[1])
     assert panels_pay_off(rows, weight) == (large and 1 < rows <= FEW_ROWS) and weight.size <= LARGE_WEIGHT
-    np.testing.assert_allclose(decode_linear(x, weight, bias), x @ weight + bias, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(decode_lm_head(weight.T, x), x @ weight, rtol=1e-12, atol=1e-12)
+    panels = panels_pay_off(rows, weight)
+    np.testing.assert_allclose(decode_linear(x, weight, bias, panels), x @ weight + bias, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(decode_lm_head(weight.T, x, panels), x @ weight, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("rows", [1, FEW_ROWS, FEW_ROWS + 1])
@@ -93,7 +97,17 @@ def test_a_decode_loop_in_panels_holds_blas_at_one_thread(rows):
         pytest.skip("no OpenBLAS loaded")
     wte = np.zeros((LARGE_WEIGHT // 64, 64), dtype=np.float32)
     with blas_threads(3):
-        with decode_threads(rows, wte):
+        with decode_threads(panels_pay_off(rows, wte)):
             inside = get_blas_threads()
         assert get_blas_threads() == 3
     assert inside == (1 if panels_pay_off(rows, wte) else 3) and panels_pay_off(FEW_ROWS, wte)
+
+
+@pytest.mark.parametrize("projection", [(64, 64), (LARGE_WEIGHT // 512, 512)])
+def test_a_decode_step_runs_in_panels_all_or_none_by_its_smallest_weight(projection):
+    # the LM head alone is large in the first case (config M's shape): no panels at all then
+    model = SimpleNamespace(params={"transformer.h.0.attn.c_proj.weight": np.empty(projection),
+                                    "transformer.wte.weight": np.empty((LARGE_WEIGHT // 64, 64))})
+    large = projection[0] * projection[1] >= LARGE_WEIGHT
+    assert step_in_panels(FEW_ROWS, model) == large
+    assert not step_in_panels(1, model) and not step_in_panels(FEW_ROWS + 1, model)

@@ -90,9 +90,10 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     last_hidden = hidden[:, -1]  # (B, C): only the last position goes through the LM head
     next_position = positions[:, -1] + 1  # (B,)
     wte = model.params["transformer.wte.weight"]
-    with decode_threads(B, wte):
+    panels = step_in_panels(B, model)
+    with decode_threads(panels):
         for step in range(max_new_tokens):
-            logits = decode_lm_head(wte, last_hidden)
+            logits = decode_lm_head(wte, last_hidden, panels)
             token, logprob = sampler.sample(logits)
             sampled_mask[:, step] = ~finished
             tokens[:, T0 + step] = np.where(finished, pad_token_id, token)
@@ -151,27 +152,39 @@ def panels_pay_off(rows, weight):
     return 1 < rows <= FEW_ROWS and weight.size >= LARGE_WEIGHT
 
 
-def decode_threads(rows, wte):
-    """The BLAS threads of a decode loop over ``rows`` rows: one where the products run in panels on
-    minippo's threads (:func:`panels_pay_off` for the LM head ``wte``), else BLAS's own.
+def step_in_panels(rows, model):
+    """Whether a decode step over ``rows`` rows runs its products in panels: all of them or none, and
+    all once even the smallest weight, attention's (C, C) output projection, pays off (:func:`panels_pay_off`).
 
-    OpenBLAS's threads spin for about 0.1 s after a product they share; any product between the panels
-    that woke them (a weight under LARGE_WEIGHT, attention over a short cache) would leave them spinning
-    against the pool's threads on the same cores.  Measured at GPT-2 124M, batch 8, 2 threads (session
-    10, ms per token): 92 with the (768, 768) c_proj in one call on BLAS's 2 threads, 61 with it in
-    panels, 59 in panels with BLAS held at one thread.
+    All or none, because a product on BLAS's threads between the pool's panels leaves BLAS's threads
+    spinning against the pool's on the same cores.  Measured (session 10, 2 threads): GPT-2 124M at
+    batch 8, where every weight pays off, 59 ms per token; config M of ``bench_gpt.py`` at batch 8, where
+    only its (2048, 256) LM head would, 1.34 s per call with the head alone in panels, 0.92 s with none.
     """
-    return blas_threads(1, rescan=False) if panels_pay_off(rows, wte) else contextlib.nullcontext()
+    return panels_pay_off(rows, model.params["transformer.h.0.attn.c_proj.weight"])
 
 
-def decode_linear(x, weight, bias):
-    """y = x W + b in a decode step: in column panels across threads where they pay off, else one call."""
-    return linear_by_columns(x, weight, bias) if panels_pay_off(len(x), weight) else np.add(x @ weight, bias)
+def decode_threads(panels):
+    """The BLAS threads of a decode loop: one where its products run in panels on minippo's threads
+    (``panels``, :func:`step_in_panels`), else BLAS's own.
+
+    OpenBLAS's threads spin for about 0.1 s after a product they share; anything between the panels
+    that woke them (attention over a short cache) would leave them spinning against the pool's threads
+    on the same cores.  Measured at GPT-2 124M, batch 8, 2 threads (session 10, ms per token): 92 with
+    the (768, 768) c_proj in one call on BLAS's 2 threads, 61 with it in panels, 59 in panels with BLAS
+    held at one thread.
+    """
+    return blas_threads(1, rescan=False) if panels else contextlib.nullcontext()
 
 
-def decode_lm_head(wte, hidden):
-    """Logits z = h Eᵀ (B, V) in a decode step: by vocabulary rows across threads where that pays off."""
-    return lm_head_by_rows(wte, hidden) if panels_pay_off(len(hidden), wte) else hidden @ wte.T
+def decode_linear(x, weight, bias, panels):
+    """y = x W + b in a decode step: in column panels across threads if ``panels``, else one call."""
+    return linear_by_columns(x, weight, bias) if panels else np.add(x @ weight, bias)
+
+
+def decode_lm_head(wte, hidden, panels):
+    """Logits z = h Eᵀ (B, V) in a decode step: by vocabulary rows across threads if ``panels``."""
+    return lm_head_by_rows(wte, hidden) if panels else hidden @ wte.T
 
 
 def linear_by_columns(x, weight, bias, panel=SMALL_PRODUCT):
@@ -263,27 +276,29 @@ def decode_step(model, token, position, bias, kv_caches, start):
     ``GPT.block_forward`` specialised to one position: rows are (B, C), the heads need no transpose
     ((B, 3C) -> (B, 3, nh, hs) is a view), attention is :func:`attention_decode` (its heads split across
     threads, :func:`attention_by_heads`), the products split the weights' columns across threads where
-    that pays off (:func:`decode_linear`), and nothing is kept for backward.
+    that pays off (:func:`step_in_panels`, :func:`decode_linear`), and nothing is kept for backward.
     The new keys and values are written into ``kv_caches``.  Textbook twin: :func:`decode_step_reference`.
     """
     p = model.params
     B, nh, hs = len(token), model.config.n_head, model.config.head_size
-    pool_awake = panels_pay_off(B, p["transformer.wte.weight"])  # the LM head's panels run on the pool
+    panels = step_in_panels(B, model)  # the products' panels keep the pool's threads awake
     x = model.embed(token, position)  # (B, C)
     for layer, (keys, values) in enumerate(kv_caches):
         prefix = f"transformer.h.{layer}."
         ln1, _, _ = layernorm_forward(x, p[prefix + "ln_1.weight"], p[prefix + "ln_1.bias"])
-        qkv = decode_linear(ln1, p[prefix + "attn.c_attn.weight"], p[prefix + "attn.c_attn.bias"])  # (B, 3C)
+        qkv = decode_linear(ln1, p[prefix + "attn.c_attn.weight"], p[prefix + "attn.c_attn.bias"],
+                            panels)  # (B, 3C)
         qkv = qkv.reshape(B, 3, nh, hs)  # queries, keys, values: (B, nh, hs) each
         keys[:, :, start] = qkv[:, 1]
         values[:, :, start] = qkv[:, 2]
-        y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias, pool_awake)
+        y = attention_by_heads(qkv[:, 0], keys[:, :, :start + 1], values[:, :, :start + 1], bias, panels)
         a = decode_linear(y.reshape(B, -1), p[prefix + "attn.c_proj.weight"],  # (B, nh, hs) -> (B, C)
-                          p[prefix + "attn.c_proj.bias"])
+                          p[prefix + "attn.c_proj.bias"], panels)
         a += x  # a = x + Attn(LN₁(x))
         ln2, _, _ = layernorm_forward(a, p[prefix + "ln_2.weight"], p[prefix + "ln_2.bias"])
-        fc = decode_linear(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"])  # (B, 4C)
-        x = decode_linear(gelu_forward(fc)[0], p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"])
+        fc = decode_linear(ln2, p[prefix + "mlp.c_fc.weight"], p[prefix + "mlp.c_fc.bias"], panels)  # (B, 4C)
+        x = decode_linear(gelu_forward(fc)[0], p[prefix + "mlp.c_proj.weight"], p[prefix + "mlp.c_proj.bias"],
+                          panels)
         x += a  # h' = a + MLP(LN₂(a))
     hidden, _, _ = layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
     return hidden
