@@ -82,11 +82,15 @@ def set_num_threads(count):
             _pool = None
 
 
+def even_slices(start, stop, count):
+    """Rows ``start`` to ``stop`` as ``count`` contiguous slices whose sizes differ by at most one."""
+    bounds = [start + (stop - start) * part // count for part in range(count + 1)]
+    return [slice(low, high) for low, high in zip(bounds[:-1], bounds[1:])]
+
+
 def row_shards(rows):
     """Split ``rows`` batch rows into at most ``get_num_threads()`` contiguous, near-equal slices."""
-    count = max(1, min(get_num_threads(), rows))
-    bounds = [rows * shard // count for shard in range(count + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    return even_slices(0, rows, max(1, min(get_num_threads(), rows)))
 
 
 def balanced_shards(sizes):

@@ -21,7 +21,7 @@ import numpy as np
 from minippo.nn.categorical import token_logprobs_forward
 from minippo.nn.gpt import positions_and_bias
 from minippo.nn.inputs import check_attention_mask, check_token_ids
-from minippo.parallel import map_shards, row_shards
+from minippo.parallel import even_slices, map_shards, row_shards
 
 CHUNK_POSITIONS = 2048  # rows × T of one chunk of a thread's rows, at most (one row at the least)
 
@@ -50,11 +50,9 @@ def continuation_logprobs(model, idx, attention_mask=None, start=1, temperature=
 
     def score_rows(_, rows):
         count = rows.stop - rows.start
-        chunks = -(-count * T // CHUNK_POSITIONS)  # ⌈positions / CHUNK_POSITIONS⌉, near-equal chunks of rows
-        bounds = [rows.start + count * chunk // chunks for chunk in range(chunks + 1)]
-        for low, high in zip(bounds[:-1], bounds[1:]):
-            if high > low:
-                score_chunk(slice(low, high))
+        chunks = min(count, -(-count * T // CHUNK_POSITIONS))  # ⌈positions / CHUNK_POSITIONS⌉, one row at the least
+        for chunk in even_slices(rows.start, rows.stop, chunks):
+            score_chunk(chunk)
 
     map_shards(score_rows, row_shards(B))
     return logprobs
