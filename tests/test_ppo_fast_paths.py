@@ -7,9 +7,10 @@ import pytest
 from minippo.envs.spaces import Box, Discrete
 from minippo.nn.categorical import token_logprobs_forward
 from minippo.nn.optim import AdamW
+from minippo.rl import ppo
 from minippo.rl.actor_critic import ActorCritic, flat_views
 from minippo.rl.losses import ppo_policy_loss, ratio_stats
-from minippo.rl.ppo import ADAM_BETAS, ADAM_EPS, Trainer
+from minippo.rl.ppo import ADAM_BETAS, ADAM_EPS, Trainer, rollout_values
 from minippo.rl.ppo_config import PPOConfig
 from minippo.rl.resume import load_optimizer_state, optimizer_state
 
@@ -29,6 +30,8 @@ def test_act_equals_act_reference_bit_for_bit(continuous, deterministic, dtype):
         for got, expected in zip(fast, reference):
             assert got.dtype == expected.dtype and got.shape == expected.shape
             np.testing.assert_array_equal(got, expected)
+        for got, expected in zip(agent.sample_actions(obs[:count], np.random.default_rng(3), deterministic), fast):
+            np.testing.assert_array_equal(got, expected)  # act without the critic
     if not continuous:
         assert len(np.unique(fast[0])) == 5
 
@@ -98,6 +101,16 @@ def test_episodes_read_from_the_rollout_equal_the_per_step_loop():
     history = trainer.train()
     assert len(expected) > 20 and history.episodes == expected
     assert all(type(a) is int and type(b) is float and type(c) is int for a, b, c in history.episodes)
+
+
+@pytest.mark.parametrize("pass_rows", [ppo.VALUE_PASS_ROWS, 40, 3])
+def test_rollout_values_in_passes_equal_the_value_of_each_step(pass_rows, monkeypatch):
+    monkeypatch.setattr(ppo, "VALUE_PASS_ROWS", pass_rows)  # 40: passes of 5 steps and a last of 2; 3: one step
+    agent = ActorCritic(Box(-np.inf, np.inf, shape=(4,)), Discrete(2), dtype=np.float64, seed=1)
+    obs = np.random.default_rng(2).standard_normal((17, 8, 4))  # (T, N, obs_dim)
+    values = rollout_values(agent, obs)
+    assert values.shape == (17, 8) and values.dtype == np.float64
+    np.testing.assert_allclose(values, [agent.value(step_obs) for step_obs in obs], rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])

@@ -42,10 +42,12 @@ def squared_norm(g):
     return squared
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads, max_norm, flat=None):
     """Scale all gradients in place so that their global L2 norm ‖g‖ is at most ``max_norm``.
 
     Returns the norm before clipping.  A NaN/inf gradient raises instead of corrupting the parameters.
+    ``flat``: one array that every gradient of ``grads`` is a view of, exactly (``ActorCritic.flat_grads``),
+    scaled in one call instead of one per gradient -- the same numbers.
     """
     if max_norm is not None and not (is_real(max_norm) and max_norm > 0):
         raise ValueError(f"max_norm must be None or a positive number, got {max_norm!r}")
@@ -55,7 +57,7 @@ def clip_grad_norm(grads, max_norm):
         raise FloatingPointError(f"gradient norm is {norm}; non-finite gradients in {some_names(bad)}")
     if max_norm is not None and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
-        for g in grads.values():
+        for g in grads.values() if flat is None else [flat]:
             g *= scale
     return norm
 

@@ -12,7 +12,8 @@ action space:
 * ``Box((D,))``   -- the actor outputs the mean μ of a diagonal Gaussian whose log-std is one more
   parameter, ``log_std`` (D,), independent of the state (``minippo.rl.gaussian``).
 
-Rollouts call :meth:`ActorCritic.act` (sample a ~ π(·|s), with log π(a|s) and V(s)); the update
+Rollouts call :meth:`ActorCritic.sample_actions` (a ~ π(·|s) with log π(a|s)) on every step and
+:meth:`ActorCritic.value` (V(s)) on all the steps at once; :meth:`ActorCritic.act` does both.  The update
 calls :meth:`ActorCritic.evaluate` on stored (s, a) pairs and then :meth:`ActorCritic.backward` with
 dL/dlog π, dL/dH and dL/dV, which adds the gradients of every parameter into ``grads``.
 
@@ -137,14 +138,20 @@ class ActorCritic(Module):
 
         ``deterministic=True`` takes the most likely action instead (argmax of the logits, or the
         Gaussian mean).  Categorical actions are int64 (N,), Gaussian ones (N, D) in the network's dtype.
-
-        It runs on every step of a rollout, where a NumPy call costs more than the arithmetic of these
-        small networks, so it makes fewer calls than :meth:`act_reference`: log π(a|s) is picked by
-        indexing rows and columns (``take_along_axis`` builds its index arrays in ~10 calls), the
-        observations are checked once.
+        It is :meth:`sample_actions` followed by :meth:`value`.
         """
-        obs = self._as_obs(obs)
-        head = self.actor.forward(obs)
+        actions, logprobs = self.sample_actions(obs, rng, deterministic)
+        return actions, logprobs, self.value(obs)
+
+    def sample_actions(self, obs, rng, deterministic=False):
+        """:meth:`act` without the critic: ``(actions, logprobs)``.  A rollout calls it on every step and
+        asks the critic for V(s) of all its steps at once afterwards, since V does not choose the actions.
+
+        Where a NumPy call costs more than the arithmetic of these small networks, it makes fewer calls
+        than :meth:`act_reference`: log π(a|s) is picked by indexing rows and columns
+        (``take_along_axis`` builds its index arrays in ~10 calls), the observations are checked once.
+        """
+        head = self.actor.forward(self._as_obs(obs))
         if self.continuous:
             actions = head.copy() if deterministic else gaussian_sample(head, self.params["log_std"], rng)
             logprobs, _ = gaussian_logprobs_forward(head, self.params["log_std"], actions)
@@ -152,7 +159,7 @@ class ActorCritic(Module):
             log_probs_all = log_softmax(head)
             actions = log_probs_all.argmax(axis=-1) if deterministic else sample_categorical(log_probs_all, rng)
             logprobs = log_probs_all[self._rows(len(actions)), actions]  # log π(a_n|s_n) for each row n
-        return actions, logprobs, self.critic.forward(obs)[:, 0]
+        return actions, logprobs
 
     def _rows(self, count):
         """``arange(count)``, kept from call to call (a rollout asks for the same count every step)."""

@@ -37,7 +37,7 @@ def evaluate_policy(agent, env, rng, deterministic=False, max_steps=1_000_000):
     for _ in range(max_steps):
         if not np.isnan(returns).any():
             return returns
-        actions, _, _ = agent.act(network_obs(agent, obs), rng, deterministic)
+        actions, _ = agent.sample_actions(network_obs(agent, obs), rng, deterministic)
         obs, _, _, _, infos = env.step(actions)
         if infos:
             first = infos["_episode"] & np.isnan(returns)
