@@ -14,7 +14,7 @@ import warnings
 import minippo
 from minippo import distributed, runs
 from minippo.commands.options import options_named, parser_options
-from minippo.memory import keep_freed_memory
+from minippo.memory import freeze_imported_objects, keep_freed_memory
 
 # Errors in what the user gave (options, files, paths, settings) end with exit status 2, as argparse's
 # own usage errors do; every other failure with status 1.
@@ -84,6 +84,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.command_line = sys.argv[1:] if argv is None else list(argv)  # minippo.runs prints how to resume
     keep_freed_memory()  # large temporaries are reused instead of page-faulted in anew every step
+    freeze_imported_objects()  # the garbage collector's full passes stop visiting the modules' objects
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     prefix = f"minippo {args.command}"
     world = distributed.LOCAL

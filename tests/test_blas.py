@@ -113,3 +113,17 @@ def test_keep_freed_memory_reports_whether_it_applied():
     assert isinstance(applied, bool)
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert applied
+
+
+def test_the_command_line_freezes_the_objects_alive_after_its_imports(monkeypatch, capsys):
+    import gc
+
+    from minippo import cli, memory
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(len(gc.get_objects())))  # not this test process's
+    memory.freeze_imported_objects()
+    assert calls[0] > 1000  # the imported modules' objects, which full collections visit unless frozen
+    monkeypatch.setattr(cli, "freeze_imported_objects", lambda: calls.append("cli"))
+    assert cli.main(["mrp"]) == 0
+    assert calls[1:] == ["cli"]

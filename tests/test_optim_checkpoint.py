@@ -223,6 +223,15 @@ def test_clip_grad_norm():
     assert clip_grad_norm(grads, None) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_clip_grad_norm_scales_a_flat_gradient_the_views_share_in_one_call_with_the_same_numbers():
+    flat = np.random.default_rng(0).standard_normal(10).astype(np.float32)
+    per_array = {"a": flat[:4].copy().reshape(2, 2), "b": flat[4:].copy()}
+    views = {"a": flat[:4].reshape(2, 2), "b": flat[4:]}
+    assert clip_grad_norm(views, 0.5, flat=flat) == clip_grad_norm(per_array, 0.5)
+    np.testing.assert_array_equal(flat, np.concatenate([per_array["a"].ravel(), per_array["b"]]))
+    assert clip_grad_norm(views, None) == pytest.approx(0.5, rel=1e-5)
+
+
 def test_clip_grad_norm_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
