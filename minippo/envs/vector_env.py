@@ -57,6 +57,7 @@ PER_ENV_ENTRIES = ("state", "episode_returns", "episode_lengths", "discounted_re
 # 0 and 1 as 0-d int64 arrays rather than Python ints: the same arithmetic, but NumPy would convert a Python
 # number into an array on every call, a good part of the cost of a step at small num_envs.
 ZERO, ONE = np.array(0), np.array(1)
+ZERO.flags.writeable = ONE.flags.writeable = False
 
 
 def state_share(states, share, shares):
