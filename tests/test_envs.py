@@ -465,6 +465,24 @@ def test_cartpole_rejects_bad_actions(actions, error, message):
         env.step(actions)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.uint32, np.int64, np.uint64, ">i8"])
+def test_discrete_checks_the_range_in_every_integer_dtype(dtype):
+    space = Discrete(3, shape=(4,))
+    for valid in ([0, 1, 2, 2], [2, 0, 0, 1]):
+        checked = space.check_action(np.array(valid, dtype=dtype))
+        assert checked.dtype == np.int64 and checked.tolist() == valid
+    info = np.iinfo(dtype)
+    bad_values = [3, info.max] + ([-1, info.min] if info.min < 0 else [])
+    for bad in bad_values:  # at every position
+        for position in range(4):
+            actions = np.zeros(4, dtype=dtype)
+            actions[position] = bad
+            with pytest.raises(ValueError, match=r"in \{0, ..., 2\}"):
+                space.check_action(actions)
+    assert Discrete(3).contains(np.uint8(2)) and not Discrete(3).contains(np.int8(-1))
+    assert space.check_action(np.zeros((8,), dtype=dtype)[::2]).tolist() == [0, 0, 0, 0]  # strided
+
+
 @pytest.mark.parametrize(
     "actions, error, message",
     [

@@ -4,6 +4,7 @@ episodes read from the rollout's buffers against the per-step loop over ``infos`
 import numpy as np
 import pytest
 
+from minippo.envs import CartPoleEnv
 from minippo.envs.spaces import Box, Discrete
 from minippo.nn.categorical import token_logprobs_forward
 from minippo.nn.optim import AdamW
@@ -129,3 +130,27 @@ def test_evaluate_picks_the_logprobs_token_logprobs_forward_gives():
     actions = np.random.default_rng(3).integers(0, 3, 50)
     expected, _ = token_logprobs_forward(agent.actor.forward(obs), actions)
     np.testing.assert_array_equal(agent.evaluate(obs, actions).logprobs, expected)
+
+
+def test_cartpole_advance_equals_advance_reference_bit_for_bit():
+    fast, reference = (CartPoleEnv(num_envs=16, seed=4, max_episode_steps=40) for _ in range(2))
+    reference._advance = reference._advance_reference
+    rng = np.random.default_rng(5)
+    endings = np.zeros(2, dtype=int)  # terminations, truncations
+    for env in (fast, reference):
+        env.reset()
+    for step in range(300):
+        # mostly a balancing controller (long episodes: truncations), now and then random pushes (terminations)
+        obs = fast._observe()
+        actions = (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64) if step % 100 < 60 else rng.integers(2, size=16)
+        got, expected = fast.step(actions), reference.step(actions)
+        for a, b in zip(got[:4], expected[:4]):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+        assert got[4].keys() == expected[4].keys()
+        if got[4]:
+            np.testing.assert_array_equal(got[4]["final_obs"], expected[4]["final_obs"])
+            np.testing.assert_array_equal(got[4]["episode"]["r"], expected[4]["episode"]["r"])
+        np.testing.assert_array_equal(fast.state, reference.state)
+        endings += got[2].sum(), got[3].sum()
+    assert endings.min() >= 5

@@ -183,9 +183,11 @@ class Discrete:
             raise TypeError(f"{name} must be integers for {self}, got dtype {x.dtype}")
         if x.shape != self.shape:
             raise ValueError(f"{name} must have shape {self.shape} for {self}, got {x.shape}")
-        if x.size and (x.min() < 0 or x.max() >= self.n):
+        actions = x.astype(self.dtype, copy=False)  # int64 (a uint64 beyond its range wraps to negative)
+        # Viewed as unsigned, a negative int64 is huge: one maximum checks both ends of the range.
+        if actions.size and actions.view(np.uint64).max() >= self.n:
             raise ValueError(f"{name} must be in {{0, ..., {self.n - 1}}}, got {x}")
-        return x.astype(self.dtype, copy=False)
+        return actions
 
     def __eq__(self, other):
         return isinstance(other, Discrete) and self.n == other.n and self.shape == other.shape

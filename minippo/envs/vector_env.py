@@ -54,6 +54,11 @@ from minippo.nn.checkpoint import json_friendly, rng_from_state, rng_state
 # or belong to the vector environment as a whole (its generator).
 PER_ENV_ENTRIES = ("state", "episode_returns", "episode_lengths", "discounted_returns")
 
+# 0 and 1 as 0-d int64 arrays rather than Python ints: the same arithmetic, but NumPy would convert a Python
+# number into an array on every call, a good part of the cost of a step at small num_envs.
+ZERO, ONE = np.array(0), np.array(1)
+ZERO.flags.writeable = ONE.flags.writeable = False
+
 
 def state_share(states, share, shares):
     """The state_dict of share ``share`` of ``shares`` equal shares of the sub-environments of several vector
@@ -127,23 +132,23 @@ class VectorEnv:
         if self._needs_reset:
             raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
         actions = self.action_space.check_action(actions)
-        self.episode_lengths += 1
+        self.episode_lengths += ONE
         rewards, terminations, truncations = self._advance(actions)
         self.episode_returns += rewards
         dones = terminations | truncations
-        if not dones.any():
+        if not np.count_nonzero(dones):  # (faster than dones.any() on small arrays)
             return self._observe(), rewards, terminations, truncations, {}
         infos = {
             "final_obs": self._observe(),
             "_final_obs": dones,
             "episode": {
-                "r": np.where(dones, self.episode_returns, 0.0),
-                "l": np.where(dones, self.episode_lengths, 0),
+                "r": np.where(dones, self.episode_returns, ZERO),  # float64, as the returns
+                "l": np.where(dones, self.episode_lengths, ZERO),
             },
             "_episode": dones.copy(),
         }
-        self.episode_returns[dones] = 0.0
-        self.episode_lengths[dones] = 0
+        self.episode_returns[dones] = ZERO
+        self.episode_lengths[dones] = ZERO
         self._reset_envs(dones)
         return self._observe(), rewards, terminations, truncations, infos
 

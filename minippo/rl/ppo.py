@@ -231,14 +231,13 @@ class Trainer:
             self.next_obs = network_obs(agent, env.reset(seed=self.env_seed)[0])
         rollout.final_values.fill(0.0)
         rollout.episode_ends.fill(False)
-        first_step = self.global_step
+        first_step, next_obs = self.global_step, self.next_obs
         for t in range(self.config.num_steps):
-            rollout.obs[t] = self.next_obs
-            actions, rollout.logprobs[t] = agent.sample_actions(self.next_obs, self.action_rng)
+            rollout.obs[t] = next_obs
+            actions, rollout.logprobs[t] = agent.sample_actions(next_obs, self.action_rng)
             rollout.actions[t] = actions
             obs, rewards, terminations, truncations, infos = env.step(actions)
-            self.next_obs = network_obs(agent, obs)
-            self.global_step += self.config.num_envs  # of every rank
+            next_obs = network_obs(agent, obs)
             rollout.rewards[t] = rewards
             rollout.terminations[t] = terminations
             rollout.truncations[t] = truncations
@@ -246,13 +245,15 @@ class Trainer:
                 rollout.episode_ends[t] = infos["_episode"]
                 rollout.episode_returns[t] = infos["episode"]["r"]
                 rollout.episode_lengths[t] = infos["episode"]["l"]
-                if truncations.any():
+                if np.count_nonzero(truncations):  # (faster than truncations.any() on small arrays)
                     truncated = truncations & ~terminations  # only these bootstrap from V(final_obs)
                     final_obs = network_obs(agent, infos["final_obs"][truncated])
                     rollout.final_values[t, truncated] = agent.value(final_obs)
+        self.next_obs = next_obs
+        self.global_step += self.config.num_steps * self.config.num_envs  # of every rank
         self.rollout_episodes = rollout.finished_episodes(first_step, self.config.num_envs)  # this rank's
         rollout.values[:] = rollout_values(agent, rollout.obs)
-        rollout.last_values[:] = agent.value(self.next_obs)
+        rollout.last_values[:] = agent.value(next_obs)
         return rollout
 
     def flat_batch(self, advantages, returns):
