@@ -85,7 +85,8 @@ class World:
 
     def check_identical(self, arrays, where):
         """Raise RuntimeError naming ``where`` (e.g. "update 7") unless the dict ``arrays`` holds the
-        same values on every rank (compared by a :func:`checksum` of each array)."""
+        same values on every rank (compared by one :func:`checksum_all` of them all, then, when that
+        differs, by a :func:`checksum` of each array, to name those that differ)."""
 
     def mean(self, values):
         """Mean of the ``values`` (an array) of every rank together, in their dtype; ValueError when no
@@ -187,7 +188,11 @@ class MPIWorld(World):
         self._unflatten(buffer, arrays)
 
     def check_identical(self, arrays, where):
-        sums = np.array([checksum(array) for array in arrays.values()], dtype=np.uint64)
+        whole = np.empty(self.size, dtype=np.uint64)  # every rank's checksum of all the arrays
+        self.comm.Allgather(np.array([checksum_all(arrays)], dtype=np.uint64), whole)
+        if (whole == whole[0]).all():  # (every rank has the same `whole`: all return, or all go on)
+            return
+        sums = np.array([checksum(array) for array in arrays.values()], dtype=np.uint64)  # which arrays differ
         every = np.empty((self.size, len(sums)), dtype=np.uint64)
         self.comm.Allgather(sums, every)
         differing = [rank for rank in range(self.size) if (every[rank] != every[0]).any()]
@@ -263,6 +268,17 @@ def checksum(array):
     if words.size % 4 == 0:
         words = words.view(np.uint32)
     return int(words.sum(dtype=np.uint64))
+
+
+def checksum_all(arrays):
+    """One checksum of all the arrays of the dict ``arrays``: Σ of their :func:`checksum` mod 2^64, read in one
+    pass as the checksum of the flat array they are views of when they fill one (a model's parameters; the
+    same number when each array is whole 32-bit words) (``World.check_identical``)."""
+    owner = next(iter(arrays.values())).base if arrays else None
+    if (owner is not None and owner.flags.c_contiguous and all(array.base is owner for array in arrays.values())
+            and sum(array.nbytes for array in arrays.values()) == owner.nbytes):
+        return checksum(owner)
+    return sum(checksum(array) for array in arrays.values()) % 2**64
 
 
 def local_moments(values):

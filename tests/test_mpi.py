@@ -18,6 +18,7 @@ from minippo.distributed import (
     LOCAL,
     SIZE_VARIABLES,
     checksum,
+    checksum_all,
     launched_size,
     local_moments,
     merged_moments,
@@ -25,6 +26,7 @@ from minippo.distributed import (
     row_moments,
 )
 from minippo.nn.checkpoint import load_checkpoint
+from minippo.rl.actor_critic import flat_views
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).with_name("mpi_programs.py")
@@ -259,6 +261,19 @@ def test_the_statistics_of_equal_groups_in_one_pass_equal_those_group_by_group_b
                 counts, means, stds = merged_moments_each(every.transpose(1, 0, 2))
                 for group in range(5):
                     assert (counts[group], means[group], stds[group]) == merged_moments(every[:, group])
+
+
+def test_one_checksum_of_all_the_parameters_is_the_sum_of_theirs():
+    rng = np.random.default_rng(3)
+    sizes = {"w": (5, 3), "b": (3,), "log_std": (2,)}
+    flat = rng.normal(size=20).astype(np.float32)
+    views = flat_views(flat, {name: np.empty(shape) for name, shape in sizes.items()})  # read as flat (one pass)
+    separate = {name: value.copy() for name, value in views.items()}  # read array by array
+    for arrays in (views, separate, {**separate, "counts": np.arange(3, dtype=np.uint64)}):
+        assert checksum_all(arrays) == sum(checksum(value) for value in arrays.values()) % 2**64
+    assert checksum_all(views) == checksum(flat) == checksum_all(separate)
+    views["b"][1] += 1.0
+    assert checksum_all(views) != checksum_all(separate) and checksum_all({}) == 0
 
 
 def test_checksum_changes_with_any_element():
