@@ -274,11 +274,12 @@ def checksum_all(arrays):
     """One checksum of all the arrays of the dict ``arrays``: Σ of their :func:`checksum` mod 2^64, read in one
     pass as the checksum of the flat array they are views of when they fill one (a model's parameters; the
     same number when each array is whole 32-bit words) (``World.check_identical``)."""
-    owner = next(iter(arrays.values())).base if arrays else None
-    if (owner is not None and owner.flags.c_contiguous and all(array.base is owner for array in arrays.values())
-            and sum(array.nbytes for array in arrays.values()) == owner.nbytes):
+    parts = list(arrays.values())
+    owner = parts[0].base if parts else None
+    if (isinstance(owner, np.ndarray) and owner.flags.c_contiguous and all(part.base is owner for part in parts)
+            and sum(part.nbytes for part in parts) == owner.nbytes):
         return checksum(owner)
-    return sum(checksum(array) for array in arrays.values()) % 2**64
+    return sum(checksum(part) for part in parts) % 2**64
 
 
 def local_moments(values):

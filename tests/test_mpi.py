@@ -274,6 +274,8 @@ def test_one_checksum_of_all_the_parameters_is_the_sum_of_theirs():
     assert checksum_all(views) == checksum(flat) == checksum_all(separate)
     views["b"][1] += 1.0
     assert checksum_all(views) != checksum_all(separate) and checksum_all({}) == 0
+    loaded = {"w": np.frombuffer(flat.tobytes(), dtype=np.float32)}  # a view of bytes (as safetensors loads)
+    assert checksum_all(loaded) == checksum(flat)
 
 
 def test_checksum_changes_with_any_element():
