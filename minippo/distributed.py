@@ -85,7 +85,8 @@ class World:
 
     def check_identical(self, arrays, where):
         """Raise RuntimeError naming ``where`` (e.g. "update 7") unless the dict ``arrays`` holds the
-        same values on every rank (compared by a :func:`checksum` of each array)."""
+        same values on every rank (compared by one :func:`checksum_all` of them all, then, when that
+        differs, by a :func:`checksum` of each array, to name those that differ)."""
 
     def mean(self, values):
         """Mean of the ``values`` (an array) of every rank together, in their dtype; ValueError when no
@@ -101,8 +102,14 @@ class World:
 
     def mean_std_groups(self, groups):
         """``[(mean, std), ...]``: :meth:`mean_std` of each array of the list ``groups``, each over that
-        group's arrays of every rank, in one collective for all of them (the minibatches of an epoch)."""
-        return [self.mean_std(values) for values in groups]
+        group's arrays of every rank, in one collective for all of them (the minibatches of an epoch).
+        Groups of one size and dtype (1-D) take one pass for all of them, with the same numbers."""
+        rows = as_rows(groups)
+        if rows is None:
+            return [self.mean_std(values) for values in groups]
+        if rows.shape[1] == 0:
+            raise ValueError("a mean needs at least one value")
+        return list(zip(rows.mean(axis=1), rows.std(axis=1)))  # each row's, as mean_std's: NumPy sums a row alike
 
     def gather_rows(self, rows):
         """Every rank's array ``rows`` concatenated along axis 0, in rank order."""
@@ -181,7 +188,11 @@ class MPIWorld(World):
         self._unflatten(buffer, arrays)
 
     def check_identical(self, arrays, where):
-        sums = np.array([checksum(array) for array in arrays.values()], dtype=np.uint64)
+        whole = np.empty(self.size, dtype=np.uint64)  # every rank's checksum of all the arrays
+        self.comm.Allgather(np.array([checksum_all(arrays)], dtype=np.uint64), whole)
+        if (whole == whole[0]).all():  # (every rank has the same `whole`: all return, or all go on)
+            return
+        sums = np.array([checksum(array) for array in arrays.values()], dtype=np.uint64)  # which arrays differ
         every = np.empty((self.size, len(sums)), dtype=np.uint64)
         self.comm.Allgather(sums, every)
         differing = [rank for rank in range(self.size) if (every[rank] != every[0]).any()]
@@ -208,15 +219,15 @@ class MPIWorld(World):
         return self.mean_std_groups([values])[0]
 
     def mean_std_groups(self, groups):
+        rows = as_rows(groups)
+        moments = row_moments(rows) if rows is not None else np.concatenate([local_moments(v) for v in groups])
         every = np.empty((self.size, len(groups), 3))  # one (n, Σx, Σ(x − x̄)²) row per rank and group
-        self.comm.Allgather(np.concatenate([local_moments(values) for values in groups]), every)
-        statistics = []
-        for group, values in enumerate(groups):
-            count, mean, std = merged_moments(every[:, group])
-            if count == 0:
-                raise ValueError("a mean needs at least one value")
-            statistics.append((values.dtype.type(mean), values.dtype.type(std)))
-        return statistics
+        self.comm.Allgather(moments, every)
+        counts, means, stds = merged_moments_each(every.transpose(1, 0, 2))  # (groups, ranks, 3)
+        if not counts.all():
+            raise ValueError("a mean needs at least one value")
+        return [(values.dtype.type(mean), values.dtype.type(std))
+                for values, mean, std in zip(groups, means.tolist(), stds.tolist())]
 
     def gather_rows_each(self, arrays):
         arrays = [np.ascontiguousarray(array) for array in arrays]
@@ -259,14 +270,43 @@ def checksum(array):
     return int(words.sum(dtype=np.uint64))
 
 
+def checksum_all(arrays):
+    """One checksum of all the arrays of the dict ``arrays``: Σ of their :func:`checksum` mod 2^64, read in one
+    pass as the checksum of the flat array they are views of when they fill one (a model's parameters; the
+    same number when each array is whole 32-bit words) (``World.check_identical``)."""
+    parts = list(arrays.values())
+    owner = parts[0].base if parts else None
+    if (isinstance(owner, np.ndarray) and owner.flags.c_contiguous and all(part.base is owner for part in parts)
+            and sum(part.nbytes for part in parts) == owner.nbytes):
+        return checksum(owner)
+    return sum(checksum(part) for part in parts) % 2**64
+
+
 def local_moments(values):
     """One row (n, Σx, Σ(x − x̄)²) of ``values``, in float64 (zeros when there are none): what each rank
     contributes to :func:`merged_moments`."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0:
-        return np.zeros((1, 3))
-    total = values.sum()
-    return np.array([[values.size, total, np.square(values - total / values.size).sum()]])
+    return row_moments(np.reshape(values, (1, -1)))  # (...) -> (1, n)
+
+
+def row_moments(rows):
+    """:func:`local_moments` of each row of the 2-D array ``rows``, (rows, 3), in one pass for all."""
+    deviations = np.array(rows, dtype=np.float64)  # a copy, made the squared deviations in place
+    count = deviations.shape[1]
+    if count == 0:
+        return np.zeros((len(deviations), 3))
+    totals = deviations.sum(axis=1)  # each row's sum as its own: NumPy sums a row as a 1-D array
+    deviations -= (totals / count)[:, None]
+    return np.stack([np.full(len(deviations), float(count)), totals,
+                     np.square(deviations, out=deviations).sum(axis=1)], axis=1)
+
+
+def as_rows(groups):
+    """The list ``groups`` of 1-D arrays as the rows of one 2-D array when they share one size and dtype
+    (their statistics then take one NumPy call each for all of them), else None."""
+    if not len(groups) or not all(values.ndim == 1 and values.shape == groups[0].shape
+                                  and values.dtype == groups[0].dtype for values in groups):
+        return None
+    return np.concatenate(groups).reshape(len(groups), -1)  # (groups · n,) -> (groups, n)
 
 
 def merged_moments(moments):
@@ -284,6 +324,19 @@ def merged_moments(moments):
     filled = counts > 0
     spread = squares.sum() + (counts[filled] * np.square(sums[filled] / counts[filled] - mean)).sum()
     return int(count), mean, math.sqrt(spread / count)
+
+
+def merged_moments_each(every):
+    """(counts, means, stds), arrays: :func:`merged_moments` of ``every[g]`` for each group g of ``every``
+    (groups, ranks, 3) -- in one pass for all when no rank's share of a group is empty (each sum over
+    the ranks then is the one :func:`merged_moments` takes), else group by group."""
+    counts, sums, squares = np.ascontiguousarray(np.moveaxis(every, -1, 0))  # (groups, ranks, 3) -> 3 x (groups, ranks)
+    if not counts.all():
+        return tuple(np.array(column) for column in zip(*(merged_moments(moments) for moments in every)))
+    count = counts.sum(axis=1)
+    mean = sums.sum(axis=1) / count
+    spread = squares.sum(axis=1) + (counts * np.square(sums / counts - mean[:, None])).sum(axis=1)
+    return count, mean, np.sqrt(spread / count)
 
 
 def _ignore(*args, **kwargs):

@@ -132,6 +132,9 @@ def statistics(out):
     groups = [values[lopsided, 0], values[share, 1], values[lopsided, 2].astype(np.float32)]
     results["mean_std_groups"] = np.array(comm.mean_std_groups(groups), dtype=np.float64)
     results["mean_std_groups_one_by_one"] = np.array([comm.mean_std(group) for group in groups], dtype=np.float64)
+    columns = [values[share, k] for k in range(6)]  # one size and dtype: one pass for all (World.mean_std_groups)
+    results["mean_std_columns"] = np.array(comm.mean_std_groups(columns))
+    results["mean_std_columns_one_by_one"] = np.array(comm.mean_std_groups(columns + [columns[0][:1]])[:6])
     rms = RunningMeanStd((3,), world=comm)
     for batch in observations:
         rms.update(batch[comm.rank * 4 // comm.size:(comm.rank + 1) * 4 // comm.size])

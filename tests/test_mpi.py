@@ -14,8 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minippo.distributed import LOCAL, SIZE_VARIABLES, checksum, launched_size, local_moments, merged_moments
+from minippo.distributed import (
+    LOCAL,
+    SIZE_VARIABLES,
+    checksum,
+    checksum_all,
+    launched_size,
+    local_moments,
+    merged_moments,
+    merged_moments_each,
+    row_moments,
+)
 from minippo.nn.checkpoint import load_checkpoint
+from minippo.rl.actor_critic import flat_views
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).with_name("mpi_programs.py")
@@ -78,7 +89,9 @@ def test_global_statistics_equal_the_single_process_ones(tmp_path, mpiexec):
     single, double = one_and_two_ranks("statistics", tmp_path, mpiexec)
     for results in (single, double):  # all the groups in one collective give what one collective each gives
         np.testing.assert_array_equal(results["mean_std_groups"], results["mean_std_groups_one_by_one"])
-    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var", "mean_std_lopsided", "mean_std_groups"):
+        np.testing.assert_array_equal(results["mean_std_columns"], results["mean_std_columns_one_by_one"])
+    for name in ("whiten", "whiten_scale", "rms_mean", "rms_var", "mean_std_lopsided", "mean_std_groups",
+                 "mean_std_columns"):
         np.testing.assert_allclose(double[name], single[name], rtol=0, atol=1e-12, err_msg=name)
     for name in ("gathered_float32", "gathered_int", "gathered_bool", "gathered_values", "gathered_empty_rows"):
         assert double[name].dtype == single[name].dtype and double[name].shape == single[name].shape, name
@@ -227,6 +240,42 @@ def test_merged_moments_of_groups_equal_those_of_their_union():
     assert mean == pytest.approx(values.mean(), rel=1e-15)
     assert std == pytest.approx(values.std(), rel=1e-7)  # Σx² − n·mean² would lose every digit here
     assert merged_moments(np.concatenate([local_moments(values[:0])] * 2)) == (0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_statistics_of_equal_groups_in_one_pass_equal_those_group_by_group_bit_for_bit(dtype):
+    """Sizes whose division rounds; up to 13 "ranks" (NumPy sums 8 or more numbers pairwise), some empty."""
+    rng = np.random.default_rng(2)
+    for size in (1, 7, 2049):
+        groups = [(1e3 + rng.normal(0.0, 10.0, size)).astype(dtype) for _ in range(5)]
+        one_pass, one_by_one = LOCAL.mean_std_groups(groups), [LOCAL.mean_std(values) for values in groups]
+        assert all(type(a) is dtype and a == b for pair, expected in zip(one_pass, one_by_one)
+                   for a, b in zip(pair, expected))
+        assert len(one_pass) == 5 and LOCAL.mean_std_groups(groups + [groups[0][:1]])[:5] == one_pass
+        np.testing.assert_array_equal(row_moments(np.stack(groups)),
+                                      np.concatenate([local_moments(values) for values in groups]))
+        for ranks in (1, 2, 9, 13):
+            for empty in (False, True):
+                every = np.stack([local_moments(values[:rank] if empty else values * (1 + rank / 7))
+                                  for rank in range(ranks) for values in groups]).reshape(ranks, 5, 3)
+                counts, means, stds = merged_moments_each(every.transpose(1, 0, 2))
+                for group in range(5):
+                    assert (counts[group], means[group], stds[group]) == merged_moments(every[:, group])
+
+
+def test_one_checksum_of_all_the_parameters_is_the_sum_of_theirs():
+    rng = np.random.default_rng(3)
+    sizes = {"w": (5, 3), "b": (3,), "log_std": (2,)}
+    flat = rng.normal(size=20).astype(np.float32)
+    views = flat_views(flat, {name: np.empty(shape) for name, shape in sizes.items()})  # read as flat (one pass)
+    separate = {name: value.copy() for name, value in views.items()}  # read array by array
+    for arrays in (views, separate, {**separate, "counts": np.arange(3, dtype=np.uint64)}):
+        assert checksum_all(arrays) == sum(checksum(value) for value in arrays.values()) % 2**64
+    assert checksum_all(views) == checksum(flat) == checksum_all(separate)
+    views["b"][1] += 1.0
+    assert checksum_all(views) != checksum_all(separate) and checksum_all({}) == 0
+    loaded = {"w": np.frombuffer(flat.tobytes(), dtype=np.float32)}  # a view of bytes (as safetensors loads)
+    assert checksum_all(loaded) == checksum(flat)
 
 
 def test_checksum_changes_with_any_element():

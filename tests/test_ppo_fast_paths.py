@@ -1,6 +1,7 @@
 """The rollout's and the update's fast paths against their textbook twins, bit for bit: ``ActorCritic.act``
 against ``act_reference``, Adam on the one flat parameter array against Adam on every parameter array, the
-episodes read from the rollout's buffers against the per-step loop over ``infos``."""
+episodes read from the rollout's buffers against the per-step loop over ``infos``, the losses against their
+equations one array per term, whitening without a mask against whitening with a mask of every entry."""
 import numpy as np
 import pytest
 
@@ -10,7 +11,8 @@ from minippo.nn.categorical import token_logprobs_forward
 from minippo.nn.optim import AdamW
 from minippo.rl import ppo
 from minippo.rl.actor_critic import ActorCritic, flat_views
-from minippo.rl.losses import ppo_policy_loss, ratio_stats
+from minippo.rl.advantages import whiten
+from minippo.rl.losses import loss_weights, ppo_policy_loss, ppo_policy_loss_reference, ratio_stats, value_loss
 from minippo.rl.ppo import ADAM_BETAS, ADAM_EPS, Trainer, rollout_values
 from minippo.rl.ppo_config import PPOConfig
 from minippo.rl.resume import load_optimizer_state, optimizer_state
@@ -154,3 +156,80 @@ def test_cartpole_advance_equals_advance_reference_bit_for_bit():
         np.testing.assert_array_equal(fast.state, reference.state)
         endings += got[2].sum(), got[3].sum()
     assert endings.min() >= 5
+
+
+def assert_bit_identical(got, expected):
+    """Equal values, dtypes, shapes and signs of zero (floats and arrays, or tuples of them)."""
+    if isinstance(expected, tuple):
+        assert len(got) == len(expected)
+        for got_item, expected_item in zip(got, expected):
+            assert_bit_identical(got_item, expected_item)
+    elif isinstance(expected, np.ndarray):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+    else:
+        assert type(got) is type(expected) and got == expected and np.signbit(got) == np.signbit(expected)
+
+
+def loss_inputs(shape, dtype, seed):
+    """Log-probabilities near log ½ and their old values, advantages (some exactly 0) and a mask."""
+    rng = np.random.default_rng(seed)
+    logprobs, old_logprobs = (np.log(0.5) + scale * rng.standard_normal(shape) for scale in (0.3, 0.05))
+    advantages = rng.standard_normal(shape)
+    advantages.flat[:3] = 0.0
+    mask = rng.random(shape) < 0.7
+    mask.flat[0] = True
+    return logprobs.astype(dtype), old_logprobs.astype(dtype), advantages.astype(dtype), mask
+
+
+@pytest.mark.parametrize("shape", [(2048,), (7,), (6, 50), (3, 4000)])  # 12,000: above NumPy's 8,192-element buffer
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", [False, True])
+def test_policy_loss_equals_its_reference_bit_for_bit(shape, dtype, masked):
+    logprobs, old_logprobs, advantages, mask = loss_inputs(shape, dtype, seed=len(shape) + shape[0])
+    mask = mask if masked else None
+    for loss_type in ("dapo", "grpo", "dr_grpo") if len(shape) == 2 else ("dapo",):
+        for high in (None, 0.28):
+            arguments = (logprobs, old_logprobs, advantages, 0.2, mask, high, loss_type, 60)
+            assert_bit_identical(tuple(ppo_policy_loss(*arguments)), tuple(ppo_policy_loss_reference(*arguments)))
+    mixed = (logprobs, old_logprobs, advantages.astype(np.float64), 0.2, mask)  # the reference's own path
+    assert_bit_identical(tuple(ppo_policy_loss(*mixed)), tuple(ppo_policy_loss_reference(*mixed)))
+
+
+def textbook_value_loss(values, old_values, returns, clip_coef=None, mask=None):
+    """``value_loss`` as first written: a weights array even without a mask, every product recomputed."""
+    mask = np.ones(values.shape, dtype=bool) if mask is None else mask
+    weights = loss_weights(mask, dtype=values.dtype)
+    error = values - returns
+    if clip_coef is None:
+        return 0.5 * float(np.sum(error * error * weights)), (error * weights).astype(values.dtype, copy=False)
+    change = values - old_values
+    clipped_error = old_values + np.clip(change, -clip_coef, clip_coef) - returns
+    use_unclipped = error * error >= clipped_error * clipped_error
+    loss = 0.5 * float(np.sum(np.maximum(error * error, clipped_error * clipped_error) * weights))
+    inside = np.abs(change) < clip_coef
+    dvalues = np.where(use_unclipped, error, np.where(inside, clipped_error, 0.0)) * weights
+    return loss, dvalues.astype(values.dtype, copy=False)
+
+
+@pytest.mark.parametrize("shape", [(2048,), (7,), (3, 4000)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", [False, True])
+def test_value_loss_equals_its_textbook_twin_bit_for_bit(shape, dtype, masked):
+    values, old_values, returns, mask = loss_inputs(shape, dtype, seed=shape[0])
+    old_values = values + (old_values - old_values.mean()) * 4  # some changes beyond the clip range
+    for clip_coef in (None, 0.2):
+        arguments = (values, old_values, returns, clip_coef, mask if masked else None)
+        assert_bit_identical(value_loss(*arguments), textbook_value_loss(*arguments))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whitening_without_a_mask_equals_whitening_with_a_full_one_bit_for_bit(dtype):
+    values = np.random.default_rng(4).normal(1.0, 3.0, (6, 50)).astype(dtype)
+    for array in (values, values.T, values[:, ::3]):  # contiguous or not
+        full = np.ones(array.shape, dtype=bool)
+        for shift_mean in (True, False):
+            for moments in (None, (array.mean(), array.std()), (0.25, 2.0)):
+                assert_bit_identical(whiten(array, None, shift_mean, moments=moments),
+                                     whiten(array, full, shift_mean, moments=moments))

@@ -62,13 +62,14 @@ def whiten(values, mask=None, shift_mean=True, eps=1e-8, world=LOCAL, moments=No
     the pair (mean, std) when it is known already (``World.mean_std_groups`` of several minibatches).
     """
     values = np.asarray(values)
-    mask = np.ones(values.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    mask = None if mask is None else np.asarray(mask, dtype=bool)
     try:
-        mean, std = world.mean_std(values[mask]) if moments is None else moments
+        mean, std = moments if moments is not None else world.mean_std(values.ravel() if mask is None else values[mask])
     except ValueError:
         raise ValueError("whiten needs at least one entry inside the mask") from None
     centred = values - mean if shift_mean else values
-    return np.where(mask, centred / (std + eps), 0.0)
+    whitened = centred / (std + eps)
+    return whitened if mask is None else np.where(mask, whitened, 0.0)
 
 
 def leave_one_out_advantages(returns, num_generations):
