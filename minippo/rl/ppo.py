@@ -266,9 +266,8 @@ class Trainer:
     def ppo_update(self, batch, lr):
         """``update_epochs`` shuffled passes of minibatch steps (step 3); returns the diagnostics.
 
-        The samples of all the epochs' minibatches are gathered at once (one fancy-indexing of each array,
-        the minibatches views of it), and the advantage statistics of every minibatch over the ranks before
-        the steps, in one collective for all of them (each collective is a point where the ranks wait for
+        The advantage statistics of every minibatch over the ranks are gathered before the steps, in one
+        collective for all the epochs' minibatches (each collective is a point where the ranks wait for
         the slowest).  With ``target_kl`` the epochs after an early stop must not draw their shuffles,
         so they are gathered one epoch at a time."""
         config = self.config
@@ -278,15 +277,13 @@ class Trainer:
         epochs_at_once = config.update_epochs if config.target_kl is None else 1
         for _ in range(0, config.update_epochs, epochs_at_once):
             orders = np.concatenate([self.shuffle_rng.permutation(batch_size) for _ in range(epochs_at_once)])
-            shuffled = Batch(*(array[orders] for array in batch))  # the epochs' minibatches one after another
-            minibatches = [Batch(*(array[start:start + minibatch_size] for array in shuffled))  # views
-                           for start in range(0, len(orders), minibatch_size)]
-            moments = self.world.mean_std_groups([minibatch.advantages for minibatch in minibatches]) \
+            minibatches = [orders[start:start + minibatch_size] for start in range(0, len(orders), minibatch_size)]
+            moments = self.world.mean_std_groups([batch.advantages[minibatch] for minibatch in minibatches]) \
                 if config.norm_adv else [None] * len(minibatches)
             steps = []  # the steps' diagnostics, averaged over the ranks by the last step
             for index, (minibatch, advantage_moments) in enumerate(zip(minibatches, moments)):
-                self.gradient_step(ppo_loss_and_gradients, minibatch, lr, advantage_moments, steps=steps,
-                                   last=index == len(minibatches) - 1)
+                self.gradient_step(ppo_loss_and_gradients, Batch(*(array[minibatch] for array in batch)), lr,
+                                   advantage_moments, steps=steps, last=index == len(minibatches) - 1)
             clipfracs += [step["clipfrac"] for step in steps]
             stats = steps[-1]
             if config.target_kl is not None and stats["approx_kl"] > config.target_kl:
