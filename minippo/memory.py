@@ -40,5 +40,7 @@ def keep_freed_memory():
 
 def freeze_imported_objects():
     """Exempt every object alive now from the garbage collector's future passes (``gc.freeze``), as
-    described above; call it once the modules are imported, before the long loop."""
+    described above, after one last collection (garbage frozen would be kept for good); call it once the
+    modules are imported, before the long loop."""
+    gc.collect()
     gc.freeze()
